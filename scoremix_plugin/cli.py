@@ -1,0 +1,62 @@
+"""One entry point for every stage: ``scoremix <subcommand> ...``.
+
+Each subcommand lives beside the code it drives. A table entry names the module and the
+stem ``X``; that module defines ``add_X_arguments(parser)`` and ``run_X(args) -> int``.
+Modules are imported only for the subcommand being run, so ``scoremix --help`` stays fast
+and no stage's dependencies (torch, onnxruntime, diffusers) load unless needed.
+
+Under torchrun: ``torchrun --nproc_per_node=N -m scoremix_plugin train CONFIG``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, stem, one-line help). Order is the pipeline's order.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "rec": ("scoremix_plugin.recordio.cli", "rec", "RecordIO folders: from-folder, to-folder, info, check"),
+    "toy-data": ("scoremix_plugin.toydata", "toy_data", "write the embedded toy identity dataset"),
+    "make-bin": ("scoremix_plugin.verification.cli", "make_bin", "write a verification .bin file"),
+    "verify": ("scoremix_plugin.verification.cli", "verify", "evaluate a model on .bin verification sets"),
+    "train": ("scoremix_plugin.recognition.cli", "train", "train a recogniser from an arcface_torch config"),
+    "export": ("scoremix_plugin.recognition.cli", "export", "export model.pt to ONNX"),
+    "embed": ("scoremix_plugin.recognition.cli", "embed", "class centres from a model or a head checkpoint"),
+    "train-generator": ("scoremix_plugin.generation.cli", "train_generator", "train the class-conditional EDM generator"),
+    "export-conditions": ("scoremix_plugin.generation.cli", "export_conditions", "generator class embeddings as a centres file"),
+    "sample": ("scoremix_plugin.generation.cli", "sample", "sample a grid of source classes and their mix"),
+    "select": ("scoremix_plugin.synthesis.cli", "select", "choose far/near/random class pairs"),
+    "generate": ("scoremix_plugin.synthesis.cli", "generate", "ScoreMix synthetic identities into RecordIO shards"),
+    "align": ("scoremix_plugin.synthesis.cli", "align", "CKA / mutual-kNN alignment of two centres files"),
+    "merge": ("scoremix_plugin.integration.cli", "merge", "merge real + synthetic into one arcface_torch folder"),
+    "arcface-train": ("scoremix_plugin.integration.cli", "arcface_train", "run the unchanged arcface_torch train_v2.py with the scoremix loader"),
+    "pipeline": ("scoremix_plugin.pipeline", "pipeline", "run a pipeline recipe end to end (the demo)"),
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scoremix", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (module, stem, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        if name == only:
+            mod = importlib.import_module(module)
+            getattr(mod, f"add_{stem}_arguments")(p)
+            p.set_defaults(_run=getattr(mod, f"run_{stem}"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Import only the chosen subcommand's module (the first non-option word that names one).
+    chosen = next((a for a in argv if a in COMMANDS), None)
+    parser = build_parser(chosen)
+    args = parser.parse_args(argv)
+    rc = args._run(args)
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""arcface_torch-style configs: a Python file that defines ``config = edict(...)``, merged over defaults.
+
+The recogniser trainer, the generator trainer, generation and the pipeline all read their settings
+this way, so a team's host recipe (``configs/ms1mv3_r50.py``) runs unchanged. Merging is shallow,
+as the host's ``base.config.update(job.config)`` is. Keys the reader does not know are kept and
+reported in ONE warning that names them; only the ``scoremix`` block is validated strictly
+(contracts.md, "The scoremix block").
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import runpy
+import warnings
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from easydict import EasyDict as edict
+
+# The host's configs/base.py defaults, with the host's meaning for each key.
+HOST_BASE: dict[str, Any] = {
+    "margin_list": (1.0, 0.5, 0.0),  # (m1, m2, m3): ArcFace (1, 0.5, 0); CosFace (1, 0, 0.4)
+    "network": "r50",
+    "resume": False,
+    "save_all_states": False,
+    "output": "work_dirs/run",
+    "embedding_size": 512,
+    "sample_rate": 1.0,  # PartialFC sampling; 1 = every class each step
+    "interclass_filtering_threshold": 0,
+    "fp16": False,
+    "batch_size": 128,  # per process
+    "optimizer": "sgd",
+    "lr": 0.1,
+    "momentum": 0.9,
+    "weight_decay": 5e-4,
+    "verbose": 2000,  # verification every N global steps
+    "frequent": 10,  # log every N steps
+    "dali": False,
+    "dali_aug": False,
+    "gradient_acc": 1,
+    "seed": 2048,
+    "num_workers": 2,
+    "wandb_key": "XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX",
+    "suffix_run_name": None,
+    "using_wandb": False,
+    "wandb_entity": "entity",
+    "wandb_project": "project",
+    "wandb_log_all": True,
+    "save_artifacts": False,
+    "wandb_resume": False,
+}
+
+# Keys every host job config sets (no default in the host's base).
+HOST_JOB_KEYS = ("rec", "num_classes", "num_image", "num_epoch", "warmup_epoch", "val_targets")
+
+# Keys scoremix adds to a recogniser config (all optional; the host keeps and ignores them).
+SCOREMIX_RECOGNISER_KEYS: dict[str, Any] = {
+    "dataset": "rec",  # "scoremix" trains on real + synthetic through the manifest of config.scoremix
+    "scoremix": None,  # the block below; required when dataset == "scoremix"
+    "grad_clip": 5.0,  # max grad-norm for the backbone (the host clips at 5 as well)
+    "image_degrade": None,  # e.g. 32: real images go down to NxN and back up before training (demo)
+    "max_steps": None,  # stop after this many global steps (quick runs); None = full schedule
+    "eval_batch_size": 64,
+    "device": None,  # None: cuda:local_rank when available, else cpu
+    "log_json": "train_log.jsonl",
+}
+
+SCOREMIX_BLOCK_DEFAULTS: dict[str, Any] = {
+    "manifest": None,  # path to the generation manifest.json (required)
+    "ratio": None,  # None: every image once per epoch; 0 < r < 1: synthetic share per epoch
+    "aug_real": None,  # albumentations pipeline: a registered name or a serialised dict; None = flip only
+    "aug_synthetic": None,
+}
+
+
+class ConfigError(ValueError):
+    """A config file or key is wrong; the message names the file and the key."""
+
+
+def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Run a config file (trusted user code, like the host's) and return its ``config`` mapping.
+
+    Accepts a file path, or the host's ``configs/NAME`` form (``.py`` optional).
+    """
+    p = Path(path)
+    if p.suffix != ".py" and not p.exists():
+        p = p.with_name(p.name + ".py")
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    ns = runpy.run_path(str(p), run_name=f"scoremix_config_{p.stem}")
+    cfg = ns.get("config")
+    if not isinstance(cfg, Mapping):
+        raise ConfigError(f"{p}: defines no `config` mapping (expected `config = edict(...)`)")
+    return dict(cfg)
+
+
+def merge_config(
+    job: Mapping[str, Any],
+    defaults: Mapping[str, Any],
+    *,
+    source: str = "config",
+    required: Iterable[str] = (),
+    known_extra: Iterable[str] = (),
+    warn_unknown: bool = True,
+) -> edict:
+    """Shallow merge ``job`` over ``defaults`` (like the host); check required keys; warn on unknown ones."""
+    merged = copy.deepcopy(dict(defaults))
+    merged.update(job)
+    missing = [k for k in required if merged.get(k) is None]
+    if missing:
+        raise ConfigError(f"{source}: missing required key(s) {missing}")
+    known = set(defaults) | set(required) | set(known_extra)
+    unknown = sorted(k for k in job if k not in known)
+    if unknown and warn_unknown:
+        warnings.warn(f"{source}: unknown config key(s) kept but not used: {unknown}", stacklevel=2)
+    return edict(merged)
+
+
+def validate_scoremix_block(cfg: Mapping[str, Any], source: str = "config") -> edict | None:
+    """Strictly validate ``config.scoremix`` when ``config.dataset == 'scoremix'``; return the filled block."""
+    dataset = cfg.get("dataset", "rec")
+    block = cfg.get("scoremix")
+    if dataset != "scoremix":
+        return None if block is None else edict({**SCOREMIX_BLOCK_DEFAULTS, **block})
+    if not isinstance(block, Mapping):
+        raise ConfigError(f"{source}: config.dataset is 'scoremix' but config.scoremix is missing or not a mapping")
+    unknown = sorted(set(block) - set(SCOREMIX_BLOCK_DEFAULTS))
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key(s) in config.scoremix: {unknown}; allowed: {sorted(SCOREMIX_BLOCK_DEFAULTS)}"
+        )
+    out = edict({**SCOREMIX_BLOCK_DEFAULTS, **block})
+    if not out.manifest:
+        raise ConfigError(f"{source}: config.scoremix.manifest is required")
+    r = out.ratio
+    if r is not None and not (isinstance(r, (int, float)) and not isinstance(r, bool) and 0 < r < 1):
+        raise ConfigError(f"{source}: config.scoremix.ratio must be None or a number in (0, 1), got {r!r}")
+    for key in ("aug_real", "aug_synthetic"):
+        v = out[key]
+        if v is not None and not isinstance(v, (str, Mapping)):
+            raise ConfigError(
+                f"{source}: config.scoremix.{key} must be None, a registered name or a serialised dict, got {type(v).__name__}"
+            )
+    return out
+
+
+def load_recogniser_config(path: str | os.PathLike) -> edict:
+    """A host recipe or a scoremix recogniser config, merged over the host's base defaults."""
+    job = read_config_file(path)
+    cfg = merge_config(
+        job,
+        {**HOST_BASE, **SCOREMIX_RECOGNISER_KEYS},
+        source=str(path),
+        required=HOST_JOB_KEYS,
+    )
+    cfg.scoremix = validate_scoremix_block(cfg, source=str(path))
+    return cfg
