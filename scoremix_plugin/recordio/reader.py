@@ -1,0 +1,190 @@
+"""Reading `.rec` files: sequentially, or by key through the `.idx` file, memory-mapped.
+
+The indexed reader parses the `.idx` once into numpy arrays (keys, offsets) and a key -> offset
+dict; a read is then one dict lookup, one 8-byte header check and one slice of the mmap. The
+mmap is opened lazily and dropped when pickled, so a reader can be handed to DataLoader workers
+and each process maps the file itself.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from .format import CFLAG_WHOLE, LENGTH_MASK, MAGIC, RecordIOError, read_framed
+
+_LREC = struct.Struct("<II")
+
+
+class _MappedFile:
+    """A read-only mmap of one file, opened on first use in each process (pickles without it)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._buf = None
+        self._pid = None
+
+    @property
+    def buf(self):
+        if self._buf is None or self._pid != os.getpid():
+            self._open()
+        return self._buf
+
+    def _open(self) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                # mmap cannot map an empty file; an empty .rec is simply no records.
+                self._buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        except FileNotFoundError:
+            raise RecordIOError("file not found", file=self.path) from None
+        self._pid = os.getpid()
+
+    def close(self) -> None:
+        if isinstance(self._buf, mmap.mmap):
+            self._buf.close()
+        self._buf = None
+
+    def __getstate__(self):
+        return {"path": self.path}
+
+    def __setstate__(self, state):
+        self.path, self._buf, self._pid = state["path"], None, None
+
+
+class RecordIOReader:
+    """Sequential reader of a `.rec` file: ``read()`` returns the next record, or None at the end."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._file = _MappedFile(self.path)
+        self._file.buf  # fail now on a missing file
+        self._pos = 0
+
+    def read(self) -> bytes | None:
+        buf = self._file.buf
+        if self._pos >= len(buf):
+            return None
+        record, self._pos = read_framed(buf, self._pos, file=self.path)
+        return record
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int) -> None:
+        self._pos = int(offset)
+
+    def reset(self) -> None:
+        self._pos = 0
+
+    def __iter__(self):
+        self.reset()
+        while (record := self.read()) is not None:
+            yield record
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def read_idx(idx_path: str | os.PathLike, rec_size: int | None = None, rec_path=None) -> tuple[np.ndarray, np.ndarray]:
+    """Parse a `.idx` file -> (keys int64, offsets int64) in file order.
+
+    With ``rec_size``, every offset is checked to leave room for a record header in the `.rec`.
+    """
+    idx_path = Path(idx_path)
+    try:
+        text = idx_path.read_bytes()
+    except FileNotFoundError:
+        raise RecordIOError("index file not found", file=idx_path) from None
+    keys: list[int] = []
+    offsets: list[int] = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        fields = line.split(b"\t")
+        if len(fields) != 2:
+            fields = line.split()
+        try:
+            key, off = int(fields[0]), int(fields[1])
+        except (ValueError, IndexError):
+            raise RecordIOError(f"line {lineno} is not 'key<TAB>offset': {line[:60]!r}", file=idx_path) from None
+        keys.append(key)
+        offsets.append(off)
+    k = np.asarray(keys, dtype=np.int64)
+    o = np.asarray(offsets, dtype=np.int64)
+    if rec_size is not None and o.size:
+        bad = np.flatnonzero((o < 0) | (o + 8 > rec_size) | (o % 4 != 0))
+        if bad.size:
+            i = int(bad[0])
+            why = "is not 4-byte aligned" if 0 <= o[i] and o[i] + 8 <= rec_size else f"is past the end of {rec_path} ({rec_size} bytes)"
+            raise RecordIOError(f"index offset {why}", file=idx_path, key=int(k[i]), offset=int(o[i]))
+    return k, o
+
+
+class IndexedRecordIOReader:
+    """Random access by key (``read_idx``) through the `.idx`, over a memory-mapped `.rec`.
+
+    ``keys`` is the list of keys in `.idx` order (as mxnet's ``MXIndexedRecordIO.keys``); with a
+    duplicated key the last entry wins, as in mxnet.
+    """
+
+    def __init__(self, idx_path: str | os.PathLike, rec_path: str | os.PathLike):
+        self.idx_path, self.path = Path(idx_path), Path(rec_path)
+        self._file = _MappedFile(self.path)
+        size = len(self._file.buf)
+        self.key_array, self.offset_array = read_idx(self.idx_path, size, self.path)
+        self.keys = self.key_array.tolist()
+        self._offset = dict(zip(self.keys, self.offset_array.tolist()))
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __contains__(self, key) -> bool:
+        return key in self._offset
+
+    def offset(self, key: int) -> int:
+        try:
+            return self._offset[key]
+        except KeyError:
+            raise RecordIOError("key not in the index", file=self.idx_path, key=key) from None
+
+    def read_idx(self, key: int) -> bytes:
+        """The record stored under ``key`` (multi-part records are joined)."""
+        try:
+            pos = self._offset[key]
+        except KeyError:
+            raise RecordIOError("key not in the index", file=self.idx_path, key=key) from None
+        buf = self._file.buf
+        # Fast path: a whole record (the common case) is one header check and one slice.
+        magic, lrec = _LREC.unpack_from(buf, pos)
+        end = pos + 8 + (lrec & LENGTH_MASK)
+        if magic == MAGIC and lrec >> 29 == CFLAG_WHOLE and end <= len(buf):
+            return buf[pos + 8:end]
+        return read_framed(buf, pos, file=self.path, key=key)[0]
+
+    def read_at(self, offset: int, key=None) -> bytes:
+        return read_framed(self._file.buf, int(offset), file=self.path, key=key)[0]
+
+    @property
+    def buffer(self):
+        """The mapped `.rec` bytes (an mmap, or b"" for an empty file)."""
+        return self._file.buf
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,204 @@
+"""Writing `.rec` / `.idx` files byte-identical to mxnet 1.9.1, and InsightFace-layout shards.
+
+Every file is written under a temporary name in its folder and renamed on ``close()``; leaving a
+``with`` block through an exception removes the temporary files, so an interrupted writer never
+leaves a half-written `.rec` under its final name.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .format import MAX_EXACT_LABEL, IRHeader, RecordIOError, encode_jpeg, frame, image_size, pack
+from ..io_utils import tmp_name, write_text_atomic
+
+
+class RecordIOWriter:
+    """Sequential `.rec` writer: ``write(buf)`` appends one record (split like dmlc when needed)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = tmp_name(self.path)
+        self._f = open(self._tmp, "wb", buffering=1 << 20)
+        self._pos = 0
+        self.closed = False
+
+    def write(self, buf: bytes) -> None:
+        data = frame(buf)
+        self._f.write(data)
+        self._pos += len(data)
+
+    def tell(self) -> int:
+        return self._pos
+
+    def close(self) -> None:
+        """Flush, fsync and rename to the final name."""
+        if self.closed:
+            return
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self._f.close()
+        os.replace(self._tmp, self.path)
+        self.closed = True
+
+    def abort(self) -> None:
+        """Drop everything written: the temporary file is removed, the final name is untouched."""
+        if self.closed:
+            return
+        self._f.close()
+        self._tmp.unlink(missing_ok=True)
+        self.closed = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *exc):
+        self.abort() if exc_type is not None else self.close()
+
+
+class IndexedRecordIOWriter(RecordIOWriter):
+    """`.rec` + `.idx` writer: ``write_idx(key, buf)`` records ``"{key}\\t{offset}\\n"`` like mxnet."""
+
+    def __init__(self, idx_path: str | os.PathLike, rec_path: str | os.PathLike):
+        super().__init__(rec_path)
+        self.idx_path = Path(idx_path)
+        self._idx_lines: list[str] = []
+        self._keys: set[int] = set()
+
+    def write_idx(self, key: int, buf: bytes) -> None:
+        key = int(key)
+        if key in self._keys:
+            raise RecordIOError("key written twice", file=self.idx_path, key=key, offset=self._pos)
+        self._keys.add(key)
+        self._idx_lines.append(f"{key}\t{self._pos}\n")
+        self.write(buf)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        # The .rec lands first: an .idx under its final name always describes a complete .rec.
+        super().close()
+        write_text_atomic(self.idx_path, "".join(self._idx_lines))
+
+
+class ShardWriter:
+    """Writes an InsightFace-layout folder (``train.rec``, ``train.idx``, ``property``).
+
+    Images go to keys 1..N with ``IRHeader(0, label, key, 0)``; ``close()`` adds one identity record
+    per label at keys N+1..N+C (label ``[first_key, end_key)``, empty payload) and then key 0 =
+    ``IRHeader(0, [N+1, N+C+1], 0, 1)``, the order mxnet-based tools write them in. Each label's
+    images must come contiguously, since an identity record is a key range.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike, *, num_classes: int | None = None, quality: int = 95,
+                 image_size: int | None = 112):
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.num_classes = None if num_classes is None else int(num_classes)
+        if self.num_classes is not None and not 0 < self.num_classes <= MAX_EXACT_LABEL:
+            raise RecordIOError(f"num_classes {num_classes} must be in 1..2**24", file=self.out_dir)
+        self.quality = int(quality)
+        self.image_size = image_size
+        self.rec_path, self.idx_path = self.out_dir / "train.rec", self.out_dir / "train.idx"
+        self._w = IndexedRecordIOWriter(self.idx_path, self.rec_path)
+        self._ranges: list[tuple[int, int, int]] = []  # (label, first_key, end_key)
+        self._seen: set[int] = set()
+        self._key = 1
+        self.num_images = 0
+        self.labels_range: tuple[int, int] | None = None
+        self.closed = False
+
+    def _check_label(self, label) -> int:
+        if isinstance(label, (float, np.floating)) and not float(label).is_integer():
+            raise RecordIOError(f"label {label!r} is not an integer", file=self.rec_path, key=self._key)
+        try:
+            lab = int(label)
+        except (TypeError, ValueError):
+            raise RecordIOError(f"label {label!r} is not an integer", file=self.rec_path, key=self._key) from None
+        if lab < 0 or lab >= MAX_EXACT_LABEL:
+            raise RecordIOError(f"label {lab} outside [0, 2**24): float32 labels would corrupt it",
+                                file=self.rec_path, key=self._key)
+        if self.num_classes is not None and lab >= self.num_classes:
+            raise RecordIOError(f"label {lab} outside [0, num_classes={self.num_classes})",
+                                file=self.rec_path, key=self._key)
+        if not self._ranges or self._ranges[-1][0] != lab:
+            if lab in self._seen:
+                raise RecordIOError(f"label {lab} comes back after other labels: each label's images must be "
+                                    "written contiguously", file=self.rec_path, key=self._key)
+        return lab
+
+    def _payload(self, image) -> bytes:
+        size = self.image_size
+        if isinstance(image, (bytes, bytearray, memoryview)):
+            data = bytes(image)
+            if size is not None:
+                try:
+                    hw = image_size(data)
+                except ValueError as e:
+                    raise RecordIOError(f"image bytes: {e}", file=self.rec_path, key=self._key) from None
+                if hw != (size, size):
+                    raise RecordIOError(f"image is {hw[0]}x{hw[1]}, expected {size}x{size}",
+                                        file=self.rec_path, key=self._key)
+            return data
+        img = np.asarray(image)
+        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+            raise RecordIOError(f"image must be RGB uint8 HxWx3, got {img.dtype} {img.shape}",
+                                file=self.rec_path, key=self._key)
+        if size is not None and img.shape[:2] != (size, size):
+            raise RecordIOError(f"image is {img.shape[0]}x{img.shape[1]}, expected {size}x{size}",
+                                file=self.rec_path, key=self._key)
+        return encode_jpeg(img, self.quality)
+
+    def write(self, image, label) -> int:
+        """Add one image (RGB uint8 HxWx3, or encoded JPEG/PNG bytes kept verbatim); returns its key."""
+        if self.closed:
+            raise RecordIOError("write after close", file=self.rec_path)
+        lab = self._check_label(label)
+        payload = self._payload(image)
+        key = self._key
+        # Keys are stored as float32 labels in the identity / key-0 records: refuse before they round.
+        if key + len(self._seen) + 2 >= MAX_EXACT_LABEL:
+            raise RecordIOError("too many records for float32 key ranges (2**24)", file=self.rec_path, key=key)
+        self._w.write_idx(key, pack(IRHeader(0, float(lab), key, 0), payload))
+        if self._ranges and self._ranges[-1][0] == lab:
+            self._ranges[-1] = (lab, self._ranges[-1][1], key + 1)
+        else:
+            self._ranges.append((lab, key, key + 1))
+            self._seen.add(lab)
+        self._key += 1
+        self.num_images += 1
+        return key
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        if not self._ranges:
+            self.abort()
+            raise RecordIOError("no images were written", file=self.rec_path)
+        n, c = self.num_images, len(self._ranges)
+        for i, (_, first, end) in enumerate(self._ranges):
+            key = n + 1 + i
+            self._w.write_idx(key, pack(IRHeader(0, [float(first), float(end)], key, 0), b""))
+        self._w.write_idx(0, pack(IRHeader(0, [float(n + 1), float(n + c + 1)], 0, 1), b""))
+        self._w.close()
+        labels = [r[0] for r in self._ranges]
+        self.labels_range = (min(labels), max(labels) + 1)
+        if self.num_classes is None:
+            self.num_classes = self.labels_range[1]
+        side = self.image_size or 112
+        write_text_atomic(self.out_dir / "property", f"{self.num_classes},{side},{side}\n")
+        self.closed = True
+
+    def abort(self) -> None:
+        self._w.abort()
+        self.closed = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *exc):
+        self.abort() if exc_type is not None else self.close()
