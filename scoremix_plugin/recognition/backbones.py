@@ -25,9 +25,9 @@ def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, kernel_size=3, stride=stride, padding=1, bias=False)
 
 
-def _out_size(size: int, stride: int) -> int:
-    # 3x3 conv, padding 1: the spatial size after one (possibly strided) conv.
-    return (size - 1) // stride + 1
+def _out_size(size: int, stride: int, kernel: int = 3) -> int:
+    # Spatial size after one conv with "same" padding (kernel // 2).
+    return (size + 2 * (kernel // 2) - kernel) // stride + 1
 
 
 class IBasicBlock(nn.Module):
@@ -54,7 +54,8 @@ class IResNet(nn.Module):
     """IResNet: stem, four stride-2 stages, then BN2d -> flatten -> dropout -> Linear -> BN1d ("features").
 
     ``widths`` are the four stage widths (the host: 64, 128, 256, 512; the stem has ``widths[0]`` channels).
-    ``stem_stride`` 1 is the host; the CPU presets use 2 (56x56 into layer1, 4x4 at the end).
+    ``stem_stride`` 1 is the host; the CPU presets use 2 (56x56 into layer1, 4x4 at the end) or 4 with a
+    5x5 stem (``stem_kernel``; a 3x3 kernel at stride 4 would skip pixels).
     ``fp16`` runs the convolutions under CUDA autocast and the fc in float32, as the host does.
     """
 
@@ -64,6 +65,7 @@ class IResNet(nn.Module):
         widths: Sequence[int] = (64, 128, 256, 512),
         *,
         stem_stride: int = 1,
+        stem_kernel: int = 3,
         num_features: int = 512,
         dropout: float = 0.0,
         fp16: bool = False,
@@ -74,10 +76,12 @@ class IResNet(nn.Module):
             raise ValueError(f"IResNet needs 4 stages, got layers={list(layers)} widths={list(widths)}")
         self.fp16 = bool(fp16)
         self.num_features = int(num_features)
-        self.conv1 = nn.Conv2d(3, widths[0], kernel_size=3, stride=stem_stride, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(
+            3, widths[0], kernel_size=stem_kernel, stride=stem_stride, padding=stem_kernel // 2, bias=False
+        )
         self.bn1 = nn.BatchNorm2d(widths[0], eps=BN_EPS)
         self.prelu = nn.PReLU(widths[0])
-        size = _out_size(input_size, stem_stride)
+        size = _out_size(input_size, stem_stride, stem_kernel)
         cin = widths[0]
         for i, (n, w) in enumerate(zip(layers, widths), start=1):
             setattr(self, f"layer{i}", self._make_stage(cin, w, n))
@@ -125,8 +129,8 @@ def _host(layers: Sequence[int], **kw) -> IResNet:
     return IResNet(layers, **kw)
 
 
-def _cpu(layers: Sequence[int], widths: Sequence[int], **kw) -> IResNet:
-    return IResNet(layers, widths, stem_stride=2, **kw)
+def _cpu(layers: Sequence[int], widths: Sequence[int], stem_stride: int = 2, **kw) -> IResNet:
+    return IResNet(layers, widths, stem_stride=stem_stride, stem_kernel=3 if stem_stride <= 2 else 5, **kw)
 
 
 # name -> constructor(num_features=, dropout=, fp16=). Feeds argparse ``choices=``.
@@ -136,9 +140,9 @@ BACKBONES: dict[str, Callable[..., IResNet]] = {
     "r50": partial(_host, (3, 4, 14, 3)),
     "r100": partial(_host, (3, 13, 30, 3)),
     "r200": partial(_host, (6, 26, 60, 6)),
-    # CPU presets: strided stem (56x56 into layer1), so ~5x the throughput of the same widths at 112.
-    "r18_cpu": partial(_cpu, (2, 2, 2, 2), (16, 32, 64, 128)),  # quarter-width r18: the CPU demo
-    "r10_tiny": partial(_cpu, (1, 1, 1, 1), (8, 16, 32, 64)),  # tests and smoke runs
+    # CPU presets: strided stem, so several times the throughput of the same widths at full resolution.
+    "r18_cpu": partial(_cpu, (2, 2, 2, 2), (16, 32, 64, 128)),  # quarter-width r18, 56x56 into layer1: the demo
+    "r10_tiny": partial(_cpu, (1, 1, 1, 1), (8, 16, 32, 64), stem_stride=4),  # 28x28 into layer1: tests
 }
 
 
