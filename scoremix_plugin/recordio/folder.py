@@ -170,27 +170,45 @@ class FaceRecFolder:
         return int(self.labels[i])
 
     @property
+    def identity_key_range(self) -> tuple[int, int] | None:
+        """[first, end) keys of the identity records, as key 0 gives them (InsightFace layout), else None."""
+        return self._identity_keys
+
+    def identity_records(self) -> list[tuple[int, int, int]] | None:
+        """[(record key, first_key, end_key)] of the InsightFace identity records, in key order; else None."""
+        if self._identity_keys is None:
+            return None
+        first_id, end_id = self._identity_keys
+        keys = np.arange(first_id, end_id, dtype=np.int64)
+        self._check_present(keys, "identity")
+        out = []
+        n = len(self.image_keys)
+        for k in keys.tolist():
+            header, _ = self.read(k)
+            lab = header.label
+            if not isinstance(lab, tuple) or len(lab) < 2:
+                raise RecordIOError(f"identity record label {lab} is not [first_key, end_key)",
+                                    file=self.rec_path, key=k, offset=self.reader.offset(k))
+            a, b = self._whole(lab[0], k, "identity first key"), self._whole(lab[1], k, "identity end key")
+            if not 1 <= a < b <= n + 1:
+                raise RecordIOError(f"identity range [{a}, {b}) is outside the image keys 1..{n}",
+                                    file=self.rec_path, key=k, offset=self.reader.offset(k))
+            out.append((k, a, b))
+        return out
+
+    @property
     def identity_ranges(self) -> dict[int, tuple[int, int]] | None:
         """{label: (first_key, end_key)} from the identity records (InsightFace layout), else None."""
         if self._identity_keys is None:
             return None
         if self._identity_ranges is None:
-            first_id, end_id = self._identity_keys
-            keys = np.arange(first_id, end_id, dtype=np.int64)
-            self._check_present(keys, "identity")
             ranges = {}
-            n = len(self.image_keys)
-            for k in keys.tolist():
-                header, _ = self.read(k)
-                lab = header.label
-                if not isinstance(lab, tuple) or len(lab) < 2:
-                    raise RecordIOError(f"identity record label {lab} is not [first_key, end_key)",
+            for k, a, b in self.identity_records():
+                lab = int(self.labels[a - 1])  # the label of the range's first image
+                if lab in ranges:
+                    raise RecordIOError(f"label {lab} has two identity ranges {ranges[lab]} and {(a, b)}",
                                         file=self.rec_path, key=k, offset=self.reader.offset(k))
-                a, b = self._whole(lab[0], k, "identity first key"), self._whole(lab[1], k, "identity end key")
-                if not 1 <= a < b <= n + 1:
-                    raise RecordIOError(f"identity range [{a}, {b}) is outside the image keys 1..{n}",
-                                        file=self.rec_path, key=k, offset=self.reader.offset(k))
-                ranges[int(self.labels[a - 1])] = (a, b)
+                ranges[lab] = (a, b)
             self._identity_ranges = ranges
         return self._identity_ranges
 
