@@ -54,7 +54,10 @@ def _safe_dtype(spec: Any, align: bool = False, copy: bool = False) -> np.dtype:
 
 
 def _allowed_globals() -> dict[tuple[str, str], Any]:
-    from numpy._core import multiarray  # numpy >= 2; numpy.core is a deprecated alias of it
+    try:
+        from numpy._core import multiarray  # numpy >= 2 (numpy.core is a deprecated alias there)
+    except ImportError:  # numpy 1.x
+        from numpy.core import multiarray
 
     allowed: dict[tuple[str, str], Any] = {
         ("_codecs", "encode"): _latin1_encode,

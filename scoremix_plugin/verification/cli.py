@@ -63,6 +63,13 @@ def _summary(results) -> dict:
 
 
 def run_verify(args: argparse.Namespace) -> int:
+    try:
+        return _run_verify(args)
+    except (ValueError, OSError) as e:  # bad input: the message names the file; no traceback for users
+        raise SystemExit(f"scoremix verify: {e}") from e
+
+
+def _run_verify(args: argparse.Namespace) -> int:
     import numpy as np
 
     from scoremix_plugin.io_utils import write_json_atomic
@@ -112,6 +119,13 @@ def add_make_bin_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_make_bin(args: argparse.Namespace) -> int:
+    try:
+        return _run_make_bin(args)
+    except (ValueError, OSError) as e:  # bad input: the message names the file; no traceback for users
+        raise SystemExit(f"scoremix make-bin: {e}") from e
+
+
+def _run_make_bin(args: argparse.Namespace) -> int:
     from scoremix_plugin.verification.binfile import bin_from_pairs, bin_from_rec
 
     if args.pairs:
