@@ -511,16 +511,7 @@ def write_toy_dataset(out_dir: str | os.PathLike, *, num_identities: int = 40, i
 
     from scoremix_plugin.io_utils import write_json_atomic
     from scoremix_plugin.recordio import ShardWriter, encode_jpeg
-
-    try:
-        from scoremix_plugin.verification.binfile import write_bin
-    except ImportError:  # TEMPORARY until verification.binfile is committed: same (bins, issame) pickle
-        import pickle
-
-        from scoremix_plugin.io_utils import write_bytes_atomic
-
-        def write_bin(path, images, issame):
-            write_bytes_atomic(path, pickle.dumps((list(images), [bool(x) for x in issame]), protocol=4))
+    from scoremix_plugin.verification.binfile import write_bin
 
     for name, v in (("num_identities", num_identities), ("images_per_identity", images_per_identity),
                     ("num_pairs", num_pairs), ("size", size)):

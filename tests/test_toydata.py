@@ -11,9 +11,7 @@ import pytest
 from scoremix_plugin import cli
 from scoremix_plugin.recordio import FaceRecFolder
 from scoremix_plugin.toydata import NORMAL, STRONG, make_identities, render_face, write_toy_dataset
-
-binfile = pytest.importorskip("scoremix_plugin.verification.binfile")  # TEMPORARY until it is committed
-load_bin, load_bin_images = binfile.load_bin, binfile.load_bin_images
+from scoremix_plugin.verification.binfile import load_bin, load_bin_images
 
 TINY = dict(num_identities=3, images_per_identity=2, num_test_identities=3, num_pairs=6)
 
