@@ -189,3 +189,18 @@ def test_report_compares_named_runs(tmp_path, golden_dir):
     table = format_table(runs)
     assert "| baseline | toy_lfw |" in table and "68.00 +- 5.26" in table and "99.33 +- 1.11" in table
     assert paths["roc"].stat().st_size > 1000
+
+
+def test_cli_on_toy_dataset_targets_and_rec_bin(tmp_path, toy_data, tiny):
+    """--data/--targets over the toy folder's .bin files, plus a .bin drawn from its RecordIO by make-bin."""
+    _, onnx_path, _ = tiny
+    made = tmp_path / "from_rec.bin"
+    assert cli.main(["make-bin", "--rec", str(toy_data), "--num-pairs", "40", "--seed", "1", "--out", str(made)]) == 0
+    summary = tmp_path / "s.json"
+    assert cli.main(["verify", "--model", str(onnx_path), "--data", str(toy_data), "--targets", "toy_lfw,toy_cfp_fp",
+                     "--json", str(summary), "--no-progress", "--device", "cpu"]) == 0
+    res = json.loads(summary.read_text())
+    assert set(res["results"]) == {"toy_lfw", "toy_cfp_fp"}
+    assert res["meta"]["onnx_providers"] == ["CPUExecutionProvider"]
+    assert all(0.0 <= r["accuracy_mean"] <= 1.0 and r["num_pairs"] == 60 for r in res["results"].values())
+    assert cli.main(["verify", "--model", str(onnx_path), "--bins", str(made), "--no-progress"]) == 0

@@ -38,11 +38,13 @@ def _tar_cell(r: VerificationResult, far: float) -> str:
 
 
 def format_table(results: Mapping[str, Any], far: float = 1e-3) -> str:
-    """Markdown table: run, target, accuracy mean +- std (%), TAR@FAR (%), XNorm."""
+    """Markdown table: (run,) target, pairs, accuracy mean +- std (%), TAR@FAR (%), XNorm."""
     runs = as_runs(results)
+    named = len(runs) > 1 or not all(isinstance(v, VerificationResult) for v in results.values())
+    run_col = ("| run ", "|---") if named else ("", "")
     lines = [
-        f"| run | target | pairs | accuracy (%) | TAR@FAR={far:g} (%) | XNorm |",
-        "|---|---|---:|---:|---:|---:|",
+        f"{run_col[0]}| target | pairs | accuracy (%) | TAR@FAR={far:g} (%) | XNorm |",
+        f"{run_col[1]}|---|---:|---:|---:|---:|",
     ]
     flagged = False
     for run, targets in runs.items():
@@ -50,7 +52,7 @@ def format_table(results: Mapping[str, Any], far: float = 1e-3) -> str:
             t = r.tar_at_far.get(far)
             flagged |= bool(t and t.few_negatives)
             xnorm = "-" if r.xnorm is None else f"{r.xnorm:.3f}"
-            lines.append(f"| {run} | {target} | {r.num_pairs} | {100 * r.accuracy_mean:.2f} +- "
+            lines.append(f"{f'| {run} ' if named else ''}| {target} | {r.num_pairs} | {100 * r.accuracy_mean:.2f} +- "
                          f"{100 * r.accuracy_std:.2f} | {_tar_cell(r, far)} | {xnorm} |")
     if flagged:
         lines.append("")
