@@ -53,6 +53,49 @@ def test_protocol_reproduces_golden_numbers(golden_dir, expected, name):
     json.dumps(d)  # JSON-ready
 
 
+def _naive_protocol(dist, issame, nfolds=10):
+    """The protocol spelled out loop by loop (contracts.md), to check the vectorised version on ties."""
+    thresholds = np.arange(0, 4, 0.01)
+    n = len(dist)
+    sizes = [n // nfolds + (1 if i < n % nfolds else 0) for i in range(nfolds)]
+    bounds = np.cumsum([0] + sizes)
+    accs, tprs, fprs = [], [], []
+
+    def acc_at(t, d, s):
+        p = d < t
+        tp, fp = np.sum(p & s), np.sum(p & ~s)
+        tn, fn = np.sum(~p & ~s), np.sum(~p & s)
+        return (0 if tp + fn == 0 else tp / (tp + fn)), (0 if fp + tn == 0 else fp / (fp + tn)), (tp + tn) / d.size
+
+    for i in range(nfolds):
+        test = np.arange(bounds[i], bounds[i + 1])
+        train = np.setdiff1d(np.arange(n), test)
+        train_acc = [acc_at(t, dist[train], issame[train])[2] for t in thresholds]
+        best = thresholds[int(np.argmax(train_acc))]
+        curves = [acc_at(t, dist[test], issame[test])[:2] for t in thresholds]
+        tprs.append([c[0] for c in curves])
+        fprs.append([c[1] for c in curves])
+        accs.append(acc_at(best, dist[test], issame[test])[2])
+    return np.array(accs), np.mean(tprs, 0), np.mean(fprs, 0)
+
+
+@pytest.mark.parametrize("seed,n", [(0, 37), (1, 103), (2, 20)])
+def test_vectorised_protocol_equals_naive_loops_with_ties(seed, n):
+    rng = np.random.default_rng(seed)
+    # Embeddings on a coarse grid: many exactly tied distances, some exactly on a threshold value.
+    emb = rng.integers(-2, 3, size=(2 * n, 3)).astype(np.float64)
+    emb[np.all(emb == 0, axis=1)] = 1.0
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    issame = rng.random(n) < 0.5
+    r = evaluate_embeddings(emb, issame)
+    dist = np.sum((emb[0::2] - emb[1::2]) ** 2, 1)
+    accs, tpr, fpr = _naive_protocol(dist, issame)
+    np.testing.assert_array_equal(r.accuracy_per_fold, accs)
+    np.testing.assert_allclose(r.tpr, tpr, atol=1e-12)
+    np.testing.assert_allclose(r.fpr, fpr, atol=1e-12)
+    assert r.accuracy_std == pytest.approx(np.std(accs), abs=1e-15)
+
+
 def test_fold_sizes_follow_kfold():
     sizes = [s.stop - s.start for s in kfold_test_slices(457, 10)]
     assert sizes == [46] * 7 + [45] * 3
