@@ -1,0 +1,143 @@
+"""``scoremix select``, ``scoremix generate`` and ``scoremix align``: flags, then one stage function each.
+
+Examples::
+
+    scoremix select --centres centres.npz --strategy far --num-identities 2000 --out pairs.csv
+    scoremix generate --ckpt generator.pt --pairs pairs.csv --real data/real --images-per-identity 50 --out syn
+    torchrun --nproc_per_node=2 -m scoremix_plugin generate ...   (shards split round-robin over ranks)
+    scoremix align --a cond.npz --b centres.npz --out align/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _window(text: str | None):
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--mix-window {text!r}: expected two numbers 'sigma_lo,sigma_hi'") from None
+    if not 0 <= lo <= hi:
+        raise argparse.ArgumentTypeError(f"--mix-window {text!r}: need 0 <= sigma_lo <= sigma_hi")
+    return (lo, hi)
+
+
+# ----------------------------------------------------------------------------------------------
+# select
+
+
+def add_select_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--centres", required=True, help="centres .npz (scoremix embed / export-conditions)")
+    p.add_argument("--strategy", choices=("far", "near", "random"), default="far")
+    p.add_argument("--num-identities", type=int, required=True, help="new identities to choose")
+    p.add_argument("--max-uses", type=int, default=1, help="how many identities one real class may join")
+    p.add_argument("--k", type=int, default=2, help="classes per identity (2 = pairs)")
+    p.add_argument("--weights", default=None, help="mixing weights 'w_a,w_b,...' (convex; default 1/k each)")
+    p.add_argument("--seed", type=int, default=0, help="random strategy / random tuple growth")
+    p.add_argument("--chunk-size", type=int, default=4096, help="rows per similarity block")
+    p.add_argument("--margin", type=int, default=8, help="partners kept per class beyond --max-uses")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when available)")
+    p.add_argument("--out", required=True, help="pairs CSV (its settings go to OUT.json)")
+
+
+def run_select(args) -> int:
+    from scoremix_plugin.synthesis.select import SelectionError, run_selection
+
+    try:
+        sel = run_selection(args.centres, args.out, strategy=args.strategy, num_identities=args.num_identities,
+                            max_uses=args.max_uses, k=args.k, weights=args.weights, seed=args.seed,
+                            chunk_size=args.chunk_size, margin=args.margin, device=args.device)
+    except SelectionError as e:
+        print(f"scoremix select: {e}", file=sys.stderr)
+        return 2
+    d = sel.distance
+    print(f"chose {len(sel)} identities ({args.strategy}, k={sel.k}, max uses {args.max_uses}); distance "
+          f"min {d.min():.4f} mean {d.mean():.4f} max {d.max():.4f} -> {args.out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# generate
+
+
+def add_generate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ckpt", required=True, help="generator checkpoint (scoremix train-generator)")
+    p.add_argument("--pairs", required=True, help="pairs CSV from scoremix select")
+    p.add_argument("--real", required=True, help="the real RecordIO folder (its classes come first)")
+    p.add_argument("--images-per-identity", type=int, required=True)
+    p.add_argument("--shard-size", type=int, default=1000, help="identities per shard")
+    p.add_argument("--steps", type=int, default=32)
+    p.add_argument("--solver", choices=("heun", "euler"), default="heun")
+    p.add_argument("--guidance", choices=("none", "cfg", "autoguidance"), default="none")
+    p.add_argument("--guidance-scale", type=float, default=1.0)
+    p.add_argument("--guide", default=None, help="reference generator for autoguidance")
+    p.add_argument("--mix-window", type=_window, default=None, help="'sigma_lo,sigma_hi': mix only inside")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=64, help="images per sampler call")
+    p.add_argument("--device", default=None)
+    p.add_argument("--bf16", action="store_true", help="run the network under bfloat16 autocast")
+    p.add_argument("--embedder", default=None, help="recogniser (.onnx / .pt) for the quality report")
+    p.add_argument("--network", default=None, help="backbone name for a .pt embedder")
+    p.add_argument("--real-centres", default=None, help="centres.npz of the real classes (nearest real class)")
+    p.add_argument("--filter-real-cos", type=float, default=None,
+                   help="report: drop identities whose nearest real class is at cosine >= T")
+    p.add_argument("--filter-min-intra", type=float, default=None,
+                   help="report: drop identities whose mean intra-identity cosine is < T")
+    p.add_argument("--no-grids", action="store_true", help="skip the per-shard sample grid PNGs")
+    p.add_argument("--out", required=True)
+
+
+def run_generate(args) -> int:
+    from scoremix_plugin.synthesis.generate import GenerateSettings, generate
+
+    settings = GenerateSettings(
+        ckpt=args.ckpt, pairs=args.pairs, real=args.real, images_per_identity=args.images_per_identity,
+        shard_size=args.shard_size, steps=args.steps, solver=args.solver, guidance=args.guidance,
+        guidance_scale=args.guidance_scale, guide=args.guide, mix_window=args.mix_window, seed=args.seed,
+        batch_size=args.batch_size, bf16=args.bf16,
+    )
+    manifest = generate(settings, args.out, device=args.device, grids=not args.no_grids)
+    if manifest is None:  # a non-zero rank
+        return 0
+    print(f"{manifest['num_synthetic_classes']} identities, {manifest['num_synthetic_images']} images in "
+          f"{len(manifest['shards'])} shard(s) -> {args.out}/manifest.json")
+    if args.embedder:
+        from scoremix_plugin.synthesis.quality import quality_report
+
+        rep = quality_report(args.out, args.embedder, network=args.network, real_centres=args.real_centres,
+                             filter_real_cos=args.filter_real_cos, filter_min_intra=args.filter_min_intra,
+                             device=args.device)
+        print(json.dumps(rep["summary"]))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# align
+
+
+def add_align_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--a", required=True, help="centres .npz (e.g. cond.npz)")
+    p.add_argument("--b", required=True, help="centres .npz (e.g. centres.npz)")
+    p.add_argument("--k", type=int, default=10, help="neighbours for mutual k-NN")
+    p.add_argument("--permutations", type=int, default=3, help="shuffled-label baselines to average")
+    p.add_argument("--max-items", type=int, default=4000, help="rows used by RBF CKA (n x n kernels)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="folder for alignment.json + alignment.png")
+    p.add_argument("--json", default=None, help="machine-readable summary")
+
+
+def run_align(args) -> int:
+    from scoremix_plugin.synthesis.align import run_alignment
+
+    res = run_alignment(args.a, args.b, out_dir=args.out, json_path=args.json, k=args.k,
+                        permutations=args.permutations, max_items=args.max_items, seed=args.seed)
+    print(f"{res['num_matched']} matched classes: linear CKA {res['linear_cka']:.3f} "
+          f"(shuffled {res['linear_cka_shuffled']:.3f}), RBF CKA {res['rbf_cka']:.3f} "
+          f"(shuffled {res['rbf_cka_shuffled']:.3f}), mutual {res['k']}-NN {res['mutual_knn']:.3f} "
+          f"(shuffled {res['mutual_knn_shuffled']:.3f})")
+    return 0
