@@ -1,0 +1,127 @@
+"""``scoremix train-generator``, ``scoremix export-conditions`` and ``scoremix sample``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+# train-generator
+
+def add_train_generator_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="generator config file (config = edict(rec=..., ...)); keys in "
+                        "scoremix_plugin/generation/train.py GENERATOR_DEFAULTS")
+    parser.add_argument("--output", help="override config.output")
+    parser.add_argument("--total-steps", type=int, help="override config.total_steps")
+    parser.add_argument("--duration", type=float, help="override config.duration (seconds)")
+    parser.add_argument("--resume", nargs="?", const=True, default=None,
+                        help="continue from OUTPUT/generator.pt, or from the given checkpoint")
+    parser.add_argument("--device", help="override config.device (e.g. cpu, cuda)")
+
+
+def run_train_generator(args: argparse.Namespace) -> int:
+    from scoremix_plugin.generation.train import train_generator
+
+    overrides = {k: v for k, v in (("output", args.output), ("total_steps", args.total_steps),
+                                   ("duration", args.duration), ("resume", args.resume),
+                                   ("device", args.device)) if v is not None}
+    summary = train_generator(args.config, **overrides)
+    print(f"step {summary['step']}, loss {summary['final_loss']:.4f}, checkpoint {summary['checkpoint']}")
+    return 0
+
+
+# export-conditions
+
+def add_export_conditions_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ckpt", required=True, help="generator checkpoint (generator.pt)")
+    parser.add_argument("--out", required=True, help="centres file to write (.npz, space 'condition')")
+    parser.add_argument("--raw", action="store_true", help="the raw weights' table instead of the EMA's")
+
+
+def run_export_conditions(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from scoremix_plugin.centres import save_centres
+    from scoremix_plugin.generation.checkpoint import load_generator
+
+    denoiser, _ = load_generator(args.ckpt, ema=not args.raw)
+    c = denoiser.num_classes
+    table = denoiser.net.class_table.weight.detach().float().cpu().numpy()[:c]  # row c is the null class
+    save_centres(args.out, np.arange(c), table, space="condition")
+    print(f"{args.out}: {c} class embeddings of dimension {table.shape[1]} (null class excluded)")
+    return 0
+
+
+# sample
+
+def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ckpt", required=True, help="generator checkpoint")
+    parser.add_argument("--classes", required=True, type=_int_list, help="source classes, e.g. 3,17")
+    parser.add_argument("--weights", type=_float_list, help="mixing weights (default: uniform), e.g. 0.5,0.5")
+    parser.add_argument("--n", type=int, default=8, help="images per row (one noise seed per column)")
+    parser.add_argument("--out", required=True, help="grid PNG (a JSON with the settings is written beside it)")
+    parser.add_argument("--steps", type=int, default=32)
+    parser.add_argument("--solver", choices=("heun", "euler"), default="heun")
+    parser.add_argument("--guidance", choices=("none", "cfg", "autoguidance"), default="none")
+    parser.add_argument("--guidance-scale", type=float, default=1.0, help="w; 1 = no guidance (CPU demo: cfg 2.5)")
+    parser.add_argument("--guide", help="weaker checkpoint for --guidance autoguidance")
+    parser.add_argument("--mix-window", type=_float_list, help="sigma_lo,sigma_hi: mix only in this noise range")
+    parser.add_argument("--outside-window", default="mix", help="'mix' or the column of the base class")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the network")
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from scoremix_plugin.generation.checkpoint import load_generator
+    from scoremix_plugin.generation.images import save_grid
+    from scoremix_plugin.generation.sampler import image_generator, sample
+    from scoremix_plugin.io_utils import write_json_atomic
+
+    amp = torch.bfloat16 if args.bf16 else None
+    denoiser, _ = load_generator(args.ckpt, device=args.device, amp=amp)
+    guide = load_generator(args.guide, device=args.device, amp=amp)[0] if args.guide else None
+    k = len(args.classes)
+    weights = args.weights or [1.0 / k] * k
+    if len(weights) != k:
+        raise SystemExit(f"--weights has {len(weights)} values for {k} classes")
+    if args.n < 1:
+        raise SystemExit("--n must be >= 1")
+    window = tuple(args.mix_window) if args.mix_window else None
+    if window is not None and len(window) != 2:
+        raise SystemExit("--mix-window takes two values: sigma_lo,sigma_hi")
+    outside = args.outside_window if args.outside_window == "mix" else int(args.outside_window)
+    common = dict(num_steps=args.steps, solver=args.solver, guidance=args.guidance,
+                  guidance_scale=args.guidance_scale, guide=guide)
+    # Same seeds per column: every row starts from the same noise, so rows differ only by condition.
+    gens = lambda: [image_generator(args.seed, 0, j, args.device) for j in range(args.n)]  # noqa: E731
+    rows = []
+    for c in args.classes:  # each source class alone
+        rows.append(sample(denoiser, torch.full((args.n, 1), c), torch.ones(args.n, 1), generators=gens(), **common))
+    if k > 1:  # the mix
+        rows.append(sample(denoiser, torch.tensor([args.classes] * args.n), torch.tensor([weights] * args.n),
+                           generators=gens(), mix_window=window, outside_window=outside, **common))
+    save_grid(args.out, torch.cat(rows), ncol=args.n)
+    write_json_atomic(Path(args.out).with_suffix(".json"), {
+        "checkpoint": str(args.ckpt), "rows": [f"class {c}" for c in args.classes] + (["mix"] if k > 1 else []),
+        "classes": args.classes, "weights": weights, "n": args.n, "seed": args.seed, "steps": args.steps,
+        "solver": args.solver, "guidance": args.guidance, "guidance_scale": args.guidance_scale,
+        "guide": args.guide, "mix_window": list(window) if window else None, "outside_window": outside})
+    print(f"{args.out}: {len(rows)} rows x {args.n}")
+    return 0

@@ -1,0 +1,33 @@
+"""Sampler outputs as pictures: [-1, 1] float tensors to RGB uint8, and PNG grids."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from scoremix_plugin.io_utils import write_bytes_atomic
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """float [B,3,R,R] in [-1,1] -> RGB uint8 [B,R,R,3]."""
+    x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def save_grid(path: str | os.PathLike, images: torch.Tensor, ncol: int, pad: int = 2) -> None:
+    """Row-major grid of ``images`` ([N,3,R,R] in [-1,1]) with ``ncol`` columns, written as a PNG atomically."""
+    import cv2
+
+    rgb = to_uint8(images)
+    n, r = rgb.shape[0], rgb.shape[1]
+    nrow = -(-n // ncol)
+    grid = np.full((nrow * (r + pad) + pad, ncol * (r + pad) + pad, 3), 255, np.uint8)
+    for i in range(n):
+        y, x = pad + (i // ncol) * (r + pad), pad + (i % ncol) * (r + pad)
+        grid[y : y + r, x : x + r] = rgb[i]
+    ok, buf = cv2.imencode(".png", grid[:, :, ::-1])  # cv2 writes BGR
+    if not ok:
+        raise RuntimeError(f"PNG encoding failed for {path}")
+    write_bytes_atomic(path, buf.tobytes())

@@ -1,0 +1,182 @@
+"""The ScoreMix sampler: EDM's deterministic Heun (Algorithm 1, no churn) or Euler over a composed denoiser.
+
+ScoreMix mixes denoiser OUTPUTS of K source classes (arXiv 2506.10226):
+``D_mix(x; sigma) = sum_k w_k D(x; sigma, c_k)`` with convex weights (sum 1), which equals mixing
+the scores because score = (D - x) / sigma^2. Guidance then extrapolates away from a reference:
+``D_w = D_ref + w (D_mix - D_ref)``, where D_ref is the null class (classifier-free guidance) or the
+same mix under a weaker "guide" network (autoguidance, Karras et al. 2024).
+
+All conditions of one solver stage (B*K class inputs, plus B null inputs for CFG) go through ONE
+batched forward per network, as DiT does for CFG: K-way mixing costs one bigger batch, not K calls.
+
+Every image's initial noise comes from its own torch.Generator (``image_generator``), so an image can
+be regenerated alone and does not depend on which batch it was drawn in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import torch
+
+from scoremix_plugin.generation.edm import RHO, SIGMA_MAX, SIGMA_MIN, sigma_steps
+
+SOLVERS = ("heun", "euler")
+GUIDANCE = ("none", "cfg", "autoguidance")
+
+
+def image_generator(seed: int, identity: int, index: int, device: str | torch.device = "cpu") -> torch.Generator:
+    """A generator seeded from a stable hash of (global seed, identity, image index).
+
+    sha256 rather than Python's hash(): the latter is salted per process, the former is the same
+    on every machine and run, which is what makes a redone shard byte-identical.
+    """
+    key = f"scoremix-noise/{int(seed)}/{int(identity)}/{int(index)}".encode()
+    value = int.from_bytes(hashlib.sha256(key).digest()[:8], "little") & ((1 << 63) - 1)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(value)
+    return gen
+
+
+def _device_of(net) -> torch.device:
+    try:
+        return next(net.parameters()).device
+    except (AttributeError, StopIteration):
+        return torch.device("cpu")
+
+
+def _check_weights(weights: torch.Tensor, allow_nonconvex: bool) -> None:
+    w = weights.detach().double().cpu()
+    if not torch.isfinite(w).all():
+        raise ValueError("mixing weights must be finite")
+    if allow_nonconvex:
+        return
+    sums = w.sum(1)
+    bad = (w < 0).any(1) | ((sums - 1).abs() > 1e-5)
+    if bad.any():
+        row = int(bad.nonzero()[0, 0])
+        raise ValueError(
+            f"mixing weights must be convex (each >= 0, each row summing to 1 within 1e-5); row {row} is "
+            f"{w[row].tolist()} (sum {float(sums[row]):.6f}). Non-convex mixes wash out (sum < 1) or blow out "
+            "(sum > 1) the images; pass allow_nonconvex=True to sample them anyway")
+
+
+@torch.no_grad()
+def sample(
+    denoiser,
+    classes: torch.Tensor,
+    weights: torch.Tensor,
+    *,
+    generators: Sequence[torch.Generator],
+    num_steps: int = 32,
+    solver: str = "heun",
+    sigma_min: float = SIGMA_MIN,
+    sigma_max: float = SIGMA_MAX,
+    rho: float = RHO,
+    guidance: str = "none",
+    guidance_scale: float = 1.0,
+    guide=None,
+    mix_window: tuple[float, float] | None = None,
+    outside_window: str | int = "mix",
+    allow_nonconvex: bool = False,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Sample B images, image b from the mix of classes[b, :] with weights[b, :]; float32 [B,3,R,R] in [-1,1].
+
+    ``mix_window=(sigma_lo, sigma_hi)``: mixing applies where sigma_lo <= sigma <= sigma_hi; elsewhere the
+    mix too (``outside_window="mix"``) or only the class in column ``outside_window`` (an int).
+    ``guidance``: "none"; "cfg" (reference = null class, one null input per image whatever K);
+    "autoguidance" (reference = the same mix under ``guide``). ``guidance_scale`` is w (1 = no guidance).
+    """
+    # 1. Check the request.
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    if guidance not in GUIDANCE:
+        raise ValueError(f"guidance must be one of {GUIDANCE}, got {guidance!r}")
+    classes = torch.as_tensor(classes)
+    weights = torch.as_tensor(weights, dtype=torch.float32)
+    if classes.ndim != 2 or weights.shape != classes.shape:
+        raise ValueError(f"classes and weights must both be [B, K]; got {tuple(classes.shape)} and {tuple(weights.shape)}")
+    if classes.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"classes must be an integer tensor, got {classes.dtype}")
+    B, K = classes.shape
+    if len(generators) != B:
+        raise ValueError(f"need one generator per image: {B} images, {len(generators)} generators")
+    num_classes, R = int(denoiser.num_classes), int(denoiser.resolution)
+    if (classes < 0).any() or (classes >= num_classes).any():
+        raise ValueError(f"class labels must be in [0, {num_classes}) (the null class {num_classes} is not a "
+                         f"source class); got {classes.min().item()}..{classes.max().item()}")
+    _check_weights(weights, allow_nonconvex)
+    if guidance == "autoguidance":
+        if guide is None:
+            raise ValueError("guidance='autoguidance' needs guide= (a weaker denoiser of the same classes)")
+        if int(guide.num_classes) != num_classes or int(guide.resolution) != R:
+            raise ValueError(f"guide has {guide.num_classes} classes at {guide.resolution} px; the main denoiser "
+                             f"{num_classes} at {R} px")
+    if mix_window is not None:
+        lo, hi = (float(v) for v in mix_window)
+        if not 0 <= lo <= hi:
+            raise ValueError(f"mix_window must be (sigma_lo, sigma_hi) with 0 <= lo <= hi, got {mix_window}")
+    if outside_window != "mix":
+        if isinstance(outside_window, bool) or not isinstance(outside_window, int) or not 0 <= outside_window < K:
+            raise ValueError(f"outside_window must be 'mix' or a column index in [0, {K}), got {outside_window!r}")
+    # w = 1 gives D_ref + (D_mix - D_ref) = D_mix: skip the reference's evaluations.
+    guided = guidance != "none" and float(guidance_scale) != 1.0
+
+    device = _device_of(denoiser)
+    classes, weights = classes.to(device=device, dtype=torch.int64), weights.to(device)
+
+    # 2. The composed denoiser at one noise level: one batched forward per network.
+    def composed(x: torch.Tensor, t: float) -> torch.Tensor:
+        in_window = mix_window is None or lo <= t <= hi
+        if in_window or outside_window == "mix":
+            cls, w = classes, weights
+        else:
+            cls, w = classes[:, outside_window : outside_window + 1], torch.ones(B, 1, device=device)
+        k = cls.shape[1]
+        x_rep = x.unsqueeze(0).expand(k, *x.shape).reshape(k * B, *x.shape[1:])
+        labels = cls.t().reshape(-1)  # condition-major: rows [k*B:(k+1)*B] are column k
+        if guided and guidance == "cfg":
+            x_rep = torch.cat([x_rep, x])
+            labels = torch.cat([labels, torch.full((B,), num_classes, device=device, dtype=torch.int64)])
+        sigma = torch.full((labels.shape[0],), t, device=device, dtype=torch.float32)
+        out = denoiser(x_rep, sigma, labels).float()
+        w_view = w.t().reshape(k, B, 1, 1, 1)
+        D_mix = (w_view * out[: k * B].reshape(k, *x.shape)).sum(0)
+        if not guided:
+            return D_mix
+        if guidance == "cfg":
+            D_ref = out[k * B :]
+        else:
+            ref = guide(x_rep, sigma, labels).float()
+            D_ref = (w_view * ref.reshape(k, *x.shape)).sum(0)
+        return D_ref + float(guidance_scale) * (D_mix - D_ref)
+
+    # 3. Initial noise, image by image from its own generator, then the solver (EDM Algorithm 1).
+    t_steps = sigma_steps(num_steps, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho)
+    noise = torch.stack([torch.randn(3, R, R, generator=g, device=g.device).to(device) for g in generators])
+    x_next = noise * float(t_steps[0])
+    steps = list(zip(t_steps[:-1].tolist(), t_steps[1:].tolist()))
+    if progress:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(steps, desc=f"{solver}-{num_steps}", leave=False)
+    for t_cur, t_next in steps:
+        x_cur = x_next
+        d_cur = (x_cur - composed(x_cur, t_cur)) / t_cur  # dx/dsigma = (x - D) / sigma
+        x_next = x_cur + (t_next - t_cur) * d_cur  # Euler step
+        if solver == "heun" and t_next > 0:  # 2nd-order correction (trapezoid), skipped at sigma = 0
+            d_prime = (x_next - composed(x_next, t_next)) / t_next
+            x_next = x_cur + (t_next - t_cur) * (0.5 * d_cur + 0.5 * d_prime)
+    return x_next.clamp(-1, 1)
+
+
+def network_evaluations(num_steps: int, solver: str, num_conditions: int, guidance: str = "none",
+                        guidance_scale: float = 1.0) -> int:
+    """Network evaluations per image (per input in the batch, counting each condition)."""
+    stages = 2 * num_steps - 1 if solver == "heun" else num_steps
+    guided = guidance != "none" and float(guidance_scale) != 1.0
+    per_stage = num_conditions + (1 if guided and guidance == "cfg" else 0)
+    per_stage += num_conditions if guided and guidance == "autoguidance" else 0
+    return stages * per_stage
