@@ -8,12 +8,16 @@ leaves a half-written `.rec` under its final name.
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
 
-from .format import MAX_EXACT_LABEL, IRHeader, RecordIOError, encode_jpeg, frame, image_size, pack
+from .format import IR_FORMAT, MAX_EXACT_LABEL, IRHeader, RecordIOError, encode_jpeg, frame_pieces, image_size, pack
 from ..io_utils import tmp_name, write_text_atomic
+
+
+_IMAGE_HEADER = struct.Struct(IR_FORMAT)
 
 
 class RecordIOWriter:
@@ -28,9 +32,12 @@ class RecordIOWriter:
         self.closed = False
 
     def write(self, buf: bytes) -> None:
-        data = frame(buf)
-        self._f.write(data)
-        self._pos += len(data)
+        self._write_pieces(frame_pieces(buf))
+
+    def _write_pieces(self, pieces: list[bytes]) -> None:
+        write = self._f.write
+        for piece in pieces:
+            self._pos += write(piece)
 
     def tell(self) -> int:
         return self._pos
@@ -70,12 +77,14 @@ class IndexedRecordIOWriter(RecordIOWriter):
         self._keys: set[int] = set()
 
     def write_idx(self, key: int, buf: bytes) -> None:
-        key = int(key)
+        self._write_idx_parts(int(key), b"", buf)
+
+    def _write_idx_parts(self, key: int, head: bytes, payload: bytes) -> None:
         if key in self._keys:
             raise RecordIOError("key written twice", file=self.idx_path, key=key, offset=self._pos)
         self._keys.add(key)
         self._idx_lines.append(f"{key}\t{self._pos}\n")
-        self.write(buf)
+        self._write_pieces(frame_pieces(payload, head))
 
     def close(self) -> None:
         if self.closed:
@@ -105,8 +114,9 @@ class ShardWriter:
         self.image_size = image_size
         self.rec_path, self.idx_path = self.out_dir / "train.rec", self.out_dir / "train.idx"
         self._w = IndexedRecordIOWriter(self.idx_path, self.rec_path)
-        self._ranges: list[tuple[int, int, int]] = []  # (label, first_key, end_key)
+        self._ranges: list[tuple[int, int]] = []  # (label, first_key); a range ends where the next starts
         self._seen: set[int] = set()
+        self._cur_label: int | None = None
         self._key = 1
         self.num_images = 0
         self.labels_range: tuple[int, int] | None = None
@@ -125,7 +135,7 @@ class ShardWriter:
         if self.num_classes is not None and lab >= self.num_classes:
             raise RecordIOError(f"label {lab} outside [0, num_classes={self.num_classes})",
                                 file=self.rec_path, key=self._key)
-        if not self._ranges or self._ranges[-1][0] != lab:
+        if lab != self._cur_label:
             if lab in self._seen:
                 raise RecordIOError(f"label {lab} comes back after other labels: each label's images must be "
                                     "written contiguously", file=self.rec_path, key=self._key)
@@ -157,18 +167,19 @@ class ShardWriter:
         """Add one image (RGB uint8 HxWx3, or encoded JPEG/PNG bytes kept verbatim); returns its key."""
         if self.closed:
             raise RecordIOError("write after close", file=self.rec_path)
-        lab = self._check_label(label)
+        # Fast path: the same identity as the previous image was already checked.
+        lab = label if label.__class__ is int and label == self._cur_label else self._check_label(label)
         payload = self._payload(image)
         key = self._key
         # Keys are stored as float32 labels in the identity / key-0 records: refuse before they round.
-        if key + len(self._seen) + 2 >= MAX_EXACT_LABEL:
+        if key + len(self._ranges) + 2 >= MAX_EXACT_LABEL:
             raise RecordIOError("too many records for float32 key ranges (2**24)", file=self.rec_path, key=key)
-        self._w.write_idx(key, pack(IRHeader(0, float(lab), key, 0), payload))
-        if self._ranges and self._ranges[-1][0] == lab:
-            self._ranges[-1] = (lab, self._ranges[-1][1], key + 1)
-        else:
-            self._ranges.append((lab, key, key + 1))
+        # The label is already checked to be a whole number below 2**24: pack the header directly.
+        self._w._write_idx_parts(key, _IMAGE_HEADER.pack(0, lab, key, 0), payload)
+        if lab != self._cur_label:
+            self._ranges.append((lab, key))
             self._seen.add(lab)
+            self._cur_label = lab
         self._key += 1
         self.num_images += 1
         return key
@@ -180,7 +191,8 @@ class ShardWriter:
             self.abort()
             raise RecordIOError("no images were written", file=self.rec_path)
         n, c = self.num_images, len(self._ranges)
-        for i, (_, first, end) in enumerate(self._ranges):
+        ends = [first for _, first in self._ranges[1:]] + [n + 1]
+        for i, ((_, first), end) in enumerate(zip(self._ranges, ends)):
             key = n + 1 + i
             self._w.write_idx(key, pack(IRHeader(0, [float(first), float(end)], key, 0), b""))
         self._w.write_idx(0, pack(IRHeader(0, [float(n + 1), float(n + c + 1)], 0, 1), b""))
