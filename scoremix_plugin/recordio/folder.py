@@ -75,8 +75,7 @@ class FaceRecFolder:
         else:
             self.layout = "im2rec"
             self.image_keys = self.reader.key_array.copy()
-        offsets = np.fromiter((self.reader.offset(int(k)) for k in self.image_keys), dtype=np.int64,
-                              count=len(self.image_keys))
+        offsets = self.reader.offsets_of(self.image_keys)
         self.labels = self._read_labels(self.image_keys, offsets)
         if self.property is not None:
             self.num_classes = int(self.property[0])

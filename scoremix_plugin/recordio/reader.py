@@ -106,22 +106,32 @@ def read_idx(idx_path: str | os.PathLike, rec_size: int | None = None, rec_path=
         text = idx_path.read_bytes()
     except FileNotFoundError:
         raise RecordIOError("index file not found", file=idx_path) from None
-    keys: list[int] = []
-    offsets: list[int] = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        fields = line.split(b"\t")
-        if len(fields) != 2:
-            fields = line.split()
+    k = o = None
+    tokens = text.split()
+    # Fast path: a well-formed file is exactly two integer tokens per line; numpy parses them at once.
+    if len(tokens) % 2 == 0 and text.count(b"\n") + (not text.endswith(b"\n") and bool(text)) == len(tokens) // 2:
         try:
-            key, off = int(fields[0]), int(fields[1])
-        except (ValueError, IndexError):
-            raise RecordIOError(f"line {lineno} is not 'key<TAB>offset': {line[:60]!r}", file=idx_path) from None
-        keys.append(key)
-        offsets.append(off)
-    k = np.asarray(keys, dtype=np.int64)
-    o = np.asarray(offsets, dtype=np.int64)
+            pairs = np.array(tokens, dtype=np.bytes_).astype(np.int64).reshape(-1, 2)
+            k, o = pairs[:, 0].copy(), pairs[:, 1].copy()
+        except (ValueError, OverflowError):
+            pass
+    if k is None:  # the careful path, naming the first bad line
+        keys: list[int] = []
+        offsets: list[int] = []
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            fields = line.split(b"\t")
+            if len(fields) != 2:
+                fields = line.split()
+            try:
+                key, off = int(fields[0]), int(fields[1])
+            except (ValueError, IndexError):
+                raise RecordIOError(f"line {lineno} is not 'key<TAB>offset': {line[:60]!r}", file=idx_path) from None
+            keys.append(key)
+            offsets.append(off)
+        k = np.asarray(keys, dtype=np.int64)
+        o = np.asarray(offsets, dtype=np.int64)
     if rec_size is not None and o.size:
         bad = np.flatnonzero((o < 0) | (o + 8 > rec_size) | (o % 4 != 0))
         if bad.size:
@@ -151,6 +161,18 @@ class IndexedRecordIOReader:
 
     def __contains__(self, key) -> bool:
         return key in self._offset
+
+    def offsets_of(self, keys: np.ndarray) -> np.ndarray:
+        """Offsets of many keys at once (int64); raises naming the first key not in the index."""
+        keys = np.asarray(keys, dtype=np.int64)
+        order = np.argsort(self.key_array, kind="stable")
+        sorted_keys = self.key_array[order]
+        # side="right" - 1 picks the last entry of a duplicated key, as the key -> offset dict does.
+        pos = np.searchsorted(sorted_keys, keys, side="right") - 1
+        found = (pos >= 0) & (sorted_keys[np.clip(pos, 0, None)] == keys) if len(sorted_keys) else np.zeros(len(keys), bool)
+        if not found.all():
+            raise RecordIOError("key not in the index", file=self.idx_path, key=int(keys[np.argmin(found)]))
+        return self.offset_array[order[pos]]
 
     def offset(self, key: int) -> int:
         try:
