@@ -110,10 +110,17 @@ def test_label_at_or_above_2_pow_24_is_refused(tmp_path):
         with ShardWriter(tmp_path / "s") as w:
             w.write(img, 2**24)
     assert not (tmp_path / "s" / "train.rec").exists()
-    for label in (2.0**24 + 2, [1.0, 2.0**25]):
+    for label in (2.0**24 + 2, 2.0**24 + 0.5, -(2.0**24), [1.0, 2.0**25]):
         with pytest.raises(RecordIOError, match=r"cannot be stored exactly as float32"):
             pack(IRHeader(0, label, 0, 0), b"")
     assert unpack(pack(IRHeader(0, 2.0**24 - 1, 0, 0), b""))[0].label == 2**24 - 1
+    # A file written by another tool with such a label is refused on read, not rounded into training.
+    raw = struct.pack("<IfQQ", 0, 2.0**24, 1, 0)
+    with IndexedRecordIOWriter(tmp_path / "r" / "train.idx", tmp_path / "r" / "train.rec") as w:
+        w.write_idx(0, pack(IRHeader(0, 0.0, 0, 0), b""))
+        w.write_idx(1, raw)
+    with pytest.raises(RecordIOError, match=r"train.rec, key 1, offset 32: label 16777216.0 is not a whole number in"):
+        FaceRecFolder(tmp_path / "r")
 
 
 def test_bad_labels_on_write(tmp_path):
@@ -160,7 +167,7 @@ def test_labels_checked_against_property_and_whole_numbers(bad, tmp_path):
     with IndexedRecordIOWriter(tmp_path / "train.idx", tmp_path / "train.rec") as w:
         w.write_idx(0, pack(IRHeader(0, 1.0, 0, 0), b"x"))
         w.write_idx(1, pack(IRHeader(0, 2.5, 1, 0), b"y"))
-    with pytest.raises(RecordIOError, match=r"train.rec, key 1, offset 36: label 2.5 is not a whole number"):
+    with pytest.raises(RecordIOError, match=r"train.rec, key 1, offset 36: label 2.5 is not a whole number in \[0, 2\*\*24\)"):
         FaceRecFolder(tmp_path)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .format import (IR_SIZE, LENGTH_MASK, MAGIC, IRHeader, RecordIOError, decode_image, first_label, read_framed,
+from .format import (IR_SIZE, LENGTH_MASK, MAGIC, MAX_EXACT_LABEL, IRHeader, RecordIOError, decode_image, first_label, read_framed,
                      unpack)
 from .reader import IndexedRecordIOReader
 
@@ -91,8 +91,8 @@ class FaceRecFolder:
     # Checks.
 
     def _whole(self, value: float, key: int, what: str) -> int:
-        if not float(value).is_integer():
-            raise RecordIOError(f"{what} {value} is not a whole number", file=self.rec_path, key=key,
+        if not float(value).is_integer() or not 0 <= value < MAX_EXACT_LABEL:
+            raise RecordIOError(f"{what} {value} is not a whole number in [0, 2**24)", file=self.rec_path, key=key,
                                 offset=self.reader.offset(key))
         return int(value)
 
@@ -132,11 +132,11 @@ class FaceRecFolder:
                 values[i] = first_label(unpack(record)[0])
             except RecordIOError as e:
                 raise RecordIOError(e.reason, file=self.rec_path, key=k, offset=int(offsets[i])) from None
-        bad = ~np.isfinite(values) | (values < 0) | (values != np.floor(values))
+        bad = ~np.isfinite(values) | (values < 0) | (values != np.floor(values)) | (values >= MAX_EXACT_LABEL)
         if bad.any():
             i = int(np.argmax(bad))
-            raise RecordIOError(f"label {values[i]} is not a whole number >= 0", file=self.rec_path,
-                                key=int(keys[i]), offset=int(offsets[i]))
+            raise RecordIOError(f"label {values[i]} is not a whole number in [0, 2**24) (float32 labels are exact "
+                                "only below 2**24)", file=self.rec_path, key=int(keys[i]), offset=int(offsets[i]))
         return values.astype(np.int64)
 
     # Access.

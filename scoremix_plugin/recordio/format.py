@@ -160,8 +160,9 @@ def _check_label_value(v, *, file=None, key=None) -> float:
     if not isinstance(v, numbers.Real):
         raise RecordIOError(f"label value {v!r} is not a number", file=file, key=key)
     f = float(v)
-    # Integer labels (class ids, key ranges) at or above 2**24 would silently change in float32.
-    if math.isfinite(f) and f == int(f) and abs(f) >= MAX_EXACT_LABEL:
+    # Class ids and key ranges at or above 2**24 would silently change in float32 (2**24 + 1 reads back
+    # as 2**24), so nothing that large is written.
+    if math.isfinite(f) and abs(f) >= MAX_EXACT_LABEL:
         raise RecordIOError(
             f"label {v!r} >= 2**24 cannot be stored exactly as float32 (RecordIO labels are float32)",
             file=file, key=key,
