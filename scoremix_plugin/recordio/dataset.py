@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .folder import FaceRecFolder
-from .format import RecordIOError, decode_image
+from .format import RecordIOError
 
 
 class FaceRecDataset(torch.utils.data.Dataset):

@@ -68,30 +68,47 @@ class RecordIOWriter:
 
 
 class IndexedRecordIOWriter(RecordIOWriter):
-    """`.rec` + `.idx` writer: ``write_idx(key, buf)`` records ``"{key}\\t{offset}\\n"`` like mxnet."""
+    """`.rec` + `.idx` writer: ``write_idx(key, buf)`` records ``"{key}\\t{offset}\\n"`` like mxnet.
+
+    A key written twice is refused (mxnet would accept it and its reader would keep the last one).
+    """
 
     def __init__(self, idx_path: str | os.PathLike, rec_path: str | os.PathLike):
         super().__init__(rec_path)
         self.idx_path = Path(idx_path)
-        self._idx_lines: list[str] = []
+        self._idx_tmp = tmp_name(self.idx_path)
+        self._idx = open(self._idx_tmp, "w", encoding="ascii", buffering=1 << 16)
         self._keys: set[int] = set()
 
     def write_idx(self, key: int, buf: bytes) -> None:
-        self._write_idx_parts(int(key), b"", buf)
-
-    def _write_idx_parts(self, key: int, head: bytes, payload: bytes) -> None:
+        key = int(key)
         if key in self._keys:
             raise RecordIOError("key written twice", file=self.idx_path, key=key, offset=self._pos)
         self._keys.add(key)
-        self._idx_lines.append(f"{key}\t{self._pos}\n")
+        self._write_idx_parts(key, b"", buf)
+
+    def _write_idx_parts(self, key: int, head: bytes, payload: bytes) -> None:
+        # No duplicate check here: the shard writer's keys are sequential by construction, and a set of
+        # millions of keys would cost hundreds of MB.
+        self._idx.write(f"{key}\t{self._pos}\n")
         self._write_pieces(frame_pieces(payload, head))
 
     def close(self) -> None:
         if self.closed:
             return
+        self._idx.flush()
+        os.fsync(self._idx.fileno())
+        self._idx.close()
         # The .rec lands first: an .idx under its final name always describes a complete .rec.
         super().close()
-        write_text_atomic(self.idx_path, "".join(self._idx_lines))
+        os.replace(self._idx_tmp, self.idx_path)
+
+    def abort(self) -> None:
+        if self.closed:
+            return
+        self._idx.close()
+        self._idx_tmp.unlink(missing_ok=True)
+        super().abort()
 
 
 class ShardWriter:
