@@ -1,0 +1,175 @@
+"""The pipeline runner: skip-when-complete bookkeeping, and a miniature recipe end to end.
+
+The end-to-end test (marked slow, ~30-60 s on 2 shared cores) trains tiny recognisers and a tiny
+generator for a few steps; it checks plumbing and the report's shape, not accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+from easydict import EasyDict as edict
+
+from scoremix_plugin.pipeline import (STAGE_NAMES, Context, PipelineError, Stage, load_recipe, read_marker,
+                                      run_recipe, run_stages)
+
+# Bookkeeping on three small stages that write real files.
+
+
+def _stages(calls: list[str], fail: set[str] | None = None) -> list[Stage]:
+    fail = fail if fail is not None else set()
+
+    def make(name: str, needs: tuple[str, ...]):
+        def run(ctx: Context):
+            calls.append(name)
+            if name in fail:
+                raise RuntimeError(f"{name} failed")
+            text = ctx.recipe[name] + "".join((ctx.dir(d) / "out.txt").read_text() for d in needs)
+            (ctx.dir(name) / "out.txt").write_text(text)
+            return {"chars": len(text)}
+
+        return Stage(name, run, needs, lambda ctx: ctx.recipe[name], lambda ctx: [ctx.dir(name) / "out.txt"])
+
+    return [make("a", ()), make("b", ("a",)), make("c", ("b",))]
+
+
+def _ctx(tmp_path: Path, **recipe) -> Context:
+    return Context(recipe=edict({"a": "1", "b": "2", "c": "3", "_path": str(tmp_path / "r.py"), **recipe}),
+                   out=tmp_path / "out", progress=False)
+
+
+def _status(res):
+    return {k: v["status"] for k, v in res.items()}
+
+
+def test_rerun_skips_complete_stages_and_reruns_what_changed(tmp_path):
+    calls: list[str] = []
+    log: list[str] = []
+    res = run_stages(_stages(calls), _ctx(tmp_path), log=log.append)
+    assert _status(res) == {"a": "ran", "b": "ran", "c": "ran"} and calls == ["a", "b", "c"]
+    assert (tmp_path / "out/c/out.txt").read_text() == "321"
+    m = read_marker(tmp_path / "out", "b")
+    assert m["summary"] == {"chars": 2} and m["seconds"] >= 0
+
+    calls.clear()
+    res = run_stages(_stages(calls), _ctx(tmp_path), log=log.append)
+    assert _status(res) == {"a": "skipped", "b": "skipped", "c": "skipped"} and calls == []
+
+    # A changed setting reruns that stage and, through its new run id, every stage after it.
+    calls.clear()
+    res = run_stages(_stages(calls), _ctx(tmp_path, b="X"), log=log.append)
+    assert _status(res) == {"a": "skipped", "b": "ran", "c": "ran"}
+    assert (tmp_path / "out/c/out.txt").read_text() == "3X1"
+
+    # A missing output makes a stage incomplete even with its marker in place.
+    (tmp_path / "out/c/out.txt").unlink()
+    calls.clear()
+    run_stages(_stages(calls), _ctx(tmp_path, b="X"), log=log.append)
+    assert calls == ["c"]
+
+
+def test_stage_and_from_rerun_on_request(tmp_path):
+    calls: list[str] = []
+    run_stages(_stages(calls), _ctx(tmp_path), log=lambda s: None)
+    calls.clear()
+    res = run_stages(_stages(calls), _ctx(tmp_path), only="b", log=lambda s: None)
+    assert calls == ["b"] and list(res) == ["b"]
+    calls.clear()
+    # c's input (b's run id) changed, so a plain run now redoes c only.
+    run_stages(_stages(calls), _ctx(tmp_path), log=lambda s: None)
+    assert calls == ["c"]
+    calls.clear()
+    run_stages(_stages(calls), _ctx(tmp_path), start="b", log=lambda s: None)
+    assert calls == ["b", "c"]
+    with pytest.raises(PipelineError, match="no such stage"):
+        run_stages(_stages(calls), _ctx(tmp_path), only="zz", log=lambda s: None)
+
+
+def test_failed_stage_leaves_no_marker_and_needs_are_enforced(tmp_path):
+    calls: list[str] = []
+    run_stages(_stages(calls), _ctx(tmp_path), log=lambda s: None)
+    with pytest.raises(RuntimeError, match="b failed"):
+        run_stages(_stages(calls, fail={"b"}), _ctx(tmp_path), only="b", log=lambda s: None)
+    assert read_marker(tmp_path / "out", "b") is None
+    with pytest.raises(PipelineError, match="needs stage 'b'"):
+        run_stages(_stages(calls), _ctx(tmp_path), only="c", log=lambda s: None)
+
+
+def test_recipe_keys_are_checked(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("from easydict import EasyDict as edict\nconfig = edict(recogniser='r.py', generator='g.py', "
+                   "selection=edict(strategy='far', colour='red'))\n")
+    with pytest.raises(PipelineError, match=r"recipe.selection: \['colour'\]"):
+        load_recipe(bad)
+    bad.write_text("from easydict import EasyDict as edict\nconfig = edict(generator='g.py')\n")
+    with pytest.raises(PipelineError, match="recipe.recogniser"):
+        load_recipe(bad)
+
+
+def test_demo_recipe_loads():
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "demo.py")
+    assert recipe.selection.strategy == "far" and recipe.generation.solver == "heun"
+    from scoremix_plugin.config import read_config_file
+
+    rec = read_config_file(Path(recipe._path).parent / recipe.recogniser)
+    assert rec["image_degrade"] == 32  # real images see the generator's resolution (no blur shortcut)
+
+
+# A miniature recipe end to end.
+
+MINI = """
+from easydict import EasyDict as edict
+config = edict(
+    name="mini", seed=0, device="cpu",
+    data=edict(toy=edict(identities=6, images_per_identity=4, test_identities=4, pairs=20)),
+    recogniser="rec.py", generator="gen.py",
+    selection=edict(num_identities=3),
+    generation=edict(images_per_identity=2, steps=2, batch_size=4, bf16=False),
+    verification=edict(targets=["toy_lfw", "toy_cfp_fp"], batch_size=32),
+    report=edict(grid_pairs=2, grid_images=2),
+)
+"""
+MINI_REC = """
+from easydict import EasyDict as edict
+config = edict(network="r10_tiny", embedding_size=32, batch_size=8, lr=0.1, num_epoch=1, warmup_epoch=0,
+               num_workers=0, verbose=10**9, frequent=1, image_degrade=32)
+"""
+MINI_GEN = """
+from easydict import EasyDict as edict
+config = edict(preset="test-micro", resolution=16, batch_size=8, total_steps=3, lr_warmup=1, checkpoint_every=None,
+               sample_every=None, sample_steps=2, sample_classes=2, num_workers=0, cache_images=True, bf16=False)
+"""
+
+
+@pytest.mark.slow
+def test_mini_recipe_end_to_end_then_rerun_skips(tmp_path):
+    for name, text in (("mini.py", MINI), ("rec.py", MINI_REC), ("gen.py", MINI_GEN)):
+        (tmp_path / name).write_text(textwrap.dedent(text))
+    out = tmp_path / "out"
+    status = run_recipe(tmp_path / "mini.py", out, progress=False, log=lambda s: None)
+    assert [k for k, v in status.items() if v["status"] == "ran"] == list(STAGE_NAMES)
+
+    report = json.loads((out / "report.json").read_text())
+    for run in ("baseline", "scoremix"):
+        assert set(report[run]) == {"toy_lfw", "toy_cfp_fp"}
+        assert all(0.0 <= v <= 1.0 for v in report[run].values())
+    assert set(report["stages"]) >= set(STAGE_NAMES) - {"report"}
+    assert report["image_degrade"] == 32
+    md = (out / "report.md").read_text()
+    assert "32-px down-and-up resize" in md
+    for fig in report["figures"].values():
+        assert fig is None or (out / fig).is_file()
+    assert (out / "figures/roc.png").is_file() and (out / "figures/mixes.png").is_file()
+    manifest = json.loads((out / "generate/manifest.json").read_text())
+    assert manifest["num_classes"] == 6 + 3
+    assert (out / "merged/train.rec").is_file()
+    assert "dataset = 'scoremix'" in (out / "scoremix/config.py").read_text()
+
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    status = run_recipe(tmp_path / "mini.py", out, progress=False, log=lambda s: None)
+    assert {v["status"] for v in status.values()} == {"skipped"}
+    changed = [p for p, t in mtimes.items() if p.stat().st_mtime_ns != t and p.name != "timings.json"]
+    assert changed == []
