@@ -194,3 +194,15 @@ def test_header_holding_the_magic_is_split_and_read_back(tmp_path):
     assert raw[16:20] == MAGIC and int.from_bytes(raw[20:24], "little") >> 29 == 3
     f = FaceRecFolder(tmp_path)
     assert f.labels.tolist() == [4] and f.read(0)[0].id == 0xCED7230A and f.jpeg(0) == jpeg
+
+
+def test_malformed_index_and_property(bad):
+    (bad / "property").write_text("3,112,112\n6\n")  # insightface's python package adds an image-count line
+    assert FaceRecFolder(bad).property == (3, 112, 112)
+    (bad / "property").write_text("three,112,112\n")
+    with pytest.raises(RecordIOError, match=r"property: expected 'num_classes,height,width'"):
+        FaceRecFolder(bad)
+    (bad / "property").write_text("3,112,112\n")
+    _edit_idx(bad, lambda lines: lines[:2] + ["7\tx12"] + lines[2:])
+    with pytest.raises(RecordIOError, match=r"train.idx: line 3 is not 'key<TAB>offset'"):
+        FaceRecFolder(bad)

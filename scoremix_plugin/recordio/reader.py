@@ -96,7 +96,7 @@ class RecordIOReader:
         self.close()
 
 
-def read_idx(idx_path: str | os.PathLike, rec_size: int | None = None, rec_path=None) -> tuple[np.ndarray, np.ndarray]:
+def parse_idx(idx_path: str | os.PathLike, rec_size: int | None = None, rec_path=None) -> tuple[np.ndarray, np.ndarray]:
     """Parse a `.idx` file -> (keys int64, offsets int64) in file order.
 
     With ``rec_size``, every offset is checked to leave room for a record header in the `.rec`.
@@ -152,7 +152,7 @@ class IndexedRecordIOReader:
         self.idx_path, self.path = Path(idx_path), Path(rec_path)
         self._file = _MappedFile(self.path)
         size = len(self._file.buf)
-        self.key_array, self.offset_array = read_idx(self.idx_path, size, self.path)
+        self.key_array, self.offset_array = parse_idx(self.idx_path, size, self.path)
         self.keys = self.key_array.tolist()
         self._offset = dict(zip(self.keys, self.offset_array.tolist()))
 
