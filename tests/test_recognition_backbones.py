@@ -8,6 +8,15 @@ import torch
 from scoremix_plugin.recognition.backbones import BACKBONES, get_backbone
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # 2 shared cores: torch's intra-op threads spin against other processes; one thread is faster here.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _bn(prefix: str, c: int) -> dict[str, tuple]:
     return {
         f"{prefix}.weight": (c,),

@@ -78,6 +78,7 @@ def _sharded_worker(rank: int, world: int, port: int, out_dir: str) -> None:
     import torch.distributed as dist
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.manual_seed(0)
     emb_all = torch.randn(2 * 4, 16)

@@ -42,8 +42,18 @@ def _losses(output: Path) -> dict[int, float]:
     return out
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # On 2 cores shared with other processes, torch's intra-op threads spin against each other: one
+    # thread runs these tiny steps ~5x faster. Determinism checks compare runs at the same thread count.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
-def run_a(toy_data, tmp_path_factory):
+def run_a(toy_data, tmp_path_factory, one_thread):
     d = tmp_path_factory.mktemp("run_a")
     cfg = load_recogniser_config(_write_config(d / "cfg.py", toy_data, d / "out"))
     summary = train(cfg, progress=False)

@@ -156,9 +156,16 @@ def train(cfg: edict, *, progress: bool = True) -> dict[str, Any]:
             "takes part in every step (sample_rate 1, the host's default)",
             stacklevel=2,
         )
+    ignored = [k for k in ("dali", "dali_aug", "using_wandb", "save_artifacts") if cfg.get(k)]
+    if ignored:
+        # DALI only decodes faster (same images; its extra augmentation is not reproduced) and wandb is a
+        # logging sink: the run is still the recipe's run, so warn instead of refusing the recipe.
+        warnings.warn(f"config keys {ignored} are set but not supported by this trainer: ignored "
+                      "(logs go to config.log_json)", stacklevel=2)
     batch_size, grad_acc = int(cfg.batch_size), int(cfg.gradient_acc)
-    if batch_size < 1 or grad_acc < 1:
-        raise ConfigError(f"config.batch_size ({batch_size}) and config.gradient_acc ({grad_acc}) must be >= 1")
+    for key in ("batch_size", "gradient_acc", "verbose", "frequent", "num_epoch"):
+        if int(cfg[key]) < 1:
+            raise ConfigError(f"config.{key} must be >= 1, got {cfg[key]!r}")
 
     # Section: verification targets (checked before any training: a missing file is an error).
     val_bins = {}
@@ -287,7 +294,8 @@ def train(cfg: edict, *, progress: bool = True) -> dict[str, Any]:
 
     # Section: logging and verification helpers.
     log_path = output / (cfg.log_json or "train_log.jsonl")
-    log_file = open(log_path, "a", encoding="utf-8") if env.is_main else None  # noqa: SIM115 - closed below
+    # A resumed run appends to its log; a fresh run in the same folder starts a new one.
+    log_file = open(log_path, "a" if cfg.resume else "w", encoding="utf-8") if env.is_main else None  # noqa: SIM115
     bar = None
     if env.is_main and progress:
         from tqdm import tqdm
