@@ -14,6 +14,15 @@ from scoremix_plugin.generation.network import build_network, network_kwargs
 from scoremix_plugin.generation.sampler import image_generator, network_evaluations, sample
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine, 2 threads ran these tiny networks several times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # EDM formulas.
 
 def test_precond_coefficients_golden():
