@@ -29,7 +29,7 @@ import torch
 from ..recordio import RecordIOError
 from ..recordio.dataset import FaceRecDataset
 from .augment import build_augmentation, chain
-from .manifest_view import ManifestView, read_manifest
+from .manifest_view import ManifestView, check_source, read_manifest
 
 
 def _draw(pool: int, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -105,16 +105,8 @@ class ScoreMixDataset(torch.utils.data.Dataset):
         self.set_epoch(0)
 
     def _check_source(self, ds: FaceRecDataset, lo: int, hi: int, count: int, what: str, count_key: str) -> None:
-        m = self.manifest
-        if len(ds) != count:
-            raise ValueError(f"{m.path}: {count_key} = {count}, but {what} holds {len(ds)} images")
-        if len(ds.labels):
-            bad = (ds.labels < lo) | (ds.labels >= hi)
-            if bad.any():
-                i = int(np.argmax(bad))
-                raise RecordIOError(f"label {int(ds.labels[i])} of image {i} is outside [{lo}, {hi}) that the "
-                                    f"manifest {m.path} gives {what} (labels are final: no offset is added)",
-                                    file=ds.folder.rec_path, key=int(ds.folder.image_keys[i]))
+        check_source(ds.labels, count, lo, hi, what=what, count_key=count_key, manifest=self.manifest,
+                     rec_path=ds.folder.rec_path, image_keys=ds.folder.image_keys)
 
     # Epochs.
 

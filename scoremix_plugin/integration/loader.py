@@ -159,10 +159,11 @@ def _parse_host_args(args: tuple, kwargs: dict) -> dict[str, Any]:
 
 
 def get_dataloader(root_dir: str, local_rank: int, batch_size: int, *args, cfg: Mapping[str, Any] | None = None,
-                   source: str | None = None, **kwargs) -> DeviceDataLoader:
+                   source: str | None = None, dataset: Dataset | None = None, **kwargs) -> DeviceDataLoader:
     """The host's ``get_dataloader`` for scoremix configs (and plain RecordIO folders without ``cfg``).
 
-    ``cfg`` (the merged host config) and ``source`` (its file, for error messages) are bound by the launcher.
+    ``cfg`` (the merged host config), ``source`` (its file, for error messages) and ``dataset`` (the
+    data the launcher already built and checked from ``cfg``) are bound by the launcher.
     """
     opts = _parse_host_args(args, kwargs)
     source = source or (str(cfg.get("config_file") or "config") if cfg is not None else "get_dataloader")
@@ -171,8 +172,9 @@ def get_dataloader(root_dir: str, local_rank: int, batch_size: int, *args, cfg: 
     if cfg is not None:
         if cfg.get("rec") is not None and os.path.abspath(str(cfg["rec"])) != os.path.abspath(str(root_dir)):
             raise ConfigError(f"{source}: get_dataloader was called with {root_dir!r} but config.rec is {cfg['rec']!r}")
-        dataset = build_train_dataset(cfg, source=source)
-    else:
+        if dataset is None:
+            dataset = build_train_dataset(cfg, source=source)
+    elif dataset is None:
         from ..recordio.dataset import FaceRecDataset
 
         dataset = FaceRecDataset(root_dir)

@@ -125,3 +125,23 @@ def read_manifest(path: str | os.PathLike, *, verify: bool = True) -> ManifestVi
     if verify:
         _verify(p, raw)
     return view
+
+
+def check_source(labels, count: int, lo: int, hi: int, *, what: str, count_key: str, manifest: ManifestView,
+                 rec_path=None, image_keys=None) -> None:
+    """A folder the manifest describes holds ``count`` images with labels in ``[lo, hi)`` (final labels)."""
+    import numpy as np
+
+    from ..recordio import RecordIOError
+
+    labels = np.asarray(labels)
+    if len(labels) != count:
+        raise ManifestError(f"{manifest.path}: {count_key} = {count}, but {what} holds {len(labels)} images")
+    bad = (labels < lo) | (labels >= hi)
+    if bad.any():
+        i = int(np.argmax(bad))
+        key = None if image_keys is None else int(image_keys[i])
+        raise RecordIOError(f"label {int(labels[i])} of image {i} is outside [{lo}, {hi}) that the manifest "
+                            f"{manifest.path} gives {what} (labels are final: no offset is added)",
+                            file=rec_path, key=key)
+
