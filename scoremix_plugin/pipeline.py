@@ -109,24 +109,27 @@ RECIPE_DEFAULTS: dict[str, Any] = {
 }
 
 
+def _fill(defaults: Mapping[str, Any], given: Mapping[str, Any], path: Path, where: str) -> dict[str, Any]:
+    """``given`` over ``defaults``, block by block; a key the defaults do not know is an error."""
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise PipelineError(f"{path}: unknown key(s) in {where}: {unknown}; known: {sorted(defaults)}")
+    out = {}
+    for key, default in defaults.items():
+        value = given.get(key, default)
+        if isinstance(default, Mapping) and isinstance(value, Mapping):
+            value = _fill(default, value, path, f"{where}.{key}")
+        out[key] = value
+    return out
+
+
 def load_recipe(path: str | os.PathLike) -> edict:
-    """Read a recipe file and fill defaults one level deep (a block given in the recipe is merged)."""
+    """Read a recipe file and fill in the defaults (a block given in the recipe is merged key by key)."""
     from scoremix_plugin.config import read_config_file
 
     p = Path(path)
     job = read_config_file(p)
-    unknown = sorted(set(job) - set(RECIPE_DEFAULTS))
-    if unknown:
-        raise PipelineError(f"{p}: unknown recipe key(s) {unknown}; known: {sorted(RECIPE_DEFAULTS)}")
-    recipe: dict[str, Any] = {}
-    for key, default in RECIPE_DEFAULTS.items():
-        value = job.get(key, default)
-        if isinstance(default, Mapping) and isinstance(value, Mapping):
-            extra = sorted(set(value) - set(default))
-            if extra:
-                raise PipelineError(f"{p}: unknown key(s) in recipe.{key}: {extra}; known: {sorted(default)}")
-            value = {**default, **value}
-        recipe[key] = value
+    recipe = _fill(RECIPE_DEFAULTS, job, p, "recipe")
     for key in ("recogniser", "generator"):
         if not recipe[key]:
             raise PipelineError(f"{p}: recipe.{key} (a config file, relative to the recipe) is required")
@@ -174,13 +177,6 @@ class Context:
         if stage not in self.markers:
             raise PipelineError(f"stage '{stage}' has not completed in {self.out} (run it first)")
         return self.markers[stage]["summary"]
-
-    def device(self) -> str:
-        if self.recipe.device:
-            return str(self.recipe.device)
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def marker_path(out: Path, stage: str) -> Path:
@@ -596,7 +592,12 @@ def _mix_grid(ctx: Context, path: Path) -> Path | None:
     if not rows:
         return None
     sep = np.full((6, rows[0].shape[1], 3), 255, np.uint8)
-    grid = np.concatenate([x for r in rows for x in (r, sep)][:-1], 0)
+    header = np.full((22, rows[0].shape[1], 3), 255, np.uint8)
+    block = n * 112 + gap.shape[1]
+    titles = [f"real class {'abcdefgh'[i]}" for i in range(sel.k)] + ["ScoreMix identity"]
+    for i, title in enumerate(titles):
+        cv2.putText(header, title, (i * block + 4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    grid = np.concatenate([header] + [x for r in rows for x in (r, sep)][:-1], 0)
     from scoremix_plugin.io_utils import atomic_path
 
     with atomic_path(path) as tmp:
@@ -657,6 +658,7 @@ def _stage_report(ctx: Context) -> dict[str, Any]:
         "roc": _copy(ver["roc"], figs / "roc.png"),
         "accuracy": _accuracy_plot(ver["accuracy"], ver["accuracy_std"], figs / "accuracy.png"),
         "alignment": _copy(align["png"], figs / "alignment.png"),
+        "quality": _copy(ctx.dir("generate") / "quality.png", figs / "quality.png"),
     }
     samples = sorted((ctx.dir("generator") / "samples").glob("*.png"))
     if samples:
@@ -739,7 +741,8 @@ def _report_markdown(r: Mapping[str, Any]) -> str:
     for key, caption in (("accuracy", "Accuracy"), ("roc", "ROC curves, baseline vs ScoreMix"),
                          ("mixes", "Real class a | real class b | the synthetic identity mixed from them"),
                          ("generator_samples", "Generator samples (rows: classes; last row: a 2-way mix)"),
-                         ("alignment", "Generator conditions vs recogniser centres")):
+                         ("alignment", "Generator conditions vs recogniser centres"),
+                         ("quality", "Synthetic identities under the baseline recogniser")):
         if figs.get(key):
             lines += [f"![{caption}]({figs[key]})", "", f"*{caption}.*", ""]
     lines += ["## Alignment of the generator's conditions with the recogniser's class centres", "",
