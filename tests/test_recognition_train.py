@@ -105,6 +105,19 @@ def test_missing_verification_file_is_an_error(toy_data, tmp_path):
         train(cfg, progress=False)
 
 
+def test_adamw_cosface_gradient_accumulation(toy_data, tmp_path):
+    cfg = load_recogniser_config(_write_config(
+        tmp_path / "c.py", toy_data, tmp_path / "o", optimizer="adamw", lr=1e-3, gradient_acc=2,
+        margin_list=(1.0, 0.0, 0.4), sample_rate=0.5, max_steps=4, val_targets=[]))
+    with pytest.warns(UserWarning, match="sample_rate"):
+        summary = train(cfg, progress=False)
+    assert summary["global_step"] == 4
+    log = [json.loads(x) for x in (tmp_path / "o" / "train_log.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in log if r["event"] == "train"]
+    warmup = 96 // 16  # warmup_epoch 1
+    assert lrs == pytest.approx([1e-3 * s / warmup for s in range(1, 5)])
+
+
 def test_torchrun_two_gloo_processes_and_head_centres(toy_data, tmp_path):
     cfg_path = _write_config(tmp_path / "cfg.py", toy_data, tmp_path / "out", num_epoch=1, batch_size=8,
                              val_targets=[], save_all_states=True)

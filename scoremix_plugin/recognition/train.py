@@ -387,7 +387,11 @@ def train(cfg: edict, *, progress: bool = True) -> dict[str, Any]:
                 scaler.step(opt)
                 scaler.update()
                 opt.zero_grad(set_to_none=True)
-            scheduler.step()
+            with warnings.catch_warnings():
+                # The schedule counts global steps, accumulation or not (host), so with gradient_acc > 1 it
+                # steps before the first optimiser step; torch's warning about that order is expected.
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)`")
+                scheduler.step()
 
             loss_value = loss.item()
             if not math.isfinite(loss_value):
