@@ -118,6 +118,20 @@ def test_adamw_cosface_gradient_accumulation(toy_data, tmp_path):
     assert lrs == pytest.approx([1e-3 * s / warmup for s in range(1, 5)])
 
 
+def test_resume_from_host_checkpoint_format(toy_data, tmp_path):
+    cfg = load_recogniser_config(_write_config(tmp_path / "c.py", toy_data, tmp_path / "o", num_epoch=1,
+                                               val_targets=[], save_all_states=True))
+    train(cfg, progress=False)
+    host = torch.load(tmp_path / "o" / "checkpoint_gpu_0.pt", weights_only=True)
+    assert set(host) == {"epoch", "global_step", "state_dict_backbone", "state_dict_softmax_fc", "state_optimizer",
+                         "state_lr_scheduler"}
+    assert (host["epoch"], host["global_step"], host["state_dict_softmax_fc"]["weight"].shape) == (1, 6, (12, 64))
+    (tmp_path / "o" / "checkpoint_rank0.pt").unlink()  # only the host's file is left
+    cfg = load_recogniser_config(_write_config(tmp_path / "c2.py", toy_data, tmp_path / "o", num_epoch=2,
+                                               val_targets=[], resume=True))
+    assert train(cfg, progress=False)["global_step"] == 12
+
+
 def test_torchrun_two_gloo_processes_and_head_centres(toy_data, tmp_path):
     cfg_path = _write_config(tmp_path / "cfg.py", toy_data, tmp_path / "out", num_epoch=1, batch_size=8,
                              val_targets=[], save_all_states=True)
