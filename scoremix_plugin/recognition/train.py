@@ -21,6 +21,7 @@ throughput, verification).
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import math
 import random
@@ -231,8 +232,6 @@ def train(cfg: edict, *, progress: bool = True) -> dict[str, Any]:
     if env.distributed:
         # Each rank keeps its own BN statistics after the start, as the host's broadcast_buffers=False
         # (model.pt is rank 0's). Newer torch names the switch forward_sync_buffers.
-        import inspect
-
         sync = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters else "broadcast_buffers"
         model = DistributedDataParallel(backbone, device_ids=[device.index] if use_cuda else None, **{sync: False})
     model.train()
