@@ -132,6 +132,20 @@ def test_resume_from_host_checkpoint_format(toy_data, tmp_path):
     assert train(cfg, progress=False)["global_step"] == 12
 
 
+def test_trains_on_real_plus_synthetic_through_the_scoremix_dataset(toy_data, tmp_path):
+    from test_integration_helpers import write_shards  # real shards + manifest (contracts.md)
+
+    manifest = write_shards(tmp_path / "syn", toy_data, num_synthetic_classes=2, images_per_class=8,
+                            classes_per_shard=1)
+    cfg = load_recogniser_config(_write_config(
+        tmp_path / "c.py", toy_data, tmp_path / "o", num_classes=14, num_image=112, num_epoch=1, val_targets=[],
+        dataset="scoremix", scoremix={"manifest": str(manifest)}, image_degrade=32))
+    summary = train(cfg, progress=False)
+    assert summary["global_step"] == 112 // 16
+    head = torch.load(tmp_path / "o" / "checkpoint_rank0.pt", weights_only=True)["head"]["weight"]
+    assert head.shape == (14, 64)
+
+
 def test_torchrun_two_gloo_processes_and_head_centres(toy_data, tmp_path):
     cfg_path = _write_config(tmp_path / "cfg.py", toy_data, tmp_path / "out", num_epoch=1, batch_size=8,
                              val_targets=[], save_all_states=True)
