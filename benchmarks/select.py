@@ -10,10 +10,17 @@ needs), so "x matmul" says how much the top-m lists, merging and the greedy walk
 
 from __future__ import annotations
 
-import argparse
-import json
-import subprocess
+import os
 import sys
+
+# This file is named select.py: drop its own folder from the path, or it would shadow the standard
+# library's `select` module that subprocess imports.
+_here = os.path.dirname(os.path.abspath(__file__))
+sys.path = [p for p in sys.path if os.path.abspath(p or ".") != _here]
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import subprocess  # noqa: E402
 
 
 def _one(c: int, n: int, dim: int, max_uses: int, device: str | None, chunk: int) -> dict:

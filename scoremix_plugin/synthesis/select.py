@@ -145,26 +145,28 @@ def _top_partners(x, rows, m: int, sign: float, chunk: int, device, progress: bo
             bar = tqdm(total=len(starts) * (len(starts) + 1) // 2, desc="top partners", unit="block", disable=not progress)
             for bi, r0 in enumerate(starts):
                 r1 = min(r0 + chunk, C)
-                xr = xt[r0:r1]
+                # score = sign * distance + const: far ranks by -cos, near by +cos. Negating the small row
+                # block (not the product) keeps the block product the only full pass over memory.
+                xr = -sign * xt[r0:r1]
                 for c0 in starts[bi:]:
                     c1 = min(c0 + chunk, C)
-                    # score = sign * distance + const: far ranks by -cos, near by +cos.
-                    s = -sign * (xr @ xt[c0:c1].T)
+                    s = xr @ xt[c0:c1].T
                     if c0 == r0:
                         s.fill_diagonal_(-math.inf)
                     merge(r0, r1, s, torch.arange(c0, c1, device=device))
                     if c0 != r0:
-                        merge(c0, c1, s.T, torch.arange(r0, r1, device=device))
+                        # The columns' view: top-k along contiguous rows is ~1.5x faster than on s.T.
+                        merge(c0, c1, s.T.contiguous(), torch.arange(r0, r1, device=device))
                     bar.update(1)
             bar.close()
         else:
             rows_t = torch.as_tensor(np.asarray(rows, dtype=np.int64), device=device)
             for r0 in range(0, R, chunk):
                 r1 = min(r0 + chunk, R)
-                xr = xt[rows_t[r0:r1]]
+                xr = -sign * xt[rows_t[r0:r1]]
                 for c0 in range(0, C, chunk):
                     c1 = min(c0 + chunk, C)
-                    s = -sign * (xr @ xt[c0:c1].T)
+                    s = xr @ xt[c0:c1].T
                     cols = torch.arange(c0, c1, device=device)
                     self_hit = rows_t[r0:r1, None] == cols[None, :]
                     s = s.masked_fill(self_hit, -math.inf)

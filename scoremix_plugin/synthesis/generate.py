@@ -1,0 +1,366 @@
+"""ScoreMix synthetic identities into RecordIO shards (``scoremix generate``).
+
+One process:   scoremix generate --ckpt G.pt --pairs pairs.csv --real REAL --images-per-identity 50 --out OUT
+Several:       torchrun --nproc_per_node=2 -m scoremix_plugin generate ...   (same flags)
+
+Identity ``n`` of the pairs file (row n) becomes label ``C_real + n`` (contracts.md, "Labels"); its image i
+starts from the noise of ``image_generator(seed, n, i)``. The plan cuts identities into shards of
+``--shard-size`` consecutive identities; shard s holds identities ``[s*S, (s+1)*S)``, all their images in
+identity order, sampled in batches of ``--batch-size`` taken in that order. Nothing in the plan depends on the
+number of processes (rank r makes shards r, r+W, r+2W, ...), so any process count gives the same bytes.
+
+Output folder::
+
+    OUT/settings.json           what the bytes depend on; a rerun with other settings is refused
+    OUT/shard-00000/            train.rec, train.idx, property (InsightFace layout) + done.json
+    OUT/grids/shard-00000.png   first identities of the shard: real source images, then mixes
+    OUT/manifest.json           contracts.md; rewritten (atomically) by rank 0 as shards complete
+
+A shard is written under a temporary folder name and renamed when closed; the rank that made it then
+writes its ``done.json`` (checksums). Only rank 0 writes the manifest, merging those records, so no two
+processes ever write the same file. A killed run restarted with the same command skips the shards in the
+manifest (or with a done.json whose checksums hold), throws away partial ones and redoes them: the result
+is byte-identical to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scoremix_plugin.io_utils import sha256_file, write_json_atomic
+from scoremix_plugin.synthesis.manifest import FORMAT, ManifestError
+
+OUTPUT_SIZE = 112  # recognisers always take 112x112 (contracts.md, "Resolution")
+SETTINGS_NAME = "settings.json"
+DONE_NAME = "done.json"
+GRID_IDENTITIES = 4  # rows of a shard's grid
+GRID_IMAGES = 6  # mixes per row
+# Test hook ONLY: simulate a crash (os._exit) after this many images were written by this process.
+CRASH_ENV = "SCOREMIX_SIMULATE_CRASH_AFTER_IMAGES"
+
+
+@dataclass(frozen=True)
+class GenerateSettings:
+    ckpt: str  # generator checkpoint
+    pairs: str  # pairs CSV (scoremix select)
+    real: str  # real RecordIO folder: its classes are labels 0..C_real-1
+    images_per_identity: int
+    shard_size: int = 1000  # identities per shard
+    steps: int = 32  # solver steps (Heun: 2*steps-1 evaluations)
+    solver: str = "heun"
+    guidance: str = "none"  # none | cfg | autoguidance
+    guidance_scale: float = 1.0  # w; 1 = no guidance
+    guide: str | None = None  # weaker generator (autoguidance)
+    mix_window: tuple[float, float] | None = None  # (sigma_lo, sigma_hi): mix only inside; None = everywhere
+    seed: int = 0
+    batch_size: int = 64  # images per sampler call (part of the plan: batches shape the float maths)
+    bf16: bool = False  # network under bfloat16 autocast
+
+
+def shard_name(s: int) -> str:
+    return f"shard-{s:05d}"
+
+
+def plan_shards(num_identities: int, shard_size: int) -> list[tuple[int, int]]:
+    """[first, end) identity ranges (new labels) of each shard."""
+    if shard_size < 1:
+        raise ValueError(f"--shard-size must be >= 1, got {shard_size}")
+    return [(f, min(f + shard_size, num_identities)) for f in range(0, num_identities, shard_size)]
+
+
+def _rel(path: str | os.PathLike, root: Path) -> str:
+    return os.path.relpath(os.path.abspath(path), os.path.abspath(root))
+
+
+def _fingerprint(st: GenerateSettings, c_real: int) -> dict[str, Any]:
+    """Everything the output bytes depend on (contents by checksum, so moving files is fine)."""
+    return {
+        "format": FORMAT,
+        "generator_sha256": sha256_file(st.ckpt),
+        "pairs_sha256": sha256_file(st.pairs),
+        "guide_sha256": sha256_file(st.guide) if st.guide else None,
+        "real_num_classes": int(c_real),
+        "images_per_identity": int(st.images_per_identity),
+        "shard_size": int(st.shard_size),
+        "steps": int(st.steps),
+        "solver": st.solver,
+        "guidance": st.guidance,
+        "guidance_scale": float(st.guidance_scale),
+        "mix_window": list(st.mix_window) if st.mix_window is not None else None,
+        "seed": int(st.seed),
+        "batch_size": int(st.batch_size),
+        "bf16": bool(st.bf16),
+        "output_size": OUTPUT_SIZE,
+    }
+
+
+def _check_settings(out: Path, fp: dict[str, Any]) -> bool:
+    """True when ``out`` already holds a run with these settings; raise when it holds another run."""
+    f = out / SETTINGS_NAME
+    if not f.is_file():
+        if (out / "manifest.json").is_file():
+            raise ValueError(f"{out} holds a manifest but no {SETTINGS_NAME}: not a folder this command can resume")
+        return False
+    old = json.loads(f.read_text())
+    if old != fp:
+        diff = sorted(k for k in set(old) | set(fp) if old.get(k) != fp.get(k))
+        detail = "; ".join(f"{k}: {old.get(k)!r} -> {fp.get(k)!r}" for k in diff)
+        raise ValueError(f"{out} was generated with other settings ({detail}); refusing to resume into it. "
+                         "Use a new --out folder, or rerun with the original settings.")
+    return True
+
+
+def _clean_stale(out: Path) -> None:
+    """Remove what a killed run left under temporary names (atomic writes, unfinished shard folders)."""
+    for p in list(out.glob(".*.tmp-*")) + list((out / "grids").glob(".*.tmp-*")):
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+
+def _resize(img: np.ndarray) -> np.ndarray:
+    import cv2
+
+    if img.shape[:2] == (OUTPUT_SIZE, OUTPUT_SIZE):
+        return np.ascontiguousarray(img)
+    # Upsampling (the CPU generator's 32 px): bicubic; downsampling: area averaging.
+    interp = cv2.INTER_CUBIC if img.shape[0] < OUTPUT_SIZE else cv2.INTER_AREA
+    return cv2.resize(img, (OUTPUT_SIZE, OUTPUT_SIZE), interpolation=interp)
+
+
+def _grid_png(path: Path, rows: list[list[np.ndarray]], pad: int = 2) -> None:
+    import cv2
+
+    from scoremix_plugin.io_utils import write_bytes_atomic
+
+    ncol = max(len(r) for r in rows)
+    s = OUTPUT_SIZE
+    grid = np.full((len(rows) * (s + pad) + pad, ncol * (s + pad) + pad, 3), 255, np.uint8)
+    for i, row in enumerate(rows):
+        for j, img in enumerate(row):
+            y, x = pad + i * (s + pad), pad + j * (s + pad)
+            grid[y : y + s, x : x + s] = img
+    ok, buf = cv2.imencode(".png", grid[:, :, ::-1])  # cv2 writes BGR
+    if not ok:
+        raise RuntimeError(f"PNG encoding failed for {path}")
+    write_bytes_atomic(path, buf.tobytes())
+
+
+class _Run:
+    """Everything one process needs to make its shards."""
+
+    def __init__(self, st: GenerateSettings, out: Path, env, *, grids: bool, progress: bool):
+        import torch
+
+        from scoremix_plugin.generation.checkpoint import load_generator
+        from scoremix_plugin.recordio import FaceRecFolder
+        from scoremix_plugin.synthesis.select import read_pairs, read_pairs_meta
+
+        self.st, self.out, self.env, self.grids, self.progress = st, out, env, grids, progress
+        if st.images_per_identity < 1:
+            raise ValueError(f"--images-per-identity must be >= 1, got {st.images_per_identity}")
+        if st.batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1, got {st.batch_size}")
+        self.sel = read_pairs(st.pairs)
+        self.pairs_meta = read_pairs_meta(st.pairs)
+        self.real = FaceRecFolder(st.real)
+        self.c_real = int(self.real.num_classes)
+        self.n_real = len(self.real)
+        amp = torch.bfloat16 if st.bf16 else None
+        self.denoiser, self.gen_config = load_generator(st.ckpt, device=env.device, amp=amp)
+        g_classes = int(self.denoiser.num_classes)
+        top = int(self.sel.classes.max())
+        if top >= g_classes or top >= self.c_real:
+            raise ValueError(f"{st.pairs}: class {top} is outside the generator's {g_classes} classes "
+                             f"({st.ckpt}) or the real folder's {self.c_real} ({st.real})")
+        if g_classes != self.c_real:
+            print(f"warning: generator {st.ckpt} has {g_classes} classes, real folder {st.real} has {self.c_real}")
+        self.guide = None
+        if st.guidance == "autoguidance":
+            if not st.guide:
+                raise ValueError("--guidance autoguidance needs --guide (a weaker generator checkpoint)")
+            self.guide, _ = load_generator(st.guide, device=env.device, amp=amp)
+        self.plan = plan_shards(len(self.sel), st.shard_size)
+        self.fp = _fingerprint(st, self.c_real)
+        self.resolution = int(self.denoiser.resolution)
+        self.crash_after = int(os.environ[CRASH_ENV]) if os.environ.get(CRASH_ENV) else None
+        self.written = 0
+
+    # The manifest.
+
+    def record_path(self, s: int) -> Path:
+        return self.out / shard_name(s) / DONE_NAME
+
+    def read_record(self, s: int, verify: bool) -> dict | None:
+        f = self.record_path(s)
+        if not f.is_file():
+            return None
+        rec = json.loads(f.read_text())
+        if verify:
+            d = self.out / shard_name(s)
+            for name, key in (("train.rec", "rec_sha256"), ("train.idx", "idx_sha256")):
+                if not (d / name).is_file() or sha256_file(d / name) != rec[key]:
+                    return None
+        return rec
+
+    def manifest(self, records: list[dict]) -> dict[str, Any]:
+        st, n = self.st, len(self.sel)
+        meta = self.pairs_meta
+        return {
+            "format": FORMAT,
+            "real": {"num_classes": self.c_real, "num_image": self.n_real, "rec": _rel(st.real, self.out)},
+            "num_classes": self.c_real + n,
+            "num_synthetic_classes": n,
+            "num_synthetic_images": n * st.images_per_identity,
+            "generator": {"checkpoint": _rel(st.ckpt, self.out), "sha256": self.fp["generator_sha256"],
+                          "step": self.gen_config.get("step"), "resolution": self.resolution},
+            "selection": {"file": _rel(st.pairs, self.out), "sha256": self.fp["pairs_sha256"],
+                          "strategy": meta.get("strategy"), "space": meta.get("space"), "k": self.sel.k},
+            "sampler": {"solver": st.solver, "steps": st.steps, "guidance": st.guidance,
+                        "guidance_scale": st.guidance_scale,
+                        "guide": {"checkpoint": _rel(st.guide, self.out), "sha256": self.fp["guide_sha256"]}
+                        if st.guide else None,
+                        "mix_window": list(st.mix_window) if st.mix_window is not None else None,
+                        "seed": st.seed, "batch_size": st.batch_size, "bf16": st.bf16,
+                        "images_per_identity": st.images_per_identity, "shard_size": st.shard_size,
+                        "output_size": OUTPUT_SIZE,
+                        "resize": "cv2.INTER_CUBIC" if self.resolution < OUTPUT_SIZE else
+                        ("none" if self.resolution == OUTPUT_SIZE else "cv2.INTER_AREA")},
+            "planned_shards": len(self.plan),
+            "complete": len(records) == len(self.plan),
+            "shards": records,
+        }
+
+    def merge(self, in_manifest: set[str]) -> dict[str, Any]:
+        """Rank 0: collect every done record (verifying those not yet listed) and rewrite the manifest."""
+        records = []
+        for s in range(len(self.plan)):
+            rec = self.read_record(s, verify=shard_name(s) not in in_manifest)
+            if rec is not None:
+                records.append(rec)
+                in_manifest.add(shard_name(s))
+        m = self.manifest(records)
+        write_json_atomic(self.out / "manifest.json", m)
+        return m
+
+    # One shard.
+
+    def make_shard(self, s: int, bar) -> dict:
+        import torch
+
+        from scoremix_plugin.generation.images import to_uint8
+        from scoremix_plugin.generation.sampler import image_generator, sample
+        from scoremix_plugin.io_utils import atomic_tempdir
+        from scoremix_plugin.recordio import ShardWriter
+
+        st, out, dev = self.st, self.out, self.env.device
+        first, end = self.plan[s]
+        name = shard_name(s)
+        final = out / name
+        items = [(n, i) for n in range(first, end) for i in range(st.images_per_identity)]
+        grid_ids = set(range(first, min(end, first + GRID_IDENTITIES)))
+        kept: dict[int, list[np.ndarray]] = {n: [] for n in grid_ids}
+        with atomic_tempdir(final) as tmp:
+            tmp_dir = Path(tmp) / name
+            with ShardWriter(tmp_dir, num_classes=self.c_real + len(self.sel), image_size=OUTPUT_SIZE) as w:
+                for b0 in range(0, len(items), st.batch_size):
+                    batch = items[b0 : b0 + st.batch_size]
+                    ids = [n for n, _ in batch]
+                    images = sample(
+                        self.denoiser, torch.as_tensor(self.sel.classes[ids]),
+                        torch.as_tensor(self.sel.weights[ids], dtype=torch.float32),
+                        generators=[image_generator(st.seed, n, i, dev) for n, i in batch],
+                        num_steps=st.steps, solver=st.solver, guidance=st.guidance,
+                        guidance_scale=st.guidance_scale, guide=self.guide, mix_window=st.mix_window)
+                    for (n, i), img in zip(batch, to_uint8(images)):
+                        img = _resize(img)
+                        w.write(img, self.c_real + n)
+                        if n in kept and i < GRID_IMAGES:
+                            kept[n].append(img)
+                        self.written += 1
+                        if self.crash_after is not None and self.written >= self.crash_after:
+                            os._exit(75)  # test hook: a crash in the middle of a shard
+                    bar.update(len(batch))
+            if final.exists():  # a folder renamed into place by a run killed before its done.json
+                shutil.rmtree(final)
+            os.replace(tmp_dir, final)
+        if self.grids:
+            rows = []
+            for n in sorted(grid_ids):
+                rows.append([self._real_image(int(c)) for c in self.sel.classes[n]] + kept[n])
+            _grid_png(out / "grids" / f"{name}.png", rows)
+        rec = {"path": name, "labels": [self.c_real + first, self.c_real + end], "images": len(items),
+               "rec_sha256": sha256_file(final / "train.rec"), "idx_sha256": sha256_file(final / "train.idx")}
+        write_json_atomic(self.record_path(s), rec)  # written last: the shard is now complete
+        return rec
+
+    def _real_image(self, label: int) -> np.ndarray:
+        hits = np.flatnonzero(self.real.labels == label)
+        if len(hits) == 0:
+            return np.zeros((OUTPUT_SIZE, OUTPUT_SIZE, 3), np.uint8)
+        return _resize(self.real.image(int(hits[0])))
+
+
+def generate(settings: GenerateSettings, out: str | os.PathLike, *, device: str | None = None, grids: bool = True,
+             progress: bool = True) -> dict[str, Any] | None:
+    """Make every shard of the plan not yet complete; return the manifest on rank 0 (None elsewhere)."""
+    import torch.distributed as dist
+    from tqdm.auto import tqdm
+
+    from scoremix_plugin.distributed import barrier, init_distributed
+
+    out = Path(out)
+    opened = not dist.is_initialized()
+    env = init_distributed(device)
+    try:
+        run = _Run(settings, out, env, grids=grids, progress=progress)
+        # Every rank checks the settings before anyone writes, so a refusal cannot strand a rank at a barrier.
+        resuming = _check_settings(out, run.fp)
+        if env.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            _clean_stale(out)
+            if not resuming:
+                write_json_atomic(out / SETTINGS_NAME, run.fp)
+            listed = _listed(out)
+            run.merge(listed)
+        barrier(env)
+        listed = _listed(out)
+        mine = [s for s in range(len(run.plan)) if s % env.world_size == env.rank and shard_name(s) not in listed]
+        todo = sum((run.plan[s][1] - run.plan[s][0]) * settings.images_per_identity for s in mine)
+        skipped = sum(1 for s in range(len(run.plan)) if s % env.world_size == env.rank) - len(mine)
+        desc = f"generate (rank {env.rank})" if env.distributed else "generate"
+        with tqdm(total=todo, desc=desc, unit="img", disable=not progress, position=env.rank) as bar:
+            if skipped:
+                bar.write(f"{desc}: {skipped} shard(s) already complete, {len(mine)} to make")
+            for s in mine:
+                run.make_shard(s, bar)
+                bar.write(f"rank {env.rank} made {shard_name(s)}")
+                if env.is_main:
+                    run.merge(listed)
+        barrier(env)
+        if not env.is_main:
+            return None
+        m = run.merge(listed)
+        if not m["complete"]:
+            missing = [shard_name(s) for s in range(len(run.plan)) if shard_name(s) not in listed]
+            raise ManifestError(f"{out}: shards {missing[:5]} did not complete")
+        return m
+    finally:
+        if opened and env.distributed and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _listed(out: Path) -> set[str]:
+    f = out / "manifest.json"
+    if not f.is_file():
+        return set()
+    return {s["path"] for s in json.loads(f.read_text()).get("shards", [])}
+
+
+def settings_dict(st: GenerateSettings) -> dict[str, Any]:
+    return asdict(st)

@@ -1,0 +1,149 @@
+"""scoremix generate: shards + manifest from a micro generator, resume after a crash, 2-process torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scoremix_plugin.synthesis.manifest import ManifestError, verify_manifest
+
+REPO = Path(__file__).resolve().parents[1]
+NUM_IDS, PER_ID, SHARD = 5, 3, 2  # 3 shards: [0, 2), [2, 4), [4, 5)
+
+
+@pytest.fixture(scope="session")
+def syn_inputs(toy_data, tmp_path_factory):
+    """A randomly initialised micro generator (built by the generation code) and a far pairs file."""
+    import torch
+
+    from scoremix_plugin.centres import save_centres
+    from scoremix_plugin.generation.checkpoint import CHECKPOINT_FORMAT, plain
+    from scoremix_plugin.generation.edm import EDMPrecond
+    from scoremix_plugin.generation.network import build_network, network_kwargs
+    from scoremix_plugin.io_utils import save_torch_atomic
+    from scoremix_plugin.recordio import FaceRecFolder
+    from scoremix_plugin.synthesis.select import run_selection
+
+    d = tmp_path_factory.mktemp("syn_inputs")
+    c_real = FaceRecFolder(toy_data).num_classes
+    torch.manual_seed(0)
+    kw = network_kwargs("test-micro", c_real, 16)
+    den = EDMPrecond(build_network(kw), num_classes=c_real, resolution=16, sigma_data=0.5)
+    with torch.no_grad():  # diffusers zero-initialises nothing we rely on; make the output visibly class-dependent
+        den.net.class_table.weight.normal_(0, 1)
+    sd = den.net.state_dict()
+    save_torch_atomic({"format": CHECKPOINT_FORMAT, "step": 0, "net": sd, "ema": sd, "optimizer": {},
+                       "config": plain({"rec": str(toy_data), "seed": 0}), "num_classes": c_real, "resolution": 16,
+                       "preset": "test-micro", "network_kwargs": plain(kw), "sigma_data": 0.5}, d / "gen.pt")
+    rng = np.random.default_rng(0)
+    save_centres(d / "centres.npz", np.arange(c_real), rng.normal(size=(c_real, 16)), space="embedding")
+    run_selection(d / "centres.npz", d / "pairs.csv", strategy="far", num_identities=NUM_IDS, progress=False)
+    return {"ckpt": d / "gen.pt", "pairs": d / "pairs.csv", "real": toy_data, "c_real": c_real, "dir": d}
+
+
+def _args(inp, out, *extra):
+    return ["generate", "--ckpt", str(inp["ckpt"]), "--pairs", str(inp["pairs"]), "--real", str(inp["real"]),
+            "--images-per-identity", str(PER_ID), "--shard-size", str(SHARD), "--steps", "2", "--batch-size", "4",
+            "--seed", "3", "--out", str(out), *extra]
+
+
+def _run(args, env_extra=None, torchrun=0):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    pre = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}"] \
+        if torchrun else [sys.executable]
+    return subprocess.run(pre + ["-m", "scoremix_plugin", *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=240)
+
+
+def _files(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def _generate_here(inp, out, **change):
+    """The same run as _args() describes, in this process (no interpreter start-up)."""
+    from scoremix_plugin.synthesis.generate import GenerateSettings, generate
+
+    kw = dict(ckpt=str(inp["ckpt"]), pairs=str(inp["pairs"]), real=str(inp["real"]), images_per_identity=PER_ID,
+              shard_size=SHARD, steps=2, batch_size=4, seed=3)
+    kw.update(change)
+    return generate(GenerateSettings(**kw), out, device="cpu", progress=False)
+
+
+@pytest.fixture(scope="session")
+def reference_run(syn_inputs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("gen_ref") / "out"
+    _generate_here(syn_inputs, out)
+    return out
+
+
+def test_shards_read_back(syn_inputs, reference_run):
+    from scoremix_plugin.recordio import FaceRecFolder
+    from scoremix_plugin.recordio.dataset import FaceRecDataset
+
+    c_real = syn_inputs["c_real"]
+    m = verify_manifest(reference_run / "manifest.json")  # checksums, contiguous labels, totals
+    assert m["format"] == "scoremix-shards/1" and m["complete"]
+    assert m["num_classes"] == c_real + NUM_IDS and m["num_synthetic_images"] == NUM_IDS * PER_ID
+    assert m["real"]["num_classes"] == c_real and m["real"]["num_image"] == len(FaceRecFolder(syn_inputs["real"]))
+    assert m["selection"]["strategy"] == "far" and m["selection"]["space"] == "embedding"
+    assert [s["labels"] for s in m["shards"]] == [[c_real, c_real + 2], [c_real + 2, c_real + 4], [c_real + 4, c_real + 5]]
+    labels = []
+    for s in m["shards"]:
+        f = FaceRecFolder(reference_run / s["path"])
+        assert f.layout == "insightface" and f.num_classes == c_real + NUM_IDS
+        assert f.image(0).shape == (112, 112, 3)
+        labels += f.labels.tolist()
+        ds = FaceRecDataset(reference_run / s["path"], flip=False)
+        x, y = ds[0]
+        assert tuple(x.shape) == (3, 112, 112) and int(y) == s["labels"][0]
+    assert labels == [c_real + n for n in range(NUM_IDS) for _ in range(PER_ID)]
+    assert (reference_run / "grids" / "shard-00000.png").stat().st_size > 1000
+    # the manifest notices a damaged shard
+    bad = reference_run.parent / "damaged"
+    import shutil
+
+    shutil.copytree(reference_run, bad)
+    with open(bad / "shard-00001" / "train.rec", "r+b") as fh:
+        fh.seek(100)
+        fh.write(b"\x00\x01")
+    with pytest.raises(ManifestError, match="checksum mismatch.*shard-00001"):
+        verify_manifest(bad)
+    shutil.rmtree(bad / "shard-00002")
+    with pytest.raises(ManifestError, match="missing"):
+        verify_manifest(bad, check_sha=False)
+
+
+def test_crash_resume_byte_identical(syn_inputs, reference_run, tmp_path):
+    out = tmp_path / "out"
+    # Crash in the middle of the second shard (after 2 + 1 identities' worth of images... 4 images written).
+    r = _run(_args(syn_inputs, out), {"SCOREMIX_SIMULATE_CRASH_AFTER_IMAGES": str(SHARD * PER_ID + 2)})
+    assert r.returncode == 75, r.stderr[-2000:]
+    m = json.loads((out / "manifest.json").read_text())
+    assert [s["path"] for s in m["shards"]] == ["shard-00000"] and not m["complete"]
+    assert list(out.glob(".shard-00001.tmp-*"))  # the partial shard under its temporary name
+    with pytest.raises(ManifestError, match="interrupted"):
+        verify_manifest(out)
+    # Changed settings are refused; the same settings resume (in this process: the crash needed a real exit).
+    with pytest.raises(ValueError, match="seed: 3 -> 4"):
+        _generate_here(syn_inputs, out, seed=4)
+    m = _generate_here(syn_inputs, out)
+    assert m["complete"]
+    assert _files(out) == _files(reference_run)
+
+
+def test_two_process_torchrun_same_bytes(syn_inputs, reference_run, tmp_path):
+    out = tmp_path / "out"
+    r = _run(_args(syn_inputs, out), torchrun=2)
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
+    log = r.stdout + r.stderr
+    made = sorted(line.split("made ")[1].split()[0] + "@" + line.split("rank ")[1].split()[0]
+                  for line in log.splitlines() if " made shard-" in line)
+    # round-robin, each shard made exactly once
+    assert made == ["shard-00000@0", "shard-00001@1", "shard-00002@0"], log[-2000:]
+    assert _files(out) == _files(reference_run)
