@@ -1,0 +1,37 @@
+"""CASIA-WebFace + ScoreMix with IResNet-50 ArcFace, end to end on one GPU.
+
+    CASIA_REC=/data/faces_webface_112x112 scoremix pipeline recipes/casia_r50/pipeline.py --out runs/casia_r50
+
+CASIA_REC is the InsightFace release of CASIA-WebFace (train.rec / train.idx / property and
+lfw.bin, cfp_fp.bin, agedb_30.bin beside them). Stages, outputs and skip-when-complete are those
+of `scoremix pipeline` (scoremix_plugin/pipeline.py). Cost (ESTIMATES, see recipes/README.md):
+about 30 A100-hours (~12-15 H100-hours) on one GPU, most of it the generator.
+"""
+
+import os
+
+from easydict import EasyDict as edict
+
+config = edict(
+    name="CASIA-WebFace + ScoreMix, IResNet-50 ArcFace",
+    seed=0,
+    device="cuda",
+    data=edict(rec=os.environ.get("CASIA_REC", "/data/faces_webface_112x112")),
+    recogniser="recogniser.py",
+    generator="generator.py",
+    centres=edict(batch_size=512),
+    # The paper's best strategy: pairs far apart in the baseline recogniser's embedding space, each
+    # real class in at most one pair. 4,000 new identities x 50 images = 0.2M synthetic images.
+    selection=edict(strategy="far", space="embedding", num_identities=4000, max_uses=1, k=2, weights=None),
+    # Heun-32 over EDM's schedule (EDM2's default count); classifier-free guidance because the pipeline
+    # has no separate guide network (for autoguidance run `scoremix generate --guidance autoguidance
+    # --guide <snapshot>` by hand, see recipes/README.md).
+    generation=edict(images_per_identity=50, solver="heun", steps=32, guidance="cfg", guidance_scale=2.0,
+                     mix_window=None, shard_size=500, batch_size=256, bf16=True),
+    # same_steps=False: the ScoreMix run trains the same number of epochs over the larger set (more steps),
+    # as real + synthetic comparisons usually do; True gives the stricter equal-steps comparison.
+    scoremix=edict(ratio=None, aug_real=None, aug_synthetic=None, same_steps=False),
+    merge=edict(name="casia_scoremix_r50", config_overrides={"network": "r50", "num_epoch": 20, "warmup_epoch": 1}),
+    verification=edict(targets=["lfw", "cfp_fp", "agedb_30"], batch_size=256),
+    report=edict(grid_pairs=8, grid_images=8),
+)

@@ -1,0 +1,35 @@
+"""The paper's headline setting: WebFace160K (~10K identities, 160K images) + 0.2M ScoreMix images, IR50 ArcFace.
+
+    WEBFACE160K_REC=/data/webface160k scoremix pipeline recipes/webface160k/pipeline.py --out runs/webface160k
+
+WEBFACE160K_REC is an InsightFace-layout folder built with make_subset.py (recipes/README.md) with the
+verification files (lfw.bin, cfp_fp.bin, agedb_30.bin, calfw.bin, cplfw.bin) copied beside it.
+The paper's own 10K-identity subset is not published, so numbers are comparable in trend, not digit.
+Cost (ESTIMATES, see recipes/README.md): about 25 A100-hours (~10-12 H100-hours) on one GPU,
+most of it the generator.
+"""
+
+import os
+
+from easydict import EasyDict as edict
+
+config = edict(
+    name="WebFace160K + ScoreMix (0.2M), IResNet-50 ArcFace",
+    seed=0,
+    device="cuda",
+    data=edict(rec=os.environ.get("WEBFACE160K_REC", "/data/webface160k")),
+    recogniser="recogniser.py",
+    generator="generator.py",
+    centres=edict(batch_size=512),
+    # 4,000 far pairs x 50 images = 0.2M synthetic images (the paper's amount); each real class joins
+    # at most one pair, so 8,000 of the ~10K real classes take part.
+    selection=edict(strategy="far", space="embedding", num_identities=4000, max_uses=1, k=2, weights=None),
+    generation=edict(images_per_identity=50, solver="heun", steps=32, guidance="cfg", guidance_scale=2.0,
+                     mix_window=None, shard_size=500, batch_size=256, bf16=True),
+    scoremix=edict(ratio=None, aug_real=None, aug_synthetic=None, same_steps=False),
+    merge=edict(name="webface160k_scoremix_r50",
+                config_overrides={"network": "r50", "num_epoch": 40, "warmup_epoch": 2}),
+    # The paper's "Avg-H" set; IJB-B/C and TinyFace need their own protocols (not in this pipeline).
+    verification=edict(targets=["lfw", "cfp_fp", "agedb_30", "calfw", "cplfw"], batch_size=256),
+    report=edict(grid_pairs=8, grid_images=8),
+)
