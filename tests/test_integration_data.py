@@ -174,6 +174,13 @@ def test_get_dataloader_host_signatures(toy_data, synth, tmp_path):
     assert int(labels.min()) >= 0 and int(labels.max()) < 12 + C_SYN
     expected_device = "cuda" if torch.cuda.is_available() else "cpu"
     assert batches[0][0].device.type == expected_device
+    # Worker processes seeded like the host: the same seed and epoch give the same batch, flips included.
+    firsts = []
+    for _ in range(2):
+        loader = get_dataloader(str(toy_data), 0, 16, False, 321, 2, cfg=cfg)
+        loader.sampler.set_epoch(3)
+        firsts.append(next(iter(loader)))
+    assert torch.equal(firsts[0][0], firsts[1][0]) and torch.equal(firsts[0][1], firsts[1][1])
     with pytest.raises(ConfigError, match="dali"):
         get_dataloader(str(toy_data), 0, 16, True, False, 1, 0, cfg=cfg)
     with pytest.raises(ConfigError, match="config.rec"):

@@ -130,6 +130,8 @@ def run_host(arcface_root: str | os.PathLike, config: str, host_args: Sequence[s
         sys.argv = [str(train_py), config_arg, *host_args]
         runpy.run_path(str(train_py), run_name="__main__")
     finally:
+        # The host's top-level names (dataset, configs, utils, ...) must not shadow anything imported later.
+        forget_host_modules(root)
         sys.argv[:] = saved_argv
         sys.path[:] = saved_path
         os.chdir(saved_cwd)
