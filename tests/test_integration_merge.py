@@ -92,3 +92,12 @@ def test_refuses_bad_inputs(merged, toy_data, tmp_path):
         scoremix_main(["merge", "--real", str(toy_data), "--synthetic", str(copy / "manifest.json"),
                        "--out", str(tmp_path / "m2"), "--no-progress"])
     assert not (tmp_path / "m2").exists() and not list(tmp_path.glob(".m2.tmp-*"))
+
+
+def test_unknown_config_override_is_refused_before_copying(merged, toy_data, tmp_path):
+    from scoremix_plugin.integration.merge import merge
+
+    _, manifest, _, _ = merged
+    with pytest.raises(ValueError, match="epochs"):
+        merge(toy_data, manifest, tmp_path / "m3", config_overrides={"epochs": 3}, progress=False)
+    assert not list(tmp_path.iterdir())

@@ -6,7 +6,8 @@
 training starts (a wrong ``num_image`` silently bends the host's LR schedule; a wrong
 ``num_classes`` silently trains on out-of-range labels).
 
-``make_train_loader`` is the one DataLoader recipe (ours and the host's): a DistributedSampler
+``make_train_loader`` is the DataLoader recipe (the recogniser trainer shares its ``EpochSampler`` and
+``seed_worker``): a DistributedSampler
 seeded with ``seed`` (the host calls ``sampler.set_epoch``), workers seeded with
 ``num_workers * rank + worker_id + seed`` like the host, ``drop_last`` so every batch has the same
 size, and batches already on the training device, because ``train_v2.py`` never moves them itself
@@ -59,7 +60,7 @@ def build_train_dataset(cfg: Mapping[str, Any], *, source: str | None = None) ->
     """The training Dataset a recogniser config describes (see the module docstring)."""
     from ..recordio.dataset import FaceRecDataset
 
-    source = source or str(cfg.get("config_file") or "config")
+    source = source or "recogniser config"
     degrade = _degrade(cfg)
     if cfg.get("dataset", "rec") in (None, "rec"):
         if cfg.get("rec") in (None, "synthetic"):
@@ -166,7 +167,7 @@ def get_dataloader(root_dir: str, local_rank: int, batch_size: int, *args, cfg: 
     data the launcher already built and checked from ``cfg``) are bound by the launcher.
     """
     opts = _parse_host_args(args, kwargs)
-    source = source or (str(cfg.get("config_file") or "config") if cfg is not None else "get_dataloader")
+    source = source or ("recogniser config" if cfg is not None else "get_dataloader")
     if opts["dali"]:
         raise ConfigError(f"{source}: config.dali = True is not supported by the scoremix loader; set config.dali = False")
     if cfg is not None:

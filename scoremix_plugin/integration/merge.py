@@ -108,6 +108,10 @@ def merge(real_dir: str | os.PathLike, manifest: str | os.PathLike, out_dir: str
                      image_keys=f.image_keys)
         shards.append(f)
     bins = sorted(p for p in real_dir.glob("*.bin") if p.is_file())
+    values = {**CONFIG_DEFAULTS, **(config_overrides or {})}
+    values.update(rec=str(out), num_classes=view.num_classes, num_image=view.num_image,
+                  val_targets=[b.stem for b in bins], output=f"work_dirs/{name}")
+    config_text = render_config(name, values)  # refuses unknown override keys before any copying
 
     # Build under a temporary name beside --out, then rename.
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
@@ -118,12 +122,9 @@ def merge(real_dir: str | os.PathLike, manifest: str | os.PathLike, out_dir: str
             _copy_images(writer, real, "real", progress)
             for s, f in zip(view.shards, shards):
                 _copy_images(writer, f, s.path.name, progress)
+        assert writer.num_images == view.num_image  # both sources were counted against the manifest above
         for b in bins:
             shutil.copyfile(b, tmp / b.name)
-        values = {**CONFIG_DEFAULTS, **(config_overrides or {})}
-        values.update(rec=str(out), num_classes=view.num_classes, num_image=writer.num_images,
-                      val_targets=[b.stem for b in bins], output=f"work_dirs/{name}")
-        config_text = render_config(name, values)
         write_text_atomic(tmp / f"{name}.py", config_text)
         summary = {
             "format": "scoremix-merged/1",
