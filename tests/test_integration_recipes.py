@@ -34,6 +34,7 @@ def test_recipe_files_load_cleanly(name):
     _check_config(gen, name)
     assert network_kwargs(gen.preset, 10, gen.resolution)["sample_size"] == 112
     assert base.dataset == "rec" and base.network == host.network == "r50"
+    assert base.output and host.output  # our trainer needs a run folder (the host would derive one)
     assert host.dataset == "scoremix" and host.scoremix.manifest.endswith("manifest.json")
     # The ScoreMix config adds exactly the recipe's synthetic identities and images to the baseline's data.
     n_syn = recipe.selection.num_identities
