@@ -196,3 +196,23 @@ def test_ranks_partition_each_epoch(toy_data, synth):
         seen.append(list(iter(loader.sampler)))
     assert not set(seen[0]) & set(seen[1])
     assert set(seen[0]) | set(seen[1]) == set(range(len(ds)))
+
+
+def test_augmentation_specs():
+    import pickle
+
+    import albumentations as A
+
+    img = np.random.default_rng(0).integers(0, 256, (112, 112, 3), dtype=np.uint8)
+    serialised = A.to_dict(A.Compose([A.ToGray(p=1.0)]))
+    for spec in (serialised, serialised["transform"]):  # to_dict's wrapper, or the bare transform dict
+        out = pickle.loads(pickle.dumps(Augmentation(spec, key="config.scoremix.aug_real")))(img)
+        assert out.shape == img.shape and (out[..., 0] == out[..., 1]).all()  # grey in all three channels
+    with pytest.raises(ConfigError, match="aug_real.*could not read"):
+        Augmentation({"transform": {"__class_fullname__": "NoSuchTransform", "p": 1.0}}, key="config.scoremix.aug_real")(img)
+    with pytest.raises(ConfigError, match="aug_synthetic.*registered name"):
+        Augmentation(3, key="config.scoremix.aug_synthetic")
+    with pytest.raises(ConfigError, match="image_degrade"):
+        DegradeResize(200)
+    small = DegradeResize(8)(img)
+    assert small.shape == img.shape and small.std() < img.std()  # detail is gone, size is kept
