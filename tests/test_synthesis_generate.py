@@ -147,3 +147,86 @@ def test_two_process_torchrun_same_bytes(syn_inputs, reference_run, tmp_path):
     # round-robin, each shard made exactly once
     assert made == ["shard-00000@0", "shard-00001@1", "shard-00002@0"], log[-2000:]
     assert _files(out) == _files(reference_run)
+
+
+def test_quality_report_and_filter(syn_inputs, reference_run, tmp_path):
+    """Through the CLI on a copy of the finished run: generation is skipped (all shards listed), then the report."""
+    import shutil
+
+    import torch
+
+    from scoremix_plugin.centres import save_centres
+    from scoremix_plugin.cli import main
+    from scoremix_plugin.recognition.backbones import get_backbone
+    from scoremix_plugin.recordio import FaceRecFolder
+    from scoremix_plugin.synthesis.select import read_pairs
+    from scoremix_plugin.verification.evaluate import embed_images, load_embedder
+
+    out = tmp_path / "out"
+    shutil.copytree(reference_run, out)
+    torch.manual_seed(0)
+    torch.save(get_backbone("r10_tiny", num_features=32).state_dict(), tmp_path / "model.pt")
+    emb = load_embedder(tmp_path / "model.pt", network="r10_tiny", device="cpu")
+    real = FaceRecFolder(syn_inputs["real"])
+    e, _ = embed_images(emb, np.stack([real.image(i) for i in range(len(real))]))
+    cen = np.stack([e[real.labels == c].mean(0) for c in range(real.num_classes)])
+    save_centres(tmp_path / "real.npz", np.arange(real.num_classes), cen, space="embedding")
+
+    # Thresholds from a first, unfiltered pass, so that the filter surely drops some and keeps some.
+    from scoremix_plugin.synthesis.quality import quality_report
+
+    first = quality_report(out, emb, real_centres=tmp_path / "real.npz", progress=False)
+    intra = np.array([r["intra"] for r in first["identities"]])
+    thr = float(np.median(intra))
+    before = _files(out)
+    assert main(_args(syn_inputs, out, "--embedder", str(tmp_path / "model.pt"), "--network", "r10_tiny",
+                      "--real-centres", str(tmp_path / "real.npz"), "--filter-min-intra", str(thr))) == 0
+    assert {k: v for k, v in _files(out).items() if k in before and not k.startswith("quality")} == \
+        {k: v for k, v in before.items() if not k.startswith("quality")}  # shards untouched
+    rep = json.loads((out / "quality.json").read_text())
+    rows = rep["identities"]
+    assert [r["label"] for r in rows] == [syn_inputs["c_real"] + n for n in range(NUM_IDS)]
+    # intra-identity cosine and nearest real class, recomputed by brute force from the shard images
+    m = verify_manifest(out)
+    imgs, labs = [], []
+    for s in m["shards"]:
+        f = FaceRecFolder(out / s["path"])
+        imgs += [f.image(i) for i in range(len(f))]
+        labs += f.labels.tolist()
+    es, _ = embed_images(emb, np.stack(imgs))
+    labs = np.asarray(labs)
+    for r in rows:
+        x = es[labs == r["label"]].astype(np.float64)
+        g = x @ x.T
+        assert r["intra"] == pytest.approx((g.sum() - np.trace(g)) / (len(x) * (len(x) - 1)), abs=1e-5)
+        c = x.mean(0) / np.linalg.norm(x.mean(0))
+        rc = cen / np.linalg.norm(cen, axis=1, keepdims=True)
+        assert r["nearest_real"] == int(np.argmax(rc @ c))
+        assert r["nearest_real_cos"] == pytest.approx(float(np.max(rc @ c)), abs=1e-5)
+        assert r["keep"] == (r["intra"] >= thr)
+    kept = [r["new_label"] for r in rows if r["keep"]]
+    assert 0 < len(kept) < NUM_IDS and rep["summary"]["dropped"] == NUM_IDS - len(kept)
+    filtered = read_pairs(out / "filtered_pairs.csv")
+    assert np.array_equal(filtered.classes, read_pairs(syn_inputs["pairs"]).classes[kept])
+    assert (out / "quality.png").stat().st_size > 1000
+
+
+def test_guidance_window_and_bad_inputs(syn_inputs, reference_run, tmp_path):
+    # CFG with a mixing window reaches the sampler: same plan, other bytes, complete manifest.
+    m = _generate_here(syn_inputs, tmp_path / "cfg", guidance="cfg", guidance_scale=2.0, mix_window=(0.5, 10.0))
+    assert m["complete"] and m["sampler"]["mix_window"] == [0.5, 10.0] and m["sampler"]["guidance"] == "cfg"
+    a = (tmp_path / "cfg" / "shard-00000" / "train.rec").read_bytes()
+    assert a != (reference_run / "shard-00000" / "train.rec").read_bytes()
+    with pytest.raises(ValueError, match="needs --guide"):
+        _generate_here(syn_inputs, tmp_path / "ag", guidance="autoguidance", guidance_scale=2.0)
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"new_label,class_a,class_b,weight_a,weight_b,distance\n0,1,{syn_inputs['c_real']},0.5,0.5,1.0\n")
+    with pytest.raises(ValueError, match="outside the generator"):
+        _generate_here(syn_inputs, tmp_path / "bad", pairs=str(bad))
+    # a manifest whose label ranges overlap is refused
+    man = json.loads((reference_run / "manifest.json").read_text())
+    man["shards"][1]["labels"][0] -= 1
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(ManifestError, match="overlap"):
+        verify_manifest(tmp_path / "m", check_sha=False)

@@ -93,6 +93,7 @@ def verify_manifest(path: str | os.PathLike, check_sha: bool = True, allow_parti
                                 f"{s['path']} (an interrupted run? rerun the same generate command)")
         expect = end
         images += int(s["images"])
+    for s in shards:  # files only once the label ranges are known to be right
         d = shard_dir(m, s)
         for name, key in (("train.rec", "rec_sha256"), ("train.idx", "idx_sha256")):
             f = d / name

@@ -62,15 +62,18 @@ def quality_report(out_dir: str | os.PathLike, embedder, *, network: str | None 
 
     out = Path(out_dir)
     m = verify_manifest(out / "manifest.json", check_sha=False)
+    embedder_name = str(embedder) if isinstance(embedder, (str, os.PathLike)) else type(embedder).__name__
     if isinstance(embedder, (str, os.PathLike)):
         embedder = load_embedder(embedder, network=network, device=device)
     c_real = m["real"]["num_classes"]
     embs, labs = [], []
     for s in tqdm(m["shards"], desc="quality: embed shards", unit="shard", disable=not progress):
         folder = FaceRecFolder(shard_dir(m, s))
-        images = np.stack([folder.image(i) for i in range(len(folder))])
-        e, _ = embed_images(embedder, images, batch_size=batch_size, flip=True)
-        embs.append(e)
+        # A few thousand decoded images at a time: a whole shard can be gigabytes of pixels.
+        for i0 in range(0, len(folder), 2048):
+            images = np.stack([folder.image(i) for i in range(i0, min(i0 + 2048, len(folder)))])
+            e, _ = embed_images(embedder, images, batch_size=batch_size, flip=True)
+            embs.append(e)
         labs.append(folder.labels)
         folder.close()
     emb, lab = np.concatenate(embs), np.concatenate(labs)
@@ -119,7 +122,7 @@ def quality_report(out_dir: str | os.PathLike, embedder, *, network: str | None 
     if real is not None:
         summary["nearest_real_cos"] = stats(r_cos)
         summary["nearest_real_is_a_source"] = float(np.mean([r["source_in_nearest_real"] for r in rows]))
-    report = {"manifest": "manifest.json", "embedder": str(getattr(embedder, "path", embedder.__class__.__name__)),
+    report = {"manifest": "manifest.json", "embedder": embedder_name,
               "real_centres": str(real_centres) if real_centres else None,
               "filter": {"real_cos": filter_real_cos, "min_intra": filter_min_intra}, "summary": summary,
               "identities": rows}
@@ -154,7 +157,7 @@ def plot_quality(report: dict[str, Any], path: str | os.PathLike) -> None:
         v = v[np.isfinite(v)]
         ax.hist(v, bins=min(40, max(5, len(v) // 3)), color="tab:blue")
         if thr is not None:
-            ax.axvline(thr, color="tab:red", ls="--", label=f"filter {thr}")
+            ax.axvline(thr, color="tab:red", ls="--", label=f"filter {thr:.3g}")
             ax.legend()
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("cosine")
