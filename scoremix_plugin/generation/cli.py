@@ -40,7 +40,9 @@ def run_train_generator(args: argparse.Namespace) -> int:
                                    ("duration", args.duration), ("resume", args.resume),
                                    ("device", args.device)) if v is not None}
     summary = train_generator(args.config, **overrides)
-    print(f"step {summary['step']}, loss {summary['final_loss']:.4f}, checkpoint {summary['checkpoint']}")
+    if summary["rank"] == 0:
+        print(f"step {summary['step']}, loss {summary['final_loss']:.4f}, checkpoint {summary['checkpoint']}"
+              + (" (stopped at config.duration)" if summary["stopped_early"] else ""))
     return 0
 
 

@@ -317,7 +317,7 @@ def train_generator(config: Mapping[str, Any] | str | os.PathLike, **overrides: 
             now = time.perf_counter()
             record = {"step": step, "loss": float(stats[0] / stats[1]), "lr": lr, "ema_decay": decay,
                       "steps_per_s": (step - last_log_step) / max(now - last_t, 1e-9),
-                      "elapsed_s": float(stats[2])}
+                      "elapsed_s": float(stats[2]), "world_size": env.world_size}
             last_t, last_log_step, window = now, step, []
             if env.is_main:
                 bar.set_postfix(loss=f"{record['loss']:.4f}")
@@ -337,6 +337,6 @@ def train_generator(config: Mapping[str, Any] | str | os.PathLike, **overrides: 
     bar.close()
     barrier(env)
     cleanup(env)
-    return {"step": step, "losses": losses, "checkpoint": str(out / CHECKPOINT_NAME), "num_classes": num_classes,
+    return {"step": step, "rank": env.rank, "world_size": env.world_size, "losses": losses, "checkpoint": str(out / CHECKPOINT_NAME), "num_classes": num_classes,
             "stopped_early": stopped_early, "final_loss": float(np.mean(losses[-cfg.log_every:])) if losses else
             math.nan}
