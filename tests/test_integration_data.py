@@ -216,3 +216,10 @@ def test_augmentation_specs():
         DegradeResize(200)
     small = DegradeResize(8)(img)
     assert small.shape == img.shape and small.std() < img.std()  # detail is gone, size is kept
+
+
+def test_warns_when_the_real_folder_is_not_the_manifests(toy_data, synth, tmp_path):
+    m = _copy_synth(synth, tmp_path)
+    edit_manifest(m, real={**json.loads(m.read_text())["real"], "rec": str(tmp_path / "elsewhere")})
+    with pytest.warns(UserWarning, match="generated for the real folder .*elsewhere"):
+        ScoreMixDataset(toy_data, m)

@@ -19,6 +19,7 @@ An epoch is always ``num_image`` samples (the host derives its LR schedule from 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,10 @@ class ScoreMixDataset(torch.utils.data.Dataset):
         t_syn = chain(transform, build_augmentation(aug_synthetic, key="config.scoremix.aug_synthetic"))
 
         # Sources: the real folder, then each shard in manifest order.
+        if m.real_rec and Path(m.real_rec).resolve() != self.real_root.resolve():
+            # Not an error: a dataset copied elsewhere is still the same data (the counts are checked below).
+            warnings.warn(f"{m.path} was generated for the real folder {m.real_rec}; training reads {self.real_root}",
+                          stacklevel=2)
         real = FaceRecDataset(self.real_root, transform=t_real)
         self._check_source(real, 0, m.real_num_classes, m.real_num_image, f"the real folder {self.real_root}",
                            "real.num_image")
