@@ -163,6 +163,8 @@ def test_config_mismatch_fails_before_the_host_runs(host, restore_shim):
     assert not (host / "out_wrong").exists()
     with pytest.raises(ConfigError, match="does not exist"):
         scoremix_main(["arcface-train", "--arcface-root", str(host), "configs/missing"])
+    with pytest.raises(ConfigError, match="copy the file there"):
+        scoremix_main(["arcface-train", "--arcface-root", str(host), "elsewhere/my_job.py"])
 
 
 @pytest.mark.slow

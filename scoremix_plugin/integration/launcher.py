@@ -50,7 +50,10 @@ def host_config_arg(config: str, root: Path) -> str:
         name = rel.as_posix().removesuffix(".py")
     else:
         name = p.as_posix().removeprefix("configs/").removesuffix(".py")
-    if "/" in name or not (root / "configs" / f"{name}.py").is_file():
+    if "/" in name:
+        raise ConfigError(f"config {config!r}: the host reads configs only from {root / 'configs'} (copy the file "
+                          "there and pass configs/NAME)")
+    if not (root / "configs" / f"{name}.py").is_file():
         raise ConfigError(f"config {config!r}: {root / 'configs' / (name + '.py')} does not exist")
     return f"configs/{name}"
 
