@@ -8,8 +8,9 @@ which are the install. Per stage, measured on 2 unloaded cores (figures from the
 measurements; the stages print their own timings and report.md lists them):
   data        ~3 s    40 identities x 16 images + 2 x 300 verification pairs (~700 images/s)
   baseline    ~90 s   quarter-width IResNet-18 with a strided stem (~280 images/s), 32-px degrade
-  generator   ~330 s  UNet2DModel (32,64,64,128), 3.2M params, 32 px, batch 32, bf16 autocast
-                      (~3.7 steps/s -> ~1,200 steps), CFG label dropout 10%, lr 1e-3, EMA warm-up
+  generator   ~330 s  UNet2DModel (32,64,64,128), 3.2M params, 32 px, batch 32, bf16 autocast,
+                      1,200 steps at ~3.7 steps/s (capped at 400 s), CFG label dropout 10%,
+                      lr 1e-3, EMA with warm-up
   centres     ~10 s   ONNX export, class centres of the 640 real images, generator conditions
   select      <1 s    40 far pairs (each real class used at most once)
   generate    ~120 s  40 identities x 16 images, Heun-8 + CFG 2.5, 2-way mix in one batched forward

@@ -822,6 +822,31 @@ def run_recipe(recipe: str | os.PathLike | Mapping, out: str | os.PathLike, *, s
     return status
 
 
+def stage_states(recipe: str | os.PathLike, out: str | os.PathLike) -> dict[str, str]:
+    """What a plain run would do with each stage: skip it (complete) or run it, and why."""
+    ctx = Context(recipe=load_recipe(recipe), out=Path(out).resolve(), progress=False)
+    for s in STAGES:
+        m = read_marker(ctx.out, s.name)
+        if m is not None:
+            ctx.markers[s.name] = m
+    will_run: set[str] = set()
+    states = {}
+    for s in STAGES:
+        m = ctx.markers.get(s.name)
+        if m is None:
+            state = "not run"
+        elif will_run & set(s.needs):
+            state = "will run again (an input stage runs again)"
+        elif is_complete(s, ctx, fingerprint(s, ctx)):
+            states[s.name] = f"complete ({m['seconds']:.1f} s, finished {m['finished']})"
+            continue
+        else:
+            state = "will run again (its settings, config files or outputs changed)"
+        will_run.add(s.name)
+        states[s.name] = state
+    return states
+
+
 # CLI.
 
 
@@ -837,13 +862,8 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_pipeline(args: argparse.Namespace) -> int:
     if args.list:
-        rec = load_recipe(args.recipe)
-        out = Path(args.out).resolve()
-        for s in STAGES:
-            m = read_marker(out, s.name)
-            state = f"complete ({m['seconds']:.1f} s, {m['finished']})" if m else "not run"
-            print(f"{s.name:10s} {state:40s} {s.help}")
-        del rec
+        for name, state in stage_states(args.recipe, args.out).items():
+            print(f"{name:10s} {state}")
         return 0
     t0 = time.perf_counter()
     run_recipe(args.recipe, args.out, stage=args.stage, start=args.start, force=args.force)

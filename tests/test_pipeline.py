@@ -14,7 +14,7 @@ import pytest
 from easydict import EasyDict as edict
 
 from scoremix_plugin.pipeline import (STAGE_NAMES, Context, PipelineError, Stage, load_recipe, read_marker,
-                                      run_recipe, run_stages)
+                                      run_recipe, run_stages, stage_states)
 
 # Bookkeeping on three small stages that write real files.
 
@@ -168,6 +168,7 @@ def test_mini_recipe_end_to_end_then_rerun_skips(tmp_path):
     assert (out / "merged/train.rec").is_file()
     assert "dataset = 'scoremix'" in (out / "scoremix/config.py").read_text()
 
+    assert all(v.startswith("complete") for v in stage_states(tmp_path / "mini.py", out).values())
     mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
     status = run_recipe(tmp_path / "mini.py", out, progress=False, log=lambda s: None)
     assert {v["status"] for v in status.values()} == {"skipped"}
