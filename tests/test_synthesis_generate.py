@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -65,6 +66,19 @@ def _files(out: Path) -> dict[str, bytes]:
     return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
 
 
+@contextlib.contextmanager
+def _one_thread():
+    """Micro networks run far faster on one thread; on shared cores, OpenMP spinning made them ~40x slower."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
 def _generate_here(inp, out, **change):
     """The same run as _args() describes, in this process (no interpreter start-up)."""
     from scoremix_plugin.synthesis.generate import GenerateSettings, generate
@@ -72,7 +86,8 @@ def _generate_here(inp, out, **change):
     kw = dict(ckpt=str(inp["ckpt"]), pairs=str(inp["pairs"]), real=str(inp["real"]), images_per_identity=PER_ID,
               shard_size=SHARD, steps=2, batch_size=4, seed=3)
     kw.update(change)
-    return generate(GenerateSettings(**kw), out, device="cpu", progress=False)
+    with _one_thread():
+        return generate(GenerateSettings(**kw), out, device="cpu", progress=False)
 
 
 @pytest.fixture(scope="session")
@@ -151,6 +166,11 @@ def test_two_process_torchrun_same_bytes(syn_inputs, reference_run, tmp_path):
 
 def test_quality_report_and_filter(syn_inputs, reference_run, tmp_path):
     """Through the CLI on a copy of the finished run: generation is skipped (all shards listed), then the report."""
+    with _one_thread():
+        _quality_body(syn_inputs, reference_run, tmp_path)
+
+
+def _quality_body(syn_inputs, reference_run, tmp_path):
     import shutil
 
     import torch

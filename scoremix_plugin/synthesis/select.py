@@ -185,26 +185,23 @@ def _greedy(a: np.ndarray, b: np.ndarray, score: np.ndarray, C: int, n: int, max
     Returns (picked indices into the candidate arrays, stop score, saturation score per class).
     """
     order = np.lexsort((b, a, -score))
-    sat = np.full(C, -math.inf)  # score of the pick that filled the class (+inf never happens)
+    sat = np.full(C, -math.inf)  # score of the pick that filled the class
     picked: list[int] = []
-    aa = a[order].tolist()
-    bb = b[order].tolist()
-    ss = score[order].tolist()
-    oo = order.tolist()
-    uses_l = [0] * C
-    for pos in range(len(oo)):
-        i, j = aa[pos], bb[pos]
-        if uses_l[i] < max_uses and uses_l[j] < max_uses:
-            uses_l[i] += 1
-            uses_l[j] += 1
-            s = ss[pos]
-            if uses_l[i] == max_uses:
-                sat[i] = s
-            if uses_l[j] == max_uses:
-                sat[j] = s
-            picked.append(oo[pos])
-            if len(picked) == n:
-                return np.asarray(picked, dtype=np.int64), ss[pos], sat
+    uses = [0] * C
+    # Python ints in slices: millions of candidates as lists at once would cost gigabytes.
+    for s0 in range(0, len(order), 1 << 18):
+        oo = order[s0 : s0 + (1 << 18)]
+        for i, j, s, o in zip(a[oo].tolist(), b[oo].tolist(), score[oo].tolist(), oo.tolist()):
+            if uses[i] < max_uses and uses[j] < max_uses:
+                uses[i] += 1
+                uses[j] += 1
+                if uses[i] == max_uses:
+                    sat[i] = s
+                if uses[j] == max_uses:
+                    sat[j] = s
+                picked.append(o)
+                if len(picked) == n:
+                    return np.asarray(picked, dtype=np.int64), s, sat
     return np.asarray(picked, dtype=np.int64), -math.inf, sat
 
 
@@ -288,31 +285,40 @@ def select_pairs_bruteforce(x: np.ndarray, n: int, strategy: str, max_uses: int 
 
 
 def _random_pairs(C: int, n: int, max_uses: int, rng: np.random.Generator) -> np.ndarray:
-    """Uniform among allowed pairs at each step: rejection sampling while cheap, explicit lists after."""
+    """Uniform among the allowed pairs at each step.
+
+    Drawing two distinct classes uniformly from a superset of the open (not yet full) classes and
+    rejecting full classes and used pairs is exactly uniform over the allowed pairs; the superset is
+    refreshed when rejections pile up, and the last few open classes are handled with an explicit list.
+    """
     uses = np.zeros(C, dtype=np.int64)
     used: set[int] = set()
     out: list[tuple[int, int]] = []
+    pool = np.arange(C)
     misses = 0
-    while len(out) < n and misses < 256:
-        a = int(rng.integers(C))
-        b = int(rng.integers(C - 1))
-        b += b >= a
-        a, b = min(a, b), max(a, b)
-        code = a * C + b
-        if uses[a] >= max_uses or uses[b] >= max_uses or code in used:
+    while len(out) < n:
+        if misses >= 64:
+            pool, misses = np.flatnonzero(uses < max_uses), 0
+            if len(pool) <= 512:
+                break
+        i = int(rng.integers(len(pool)))
+        j = int(rng.integers(len(pool) - 1))
+        j += j >= i
+        a, b = sorted((int(pool[i]), int(pool[j])))
+        if uses[a] >= max_uses or uses[b] >= max_uses or a * C + b in used:
             misses += 1
             continue
         misses = 0
         uses[a] += 1
         uses[b] += 1
-        used.add(code)
+        used.add(a * C + b)
         out.append((a, b))
+    used_codes = np.fromiter(used, dtype=np.int64, count=len(used))
     while len(out) < n:
-        # Few classes are still open: draw uniformly from the explicit list of allowed pairs.
-        open_idx = np.flatnonzero(uses < max_uses)
-        ii, jj = np.triu_indices(len(open_idx), 1)
-        pa, pb = open_idx[ii], open_idx[jj]
-        ok = np.fromiter((int(p) * C + int(q) not in used for p, q in zip(pa, pb)), dtype=bool, count=len(pa))
+        pool = np.flatnonzero(uses < max_uses)
+        ii, jj = np.triu_indices(len(pool), 1)
+        pa, pb = pool[ii], pool[jj]
+        ok = ~np.isin(pa * C + pb, used_codes)
         pa, pb = pa[ok], pb[ok]
         if len(pa) == 0:
             break
@@ -320,7 +326,7 @@ def _random_pairs(C: int, n: int, max_uses: int, rng: np.random.Generator) -> np
         a, b = int(pa[t]), int(pb[t])
         uses[a] += 1
         uses[b] += 1
-        used.add(a * C + b)
+        used_codes = np.append(used_codes, a * C + b)
         out.append((a, b))
     return np.asarray(out, dtype=np.int64).reshape(-1, 2)
 
