@@ -123,6 +123,14 @@ def test_cka_properties():
     assert linear_cka(x, noise) < 0.12
     assert rbf_cka(x, noise) < 0.12
     assert mutual_knn(x, x @ q, k=5) == pytest.approx(1.0)
+    # the shuffled baseline relabels neighbour lists instead of searching again: same number as searching
+    from scoremix_plugin.synthesis.align import _overlap, knn_indices
+
+    y = x + 0.5 * rng.normal(size=x.shape)
+    p = rng.permutation(300)
+    inv = np.empty_like(p)
+    inv[p] = np.arange(300)
+    assert _overlap(knn_indices(x, 5), inv[knn_indices(y, 5)[p]]) == pytest.approx(mutual_knn(x, y[p], k=5))
     res = alignment(x, x @ q, k=5, permutations=2)
     assert res["linear_cka"] == pytest.approx(1.0) and res["linear_cka_shuffled"] < 0.12
     assert res["mutual_knn_shuffled"] < 0.2

@@ -136,8 +136,11 @@ def run_align(args) -> int:
 
     res = run_alignment(args.a, args.b, out_dir=args.out, json_path=args.json, k=args.k,
                         permutations=args.permutations, max_items=args.max_items, seed=args.seed)
-    print(f"{res['num_matched']} matched classes: linear CKA {res['linear_cka']:.3f} "
-          f"(shuffled {res['linear_cka_shuffled']:.3f}), RBF CKA {res['rbf_cka']:.3f} "
-          f"(shuffled {res['rbf_cka_shuffled']:.3f}), mutual {res['k']}-NN {res['mutual_knn']:.3f} "
-          f"(shuffled {res['mutual_knn_shuffled']:.3f})")
+    def f(key):
+        v = res[key]
+        return "n/a" if v is None else f"{v:.3f}"
+
+    print(f"{res['num_matched']} matched classes: linear CKA {f('linear_cka')} (shuffled {f('linear_cka_shuffled')}), "
+          f"RBF CKA {f('rbf_cka')} (shuffled {f('rbf_cka_shuffled')}), mutual {res['k']}-NN {f('mutual_knn')} "
+          f"(shuffled {f('mutual_knn_shuffled')})")
     return 0
