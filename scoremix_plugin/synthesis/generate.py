@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -360,7 +360,3 @@ def _listed(out: Path) -> set[str]:
     if not f.is_file():
         return set()
     return {s["path"] for s in json.loads(f.read_text()).get("shards", [])}
-
-
-def settings_dict(st: GenerateSettings) -> dict[str, Any]:
-    return asdict(st)
