@@ -108,6 +108,8 @@ def run_sample(args: argparse.Namespace) -> int:
     window = tuple(args.mix_window) if args.mix_window else None
     if window is not None and len(window) != 2:
         raise SystemExit("--mix-window takes two values: sigma_lo,sigma_hi")
+    if args.outside_window != "mix" and not args.outside_window.isdigit():
+        raise SystemExit(f"--outside-window must be 'mix' or a column index, got {args.outside_window!r}")
     outside = args.outside_window if args.outside_window == "mix" else int(args.outside_window)
     common = dict(num_steps=args.steps, solver=args.solver, guidance=args.guidance,
                   guidance_scale=args.guidance_scale, guide=guide)
