@@ -30,7 +30,8 @@ def image_generator(seed: int, identity: int, index: int, device: str | torch.de
     """A generator seeded from a stable hash of (global seed, identity, image index).
 
     sha256 rather than Python's hash(): the latter is salted per process, the former is the same
-    on every machine and run, which is what makes a redone shard byte-identical.
+    on every machine and run, which is what makes a redone shard byte-identical. Noise is drawn on the
+    generator's device: CPU generators (the default) give the same noise whatever device samples.
     """
     key = f"scoremix-noise/{int(seed)}/{int(identity)}/{int(index)}".encode()
     value = int.from_bytes(hashlib.sha256(key).digest()[:8], "little") & ((1 << 63) - 1)
