@@ -42,11 +42,13 @@ Paths inside are relative to the recipe's folder. Keys::
         ),
         recogniser="demo/recogniser.py",   # arcface_torch-style config: network, lr, epochs,
                                            # image_degrade, ... (rec / num_classes / num_image /
-                                           # output / val_targets are filled in per run)
+                                           # output are filled in per run; val_targets is
+                                           # emptied: the verify stage scores both runs)
         generator="demo/generator.py",     # generator training config (data / classes filled in)
         centres=edict(batch_size=64),      # embedding of the real images for the class centres
-        selection=edict(strategy="far", space="embedding", num_identities=40, max_uses=1,
-                        k=2, weights=None),  # space: "embedding", "head" or "condition"
+        selection=edict(strategy="far", space="embedding", num_identities=40, max_uses=2,
+                        k=2, weights=None),  # space: "embedding", "head" or "condition";
+                                             # num_identities <= classes * max_uses / k
         generation=edict(images_per_identity=16, solver="heun", steps=8, guidance="cfg",
                          guidance_scale=2.5, mix_window=None,  # or (sigma_lo, sigma_hi)
                          shard_size=1000, batch_size=16, bf16=True),
@@ -59,8 +61,9 @@ Paths inside are relative to the recipe's folder. Keys::
     )
 
 Launch: ``scoremix pipeline recipes/demo.py --out demo_out`` (``make demo``). Every stage runs in
-this process (single-process training; the GPU recipes launch multi-process stages themselves).
-The last line printed is the path of ``report.md``.
+this one process on one device; for multi-GPU training run that stage's own command under torchrun
+(e.g. ``torchrun --nproc_per_node=8 -m scoremix_plugin train DIR/scoremix/config.py``). The last
+line printed is the path of ``report.md``.
 """
 
 from __future__ import annotations
@@ -722,10 +725,11 @@ def _report_markdown(r: Mapping[str, Any]) -> str:
     if degrade:
         lines += [
             f"**Same resolution for real and synthetic images:** the generator works at {degrade} px, so before "
-            f"recogniser training every real image goes through the same {degrade}-px down-and-up resize "
-            f"(recogniser config `image_degrade = {degrade}`, in both the baseline and the ScoreMix run). "
-            "Blur therefore does not tell synthetic from real, and the recogniser cannot use "
-            "\"blurry = synthetic\" as a shortcut. Verification images are not degraded.",
+            f"recogniser training the real images go through the same {degrade}-px down-and-up resize "
+            f"(recogniser config `image_degrade = {degrade}`, in both the baseline and the ScoreMix run; the "
+            f"synthetic images, already {degrade} px upsampled, pass through it too). Blur therefore does not tell "
+            "synthetic from real, and the recogniser cannot use \"blurry = synthetic\" as a shortcut. "
+            "Verification images are used as they are (the host's protocol).",
             "",
         ]
     targets = list(r["baseline"])
