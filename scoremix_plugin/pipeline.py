@@ -440,8 +440,9 @@ def _stage_generator(ctx: Context) -> dict[str, Any]:
     write_config_file(ctx.dir("generator") / "config.py", cfg,
                       f"Written by `scoremix pipeline` (stage generator) from {src}.")
     res = train_generator(cfg)
-    return {"checkpoint": res["checkpoint"], "step": res["step"], "num_classes": res["num_classes"],
-            "final_loss": res["final_loss"], "stopped_early": res.get("stopped_early")}
+    # bool()/float()/int(): the summary goes into a JSON marker, and these may come back as 0-d tensors.
+    return {"checkpoint": str(res["checkpoint"]), "step": int(res["step"]), "num_classes": int(res["num_classes"]),
+            "final_loss": float(res["final_loss"]), "stopped_early": bool(res.get("stopped_early"))}
 
 
 # Stage: centres (export the baseline, embed the real classes, the generator's conditions).
