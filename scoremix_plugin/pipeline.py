@@ -204,6 +204,8 @@ def _jsonable(obj: Any) -> Any:
         return [_jsonable(v) for v in obj]
     if isinstance(obj, Path):
         return str(obj)
+    if getattr(obj, "ndim", None) == 0 and hasattr(obj, "item"):  # numpy / torch scalars
+        return obj.item()
     return obj
 
 
