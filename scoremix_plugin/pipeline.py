@@ -455,8 +455,11 @@ def _stage_centres(ctx: Context) -> dict[str, Any]:
     onnx = out / "baseline.onnx"
     _cli(["export", "--model", base["model"], "--network", base["network"], "--out", onnx])
     files = {"embedding": out / "embedding.npz", "condition": out / "condition.npz"}
+    device = ["--device", ctx.recipe.device] if ctx.recipe.device else []
+    # Centres of the real images as they are (not through image_degrade): the verification images
+    # are not degraded either, so selection and evaluation see the recogniser the same way.
     _cli(["embed", "--model", onnx, "--data", data["rec"], "--out", files["embedding"],
-          "--batch-size", ctx.recipe.centres.batch_size])
+          "--batch-size", ctx.recipe.centres.batch_size, *device])
     head_ckpt = ctx.dir("baseline") / "checkpoint_rank0.pt"
     if head_ckpt.is_file():
         files["head"] = out / "head.npz"
