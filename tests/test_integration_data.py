@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -222,4 +224,15 @@ def test_warns_when_the_real_folder_is_not_the_manifests(toy_data, synth, tmp_pa
     m = _copy_synth(synth, tmp_path)
     edit_manifest(m, real={**json.loads(m.read_text())["real"], "rec": str(tmp_path / "elsewhere")})
     with pytest.warns(UserWarning, match="generated for the real folder .*elsewhere"):
+        ScoreMixDataset(toy_data, m)
+
+
+def test_no_warning_for_the_manifests_own_real_folder(toy_data, synth, tmp_path, monkeypatch):
+    # generate records the real folder relative to the manifest: it must resolve the same from any CWD.
+    m = _copy_synth(synth, tmp_path)
+    real = json.loads(m.read_text())["real"]
+    edit_manifest(m, real={**real, "rec": os.path.relpath(toy_data, m.parent)})
+    monkeypatch.chdir(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         ScoreMixDataset(toy_data, m)
