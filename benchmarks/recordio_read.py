@@ -17,22 +17,16 @@ The process is pinned to one CPU and OpenCV to one thread, so the numbers are pe
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import subprocess
 import sys
+import tempfile
+import time
+from pathlib import Path
 
-# Running a script puts its folder first on sys.path, where a sibling benchmark named like a stdlib
-# module (benchmarks/select.py) would shadow it (subprocess imports select): drop that entry.
-if sys.path and sys.path[0] and __file__.startswith(sys.path[0]):
-    sys.path.pop(0)
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 # mxnet 1.9.1 on one core (reference machine; see the module docstring): reads, writes (range), decodes.
 REFERENCE = {"reads_per_s": 108_000, "writes_per_s": (65_000, 89_000), "decoded_per_s": 2_100}

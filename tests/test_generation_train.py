@@ -140,3 +140,18 @@ def test_torchrun_two_processes(toy_data, tmp_path):
     assert [(r["step"], r["world_size"]) for r in log] == [(10, 2), (20, 2)]
     assert load_checkpoint(tmp_path / "out" / "generator.pt")["step"] == 20
     assert run.stdout.count("step 20, loss") == 1  # only rank 0 reports
+
+
+def test_duration_stops_early_with_a_checkpoint(toy_data, tmp_path):
+    # A time cap far below what 1,000 steps take: training stops at a log step, checkpointed, and
+    # says so with a plain bool (callers write the summary to JSON).
+    summary = train_generator(dict(rec=str(toy_data), output=str(tmp_path), total_steps=1000, duration=1e-3,
+                                   sample_every=None, **MICRO))
+    assert type(summary["stopped_early"]) is bool and summary["stopped_early"]
+    assert summary["step"] == MICRO["log_every"]
+    assert (tmp_path / "generator.pt").is_file()
+    json.dumps({k: v for k, v in summary.items() if k != "losses"})
+    # Under the cap: still a plain bool, not a 0-d tensor from the timing comparison.
+    summary = train_generator(dict(rec=str(toy_data), output=str(tmp_path / "long"), total_steps=20, duration=1e6,
+                                   sample_every=None, **MICRO))
+    assert type(summary["stopped_early"]) is bool and not summary["stopped_early"] and summary["step"] == 20

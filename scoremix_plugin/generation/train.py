@@ -319,7 +319,7 @@ def train_generator(config: Mapping[str, Any] | str | os.PathLike, **overrides: 
                 dist.all_reduce(stats[:2])
                 stopped_early = bool(flag.item()) and not last
             else:
-                stopped_early = cfg.duration is not None and stats[2] >= cfg.duration and not last
+                stopped_early = cfg.duration is not None and float(stats[2]) >= cfg.duration and not last
             now = time.perf_counter()
             record = {"step": step, "loss": float(stats[0] / stats[1]), "lr": lr, "ema_decay": decay,
                       "steps_per_s": (step - last_log_step) / max(now - last_t, 1e-9),

@@ -1,7 +1,7 @@
 """Time and peak memory of exact far selection on random unit centres (512 dims).
 
-    python benchmarks/select.py                      # 10^4 and 10^5 classes
-    python benchmarks/select.py --sizes 10000 100000 200000 --device cuda
+    python benchmarks/selection.py                      # 10^4 and 10^5 classes
+    python benchmarks/selection.py --sizes 10000 100000 200000 --device cuda
 
 Each size runs in its own subprocess so its peak resident memory (ru_maxrss) is its own; the baseline
 row is the time of ONE float32 C x D @ D x C block product pass (the matmul work every exact method
@@ -10,17 +10,11 @@ needs), so "x matmul" says how much the top-m lists, merging and the greedy walk
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import subprocess
 import sys
-
-# This file is named select.py: drop its own folder from the path, or it would shadow the standard
-# library's `select` module that subprocess imports.
-_here = os.path.dirname(os.path.abspath(__file__))
-sys.path = [p for p in sys.path if os.path.abspath(p or ".") != _here]
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import subprocess  # noqa: E402
 
 
 def _one(c: int, n: int, dim: int, max_uses: int, device: str | None, chunk: int) -> dict:
