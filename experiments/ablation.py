@@ -15,6 +15,10 @@ defines the embedding space (seed 0), the generator, and the centres files. Per 
 selection (seeded), generation (seeded noise), a recogniser (seeded init and data order)
 and verification on every toy target.
 
+The recogniser and generator configs are copies of the demo's (the generator trained longer) kept
+in ``experiments/ablation/``: the stage fingerprints hash config files, so a later change to the
+demo's budget does not invalidate the ablation's finished runs.
+
 Resumable: shared stages and each (arm, seed) keep the pipeline's stage markers, and a finished
 (arm, seed) writes ``OUT/results/<arm>-s<seed>.json`` atomically; a rerun skips what is complete,
 so the script can be stopped and restarted at any time (e.g. across sessions)::

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations must not touch the network
 
@@ -40,3 +41,16 @@ def toy_data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("toy")
     write_toy_dataset(out, num_identities=12, images_per_identity=8, num_test_identities=10, num_pairs=60, seed=0)
     return out
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch intra-op thread for a test module (``pytestmark = pytest.mark.usefixtures("one_thread")``).
+
+    On 2 cores shared with other processes torch's intra-op threads spin against each other: one
+    thread ran the tests' tiny networks ~5x faster. Determinism checks compare runs at the same count.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -14,13 +14,7 @@ from scoremix_plugin.generation.network import build_network, network_kwargs
 from scoremix_plugin.generation.sampler import image_generator, network_evaluations, sample
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, 2 threads ran these tiny networks several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 
 
 # EDM formulas.

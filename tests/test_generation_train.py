@@ -20,13 +20,7 @@ MICRO = dict(preset="test-micro", resolution=16, batch_size=16, lr=2e-3, lr_warm
              sample_steps=3, sample_classes=2, log_every=10, bf16=False)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, 2 threads ran these tiny steps ~7x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,7 @@ import torch
 from scoremix_plugin.recognition.backbones import BACKBONES, get_backbone
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # 2 shared cores: torch's intra-op threads spin against other processes; one thread is faster here.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 
 
 def _bn(prefix: str, c: int) -> dict[str, tuple]:

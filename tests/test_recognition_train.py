@@ -42,14 +42,7 @@ def _losses(output: Path) -> dict[int, float]:
     return out
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # On 2 cores shared with other processes, torch's intra-op threads spin against each other: one
-    # thread runs these tiny steps ~5x faster. Determinism checks compare runs at the same thread count.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 
 
 @pytest.fixture(scope="module")
