@@ -5,23 +5,26 @@ recogniser on real + synthetic -> verification of both -> alignment -> demo_out/
 
 Budget: `make demo` should finish in about 15 minutes on a fresh 2-core machine, 1-2 minutes of
 which are the install. Per stage: the estimate for a 2-core machine at the project's reference
-speeds (recogniser ~280 images/s, generator ~3.7 steps/s in bf16), then what one run measured on
-this project's 2-core build machine, nearly idle at the time (`scoremix pipeline recipes/demo.py`,
-no install; report.md lists each run's own timings):
-  stage       estimate  measured
-  data          ~5 s      2.6 s   40 identities x 16 images + 2 x 300 verification pairs
-  baseline     ~70 s     52 s     quarter-width IResNet-18, strided stem, 300 steps of 64, 32-px degrade
-  generator   ~330 s    206 s     UNet2DModel (32,64,64,128), 3.2M params, 32 px, batch 32, bf16, CFG
-                                  label dropout 10%, lr 1e-3, EMA warm-up: 1,200 steps, capped at 400 s
-  centres     ~10 s      1 s      ONNX export, class centres of the real images, generator conditions
-  select       <1 s      0 s      40 far pairs (each real class in at most 2)
-  generate   ~130 s     43 s      40 identities x 16 images, Heun-8 + CFG 2.5, mix in one batched forward
-  merge        ~3 s      0 s      real + synthetic into one arcface_torch folder + config
-  scoremix    ~70 s     43 s      same recogniser, same 300 steps, on real + synthetic (1,280 images)
-  verify      ~10 s      2.5 s    both recognisers on toy_lfw and toy_cfp_fp (300 pairs each, flip-added)
-  align        <1 s      0 s      CKA / mutual kNN of generator conditions vs recogniser centres
-  report       <1 s      0 s      report.md, report.json, figures/*.png
-  total      ~10.5 min  ~6 min
+speeds (recogniser ~280 images/s, generator ~3.7 steps/s in bf16), then two measured runs of
+`scoremix pipeline recipes/demo.py` on this project's 2-core build machines, each nearly idle at the
+time: (A) one build machine, no install; (B) a slower one (recogniser ~145 images/s, generator
+~2.2 steps/s), as `make demo` from a fresh clone: 14 min 38 s including a 1.6-minute install.
+report.md lists each run's own timings. The generator's time cap keeps the total on a slower
+machine; it then trains fewer steps (B: 900 of 1,200).
+  stage       estimate    A        B
+  data          ~5 s      2.6 s    6.0 s   40 identities x 16 images + 2 x 300 verification pairs
+  baseline     ~70 s     52 s    116 s     quarter-width IResNet-18, strided stem, 300 steps of 64, 32-px degrade
+  generator   ~330 s    206 s    412 s     UNet2DModel (32,64,64,128), 3.2M params, 32 px, batch 32, bf16, CFG
+                                           label dropout 10%, lr 1e-3, EMA warm-up: 1,200 steps, capped at 400 s
+  centres     ~10 s      1 s      2.8 s    ONNX export, class centres of the real images, generator conditions
+  select       <1 s      0 s      0 s      40 far pairs (each real class in at most 2)
+  generate   ~130 s     43 s    113 s     40 identities x 16 images, Heun-8 + CFG 2.5, mix in one batched forward
+  merge        ~3 s      0 s      0.1 s    real + synthetic into one arcface_torch folder + config
+  scoremix    ~70 s     43 s    122 s     same recogniser, same 300 steps, on real + synthetic (1,280 images)
+  verify      ~10 s      2.5 s    8.2 s    both recognisers on toy_lfw and toy_cfp_fp (300 pairs each, flip-added)
+  align        <1 s      0 s      0.3 s    CKA / mutual kNN of generator conditions vs recogniser centres
+  report       <1 s      0 s      0.3 s    report.md, report.json, figures/*.png
+  total      ~10.5 min  ~6 min  ~13 min
 """
 
 from easydict import EasyDict as edict
