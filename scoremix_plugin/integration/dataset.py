@@ -70,9 +70,7 @@ class ScoreMixDataset(torch.utils.data.Dataset):
         t_syn = chain(transform, build_augmentation(aug_synthetic, key="config.scoremix.aug_synthetic"))
 
         # Sources: the real folder, then each shard in manifest order.
-        # The manifest records the real folder relative to itself (so the pair can be moved together).
-        recorded = None if not m.real_rec else (Path(m.path).parent / m.real_rec).resolve()
-        if recorded is not None and recorded != self.real_root.resolve():
+        if m.real_rec is not None and m.real_rec != self.real_root.resolve():
             # Not an error: a dataset copied elsewhere is still the same data (the counts are checked below).
             warnings.warn(f"{m.path} was generated for the real folder {m.real_rec}; training reads {self.real_root}",
                           stacklevel=2)

@@ -30,7 +30,7 @@ class ManifestView:
     num_classes: int
     real_num_classes: int
     real_num_image: int
-    real_rec: str | None
+    real_rec: Path | None  # absolute (the manifest records it relative to its own folder)
     num_synthetic_classes: int
     num_synthetic_images: int
     shards: tuple[ShardView, ...]
@@ -51,7 +51,8 @@ def read_manifest(path: str | os.PathLike, *, verify: bool = True) -> ManifestVi
     real = m["real"]
     return ManifestView(
         path=Path(m["_path"]).resolve(), num_classes=m["num_classes"], real_num_classes=real["num_classes"],
-        real_num_image=real["num_image"], real_rec=real.get("rec"),
+        real_num_image=real["num_image"],
+        real_rec=(Path(m["_root"]) / real["rec"]).resolve() if real.get("rec") else None,
         num_synthetic_classes=m["num_synthetic_classes"], num_synthetic_images=m["num_synthetic_images"],
         shards=tuple(ShardView(i, shard_dir(m, s).resolve(), (s["labels"][0], s["labels"][1]), int(s["images"]))
                      for i, s in enumerate(m["shards"])),
