@@ -62,7 +62,7 @@ def run_export_conditions(args: argparse.Namespace) -> int:
 
     denoiser, _ = load_generator(args.ckpt, ema=not args.raw)
     c = denoiser.num_classes
-    table = denoiser.net.class_table.weight.detach().float().cpu().numpy()[:c]  # row c is the null class
+    table = denoiser.net.condition_table().detach().float().cpu().numpy()[:c]  # row c is the null class
     save_centres(args.out, np.arange(c), table, space="condition")
     print(f"{args.out}: {c} class embeddings of dimension {table.shape[1]} (null class excluded)")
     return 0
