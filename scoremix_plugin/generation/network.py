@@ -100,6 +100,11 @@ def network_kwargs(preset: str, num_classes: int, resolution: int | None = None)
         "sample_size": res, "num_class_embeds": int(num_classes) + 1}
 
 
+def network_resolution(kwargs: dict[str, Any]) -> int:
+    """The image size a network's kwargs build (either architecture)."""
+    return int(kwargs["img_resolution"] if kwargs.get("arch") == "edm2" else kwargs["sample_size"])
+
+
 class ClassConditionalUNet(nn.Module):
     """F(x_in, c_noise, class_labels): UNet2DModel fed EDM's c_noise as its (continuous) time step."""
 
