@@ -30,6 +30,9 @@ from typing import Any, Callable
 import torch
 
 GUIDANCE_SCALE = 2.5
+# Seconds a variant needs before its first timed step (a U-Net's compilation takes about a minute): one
+# that cannot finish inside the preset's share is skipped instead of being killed half-way.
+MIN_SECONDS = {"eager": 0, "channels_last": 0, "compile": 90, "cuda_graphs": 90}
 # name -> (K, guidance): the sampler cases; "mix2" is the headline (the paper's 2-way ScoreMix).
 CASES = {"single": (1, "none"), "mix2": (2, "none"), "mix2_cfg": (2, "cfg"), "mix2_autoguidance": (2, "autoguidance")}
 
@@ -186,7 +189,8 @@ def with_fractions(row: dict[str, Any], flops: float, peak_tflops: float | None)
     return row
 
 
-def time_train_variant(preset: str, variant: str, batch: int, s, device: str, deadline: float) -> dict[str, Any]:
+def time_train_variant(preset: str, variant: str, batch: int, s, device: str, deadline: float,
+                       flops: float) -> dict[str, Any]:
     denoiser = apply_variant(build(preset, s.num_classes, device), variant, device)
     step = train_step_fn(denoiser, batch, device, s.bf16)
     t0 = time.perf_counter()
@@ -201,7 +205,11 @@ def time_train_variant(preset: str, variant: str, batch: int, s, device: str, de
         n += 1
         _sync(device)
     sps = n / (time.perf_counter() - t0)
-    return {"steps_per_s": round(sps, 3), "images_per_s": round(sps * batch, 1), "batch": batch, "warmup_s": round(warm, 1)}
+    out = {"steps_per_s": round(sps, 3), "images_per_s": round(sps * batch, 1), "batch": batch, "warmup_s": round(warm, 1),
+           "tflops": sig(3 * flops * sps * batch / 1e12)}
+    if s.peak_tflops:
+        out["fraction_of_peak"] = sig(out["tflops"] / s.peak_tflops)
+    return out
 
 
 def part_generator(s, work: Path, deadline: float, save) -> None:
@@ -216,67 +224,71 @@ def part_generator(s, work: Path, deadline: float, save) -> None:
         row: dict[str, Any] = {}
         results["presets"][preset] = row
 
-        def attempt(key: str, fn, *, end: float = share_end) -> Any:
-            if time.time() > end:
-                row[key] = {"skipped": "part budget spent"}
+        def measure(store: dict[str, Any], key: str, fn: Callable[[], Any], variant: str = "eager") -> Any:
+            """store[key] = fn(), or why not (no time left in the share, or the error): never raises."""
+            need = 0 if s.smoke else MIN_SECONDS.get(variant, 0)
+            if time.time() + need > share_end:
+                store[key] = {"skipped": f"needs ~{need} s (compilation), past this preset's share of the budget"
+                              if need else "part budget spent"}
             else:
                 try:
-                    row[key] = fn()
+                    store[key] = fn()
                 except Exception as e:  # noqa: BLE001 - recorded in the report; the other cases still run
-                    row[key] = {"error": f"{type(e).__name__}: {e}"[:500]}
+                    store[key] = {"error": f"{type(e).__name__}: {e}"[:500]}
             save(results)
-            return row[key]
+            return store[key]
 
+        # 1. Size and FLOPs.
         base = build(preset, s.num_classes, device).eval().requires_grad_(False)
         row["parameters_m"] = round(sum(p.numel() for p in base.net.parameters()) / 1e6, 2)
         row["resolution"] = base.resolution
         flops = flops_per_input(base, device)
         row["gflops_per_forward"] = round(flops / 1e9, 2)
         save(results)
-        batch = attempt("train_batch", lambda: batch_that_fits(preset, s, device))
-        if isinstance(batch, int):
-            t = attempt("train", lambda: time_train_loop(preset, batch, s, work, device))
-            if "steps_per_s" in t:
-                tflops = 3 * flops * t["images_per_s"] / 1e12  # forward + backward ~ 3 forwards
-                t["tflops"] = sig(tflops)
-                if s.peak_tflops:
-                    t["fraction_of_peak"] = sig(tflops / s.peak_tflops)
 
+        # 2. The real training loop at the largest batch that fits.
+        batch = measure(row, "train_batch", lambda: batch_that_fits(preset, s, device))
+        if isinstance(batch, int):
+            train = measure(row, "train", lambda: time_train_loop(preset, batch, s, work, device))
+            if "steps_per_s" in train:
+                tflops = 3 * flops * train["images_per_s"] / 1e12  # forward + backward ~ 3 forwards
+                train["tflops"] = sig(tflops)
+                if s.peak_tflops:
+                    train["fraction_of_peak"] = sig(tflops / s.peak_tflops)
+
+        # 3. The sampler cases, eager.
         guide = build(preset, s.num_classes, device, seed=1).eval().requires_grad_(False)
         base.amp_dtype = guide.amp_dtype = torch.bfloat16 if s.bf16 else None
         sampler: dict[str, Any] = {}
         row["sampler"] = sampler
-        reference = None
+        images: dict[str, torch.Tensor] = {}
+
+        def sampler_case(case: str, denoiser, name: str) -> dict[str, Any]:
+            out = time_sampler(denoiser, guide, case, s, device, share_end)
+            if "_images" in out:
+                images[name] = out.pop("_images")
+                if name != "eager" and "eager" in images:
+                    out["max_abs_diff_vs_eager"] = round(float((images[name] - images["eager"]).abs().max()), 4)
+            return with_fractions(out, flops, s.peak_tflops)
+
         for case in CASES:
-            res = attempt(f"sampler_{case}", lambda: time_sampler(base, guide, case, s, device, share_end))
-            images = res.pop("_images", None) if isinstance(res, dict) else None
-            if case == "mix2":
-                reference = images
-            sampler[case] = with_fractions(row.pop(f"sampler_{case}"), flops, s.peak_tflops)
+            measure(sampler, case, lambda c=case: sampler_case(c, base, "eager" if c == "mix2" else c))
+
+        # 4-5. Variants, cheapest first: a compilation that would not finish in the share is skipped.
         variants: dict[str, Any] = {"eager": sampler.get("mix2", {})}
+        train_variants: dict[str, Any] = {}
         row["sampler_variants_mix2"] = variants
-        for variant in s.variants[1:]:
-            def run_variant(variant=variant):
-                d = apply_variant(copy.deepcopy(base), variant, device)
-                out = time_sampler(d, None, "mix2", s, device, share_end)
-                images = out.pop("_images", None)
-                if images is not None and reference is not None:
-                    out["max_abs_diff_vs_eager"] = round(float((images - reference).abs().max()), 4)
-                return with_fractions(out, flops, s.peak_tflops)
-            variants[variant] = attempt(f"_v_{variant}", run_variant)
-            row.pop(f"_v_{variant}", None)
-        del base, guide
         if isinstance(batch, int):
-            train_variants: dict[str, Any] = {}
             row["train_step_variants"] = train_variants
-            for variant in s.variants:
-                if variant == "cuda_graphs":
-                    # torch.compile's CUDA graphs do not cover Adam's step and the backward's
-                    # allocations: the measured training variants are eager, channels_last, compile.
-                    continue
-                train_variants[variant] = attempt(f"_t_{variant}", lambda v=variant: time_train_variant(
-                    preset, v, batch, s, device, share_end))
-                row.pop(f"_t_{variant}", None)
+        for variant in sorted(s.variants, key=lambda v: MIN_SECONDS.get(v, 0)):
+            if variant != "eager":
+                measure(variants, variant, lambda v=variant: sampler_case(
+                    "mix2", apply_variant(copy.deepcopy(base), v, device), v), variant)
+            # torch.compile's CUDA graphs do not cover Adam's step: training is timed without that variant.
+            if isinstance(batch, int) and variant != "cuda_graphs":
+                measure(train_variants, variant, lambda v=variant: time_train_variant(
+                    preset, v, batch, s, device, share_end, flops), variant)
+        del base, guide
         if device == "cuda":
             torch.cuda.empty_cache()
         save(results)

@@ -45,19 +45,52 @@ def toy_folder(work: Path) -> Path:
     return work / "toy"
 
 
-# data: the toy identity folder (InsightFace layout, 112 px) every later part reads.
+def big_folder(work: Path) -> Path:
+    return work / "big"
+
+
+# data: the toy identity folder (InsightFace layout, 112 px) every later part reads, and a bigger one for
+# the recogniser runs, so that their steps are ONE epoch (an epoch's end saves checkpoints and restarts the
+# workers: with several epochs those pauses would land in the speed windows).
+
+
+def write_big_folder(toy: Path, out: Path, num_images: int) -> dict[str, int]:
+    """``num_images`` images cycling the toy JPEGs (stored verbatim, decoded like any other); copy c of toy
+    class k is class ``c * C + k``, each class written contiguously as the shard writer requires."""
+    from scoremix_plugin.recordio import FaceRecFolder, ShardWriter
+
+    src = FaceRecFolder(toy)
+    by_class: dict[int, list[int]] = {}
+    for i, label in enumerate(src.labels):
+        by_class.setdefault(int(label), []).append(i)
+    per_class = max(len(v) for v in by_class.values())
+    copies = -(-num_images // (per_class * len(by_class)))
+    written, classes = 0, 0
+    with ShardWriter(out) as writer:
+        for c in range(copies):
+            for k, items in sorted(by_class.items()):
+                for j in range(per_class):
+                    if written == num_images:
+                        break
+                    label = c * len(by_class) + k
+                    writer.write(src.jpeg(items[j % len(items)]), label)
+                    written, classes = written + 1, label + 1
+    src.close()
+    return {"images": written, "classes": classes}
 
 
 def part_data(s: Settings, work: Path, deadline: float, save: Save) -> None:
     from scoremix_plugin.toydata import write_toy_dataset
 
     t0 = time.perf_counter()
-    meta = write_toy_dataset(toy_folder(work), num_identities=s.data_identities,
-                             images_per_identity=s.data_images_per_identity, num_test_identities=2, num_pairs=4)
+    write_toy_dataset(toy_folder(work), num_identities=s.data_identities,
+                      images_per_identity=s.data_images_per_identity, num_test_identities=2, num_pairs=4)
     dt = time.perf_counter() - t0
     n = s.data_identities * s.data_images_per_identity
     save({"folder": str(toy_folder(work)), "identities": s.data_identities, "images": n,
-          "write_images_per_s": round(n / dt, 1), "meta_keys": sorted(meta)})
+          "write_images_per_s": round(n / dt, 1)})
+    big = write_big_folder(toy_folder(work), big_folder(work), s.rec_batch * s.rec_steps)
+    save({"big_folder": str(big_folder(work)), "big": big})
 
 
 # env: device, versions and the card's bf16 matmul peak, measured now (the denominator of every fraction).
@@ -71,6 +104,14 @@ def versions() -> dict[str, str | None]:
         except importlib.metadata.PackageNotFoundError:
             out[name] = None
     return out
+
+
+def _nccl_version() -> str | None:
+    try:
+        v = torch.cuda.nccl.version()
+    except Exception:  # noqa: BLE001 - a torch built without NCCL: the report says so
+        return None
+    return ".".join(map(str, v)) if isinstance(v, tuple) else str(v)
 
 
 def matmul_peak_tflops(n: int, dtype: torch.dtype, device: str, iters: int = 10) -> float:
@@ -94,7 +135,7 @@ def part_env(s: Settings, work: Path, deadline: float, save: Save) -> None:
         props = torch.cuda.get_device_properties(0)
         info.update(device=torch.cuda.get_device_name(0), capability=".".join(map(str, torch.cuda.get_device_capability(0))),
                     memory_gib=round(props.total_memory / 2**30, 1), multiprocessors=props.multi_processor_count,
-                    cudnn=torch.backends.cudnn.version(), nccl=".".join(map(str, torch.cuda.nccl.version())))
+                    cudnn=torch.backends.cudnn.version(), nccl=_nccl_version())
     else:
         info.update(device=f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)")
     try:
@@ -144,15 +185,15 @@ def part_tests(s: Settings, work: Path, deadline: float, save: Save) -> None:
 def recogniser_config(s: Settings, work: Path, output: Path) -> dict[str, Any]:
     from scoremix_plugin.recordio import FaceRecFolder
 
-    folder = FaceRecFolder(toy_folder(work))
+    folder = FaceRecFolder(big_folder(work))
     n, classes = len(folder), folder.num_classes
     folder.close()
     per_epoch = n // s.rec_batch
     if per_epoch < 1:
-        raise ValueError(f"{toy_folder(work)}: {n} images give no batch of {s.rec_batch}")
+        raise ValueError(f"{big_folder(work)}: {n} images give no batch of {s.rec_batch}")
     epochs = -(-s.rec_steps // per_epoch)
     # val_targets empty and verbose huge: throughput, not accuracy (verification would cost both runs time).
-    return dict(rec=str(toy_folder(work)), num_classes=classes, num_image=n, num_epoch=epochs, warmup_epoch=0,
+    return dict(rec=str(big_folder(work)), num_classes=classes, num_image=n, num_epoch=epochs, warmup_epoch=0,
                 val_targets=[], network=s.network, batch_size=s.rec_batch, fp16=s.fp16, lr=0.1,
                 num_workers=s.rec_workers, frequent=10 if not s.smoke else 1, verbose=10**9, seed=2048,
                 embedding_size=512, margin_list=(1.0, 0.5, 0.0), output=str(output))

@@ -99,20 +99,20 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{_fmt(row.get('gflops_per_forward'), 2)} GFLOP per forward (torch's counter).", ""]
         tr = row.get("train", {})
         out += _table([f"training (train_generator, autocast {amp})", "batch", "steps/s", "images/s", "TFLOP/s", "of peak", "note"], [[
-            "real loop", tr.get("batch"), tr.get("steps_per_s"), tr.get("images_per_s"), tr.get("tflops"),
+            "real loop", tr.get("batch"), tr.get("steps_per_s"), tr.get("images_per_s"), _fmt(tr.get("tflops"), 3),
             _pct(tr.get("fraction_of_peak")), tr.get("error") or tr.get("skipped") or ""]])
         cases = row.get("sampler", {})
         out += _table([f"sampler (eager, autocast {amp})", "images/s", "images/h", "NFE/image", "NFE/s", "TFLOP/s", "of peak",
                        "floor images/h", "note"],
                       [[c, r.get("images_per_s"), r.get("images_per_h"), r.get("nfe_per_image"), r.get("network_evals_per_s"),
-                        r.get("tflops"), _pct(r.get("fraction_of_peak")), r.get("floor_images_per_h"),
+                        _fmt(r.get("tflops"), 3), _pct(r.get("fraction_of_peak")), r.get("floor_images_per_h"),
                         r.get("error") or r.get("skipped") or ""] for c, r in cases.items()])
         for title, key, what in (("sampler 2-way mix", "sampler_variants_mix2", "images_per_s"),
                                  ("training step", "train_step_variants", "images_per_s")):
             variants = row.get(key) or {}
             if variants:
                 best = fastest(variants, what)
-                out += _table([f"{title}: variant", "images/s", "of peak", "warm-up s", "max |diff| vs eager", "note"], [
+                out += _table([f"{title}: variant", "images/s", "of peak", "warm-up s", "max abs diff vs eager", "note"], [
                     [v + (" (fastest)" if v == best else ""), r.get(what), _pct(r.get("fraction_of_peak")), r.get("warmup_s"),
                      r.get("max_abs_diff_vs_eager"), r.get("error") or r.get("skipped") or ""] for v, r in variants.items()])
     ours, host = parts.get("recogniser", {}), parts.get("host", {})

@@ -10,7 +10,7 @@ PARTS = ("data", "env", "tests", "generator", "recogniser", "host", "loader")
 # Seconds per part; scaled to the total budget (--budget), and whatever a part leaves unused goes to
 # the next. The GPU total (470 s) keeps the whole check, with start-up, under 8 minutes.
 BUDGETS_S = {
-    "gpu": {"data": 30, "env": 20, "tests": 90, "generator": 170, "recogniser": 50, "host": 80, "loader": 30},
+    "gpu": {"data": 30, "env": 15, "tests": 75, "generator": 200, "recogniser": 40, "host": 70, "loader": 25},
     "smoke": {"data": 15, "env": 10, "tests": 30, "generator": 25, "recogniser": 15, "host": 10, "loader": 15},
 }
 
