@@ -285,7 +285,8 @@ def part_loader(s: Settings, work: Path, deadline: float, save: Save) -> None:
     from scoremix_plugin.integration.loader import get_dataloader, make_train_loader
     from scoremix_plugin.recordio.dataset import FaceRecDataset
 
-    dataset = FaceRecDataset(toy_folder(work))
+    # The big folder: an epoch (after which the workers restart) lasts longer than the timing window.
+    dataset = FaceRecDataset(big_folder(work))
     device = "cuda:0" if s.device == "cuda" else "cpu"
     rows = []
     for workers in s.loader_workers:
@@ -310,7 +311,7 @@ def part_loader(s: Settings, work: Path, deadline: float, save: Save) -> None:
                      "startup_s": round(startup, 2), "batch_device": str(img.device)})
         save({"rows": rows, "batch": s.loader_batch, "cpu_cores": os.cpu_count()})
     # The host's own call (positional, as train_v2.py makes it): batches must already be on cuda:local_rank.
-    host_loader = get_dataloader(str(toy_folder(work)), 0, s.loader_batch, False, False, 2048, 0)
+    host_loader = get_dataloader(str(big_folder(work)), 0, s.loader_batch, False, False, 2048, 0)
     img, label = next(iter(host_loader))
     save({"host_signature": {"img_device": str(img.device), "img_dtype": str(img.dtype), "label_dtype": str(label.dtype),
                              "shape": list(img.shape), "is_dataloader": isinstance(host_loader, torch.utils.data.DataLoader)}})
