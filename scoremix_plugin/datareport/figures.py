@@ -67,7 +67,7 @@ def write_figures(out: str | os.PathLike, rep, ds, scores: dict, intra: np.ndarr
         ax.axhline(rep.threshold.cosine, color="k", ls="--", lw=1)
         ax.set_xlabel("cosine to source a")
         ax.set_ylabel("cosine to source b")
-        ax.set_title("synthetic identity centre vs its sources' centres", fontsize=9)
+        ax.set_title("synthetic identity vs its two sources (mean pair cosine)", fontsize=9)
         _save(fig, out / "sources.png")
         figs["sources"] = "sources.png"
     return figs

@@ -1,16 +1,23 @@
 """Leak checks and the quality gate, all at ONE threshold: the cosine where real impostor pairs reach a FAR.
 
-``t = threshold_at_far(real impostor scores, far)`` (metrics.py): two different real people are compared
-above ``t`` at most ``far`` of the time, so an identity closer than ``t`` to something is, to this
-recogniser, plausibly the same person.
+``t = threshold_at_far(real impostor scores, far)`` (metrics.py): two images of different real people
+score above ``t`` at most ``far`` of the time, so an identity closer than ``t`` to something is, to this
+recogniser, plausibly the same person. An identity enters every check through its MEAN embedding
+(``metrics.identity_means``): ``mean_a @ mean_b`` is the mean cosine over all image pairs of a and b, and
+``mean_a @ x`` the mean cosine of a's images with image x, i.e. scores on the scale of the image pairs
+that set ``t``. (Renormalised centres score higher than any of their images; compared with an image-pair
+threshold they made "leaks" of unrelated people in a simulated clean set.)
 
-- (a) training leak: a synthetic identity's centre above ``t`` to a real class centre. Reported apart:
-  ``source`` (one of the classes it was mixed from: a near-copy, the mix collapsed onto a parent) and
-  ``other`` (a real class it was not made from);
-- (b) evaluation leak: a synthetic identity's centre above ``t`` to any image of an evaluation ``.bin``
-  (it would inflate that benchmark);
-- (c) real-vs-evaluation overlap: a real training class's centre above ``t`` to an evaluation image (the
-  training data and the benchmark share people; it inflates the baseline and ScoreMix runs alike).
+- (a) training leak: a synthetic identity above ``t`` to a real class. Reported apart: ``source`` (one of
+  the classes it was mixed from: a near-copy, the mix collapsed onto a parent) and ``other`` (a real class
+  it was not made from);
+- (b) evaluation leak: a synthetic identity above ``t`` to any image of an evaluation ``.bin`` (it would
+  inflate that benchmark);
+- (c) real-vs-evaluation overlap: a real training class above ``t`` to an evaluation image (the training
+  data and the benchmark share people; it inflates the baseline and ScoreMix runs alike).
+
+Each check makes many comparisons; ``comparisons * far`` is roughly how many would pass ``t`` by chance if
+identity scores were as spread as single image pairs (they are less spread: means of many pairs).
 
 The quality gate asks whether synthetic identities are identities at all: an identity is RECOGNISED when
 more than half of its own image pairs are accepted at ``t``; the gate passes when at least ``min_share`` of
@@ -55,7 +62,7 @@ def neighbours(centres: np.ndarray, other: np.ndarray, k: int, threshold: float 
 
 def training_leaks(labels: np.ndarray, centres: np.ndarray, sources: np.ndarray, real_labels: np.ndarray,
                    real_centres: np.ndarray, threshold: float) -> tuple[list[Leak], dict[str, np.ndarray]]:
-    """(a): leaks, and per identity: ``source_cos`` [L, K] (-inf for a source without a centre),
+    """(a) on identity means (``centres``, ``real_centres``: ``metrics.identity_means``): leaks, and per identity: ``source_cos`` [L, K] (-inf for a source without a centre),
     ``nearest_real`` / ``nearest_real_cos``, ``nearest_other`` / ``nearest_other_cos`` (best non-source class).
     """
     pos = {int(c): j for j, c in enumerate(real_labels)}
@@ -88,7 +95,7 @@ def training_leaks(labels: np.ndarray, centres: np.ndarray, sources: np.ndarray,
 
 def evaluation_leaks(labels: np.ndarray, centres: np.ndarray, evaluation: dict[str, np.ndarray], threshold: float,
                      kind: str = "evaluation") -> list[Leak]:
-    """(b) or (c): identity centres above ``threshold`` to any image of each evaluation set (chunked)."""
+    """(b) or (c): identity means above ``threshold`` to any image of each evaluation set (chunked)."""
     best = {}
     for target, emb in evaluation.items():
         nb = neighbours(centres, emb, 1, threshold)

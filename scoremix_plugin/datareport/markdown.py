@@ -37,15 +37,17 @@ def write_markdown(path: str | os.PathLike, rep) -> None:
               f"One threshold: cosine **{t.cosine:.4f}**, where {rep.threshold_from} impostor pairs reach FAR "
               f"{rep.far:g} ({t.impostor_pairs:,} pairs, achieved {t.achieved_far:.2e}"
               + ("; FEWER than 1/FAR pairs: the largest impostor score stands in" if t.too_few_pairs else "") + ").",
-              "An identity is compared by its centre (mean embedding).", ""]
+              "An identity is scored against a class or an image by the MEAN cosine of its images' pairs with "
+              "it, the scale of the image pairs that set the threshold. \"chance\" is comparisons x FAR: about how "
+              "many single image pairs of strangers would pass by chance (identity means spread less).", ""]
     ev = ", ".join(f"{e['target']} ({e['images']} images)" for e in rep.evaluation) or "none (no .bin files given)"
-    lines += [f"Evaluation sets: {ev}.", "", "| check | identities |", "|---|---:|"]
+    lines += [f"Evaluation sets: {ev}.", "", "| check | identities | comparisons | chance |", "|---|---:|---:|---:|"]
     names = {"training_source": "(a) training leak: near-copy of one of its sources",
              "training_other": "(a) training leak: close to another real class",
              "evaluation": "(b) evaluation leak: close to an evaluation image",
              "real_evaluation": "(c) real training class close to an evaluation image"}
-    for k, n in rep.leak_counts.items():
-        lines.append(f"| {names[k]} | {n} |")
+    for k, c in rep.leak_checks.items():
+        lines.append(f"| {names[k]} | {c['identities']} | {c['comparisons']:,} | {c['chance_at_far']:.3g} |")
     if rep.leaks:
         lines += ["", "| label | kind | match | cosine | matches |", "|---:|---|---|---:|---:|"]
         lines += [f"| {lk.label} | {lk.kind} | {lk.match} | {lk.cosine:.4f} | {lk.matches} |" for lk in rep.leaks[:MAX_ROWS]]
@@ -59,8 +61,8 @@ def write_markdown(path: str | os.PathLike, rep) -> None:
         lines += ["![least consistent identities, one per row](worst_identities.png)", ""]
     if rep.identities:
         lines += ["## Synthetic identities", "",
-                  "Each identity's centre against its sources' centres (a mix should sit between them), its nearest "
-                  "real class that is not a source, and its nearest other synthetic identity.", ""]
+                  "Each identity against its sources (mean cosine of image pairs; a mix should sit between them), its "
+                  "nearest real class that is not a source, and its nearest other synthetic identity.", ""]
         if "sources" in rep.figures:
             lines += ["![cosine to each source](sources.png)", ""]
         lines += ["| label | sources | cosine to sources | intra | accepted | nearest other real | nearest synthetic |",

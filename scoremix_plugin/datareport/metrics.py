@@ -215,6 +215,20 @@ def identity_stats(emb: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.
     return uniq, centres.astype(np.float32), intra
 
 
+def identity_means(emb: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(unique labels, MEAN embedding [L, D] of each identity's unit rows: norm <= 1, not renormalised).
+
+    ``means[a] @ means[b]`` is the mean cosine over all image pairs across identities a and b, and
+    ``means[a] @ x`` the mean cosine of a's images with x: scores on the scale of single image pairs, so a
+    threshold set on image pairs keeps its meaning (a renormalised centre scores higher than any of its
+    images would, and would leak at a higher rate than the FAR says).
+    """
+    uniq, inv, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    sums = np.zeros((len(uniq), emb.shape[1]), np.float64)
+    np.add.at(sums, inv, emb.astype(np.float64))
+    return uniq, (sums / counts[:, None]).astype(np.float32)
+
+
 def identity_accept_rate(emb: np.ndarray, labels: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """(unique labels, share of each identity's own pairs with cosine > threshold); NaN for one-image identities."""
     order = np.argsort(labels, kind="stable")

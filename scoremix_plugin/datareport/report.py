@@ -9,8 +9,8 @@ the data's own when there is no real set, which the report states). Evaluation s
 looked up in ``--bins`` (else in the real folder, where arcface_torch keeps them), or every ``.bin`` of
 ``--bins``.
 
-``OUT/report.json`` (``format`` "scoremix-dataset-report/1"; every cosine is a dot product of unit,
-flip-added embeddings; labels are final labels)::
+``OUT/report.json`` (``format`` "scoremix-dataset-report/1"; embeddings are flip-added and unit; labels
+are final labels; an identity-vs-X cosine is the MEAN over its images' pairs with X, leaks.py says why)::
 
     {"format", "model", "far",
      "threshold": {"far", "cosine", "achieved_far", "impostor_pairs", "too_few_pairs"},
@@ -24,10 +24,12 @@ flip-added embeddings; labels are final labels)::
      "evaluation": [{"target", "path", "images"}],
      "leaks": [{"label", "kind" ("training_source" | "training_other" | "evaluation" | "real_evaluation"),
                 "cosine", "match" ("class C" | "TARGET:IMAGE_INDEX"), "matches"}],
+     "comparisons": {KIND: identity-vs-class or identity-vs-image comparisons made},
      "leak_counts": {"training_source", "training_other", "evaluation", "real_evaluation": identities},
+     "leak_checks": {KIND: {"identities", "comparisons", "chance_at_far" (comparisons x far)}},
      "identities": [{"label", "new_label", "sources", "source_cos", "intra", "accept_rate", "nearest_real",
                      "nearest_real_cos", "nearest_other_real", "nearest_other_real_cos", "nearest_synthetic",
-                     "nearest_synthetic_cos"}],       # manifest data only; cosines of identity centres
+                     "nearest_synthetic_cos"}],       # manifest data only
      "gate": {"passed", "far", "threshold", "threshold_from", "identities", "recognised", "share", "min_share",
               "synthetic_genuine_median", "real_genuine_median", "synthetic_intra_mean", "advice"} | null,
      "figures": {"scores", "consistency", "worst", "sources"?: PNG names}}
@@ -99,6 +101,7 @@ class DatasetReport:
     real: SetReport | None
     evaluation: tuple[dict[str, Any], ...]
     leaks: tuple[Leak, ...]
+    comparisons: dict[str, int]  # leak kind -> identity-vs-class / identity-vs-image comparisons made
     identities: tuple[SyntheticIdentity, ...]
     gate: GateVerdict | None
     figures: dict[str, str] = field(default_factory=dict)
@@ -108,9 +111,17 @@ class DatasetReport:
     def leak_counts(self) -> dict[str, int]:
         return {k: len({lk.label for lk in self.leaks if lk.kind == k}) for k in LEAK_KINDS}
 
+    @property
+    def leak_checks(self) -> dict[str, dict[str, float]]:
+        """Per check: identities found, comparisons made, and comparisons x FAR (single-pair chance level)."""
+        return {k: {"identities": n, "comparisons": self.comparisons.get(k, 0),
+                    "chance_at_far": self.comparisons.get(k, 0) * self.far}
+                for k, n in self.leak_counts.items()}
+
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["leak_counts"] = self.leak_counts
+        d["leak_checks"] = self.leak_checks
         return _finite(d)
 
     def headline(self) -> dict[str, Any]:
@@ -179,11 +190,12 @@ def _set_report(s: ImageSet, emb: np.ndarray, *, genuine_cap: int, impostor_cap:
                           "identities with two or more images, and two or more identities")
     g, i = M.pair_scores(emb, gp), M.pair_scores(emb, ip)
     st = M.score_stats(g, i, genuine_total=gp.total, impostor_total=ip.total)
-    uniq, centres, intra = M.identity_stats(emb, s.labels)
+    uniq, _, intra = M.identity_stats(emb, s.labels)
     order = [j for j in np.argsort(intra) if np.isfinite(intra[j])][:WORST]
     rep = SetReport(s.name, str(s.path), s.kind, len(s), len(uniq), st, M.distribution(intra),
                     tuple((int(uniq[j]), float(intra[j])) for j in order))
-    return rep, g, i, uniq, centres, intra
+    _, means = M.identity_means(emb, s.labels)  # what every leak check compares (leaks.py)
+    return rep, g, i, uniq, means, intra
 
 
 def report_dataset(data: str | os.PathLike, embedder, out: str | os.PathLike, *, real: str | os.PathLike | None = None,
@@ -229,11 +241,11 @@ def report_dataset(data: str | os.PathLike, embedder, out: str | os.PathLike, *,
     ev_emb = {t: embed(s) for t, s in ev.items()}
 
     # Distributions and the threshold.
-    d_rep, d_gen, d_imp, d_uniq, d_cen, d_intra = _set_report(ds, d_emb, genuine_cap=genuine_cap,
+    d_rep, d_gen, d_imp, d_uniq, d_mean, d_intra = _set_report(ds, d_emb, genuine_cap=genuine_cap,
                                                               impostor_cap=impostor_cap, seed=seed)
     r_rep = r_gen = r_imp = None
     if rs is not None:
-        r_rep, r_gen, r_imp, r_uniq, r_cen, _ = _set_report(rs, r_emb, genuine_cap=genuine_cap,
+        r_rep, r_gen, r_imp, r_uniq, r_mean, _ = _set_report(rs, r_emb, genuine_cap=genuine_cap,
                                                             impostor_cap=impostor_cap, seed=seed)
     if r_imp is not None:
         thr, thr_from = M.threshold_at_far(r_imp, far), "real"
@@ -243,17 +255,21 @@ def report_dataset(data: str | os.PathLike, embedder, out: str | os.PathLike, *,
 
     # Identities and leaks.
     leaks: list[Leak] = []
+    n_eval = sum(len(v) for v in ev_emb.values())
+    comparisons: dict[str, int] = {}
     identities: list[SyntheticIdentity] = []
     gate = None
     if ds.kind == "manifest":
         m = ds.manifest
         c_real = int(m["real"]["num_classes"])
         sources = _sources(m, d_uniq - c_real)
-        syn_nb = L.neighbours(d_cen, d_cen, 1, exclude_self=True)
+        syn_nb = L.neighbours(d_mean, d_mean, 1, exclude_self=True)
         _, rate = M.identity_accept_rate(d_emb, ds.labels, t)
         if rs is not None:
-            tl, ex = L.training_leaks(d_uniq, d_cen, sources, r_uniq, r_cen, t)
+            tl, ex = L.training_leaks(d_uniq, d_mean, sources, r_uniq, r_mean, t)
             leaks += tl
+            comparisons["training_source"] = int(sources.size)
+            comparisons["training_other"] = len(d_uniq) * len(r_uniq) - int(sources.size)
         else:
             ex = None
         for j, lab in enumerate(d_uniq.tolist()):
@@ -267,18 +283,21 @@ def report_dataset(data: str | os.PathLike, embedder, out: str | os.PathLike, *,
                 nearest_other_real_cos=float(ex["nearest_other_cos"][j]) if ex else float("nan"),
                 nearest_synthetic=int(d_uniq[syn_nb.index[j, 0]]) if syn_nb.index[j, 0] >= 0 else -1,
                 nearest_synthetic_cos=float(syn_nb.cosine[j, 0])))
-        leaks += L.evaluation_leaks(d_uniq, d_cen, ev_emb, t, "evaluation")
+        leaks += L.evaluation_leaks(d_uniq, d_mean, ev_emb, t, "evaluation")
+        comparisons["evaluation"] = len(d_uniq) * n_eval
         if rs is not None:
-            leaks += L.evaluation_leaks(r_uniq, r_cen, ev_emb, t, "real_evaluation")
+            leaks += L.evaluation_leaks(r_uniq, r_mean, ev_emb, t, "real_evaluation")
+            comparisons["real_evaluation"] = len(r_uniq) * n_eval
         gate = L.quality_gate(d_emb, ds.labels, thr, threshold_from=thr_from, min_share=min_share,
                               real_genuine=r_gen, synthetic_genuine=d_gen, manifest=m)
     else:
-        leaks += L.evaluation_leaks(d_uniq, d_cen, ev_emb, t, "real_evaluation")
+        leaks += L.evaluation_leaks(d_uniq, d_mean, ev_emb, t, "real_evaluation")
+        comparisons["real_evaluation"] = len(d_uniq) * n_eval
 
     rep = DatasetReport(
         model=str(model_name), far=float(far), threshold=thr, threshold_from=thr_from, data=d_rep, real=r_rep,
         evaluation=tuple({"target": k, "path": str(bins[k]), "images": len(v)} for k, v in ev.items()),
-        leaks=tuple(leaks), identities=tuple(identities), gate=gate)
+        leaks=tuple(leaks), comparisons=comparisons, identities=tuple(identities), gate=gate)
     figures = write_figures(out, rep, ds, {"data": (d_gen, d_imp), "real": (r_gen, r_imp) if r_gen is not None else None},
                             d_intra)
     rep = DatasetReport(**{**{f: getattr(rep, f) for f in rep.__dataclass_fields__}, "figures": figures})
