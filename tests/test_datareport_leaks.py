@@ -76,8 +76,8 @@ def test_planted_leaks_are_found_and_told_apart(world):
 
 def test_quality_gate_verdict(world):
     thr = M.threshold_at_far(M.pair_scores(world["real"], M.impostor_pairs(world["real_lab"], 10**6)), 1e-4)
-    good = L.quality_gate(world["syn"], world["syn_lab"], thr)
-    assert good.passed and good.share == 1.0 and good.advice == ()
+    good = L.quality_gate(world["syn"], world["syn_lab"], thr, real_emb=world["real"], real_labels=world["real_lab"])
+    assert good.passed and good.share == 1.0 and good.real_share == 1.0 and good.conclusive and good.advice == ()
     # "identities" whose own images agree no better than strangers: the gate fails and says what to change
     rng = np.random.default_rng(1)
     noise = _unit(rng.normal(size=(125, D)))
@@ -86,3 +86,13 @@ def test_quality_gate_verdict(world):
     assert not bad.passed and bad.recognised == 0 and bad.identities == 25
     text = bad.text()
     assert "FAIL" in text and "step 1200" in text and "--guidance cfg" in text and "--steps, now 8" in text
+    # Relative to the real identities: 13 of 25 recognised passes when real identities are recognised at 100 %
+    # x 0.5, fails against an absolute 0.6.
+    half = world["syn"].copy()
+    half[world["syn_lab"] >= 13] = noise[world["syn_lab"] >= 13]
+    rel = L.quality_gate(half, world["syn_lab"], thr, real_emb=world["real"], real_labels=world["real_lab"])
+    assert rel.recognised == 13 and rel.passed
+    assert not L.quality_gate(half, world["syn_lab"], thr, min_share=0.6).passed
+    # A recogniser that recognises no real identity cannot judge: said so.
+    weak = L.quality_gate(half, world["syn_lab"], thr, real_emb=noise, real_labels=world["syn_lab"])
+    assert weak.real_share == 0.0 and not weak.conclusive and "inconclusive" in weak.text()

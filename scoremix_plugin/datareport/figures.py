@@ -36,8 +36,9 @@ def write_figures(out: str | os.PathLike, rep, ds, scores: dict, intra: np.ndarr
     for ax, (key, (g, i)) in zip(axes[0], panels):
         s = rep.real if key == "real" else rep.data
         bins = np.linspace(-1, 1, 101)
-        ax.hist(i, bins=bins, density=True, alpha=0.6, color="tab:red", label=f"impostor ({len(i):,})")
-        ax.hist(g, bins=bins, density=True, alpha=0.6, color="tab:blue", label=f"genuine ({len(g):,})")
+        # histtype="step": one outline per histogram instead of a patch per bar (drawing is the slow part)
+        ax.hist(i, bins=bins, density=True, histtype="step", lw=1.5, color="tab:red", label=f"impostor ({len(i):,})")
+        ax.hist(g, bins=bins, density=True, histtype="step", lw=1.5, color="tab:blue", label=f"genuine ({len(g):,})")
         ax.axvline(rep.threshold.cosine, color="k", ls="--", lw=1, label=f"t @ FAR {rep.far:g}")
         ax.set_title(f"{key}: {s.name}  EER {100 * s.stats.eer:.2f} %  d' {s.stats.d_prime:.2f}", fontsize=9)
         ax.set_xlabel("cosine")
@@ -47,7 +48,7 @@ def write_figures(out: str | os.PathLike, rep, ds, scores: dict, intra: np.ndarr
 
     fig, ax = plt.subplots(figsize=(5, 3.4))
     v = intra[np.isfinite(intra)]
-    ax.hist(v, bins=min(50, max(5, len(v) // 3)), color="tab:blue")
+    ax.hist(v, bins=min(50, max(5, len(v) // 3)), histtype="stepfilled", color="tab:blue")
     ax.axvline(rep.threshold.cosine, color="k", ls="--", lw=1, label=f"t @ FAR {rep.far:g}")
     ax.set_xlabel("mean intra-identity cosine")
     ax.set_title(f"{rep.data.name}: per-identity consistency ({len(v)} identities)", fontsize=9)

@@ -31,7 +31,8 @@ are final labels; an identity-vs-X cosine is the MEAN over its images' pairs wit
                      "nearest_real_cos", "nearest_other_real", "nearest_other_real_cos", "nearest_synthetic",
                      "nearest_synthetic_cos"}],       # manifest data only
      "gate": {"passed", "far", "threshold", "threshold_from", "identities", "recognised", "share", "min_share",
-              "synthetic_genuine_median", "real_genuine_median", "synthetic_intra_mean", "advice"} | null,
+              "real_share", "conclusive", "synthetic_genuine_median", "real_genuine_median",
+              "synthetic_intra_mean", "advice"} | null,
      "figures": {"scores", "consistency", "worst", "sources"?: PNG names}}
 
 ``report.md`` shows the same numbers; ``scores.png`` (genuine vs impostor histograms, real beside data),
@@ -289,6 +290,7 @@ def report_dataset(data: str | os.PathLike, embedder, out: str | os.PathLike, *,
             leaks += L.evaluation_leaks(r_uniq, r_mean, ev_emb, t, "real_evaluation")
             comparisons["real_evaluation"] = len(r_uniq) * n_eval
         gate = L.quality_gate(d_emb, ds.labels, thr, threshold_from=thr_from, min_share=min_share,
+                              real_emb=r_emb, real_labels=None if rs is None else rs.labels,
                               real_genuine=r_gen, synthetic_genuine=d_gen, manifest=m)
     else:
         leaks += L.evaluation_leaks(d_uniq, d_mean, ev_emb, t, "real_evaluation")
