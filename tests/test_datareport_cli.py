@@ -72,6 +72,7 @@ def setup(toy_data, tmp_path_factory):
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+from test_synthesis_generate import syn_inputs  # noqa: E402, F401 - its micro generator fixture, for generate
 
 
 def test_report_dataset_finds_the_planted_evaluation_leak(setup, monkeypatch):
@@ -159,3 +160,39 @@ def test_bad_inputs_name_the_file(setup, tmp_path):
     (bad / "pairs.csv").unlink()
     with pytest.raises(ReportError, match="selection file"):
         report_dataset(bad, setup["model"], tmp_path / "r", network="r10_tiny", bins={}, progress=False)
+
+
+def test_generate_drop_leaks_prints_the_verdict(syn_inputs, tmp_path, capsys):
+    """``scoremix generate --embedder ... --drop-leaks`` on a finished run (the micro generator of
+    test_synthesis_generate): report, gate verdict, leak-free copy with every dropped identity's reasons."""
+    import shutil
+
+    import torch
+
+    from scoremix_plugin.cli import main
+    from scoremix_plugin.datareport.report import ReportError
+    from scoremix_plugin.recognition.backbones import get_backbone
+    from scoremix_plugin.synthesis.manifest import verify_manifest
+    from test_synthesis_generate import NUM_IDS, _args, _generate_here
+
+    inp = syn_inputs
+    out = tmp_path / "out"
+    _generate_here(inp, out)
+    with pytest.raises(ReportError, match="--drop-leaks needs --embedder"):
+        main(_args(inp, tmp_path / "never", "--drop-leaks"))
+    assert not (tmp_path / "never").exists()  # refused before anything was made
+    torch.manual_seed(0)
+    torch.save(get_backbone("r10_tiny", num_features=32).state_dict(), tmp_path / "model.pt")
+    # A planted training leak at a lenient FAR: whatever the untrained recogniser says, the rules decide.
+    assert main(_args(inp, out, "--embedder", str(tmp_path / "model.pt"), "--network", "r10_tiny", "--drop-leaks",
+                      "--targets", "toy_lfw", "--far", "0.2")) == 0
+    printed = capsys.readouterr().out
+    assert "quality gate" in printed and "leak-free/manifest.json" in printed
+    rep = json.loads((out / "report" / "report.json").read_text())
+    assert rep["far"] == 0.2 and [e["target"] for e in rep["evaluation"]] == ["toy_lfw"]
+    m = verify_manifest(out / "leak-free")
+    leaking = sorted({lk["label"] for lk in rep["leaks"] if lk["kind"] != "real_evaluation"})
+    assert [d["label"] for d in m["dropped"]] == leaking and 0 < len(leaking) < NUM_IDS, rep["leaks"]
+    assert all(d["reasons"] for d in m["dropped"])
+    assert m["num_synthetic_classes"] == NUM_IDS - len(leaking)
+    shutil.rmtree(out)
