@@ -233,6 +233,9 @@ def test_a_recipe_adds_a_stage_before_the_report(tmp_path):
     assert states["synthetic_share"] == "not run"
     with pytest.raises(PipelineError, match="no such stage"):
         run_recipe(tmp_path / "r.py", tmp_path / "out", stage="nope", progress=False, log=lambda s: None)
+    from scoremix_plugin import cli
+
+    assert cli.main(["pipeline", str(tmp_path / "r.py"), "--out", str(tmp_path / "out"), "--stage", "nope"]) == 2
     bad = tmp_path / "bad.py"
     bad.write_text("from easydict import EasyDict as edict\n"
                    "config = edict(recogniser='r.py', generator='g.py', stages=['count'])\n")
