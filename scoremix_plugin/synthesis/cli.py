@@ -46,11 +46,12 @@ def add_select_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_select(args) -> int:
-    from scoremix_plugin.synthesis.select import SelectionError, run_selection
+    from scoremix_plugin.synthesis.select import SelectionError, parse_weights, run_selection
 
+    weights = parse_weights(args.weights, args.k)
     try:
         sel = run_selection(args.centres, args.out, strategy=args.strategy, num_identities=args.num_identities,
-                            max_uses=args.max_uses, k=args.k, weights=args.weights, seed=args.seed,
+                            max_uses=args.max_uses, k=args.k, weights=weights, seed=args.seed,
                             chunk_size=args.chunk_size, margin=args.margin, device=args.device)
     except SelectionError as e:
         print(f"scoremix select: {e}", file=sys.stderr)
