@@ -44,11 +44,12 @@ def _sync(device: str) -> None:
 
 def build(preset: str, num_classes: int, device: str, seed: int = 0):
     from scoremix_plugin.generation.edm import EDMPrecond
-    from scoremix_plugin.generation.network import build_network, network_kwargs
+    from scoremix_plugin.generation.network import PRESETS, build_network, network_kwargs
 
     torch.manual_seed(seed)
-    kw = network_kwargs(preset, num_classes)
-    return EDMPrecond(build_network(kw), num_classes=num_classes, resolution=kw["sample_size"]).to(device)
+    resolution = int(PRESETS[preset]["resolution"])  # every architecture's presets carry it
+    net = build_network(network_kwargs(preset, num_classes, resolution))
+    return EDMPrecond(net, num_classes=num_classes, resolution=resolution).to(device)
 
 
 def apply_variant(denoiser, variant: str, device: str):
@@ -288,7 +289,7 @@ def part_generator(s, work: Path, deadline: float, save) -> None:
             if isinstance(batch, int) and variant != "cuda_graphs":
                 measure(train_variants, variant, lambda v=variant: time_train_variant(
                     preset, v, batch, s, device, share_end, flops), variant)
-        del base, guide
+        base = guide = None  # free the GPU memory before the next preset
         if device == "cuda":
             torch.cuda.empty_cache()
         save(results)
