@@ -105,8 +105,8 @@ def run_generate(args) -> int:
     manifest = generate(settings, args.out, device=args.device, grids=not args.no_grids)
     if manifest is None:  # a non-zero rank
         return 0
-    print(f"{manifest['num_synthetic_classes']} identities, {manifest['num_synthetic_images']} images in "
-          f"{len(manifest['shards'])} shard(s) -> {args.out}/manifest.json")
+    print(f"{manifest.num_synthetic_classes} identities, {manifest.num_synthetic_images} images in "
+          f"{len(manifest.shards)} shard(s) -> {manifest.path}")
     if args.embedder:
         from scoremix_plugin.synthesis.quality import quality_report
 
