@@ -245,7 +245,7 @@ def test_guidance_window_and_bad_inputs(syn_inputs, reference_run, tmp_path):
     from scoremix_plugin.synthesis.select import run_selection
 
     run_selection(syn_inputs["dir"] / "centres.npz", tmp_path / "tri.csv", strategy="near", num_identities=2, k=3,
-                  weights="0.5,0.25,0.25", progress=False)
+                  weights=[0.5, 0.25, 0.25], progress=False)
     m = _generate_here(syn_inputs, tmp_path / "tri", pairs=str(tmp_path / "tri.csv"))
     assert m.complete and m.selection["k"] == 3 and m.num_synthetic_images == 2 * PER_ID
     with pytest.raises(ValueError, match="needs --guide"):
