@@ -131,7 +131,7 @@ def run_generate(args) -> int:
                                             drop_leaks=args.drop_leaks, device=args.device)
         print(report.gate.text())
         if filtered is not None:
-            print(f"dropped {len(filtered['dropped'])} leaking identities, kept {filtered['num_synthetic_classes']} "
+            print(f"dropped {len(filtered.extra['dropped'])} leaking identities, kept {filtered.num_synthetic_classes} "
                   f"-> {args.out}/leak-free/manifest.json")
     return 0
 
