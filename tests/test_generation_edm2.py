@@ -258,4 +258,4 @@ def test_ema_cli_output_loads_samples_exports_and_generates(edm2_run, tmp_path, 
                               images_per_identity=2, shard_size=2, steps=2, batch_size=4, seed=0),
              tmp_path / "shards", device="cpu", progress=False)
     m = verify_manifest(tmp_path / "shards" / "manifest.json")
-    assert m["complete"] and m["num_synthetic_images"] == 4
+    assert m.complete and m.num_synthetic_images == 4
