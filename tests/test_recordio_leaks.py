@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import shutil
+import sys
 
 import cv2
 import numpy as np
@@ -47,7 +48,14 @@ def _garbled(jpeg: bytes) -> bytes:
 
 
 def _cli_fails(args, capsys, *needles):
-    rc = main(args)
+    """The command fails with a one-line error naming ``needles`` (however the CLI ends: return or SystemExit)."""
+    try:
+        rc = main(args)
+    except SystemExit as e:
+        rc, msg = e.code, e.code
+        if isinstance(msg, str):
+            print(msg if "error:" in msg else f"error: {msg}", file=sys.stderr)
+            rc = 2
     err = capsys.readouterr().err
     assert rc != 0, args
     assert "Traceback" not in err and "error:" in err, err
@@ -220,3 +228,13 @@ def test_full_disk_leaves_no_temporary_files(image_src, tmp_path, monkeypatch, r
     _cli_fails(["rec", "from-folder", str(image_src), str(out), "--no-progress"], capsys, "No space left")
     assert sorted(p.name for p in out.iterdir()) == []
     shutil.rmtree(out)
+
+
+def test_make_bin_from_rec_refuses_a_bad_stored_image(tmp_path, jpegs, capsys):
+    from scoremix_plugin.verification.binfile import bin_from_rec
+
+    d = _folder(tmp_path / "r", [jpegs[0], jpegs[1], b"", jpegs[3]])
+    with pytest.raises(RecordIOError, match=r"key 3, offset \d+: stored image"):
+        bin_from_rec(d, tmp_path / "x.bin", num_pairs=2, seed=0)
+    assert not (tmp_path / "x.bin").exists()
+    _cli_fails(["make-bin", "--rec", str(d), "--num-pairs", "2", "--out", str(tmp_path / "x.bin")], capsys, "key 3")

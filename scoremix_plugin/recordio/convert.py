@@ -97,7 +97,7 @@ def folder_to_rec(src: str | os.PathLike, out: str | os.PathLike, *, resize: boo
     return {"out": str(out), "images": w.num_images, "classes": len(classes)}
 
 
-def _stored_image_ext(data: bytes, *, file, key, offset) -> str:
+def stored_image_ext(data: bytes, *, file, key, offset) -> str:
     """``.jpg`` / ``.png`` for a stored image whose header parses (and a JPEG that ends); else RecordIOError."""
     try:
         image_size(data)
@@ -122,7 +122,7 @@ def rec_to_folder(rec_dir: str | os.PathLike, out: str | os.PathLike, *, progres
     exts = []
     for i in range(len(folder)):
         key = int(folder.image_keys[i])
-        exts.append(_stored_image_ext(folder.jpeg(i), file=folder.rec_path, key=key, offset=folder.reader.offset(key)))
+        exts.append(stored_image_ext(folder.jpeg(i), file=folder.rec_path, key=key, offset=folder.reader.offset(key)))
     for i in _progress(range(len(folder)), len(folder), "to-folder", progress):
         d = out / f"{folder.label(i):0{width}d}"
         d.mkdir(parents=True, exist_ok=True)
@@ -238,4 +238,5 @@ def check_rec(rec_dir: str | os.PathLike, *, decode: bool = False, progress: boo
     return summary
 
 
-__all__ = ["folder_to_rec", "rec_to_folder", "rec_info", "check_rec", "list_image_folder", "IMAGE_EXTENSIONS"]
+__all__ = ["folder_to_rec", "rec_to_folder", "rec_info", "check_rec", "list_image_folder", "stored_image_ext",
+           "IMAGE_EXTENSIONS"]

@@ -296,11 +296,16 @@ def sample_pairs(labels: np.ndarray, num_pairs: int, seed: int) -> tuple[np.ndar
 def bin_from_rec(rec_dir: str | os.PathLike, out: str | os.PathLike, num_pairs: int, seed: int = 0) -> int:
     """Write a ``.bin`` of seeded balanced pairs drawn from a RecordIO folder; returns the pair count."""
     from scoremix_plugin.recordio import FaceRecFolder
+    from scoremix_plugin.recordio.convert import stored_image_ext
 
     folder = FaceRecFolder(rec_dir)
     pairs, issame = sample_pairs(folder.labels, num_pairs, seed)
     images: list[bytes] = []
-    for a, b in pairs:
-        images += [folder.jpeg(int(a)), folder.jpeg(int(b))]
+    for i in pairs.ravel().tolist():
+        data = folder.jpeg(i)
+        key = int(folder.image_keys[i])
+        # Stored verbatim, so an empty or cut-off record would reach every later evaluation unnoticed.
+        stored_image_ext(data, file=folder.rec_path, key=key, offset=folder.reader.offset(key))
+        images.append(data)
     write_bin(out, images, issame)
     return len(pairs)
