@@ -283,3 +283,15 @@ def test_grammar_built_hostile_pickles(traced):
         data = _Asm(rng).program()
         outcomes[run_case(data, f"grammar {i}")] += 1
     assert outcomes["error"] > NUM_GRAMMAR // 2, outcomes
+
+
+def test_python2_protocol0_bin_with_binary_strings_loads():
+    # cPickle.dump((bins, issame), f) at protocol 0: image strings as escaped text, bools as I01 / I00.
+    images = [b"\xff\xd8\x00\x01jpeg", b"\xff\xd8\x7f\x80\xfe", b"\xff\xd8\n\\x", b"\xff\xd8"]
+
+    def s(b: bytes) -> bytes:
+        return b"S'" + repr(b)[2:-1].replace("'", "\\'").encode() + b"'\n"
+
+    data = b"((lp0\n" + b"".join(s(b) + b"a" for b in images) + b"(lp1\nI01\naI00\natp2\n."
+    got, issame = loads_bin(data, "py2_p0.bin")
+    assert got == images and issame.tolist() == [True, False]

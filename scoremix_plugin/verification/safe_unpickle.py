@@ -108,11 +108,37 @@ _CREATES = {"EMPTY_LIST": 56 + _SLOT, "LIST": 56 + _SLOT, "EMPTY_TUPLE": _SLOT, 
             "LONG_BINGET": _SLOT, "MARK": _SLOT, "FLOAT": 24 + _SLOT, "BINFLOAT": 24 + _SLOT}
 
 
+def _opcodes(data: bytes):
+    """(opcode, argument, position) up to STOP, like ``pickletools.genops`` but with protocol-0 strings raw.
+
+    genops decodes a Python 2 ``STRING`` argument to ASCII text, which refuses the binary image strings
+    of a protocol-0 ``.bin``; the raw (still escaped) bytes are an upper bound of the decoded size.
+    """
+    f = io.BytesIO(data)
+    while True:
+        pos = f.tell()
+        code = f.read(1)
+        if not code:
+            raise ValueError("pickle exhausted before seeing STOP")
+        op = pickletools.code2op.get(code.decode("latin-1"))
+        if op is None:
+            raise ValueError(f"unknown opcode {code!r} at byte {pos}")
+        if op.arg is None:
+            arg = None
+        elif op.name == "STRING":
+            arg = pickletools.read_stringnl(f, decode=False)
+        else:
+            arg = op.arg.reader(f)
+        yield op, arg, pos
+        if op.name == "STOP":
+            return
+
+
 def _scan(data: bytes, budget: int) -> None:
     """Refuse opcodes outside the allow-list and pickles whose objects would cost more than ``budget``."""
     cost = 0
     try:
-        for op, arg, pos in pickletools.genops(io.BytesIO(data)):
+        for op, arg, pos in _opcodes(data):
             if op.name not in _OPCODES:
                 raise _Refused(f"opcode {op.name} at byte {pos} is not used by .bin files (refused unrun)")
             # An argument (bytes, str, int) becomes an object of about its own size; then what the op builds.
