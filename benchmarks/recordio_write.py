@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-# main before the writer speed-up (issue 18): the writer the issue measured at 31k records/s.
+# main just before the writer speed-up of issue 18 (its writer is the one the issue measured at 31k records/s).
 BASELINE_REV = "084601adffd11798ed283c6906653bbd7f87b4b2"
 ISSUE_OLD_PER_S, ISSUE_MXNET_PER_S = 31_000, 48_000
 

@@ -11,7 +11,6 @@ budgeted unpickler from which only bytes, lists, bools and small numeric arrays 
 from __future__ import annotations
 
 import csv
-import io
 import os
 import pickle
 from collections.abc import Sequence
