@@ -28,8 +28,7 @@ def bound(n: int) -> int:
     return n + 2 * max(OUTPUT_BUDGET_MIN, OUTPUT_BUDGET_FACTOR * n) + (256 << 10)
 
 
-def run_case(data: bytes, label: str) -> str:
-    """Load hostile bytes under tracemalloc; 'ok' or 'error'. Any other exception or too much memory fails."""
+def _load_peak(data: bytes, label: str) -> tuple[str, int]:
     tracemalloc.reset_peak()
     before = tracemalloc.get_traced_memory()[0]
     try:
@@ -44,7 +43,20 @@ def run_case(data: bytes, label: str) -> str:
         assert isinstance(issame, np.ndarray) and issame.dtype == bool and issame.ndim == 1, label
         assert len(images) == 2 * len(issame), label
         outcome = "ok"
-    peak = tracemalloc.get_traced_memory()[1] - before
+    return outcome, tracemalloc.get_traced_memory()[1] - before
+
+
+def run_case(data: bytes, label: str) -> str:
+    """Load hostile bytes under tracemalloc; 'ok' or 'error'. Any other exception or too much memory fails.
+
+    tracemalloc's peak is process-wide, so a thread left by an earlier test can add to it: a case over
+    the bound is measured twice more, and fails only if it is over every time (a real blow-up is).
+    """
+    outcome, peak = _load_peak(data, label)
+    for _ in range(2):
+        if peak <= bound(len(data)):
+            break
+        peak = min(peak, _load_peak(data, label)[1])
     assert peak <= bound(len(data)), f"{label}: peak allocation {peak} bytes > bound {bound(len(data))}"
     return outcome
 
