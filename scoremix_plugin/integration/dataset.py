@@ -30,7 +30,8 @@ import torch
 from ..recordio import RecordIOError
 from ..recordio.dataset import FaceRecDataset
 from .augment import build_augmentation, chain
-from .manifest_view import ManifestView, check_source, read_manifest
+from ..synthesis.manifest import Manifest
+from .manifest_view import check_source, read_manifest
 
 
 def _draw(pool: int, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -48,16 +49,16 @@ def _draw(pool: int, n: int, rng: np.random.Generator) -> np.ndarray:
 class ScoreMixDataset(torch.utils.data.Dataset):
     """``(image float32 [3,112,112] in [-1,1], label int64)`` over real + synthetic images.
 
-    ``manifest``: the generation ``manifest.json`` (path) or an already read ``ManifestView``.
+    ``manifest``: the generation ``manifest.json`` (path) or an already read ``Manifest``.
     ``transform``: applied to every image (real and synthetic) first, e.g. ``DegradeResize``;
     ``aug_real`` / ``aug_synthetic``: then per source (a registered name, a serialised albumentations
     dict, a callable or None); then the host's random flip and normalisation.
     """
 
-    def __init__(self, real_root: str | os.PathLike, manifest: str | os.PathLike | ManifestView, *,
+    def __init__(self, real_root: str | os.PathLike, manifest: str | os.PathLike | Manifest, *,
                  ratio: float | None = None, aug_real: Any = None, aug_synthetic: Any = None,
                  transform=None, seed: int = 2048, verify: bool = True):
-        self.manifest = manifest if isinstance(manifest, ManifestView) else read_manifest(manifest, verify=verify)
+        self.manifest = manifest if isinstance(manifest, Manifest) else read_manifest(manifest, verify=verify)
         m = self.manifest
         self.real_root = Path(real_root)
         self.num_classes = m.num_classes
@@ -70,7 +71,7 @@ class ScoreMixDataset(torch.utils.data.Dataset):
         t_syn = chain(transform, build_augmentation(aug_synthetic, key="config.scoremix.aug_synthetic"))
 
         # Sources: the real folder, then each shard in manifest order.
-        if m.real_rec is not None and m.real_rec != self.real_root.resolve():
+        if m.real_rec is not None and m.real_rec.resolve() != self.real_root.resolve():
             # Not an error: a dataset copied elsewhere is still the same data (the counts are checked below).
             warnings.warn(f"{m.path} was generated for the real folder {m.real_rec}; training reads {self.real_root}",
                           stacklevel=2)
