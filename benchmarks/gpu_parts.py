@@ -8,7 +8,7 @@ A part that cannot run here saves ``skipped`` (the reason) and returns; one that
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import importlib.metadata
 import json
 import os

@@ -32,13 +32,20 @@ def _rel_rms(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).pow(2).mean().sqrt() / b.pow(2).mean().sqrt())
 
 
-def test_generator_bf16_autocast_matches_fp32():
-    """The 112-px preset's denoiser under bf16 autocast stays within bf16 noise of fp32, at every noise level."""
+def _presets_112() -> list[str]:
+    from scoremix_plugin.generation.network import PRESETS
+
+    return [name for name, kw in PRESETS.items() if kw.get("resolution") == 112]
+
+
+@pytest.mark.parametrize("preset", _presets_112())
+def test_generator_bf16_autocast_matches_fp32(preset):
+    """Each 112-px preset's denoiser under bf16 autocast stays within bf16 noise of fp32, at every noise level."""
     from scoremix_plugin.generation.edm import EDMPrecond
     from scoremix_plugin.generation.network import build_network, network_kwargs
 
     torch.manual_seed(0)
-    kw = network_kwargs("gpu-112", 10)
+    kw = network_kwargs(preset, 10, 112)
     d = EDMPrecond(build_network(kw), num_classes=10, resolution=112).to(DEVICE).eval().requires_grad_(False)
     x = torch.randn(4, 3, 112, 112, device=DEVICE)
     labels = torch.tensor([0, 3, 9, 10], device=DEVICE)  # 10 = the null class
