@@ -174,15 +174,19 @@ def template_features(feats: np.ndarray, templates: np.ndarray, medias: np.ndarr
     return summed, media_template[template_start]
 
 
-def score_pairs(template_feats: np.ndarray, unique_templates: np.ndarray, pair_templates: np.ndarray,
-                chunk: int = 8192) -> np.ndarray:
-    """Cosine score float64 [P] of each template pair; memory beyond the output is two chunk x D buffers."""
-    rows = np.searchsorted(unique_templates, pair_templates)
-    rows = np.minimum(rows, unique_templates.size - 1)
+def pair_rows(unique_templates: np.ndarray, pair_templates: np.ndarray) -> np.ndarray:
+    """Rows [P, 2] of each pair's templates in ``unique_templates`` (sorted); IJBError for an unknown one."""
+    rows = np.minimum(np.searchsorted(unique_templates, pair_templates), unique_templates.size - 1)
     unknown = unique_templates[rows] != pair_templates
     if unknown.any():
         i = int(np.flatnonzero(unknown.any(1))[0])
-        raise IJBError(f"pair {i} names template {pair_templates[i].tolist()} without features")
+        raise IJBError(f"pair {i} (line {i + 1}) names template {pair_templates[i].tolist()} without features "
+                       f"({int(unknown.any(1).sum())} such pairs)")
+    return rows
+
+
+def score_pairs(template_feats: np.ndarray, rows: np.ndarray, chunk: int = 8192) -> np.ndarray:
+    """Cosine score float64 [P] of each pair of template rows; memory beyond the output: two chunk x D buffers."""
     p, d = rows.shape[0], template_feats.shape[1]
     scores = np.empty(p, dtype=np.float64)
     a = np.empty((chunk, d), dtype=template_feats.dtype)
@@ -190,8 +194,9 @@ def score_pairs(template_feats: np.ndarray, unique_templates: np.ndarray, pair_t
     for s in range(0, p, chunk):
         e = min(s + chunk, p)
         n = e - s
-        np.take(template_feats, rows[s:e, 0], axis=0, out=a[:n])
-        np.take(template_feats, rows[s:e, 1], axis=0, out=b[:n])
+        # mode="clip": rows are known to be in range, and "raise" would buffer the output (several x slower).
+        np.take(template_feats, rows[s:e, 0], axis=0, out=a[:n], mode="clip")
+        np.take(template_feats, rows[s:e, 1], axis=0, out=b[:n], mode="clip")
         # Row-wise product then sum over the last axis: numpy's pairwise summation, as the host's.
         np.multiply(a[:n], b[:n], out=a[:n])
         np.sum(a[:n], axis=1, out=scores[s:e])
@@ -275,7 +280,7 @@ def evaluate_modes(img_feats: np.ndarray, faceness: np.ndarray, templates: np.nd
     modes = check_modes(modes)
     labels = np.asarray(labels, dtype=bool)
     results: dict[str, IJBModeResult] = {}
-    unique_templates = None
+    rows = None
     for mode in modes:
         feats = mode_features(img_feats, faceness, mode)
         tfeats, unique_templates = template_features(feats, templates, medias)
@@ -284,7 +289,9 @@ def evaluate_modes(img_feats: np.ndarray, faceness: np.ndarray, templates: np.nd
         if bad.size:
             raise IJBError(f"mode {mode}: template {int(unique_templates[bad[0]])} has a non-finite feature "
                            f"({bad.size} templates; an image feature of zero norm cannot be L2-normalised)")
-        scores = score_pairs(tfeats, unique_templates, pair_templates)
+        if rows is None:  # the same templates in every mode
+            rows = pair_rows(unique_templates, pair_templates)
+        scores = score_pairs(tfeats, rows)
         del tfeats
         fpr, tpr, _ = roc_points(labels, scores)
         strict = tar_at_far(-scores, labels, fars)  # distances: accept score > threshold
