@@ -2,14 +2,15 @@
 
     from scoremix_plugin.verification.evaluate import load_embedder
     from scoremix_plugin.verification.ijb import evaluate_ijb
-    result = evaluate_ijb("/data/IJB_release/IJBC", "IJBC", load_embedder("model.onnx"), modes=MODES)
+    result = evaluate_ijb("/data/IJB_release/IJBC", "IJBC", load_embedder("model.onnx"), modes="all")
     result.modes["F1N1D1"].tar            # TAR at FAR 1e-6 .. 1e-1, the host's rule
 
 The protocol, step by step (each step does the host's arithmetic in the host's dtypes, so scores are
 bit-identical and every TAR / AUC equals the host's):
 
 1. align every image: 5 landmarks -> least-squares similarity onto the ArcFace 112x112 template (+8 px
-   on x), bilinear warp, BGR -> RGB (:func:`align_face`); embed the crop and its horizontal flip;
+   on x), bilinear warp, BGR -> RGB (``face_align.align_face``, also importable from here); embed the crop
+   and its horizontal flip;
 2. per mode ``F?N?D?``: F1 adds the flip's features to the image's (F0: the image's only), N0 L2-normalises
    each image (N1 keeps the norm), D1 weights each image by its detector faceness score (float32);
 3. template features: images of one media are averaged, a template is the sum over its media, then
@@ -19,7 +20,8 @@ bit-identical and every TAR / AUC equals the host's):
    nearest (first in descending-FPR order on ties); AUC by the trapezoid rule. Beside it, the strict TAR:
    the highest TAR whose FAR does not exceed the target, flagged when there are fewer than 1/FAR impostors.
 
-Reading the files is :mod:`scoremix_plugin.verification.ijb_meta`; reports are in ``report.py``.
+Reading the files is ``ijb_meta``; the Markdown table and ROC plot are ``report.format_ijb_table`` /
+``report.write_ijb_report``; the command is ``scoremix verify-ijb`` (``cli.py``).
 """
 
 from __future__ import annotations
