@@ -197,7 +197,7 @@ def _run_verify_ijb(args: argparse.Namespace) -> int:
                 with open(tmp, "wb") as f:
                     np.save(f, feats)
             meta_info["saved_features"] = str(args.save_features)
-    result = evaluate_ijb_features(meta, feats, modes)
+    result = evaluate_ijb_features(meta, feats, modes, progress=not args.no_progress)
     result.meta.update(meta_info)
     print(format_ijb_table(result))
     print()

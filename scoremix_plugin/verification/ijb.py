@@ -187,7 +187,8 @@ def pair_rows(unique_templates: np.ndarray, pair_templates: np.ndarray) -> np.nd
     return rows
 
 
-def score_pairs(template_feats: np.ndarray, rows: np.ndarray, chunk: int = 256, workers: int | None = None) -> np.ndarray:
+def score_pairs(template_feats: np.ndarray, rows: np.ndarray, chunk: int = 256, workers: int | None = None,
+                progress: bool = False, desc: str = "pairs") -> np.ndarray:
     """Cosine score float64 [P] of each pair of template rows, in chunks on ``workers`` threads.
 
     Memory beyond the output: two ``chunk x D`` buffers per thread (IJB-C's 15.6M pairs at once would be
@@ -198,7 +199,7 @@ def score_pairs(template_feats: np.ndarray, rows: np.ndarray, chunk: int = 256, 
     workers = max(1, min(workers or min(4, os.cpu_count() or 1), (p + chunk - 1) // chunk))
     spans = [(s, min(s + chunk * 64, p)) for s in range(0, p, chunk * 64)]
 
-    def run(span: tuple[int, int]) -> None:
+    def run(span: tuple[int, int]) -> int:
         a = np.empty((chunk, d), dtype=template_feats.dtype)
         b = np.empty((chunk, d), dtype=template_feats.dtype)
         for s in range(span[0], span[1], chunk):
@@ -209,13 +210,19 @@ def score_pairs(template_feats: np.ndarray, rows: np.ndarray, chunk: int = 256, 
             # Row-wise product then sum over the last axis: numpy's pairwise summation, as the host's.
             np.multiply(a[:n], b[:n], out=a[:n])
             np.sum(a[:n], axis=1, out=scores[s:s + n])
+        return span[1] - span[0]
 
-    if workers == 1:
-        for span in spans:
-            run(span)
-    else:
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(run, spans))
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=p, desc=desc, unit="pair", unit_scale=True, leave=False)
+    with ThreadPoolExecutor(workers) as pool:
+        for done in pool.map(run, spans):
+            if bar is not None:
+                bar.update(done)
+    if bar is not None:
+        bar.close()
     return scores
 
 
@@ -225,7 +232,8 @@ def roc_points(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.n
     One point per distinct score (highest first); interior points on a straight segment (zero second
     difference in both counts) are dropped; (0, 0) at threshold +inf is prepended.
     """
-    order = np.argsort(scores, kind="mergesort")[::-1]
+    # Any sort will do: a tie's points are taken at its end, where the counts do not depend on its order.
+    order = np.argsort(scores)[::-1]
     s = scores[order]
     last_of_tie = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]
     tps = np.cumsum(labels[order], dtype=np.float64)[last_of_tie]
@@ -291,7 +299,7 @@ class IJBResult:
 def evaluate_modes(img_feats: np.ndarray, faceness: np.ndarray, templates: np.ndarray, medias: np.ndarray,
                    pair_templates: np.ndarray, labels: np.ndarray, modes: str | Sequence[str] = ("F1N1D1",),
                    fars: Sequence[float] = IJB_FARS, keep_scores: bool = False,
-                   target: str = "IJBC") -> IJBResult:
+                   target: str = "IJBC", progress: bool = False) -> IJBResult:
     """The protocol on arrays: image features [N, 2D] (image | flip) in the order of ``templates`` / ``medias``."""
     modes = check_modes(modes)
     labels = np.asarray(labels, dtype=bool)
@@ -307,7 +315,7 @@ def evaluate_modes(img_feats: np.ndarray, faceness: np.ndarray, templates: np.nd
                            f"({bad.size} templates; an image feature of zero norm cannot be L2-normalised)")
         if rows is None:  # the same templates in every mode
             rows = pair_rows(unique_templates, pair_templates)
-        scores = score_pairs(tfeats, rows)
+        scores = score_pairs(tfeats, rows, progress=progress, desc=f"{target} {mode} pairs")
         del tfeats
         fpr, tpr, _ = roc_points(labels, scores)
         strict = tar_at_far(-scores, labels, fars)  # distances: accept score > threshold
@@ -320,12 +328,13 @@ def evaluate_modes(img_feats: np.ndarray, faceness: np.ndarray, templates: np.nd
 
 
 def evaluate_ijb_features(meta: IJBMeta, img_feats: np.ndarray, modes: str | Sequence[str] = ("F1N1D1",),
-                          fars: Sequence[float] = IJB_FARS, keep_scores: bool = False) -> IJBResult:
+                          fars: Sequence[float] = IJB_FARS, keep_scores: bool = False,
+                          progress: bool = False) -> IJBResult:
     """The protocol on precomputed image features [N, 2D] (rows in 5pts order) of ``meta``'s images."""
     if img_feats.ndim != 2 or img_feats.shape[0] != meta.num_images or img_feats.shape[1] % 2:
         raise IJBError(f"image features must be [{meta.num_images}, 2*D], got shape {img_feats.shape}")
     result = evaluate_modes(img_feats, meta.faceness, meta.templates, meta.medias, meta.pair_templates,
-                            meta.labels, modes, fars, keep_scores, meta.target)
+                            meta.labels, modes, fars, keep_scores, meta.target, progress)
     result.meta["root"] = str(meta.root)
     return result
 
@@ -337,4 +346,4 @@ def evaluate_ijb(root: str | os.PathLike, target: str, embedder: Embedder,
     modes = check_modes(modes)
     meta = read_ijb_meta(root, target)
     feats = image_features(meta, embedder, batch_size=batch_size, progress=progress)
-    return evaluate_ijb_features(meta, feats, modes, fars, keep_scores)
+    return evaluate_ijb_features(meta, feats, modes, fars, keep_scores, progress)
