@@ -2,13 +2,13 @@
 
     python benchmarks/ijb.py                                   # 230k images, 23k templates, 15.6M pairs, 512-d
     python benchmarks/ijb.py --images 23000 --templates 2300 --pairs 1560000   # a 10x smaller run
-    python benchmarks/ijb.py --host-root ../shared/host/arcface_torch           # where eval_ijbc.py lives
+    python benchmarks/ijb.py --host-root ../shared/host/arcface_torch   # eval_ijbc.py's folder ($ARCFACE_ROOT)
 
 A synthetic set shaped like IJB-C (templates of subjects, media of several frames, 1.25 per-mille genuine
 pairs) is written once to a temporary folder; each approach then runs in its own process, limited to
-``--threads`` threads (ours: scoring threads; both: BLAS/OpenMP), so its peak resident memory (ru_maxrss) is its own. Both start from
-the same in-memory arrays (features [N, 2D] float32, faceness, template / media ids, pairs) and compute the
-F1N1D1 scores; the scores must agree to 1e-12.
+``--threads`` threads (ours: scoring threads; both: BLAS/OpenMP), so its peak resident memory
+(ru_maxrss) is its own. Both start from the same in-memory arrays (features [N, 2D] float32, faceness,
+template / media ids, pairs) and compute the F1N1D1 scores, which must agree to 1e-12.
 
 - ours: ``verification.ijb`` template features + chunked pair scores, then the ROC / TAR / AUC (timed apart);
 - host: arcface_torch's own ``image2template_feature`` and ``verification``, taken out of its
@@ -30,7 +30,8 @@ import time
 import types
 from pathlib import Path
 
-DEFAULT_HOST = Path(__file__).resolve().parents[1].parent / "shared" / "host" / "arcface_torch"
+DEFAULT_HOST = Path(os.environ.get("ARCFACE_ROOT") or
+                    Path(__file__).resolve().parents[1].parent / "shared" / "host" / "arcface_torch")
 
 
 def make_set(out: Path, images: int, templates: int, pairs: int, dim: int, seed: int = 0) -> None:
@@ -89,7 +90,8 @@ def _host_functions(host_root: Path) -> dict:
 
     src_path = host_root / "eval_ijbc.py"
     tree = ast.parse(src_path.read_text())
-    wanted = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in ("image2template_feature", "verification")]
+    names = ("image2template_feature", "verification")
+    wanted = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in names]
     numpy_shim = types.SimpleNamespace(**{k: getattr(np, k) for k in dir(np) if not k.startswith("__")})
     numpy_shim.int = int  # np.int was an alias of int until numpy 1.24
 
@@ -142,7 +144,8 @@ def _one(which: str, folder: Path, host_root: Path, threads: int) -> dict:
         auc = trapezoid_auc(fpr, tpr)
         out.update(roc_tar_auc_s=round(time.perf_counter() - t2, 2), tar=[round(t, 4) for t in tar],
                    tar_strict=[round(strict[f].tar, 4) for f in IJB_FARS], auc=round(auc, 6))
-    out.update(total_s=round(time.perf_counter() - t0, 2), cpu_s=round(time.process_time() - c0, 2), input_mb=round(base_mb), peak_rss_mb=round(_peak_mb()))
+    out.update(total_s=round(time.perf_counter() - t0, 2), cpu_s=round(time.process_time() - c0, 2),
+               input_mb=round(base_mb), peak_rss_mb=round(_peak_mb()))
     np.save(folder / f"scores_{which}.npy", scores)
     return out
 
@@ -178,16 +181,16 @@ def main() -> int:
               f"({time.perf_counter() - t0:.0f} s to make); {args.threads} threads per run", flush=True)
         results = {}
         for which in runs:
-            cmd = [sys.executable, __file__, "--_one", which, "--_folder", str(folder), "--host-root", str(args.host_root),
-                   "--threads", str(args.threads)]
+            cmd = [sys.executable, __file__, "--_one", which, "--_folder", str(folder),
+                   "--host-root", str(args.host_root), "--threads", str(args.threads)]
             r = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
             results[which] = json.loads(r.stdout.strip().splitlines()[-1])
             print(json.dumps(results[which]), flush=True)
         print(f"\n{'run':>5} {'templates s':>11} {'scores s':>9} {'ROC+TAR s':>9} {'total s':>8} {'CPU s':>7} "
               f"{'peak MB':>8} {'input MB':>8}")
         for which, r in results.items():
-            print(f"{which:>5} {r['template_s']:>11} {r['score_s']:>9} {r.get('roc_tar_auc_s', '-'):>9} {r['total_s']:>8} "
-                  f"{r['cpu_s']:>7} {r['peak_rss_mb']:>8} {r['input_mb']:>8}")
+            print(f"{which:>5} {r['template_s']:>11} {r['score_s']:>9} {r.get('roc_tar_auc_s', '-'):>9} "
+                  f"{r['total_s']:>8} {r['cpu_s']:>7} {r['peak_rss_mb']:>8} {r['input_mb']:>8}")
         if "host" in results:
             diff = float(np.max(np.abs(np.load(folder / "scores_ours.npy") - np.load(folder / "scores_host.npy"))))
             o, h = results["ours"], results["host"]

@@ -141,7 +141,8 @@ def _run_make_bin(args: argparse.Namespace) -> int:
 
 
 def add_verify_ijb_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--root", required=True, help="IJB release folder holding meta/ and loose_crop/ (e.g. IJB_release/IJBC)")
+    p.add_argument("--root", required=True,
+                   help="IJB release folder holding meta/ and loose_crop/ (e.g. IJB_release/IJBC)")
     p.add_argument("--target", required=True, type=str.upper, choices=["IJBC", "IJBB"])
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="recogniser: .onnx (onnxruntime) or .pt/.pth state dict (needs --network)")
