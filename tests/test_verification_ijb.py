@@ -160,14 +160,19 @@ def test_cli_with_a_torch_model_and_with_saved_features(tmp_path, capsys):
                    "--json", str(tmp_path / "b.json")])
     assert rc == 0
     assert json.loads((tmp_path / "b.json").read_text())["modes"] == a["modes"]
+    # Saved features are never replaced silently.
+    err = _cli_error(capsys, "--root", str(root), "--target", "IJBC", "--model", str(tmp_path / "model.pt"),
+                     "--network", "r10_tiny", "--json", str(out_json), "--save-features", str(saved))
+    assert "feats.npy already exists" in err
 
 
 # Bad input: an IJBError naming the file and line (the CLI prints it and exits 2).
 
 def _cli_error(capsys, *argv) -> str:
+    capsys.readouterr()  # drop what earlier commands printed
     assert cli.main(["verify-ijb", *argv]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("scoremix verify-ijb: error: ")
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("scoremix verify-ijb: error: ") and "\n" not in err
     return err
 
 

@@ -1,8 +1,10 @@
-"""``scoremix verify`` and ``scoremix make-bin``.
+"""``scoremix verify``, ``scoremix verify-ijb`` and ``scoremix make-bin``.
 
     scoremix verify --model model.onnx --data /data/ms1m --targets lfw,cfp_fp,agedb_30 --out reports/verify
     scoremix verify --model model.pt --network r50 --bins a.bin b.bin --out reports/verify --json summary.json
     scoremix verify --embeddings pairs.npz --json out.json     # precomputed [2N, D] embeddings + issame
+    scoremix verify-ijb --root IJB_release/IJBC --target IJBC --model model.onnx --modes all --json ijbc.json --out rep
+    scoremix verify-ijb --root IJB_release/IJBB --target IJBB --features feats.npy --json ijbb.json
     scoremix make-bin --pairs pairs.txt --images lfw_aligned/ --out lfw.bin
     scoremix make-bin --rec /data/test_ids --num-pairs 3000 --seed 0 --out toy.bin
 
@@ -177,6 +179,8 @@ def _run_verify_ijb(args: argparse.Namespace) -> int:
     from scoremix_plugin.verification.report import format_ijb_table, write_ijb_report
 
     modes = check_modes(args.modes)
+    if args.save_features and Path(args.save_features).exists():  # hours of embedding: never replace silently
+        raise IJBError(f"--save-features {args.save_features} already exists; remove it or name another file")
     meta_info: dict = {"root": str(args.root), "target": args.target}
     meta = read_ijb_meta(args.root, args.target)
     if args.features:
