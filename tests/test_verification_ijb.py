@@ -269,3 +269,10 @@ def test_modes_and_target_checked(tmp_path):
         check_modes("F2N1D1")
     with pytest.raises(IJBError, match="IJBA"):
         read_ijb_meta(tmp_path, "IJBA")
+
+
+def test_arrays_path_refuses_a_pair_without_template_features():
+    feats = np.ones((3, 4), dtype=np.float32)
+    with pytest.raises(IJBError, match=r"pair 1 \(line 2\) names template \[1, 7\] without features"):
+        evaluate_modes(feats, np.ones(3, np.float32), np.array([1, 1, 2]), np.array([0, 1, 0]),
+                       np.array([[1, 2], [1, 7]]), np.array([1, 0], bool))

@@ -179,7 +179,8 @@ def template_features(feats: np.ndarray, templates: np.ndarray, medias: np.ndarr
 
 def pair_rows(unique_templates: np.ndarray, pair_templates: np.ndarray) -> np.ndarray:
     """Rows [P, 2] of each pair's templates in ``unique_templates`` (sorted); IJBError for an unknown one."""
-    rows = np.minimum(np.searchsorted(unique_templates, pair_templates), unique_templates.size - 1)
+    rows = np.searchsorted(unique_templates, pair_templates)
+    np.minimum(rows, unique_templates.size - 1, out=rows)  # in place: IJB-C's rows are 250 MB
     unknown = unique_templates[rows] != pair_templates
     if unknown.any():
         i = int(np.flatnonzero(unknown.any(1))[0])
