@@ -13,10 +13,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from scoremix_plugin.config import ConfigError, load_recogniser_config
-from scoremix_plugin.integration.augment import Augmentation, DegradeResize
-from scoremix_plugin.integration.dataset import ScoreMixDataset
-from scoremix_plugin.integration.loader import build_train_dataset, get_dataloader, make_train_loader
-from scoremix_plugin.integration.manifest_view import ManifestError
+from scoremix_plugin.data.augment import Augmentation, DegradeResize
+from scoremix_plugin.data.loader import build_train_dataset, make_train_loader
+from scoremix_plugin.data.scoremix_dataset import ScoreMixDataset
+from scoremix_plugin.integration.loader import get_dataloader
+from scoremix_plugin.synthesis.manifest import ManifestError
 from scoremix_plugin.recordio import FaceRecFolder, RecordIOError, ShardWriter
 from test_integration_helpers import edit_manifest, synthetic_image, write_recogniser_config, write_shards
 
@@ -88,6 +89,7 @@ def test_ratio_draws_per_epoch_deterministically(toy_data, synth):
 
 
 def test_augmentation_per_source(toy_data, synth):
+    pytest.importorskip("albumentations", reason="the [augment] extra (albumentations) is not installed")
     torch.manual_seed(0)
     ds = ScoreMixDataset(toy_data, synth, aug_real="strong", aug_synthetic=None)
     assert isinstance(ds.sources[0].transform, Augmentation) and ds.sources[1].transform is None
@@ -203,7 +205,7 @@ def test_ranks_partition_each_epoch(toy_data, synth):
 def test_augmentation_specs():
     import pickle
 
-    import albumentations as A
+    A = pytest.importorskip("albumentations", reason="the [augment] extra (albumentations) is not installed")
 
     img = np.random.default_rng(0).integers(0, 256, (112, 112, 3), dtype=np.uint8)
     serialised = A.to_dict(A.Compose([A.ToGray(p=1.0)]))

@@ -29,9 +29,8 @@ import torch
 
 from ..recordio import RecordIOError
 from ..recordio.dataset import FaceRecDataset
+from ..synthesis.manifest import Manifest, ManifestError
 from .augment import build_augmentation, chain
-from ..synthesis.manifest import Manifest
-from .manifest_view import check_source, read_manifest
 
 
 def _draw(pool: int, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -58,7 +57,10 @@ class ScoreMixDataset(torch.utils.data.Dataset):
     def __init__(self, real_root: str | os.PathLike, manifest: str | os.PathLike | Manifest, *,
                  ratio: float | None = None, aug_real: Any = None, aug_synthetic: Any = None,
                  transform=None, seed: int = 2048, verify: bool = True):
-        self.manifest = manifest if isinstance(manifest, Manifest) else read_manifest(manifest, verify=verify)
+        if not isinstance(manifest, Manifest):
+            # An interrupted generation is refused: num_classes would count identities that have no images.
+            manifest = Manifest.read(manifest).validate() if verify else Manifest.read(manifest)
+        self.manifest = manifest
         m = self.manifest
         self.real_root = Path(real_root)
         self.num_classes = m.num_classes
@@ -165,3 +167,19 @@ class ScoreMixDataset(torch.utils.data.Dataset):
         return {"num_classes": self.num_classes, "num_image": self.num_image, "num_real": self.num_real,
                 "num_synthetic": self.num_synthetic, "ratio": self.ratio,
                 "synthetic_per_epoch": self.num_synthetic_per_epoch, "shards": len(self.sources) - 1}
+
+
+def check_source(labels, count: int, lo: int, hi: int, *, what: str, count_key: str, manifest: Manifest,
+                 rec_path=None, image_keys=None) -> None:
+    """A folder the manifest describes holds ``count`` images with labels in ``[lo, hi)`` (final labels)."""
+    labels = np.asarray(labels)
+    if len(labels) != count:
+        raise ManifestError(f"{manifest.path}: {count_key} = {count}, but {what} holds {len(labels)} images")
+    bad = (labels < lo) | (labels >= hi)
+    if bad.any():
+        i = int(np.argmax(bad))
+        key = None if image_keys is None else int(image_keys[i])
+        raise RecordIOError(f"label {int(labels[i])} of image {i} is outside [{lo}, {hi}) that the manifest "
+                            f"{manifest.path} gives {what} (labels are final: no offset is added)",
+                            file=rec_path, key=key)
+
