@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from scoremix_plugin.io_utils import atomic_path, write_json_atomic, write_text_atomic
+from scoremix_plugin.io_utils import pyplot, save_figure, write_json_atomic, write_text_atomic
 from scoremix_plugin.verification.protocol import VerificationResult
 
 Runs = Mapping[str, Mapping[str, VerificationResult]]
@@ -63,10 +63,7 @@ def format_table(results: Mapping[str, Any], far: float = 1e-3) -> str:
 
 def plot_roc(results: Mapping[str, Any], path: str | os.PathLike, title: str = "Verification ROC") -> Path:
     """One panel per target, one curve per run: TAR against FAR on a log axis (all pairs)."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; never needs a display
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     runs = as_runs(results)
     targets = list(dict.fromkeys(t for r in runs.values() for t in r))
@@ -93,9 +90,7 @@ def plot_roc(results: Mapping[str, Any], path: str | os.PathLike, title: str = "
     fig.suptitle(title)
     fig.tight_layout()
     out = Path(path)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out, dpi=110)
     return out
 
 
