@@ -32,8 +32,8 @@ from scoremix_plugin.config import ConfigError, merge_config, read_config_file
 from scoremix_plugin.generation.checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_NAME, check_compatible,
                                                    load_checkpoint, plain)
 from scoremix_plugin.generation.edm import EDMPrecond, edm_loss, sample_training_sigma
-from scoremix_plugin.io_utils import stable_seed
 from scoremix_plugin.generation.network import PRESETS, build_network, network_kwargs
+from scoremix_plugin.io_utils import stable_seed
 
 GENERATOR_DEFAULTS: dict[str, Any] = {
     "rec": None,  # InsightFace-layout RecordIO folder of the team's labelled faces (required)
