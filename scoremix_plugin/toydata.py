@@ -15,6 +15,9 @@ as CFP-FP is harder than LFW), plus ``toy_meta.json``. Output is byte-identical 
 
 CLI: ``scoremix toy-data --out DIR [--identities N --images-per-identity M --test-identities T
 --pairs P --seed S]``.
+
+Why one long module: the face drawing, the identity sampler and the writers are one procedure whose output
+must stay byte-identical for a seed; split, a change in one file could silently change the others' bytes.
 """
 
 from __future__ import annotations

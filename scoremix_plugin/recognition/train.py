@@ -16,6 +16,9 @@ Outputs in ``cfg.output``: ``model.pt`` (the backbone state dict, host format) a
 at the end; ``checkpoint_rank{r}.pt`` (ours, resumable exactly, also mid-epoch); the host's
 ``checkpoint_gpu_{r}.pt`` when ``save_all_states``; ``cfg.log_json`` (JSON lines: loss, lr,
 throughput, verification).
+
+Why one long module: the training loop reads top to bottom as one function (set-up, resume, the step,
+logging, checkpoints, verification), like the host's ``train_v2.py`` it mirrors.
 """
 
 from __future__ import annotations
