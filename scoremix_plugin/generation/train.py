@@ -17,7 +17,6 @@ no RNG state beyond the step and the seed.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
 import os
@@ -36,6 +35,7 @@ from scoremix_plugin.generation.edm import EDMPrecond, edm_loss, precond_coeffic
 from scoremix_plugin.generation.network import PRESETS, build_network, network_kwargs
 from scoremix_plugin.generation.posthoc_ema import (POSTHOC_FORMAT, check_sigma_rel, power_ema_beta, sigma_rel_to_gamma,
                                                     snapshot_path)
+from scoremix_plugin.io_utils import stable_seed
 
 GENERATOR_DEFAULTS: dict[str, Any] = {
     "rec": None,  # InsightFace-layout RecordIO folder of the team's labelled faces (required)
@@ -129,12 +129,6 @@ class GeneratorImages(torch.utils.data.Dataset):
         return x, torch.tensor(int(self.labels[i]), dtype=torch.int64)
 
 
-def _seed_of(*parts: Any) -> int:
-    """A stable 63-bit seed from parts (sha256: the same on every machine and process)."""
-    key = "/".join(str(p) for p in parts).encode()
-    return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") & ((1 << 63) - 1)
-
-
 class StepBatches(torch.utils.data.Sampler):
     """Batches of ``(index, flip)`` for steps ``start_step .. end_step - 1`` of one process.
 
@@ -158,7 +152,7 @@ class StepBatches(torch.utils.data.Sampler):
         for s in range(self.start_step, self.end_step):
             e, within = divmod(s, self.steps_per_epoch)
             if e != epoch:
-                g = torch.Generator().manual_seed(_seed_of("generator-data", self.seed, e))
+                g = torch.Generator().manual_seed(stable_seed("generator-data", self.seed, e))
                 perm, flips = torch.randperm(self.n, generator=g), torch.randint(0, 2, (self.n,), generator=g)
                 epoch = e
             first = (within * self.world + self.rank) * self.batch_size
@@ -263,7 +257,7 @@ def train_generator(config: Mapping[str, Any] | str | os.PathLike, **overrides: 
     num_classes = data.num_classes
 
     # Network, EMA, optimiser (same initial weights in every process: seeded before building).
-    torch.manual_seed(_seed_of("generator-init", cfg.seed))
+    torch.manual_seed(stable_seed("generator-init", cfg.seed))
     net_kwargs = network_kwargs(cfg.preset, num_classes, cfg.resolution)
     denoiser = EDMPrecond(build_network(net_kwargs), num_classes=num_classes, resolution=cfg.resolution,
                           sigma_data=cfg.sigma_data).to(device)
@@ -370,7 +364,7 @@ def train_generator(config: Mapping[str, Any] | str | os.PathLike, **overrides: 
     denoiser.train()
     for y, labels in loader:
         y, labels = y.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        gen.manual_seed(_seed_of("generator-step", cfg.seed, step, env.rank))
+        gen.manual_seed(stable_seed("generator-step", cfg.seed, step, env.rank))
         drop = torch.rand(labels.shape[0], generator=gen, device=device) < cfg.label_dropout
         labels = torch.where(drop, torch.full_like(labels, num_classes), labels)
         sigma = sample_training_sigma(labels.shape[0], generator=gen, device=device, P_mean=cfg.P_mean,

@@ -17,7 +17,7 @@ import numpy as np
 
 from .folder import FaceRecFolder, read_property, resolve_folder
 from .format import RecordIOError, decode_image, decode_image_strict, image_size, read_framed, unpack
-from .writer import ShardWriter
+from .writer import FaceRecWriter
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -74,7 +74,7 @@ def folder_to_rec(src: str | os.PathLike, out: str | os.PathLike, *, resize: boo
     classes = list_image_folder(src)
     total = sum(len(files) for _, files in classes)
     items = ((label, f) for label, (_, files) in enumerate(classes) for f in files)
-    with ShardWriter(out, num_classes=len(classes), quality=quality, image_size=image_size) as w:
+    with FaceRecWriter(out, num_classes=len(classes), quality=quality, image_size=image_size) as w:
         for label, f in _progress(items, total, "from-folder", progress):
             try:
                 img = decode_image(f.read_bytes())

@@ -339,7 +339,7 @@ _NO_LENGTH = frozenset({0xD8, 0x01, *range(0xD0, 0xD8)})  # markers without a le
 
 
 def _jpeg_size(data) -> tuple[int, int]:
-    # Integer indexing, not struct: this walk runs for every image a ShardWriter stores.
+    # Integer indexing, not struct: this walk runs for every image a FaceRecWriter stores.
     pos, n = 2, len(data)
     while pos + 4 <= n:
         if data[pos] != 0xFF:

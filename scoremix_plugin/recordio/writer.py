@@ -169,8 +169,10 @@ class IndexedRecordIOWriter(RecordIOWriter):
         super().abort()
 
 
-class ShardWriter:
-    """Writes an InsightFace-layout folder (``train.rec``, ``train.idx``, ``property``).
+class FaceRecWriter:
+    """Writes one whole InsightFace-layout folder (``train.rec``, ``train.idx``, ``property``); the writer
+    of what ``FaceRecFolder`` reads. It never rolls over to another folder: a generation run opens one per
+    shard.
 
     Images go to keys 1..N with ``IRHeader(0, label, key, 0)``; ``close()`` adds one identity record
     per label at keys N+1..N+C (label ``[first_key, end_key)``, empty payload) and then key 0 =
@@ -296,3 +298,7 @@ class ShardWriter:
 
     def __exit__(self, exc_type, *exc):
         self.abort() if exc_type is not None else self.close()
+
+
+# The old name (it writes one folder, not a rolling set of shards); kept so existing code keeps working.
+ShardWriter = FaceRecWriter
