@@ -178,7 +178,8 @@ def test_posthoc_reconstruction_matches_a_direct_power_ema():
         recon = sum(float(x[2 * i + j]) * runs[j][s] for i, s in enumerate(snap_steps) for j in range(2))
         spread = (runs[0][steps] - runs[1][steps]).norm()  # how far apart the stored profiles are
         err = (recon - direct).norm()
-        assert err < 0.05 * spread, (target, float(err), float(spread))
+        # measured ~4e-5 of the spread; the nearer stored profile alone is ~0.5 away
+        assert err < 1e-3 * spread, (target, float(err), float(spread))
 
 
 @pytest.fixture(scope="module")
