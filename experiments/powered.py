@@ -39,9 +39,11 @@ HERE = Path(__file__).resolve().parent
 
 DESIGNS = {
     "earlier": {"identities": 40, "images": 16, "test_identities": 40, "pairs": 1000, "seeds": [0, 1, 2],
-                "arms": ["baseline", "random", "near", "far", "far-condition"]},
+                "arms": ["baseline", "random", "near", "far", "far-condition"],
+                "generator": "ablation/generator.py", "generator_steps": 2200},
     "powered": {"identities": 200, "images": 16, "test_identities": 100, "pairs": 3000, "seeds": [0, 1, 2, 3, 4],
-                "arms": ["baseline", "random", "near", "far", "far-condition", "auggen-far"]},
+                "arms": ["baseline", "random", "near", "far", "far-condition", "auggen-far"],
+                "generator": "powered/generator.py", "generator_steps": 10000},
 }
 # The comparisons fixed in advance: (arm, reference arm), each a paired difference over seeds.
 COMPARISONS = [("random", "baseline"), ("near", "baseline"), ("far", "baseline"), ("far-condition", "baseline"),
@@ -49,7 +51,8 @@ COMPARISONS = [("random", "baseline"), ("near", "baseline"), ("far", "baseline")
                ("far", "auggen-far")]
 # Seconds per unit at 40 identities x 16 images on the 2-core build machine, from the earlier design's
 # runs (docs/results.md, "Cost"): used when no result JSON with timings exists yet.
-EARLIER_SECONDS = {"generator": 1200.0, "baseline": 150.0, "scoremix": 240.0}
+# The generator's 1,200 s were 2,200 steps (its time cap stopped it).
+EARLIER_SECONDS = {"generator_step": 1200.0 / 2200, "baseline": 150.0, "scoremix": 240.0, "report": 120.0}
 
 
 def ablation():
@@ -215,6 +218,7 @@ def plot_comparisons(comparisons: list[dict], path: Path) -> None:
             ax.plot([100 * lo, 100 * hi], [i, i], color="tab:blue")
             ax.plot([100 * c["mean"]], [i], "o", color="tab:blue")
         ax.axvline(0, color="grey", lw=0.8)
+        ax.invert_yaxis()  # the comparisons top-down in the table's order
         ax.set_yticks(range(len(rows)), [f"{c['arm']} − {c['ref']} (n={c['n']})" for c in rows])
         ax.set_title(t)
         ax.set_xlabel("paired difference (points), 95 % CI")
@@ -239,9 +243,13 @@ def budget(design: dict, arms: list[str], seeds: list[int], results_dir: Path) -
         if measured:
             per_unit[arm], source[arm] = sum(measured) / len(measured), f"measured ({len(measured)} runs)"
         else:
-            per_unit[arm], source[arm] = EARLIER_SECONDS[kind] * scale, f"earlier design x {scale:g}"
+            # + the dataset report and 3,000-pair benchmarks (embeddings only; a guess, not yet measured)
+            extra = EARLIER_SECONDS["report"] if kind == "scoremix" else 0.0
+            per_unit[arm] = EARLIER_SECONDS[kind] * scale + extra
+            source[arm] = f"earlier design x {scale:g}" + (f" + {extra / 60:.0f} min report" if extra else "")
     todo = [(a, s) for s in seeds for a in arms if s not in done.get(a, {})]
-    shared = EARLIER_SECONDS["generator"] + 2 * EARLIER_SECONDS["baseline"] * scale  # generator, baseline, centres
+    # generator, the shared baseline, centres + alignment (about a baseline's embedding time)
+    shared = EARLIER_SECONDS["generator_step"] * design["generator_steps"] + 2 * EARLIER_SECONDS["baseline"] * scale
     total = sum(per_unit[a] for a, _ in todo) + shared
     return {"per_unit_s": per_unit, "source": source, "units_total": len(arms) * len(seeds),
             "units_todo": len(todo), "shared_s": shared, "total_cpu_h": total / 3600}
@@ -315,7 +323,7 @@ def run(args, design: dict, arms: list[str], seeds: list[int], results: Path) ->
     ns = argparse.Namespace(device=args.device, identities=design["identities"], images=design["images"],
                             test_identities=design["test_identities"], pairs=design["pairs"], max_uses=3,
                             recogniser=str(HERE / "ablation" / "recogniser.py"),
-                            generator=str(HERE / "ablation" / "generator.py"))
+                            generator=str(HERE / design["generator"]))
     shared = Context(recipe=edict(ab.build_recipe(ns)), out=out / "shared", progress=not args.no_progress)
     shared.out.mkdir(parents=True, exist_ok=True)
     run_stages([s for s in STAGES if s.name in ("data", "baseline", "generator", "centres", "align")], shared,
