@@ -3,8 +3,11 @@
 A checkpoint is a dict of tensors and plain values (loadable with ``torch.load(weights_only=True)``):
 ``format``, ``step``, ``net`` / ``ema`` (state dicts of the raw network F), ``optimizer``, ``config``,
 ``num_classes`` (real classes; the null class is row ``num_classes``), ``resolution``, ``preset``,
-``network_kwargs`` (the exact UNet2DModel arguments, so a later change of a preset cannot break it),
-``sigma_data`` and ``rng`` (the seed every random draw is derived from).
+``network_kwargs`` (the exact UNet2DModel or, with ``arch="edm2"``, EDM2UNet arguments, so a later change
+of a preset cannot break it), ``sigma_data`` and ``rng`` (the seed every random draw is derived from).
+Optional: ``uncertainty`` (EDM2's u(sigma), config.loss_weighting = "uncertainty") and ``posthoc``
+(the power-function EMAs of config.posthoc_ema) for resuming; ``posthoc_ema`` (how ``scoremix ema``
+reconstructed ``ema``; such a file has no ``optimizer`` and cannot be resumed).
 """
 
 from __future__ import annotations
