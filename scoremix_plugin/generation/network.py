@@ -61,8 +61,9 @@ EDM2_PRESETS: dict[str, dict[str, Any]] = {
     "edm2-s": dict(resolution=112, model_channels=192, channel_mult=(1, 2, 3, 4), num_blocks=3, attn_levels=(2, 3)),
     "edm2-xs": dict(resolution=112, model_channels=128, channel_mult=(1, 2, 3, 4), num_blocks=3, attn_levels=(2, 3)),
     # The CPU demo size at 32 px (levels 32, 16, 8, 4 with 32, 32, 64, 128 channels; attention only in the
-    # 4x4 bottleneck, as tiny-cpu): 3.0M parameters, 0.44 GFLOP per forward (tiny-cpu: 3.2M, 0.56), since
-    # its normalisations make each FLOP dearer on a CPU (benchmarks/generator_presets.py).
+    # 4x4 bottleneck, as tiny-cpu): 3.0M parameters, 0.44 GFLOP per forward (tiny-cpu: 3.2M, 0.56); a training
+    # step (batch 32, 1 thread) measured 0.82x tiny-cpu's in fp32 and 0.78x in bf16 on the shared 2-core CPU
+    # (benchmarks/generator_presets.py; the 32-64-64-128 variant was 1.28x).
     "edm2-cpu": dict(resolution=32, model_channels=32, channel_mult=(1, 1, 2, 4), num_blocks=1, attn_levels=(),
                      channels_per_head=32),
     # Tests only, 16 px.
