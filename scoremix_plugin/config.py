@@ -19,6 +19,8 @@ from typing import Any
 
 from easydict import EasyDict as edict
 
+from scoremix_plugin.errors import ScoreMixError
+
 # The host's configs/base.py defaults, with the host's meaning for each key.
 HOST_BASE: dict[str, Any] = {
     "margin_list": (1.0, 0.5, 0.0),  # (m1, m2, m3): ArcFace (1, 0.5, 0); CosFace (1, 0, 0.4)
@@ -75,7 +77,7 @@ SCOREMIX_BLOCK_DEFAULTS: dict[str, Any] = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(ScoreMixError, ValueError):
     """A config file or key is wrong; the message names the file and the key."""
 
 

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from scoremix_plugin.errors import InputError, MissingInputError
+
 
 def tmp_name(path: str | os.PathLike) -> Path:
     """The temporary sibling a writer uses before renaming to ``path`` (same folder, so rename is atomic)."""
@@ -73,11 +75,11 @@ def load_torch_safe(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
 
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {p}")
+        raise MissingInputError(f"checkpoint not found: {p}")
     try:
         return torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - re-raised with the file named
-        raise ValueError(f"{p}: cannot be loaded with torch.load(weights_only=True): {e}") from e
+        raise InputError(f"{p}: cannot be loaded with torch.load(weights_only=True): {e}") from e
 
 
 def atomic_tempdir(final_dir: str | os.PathLike) -> tempfile.TemporaryDirectory:

@@ -82,12 +82,13 @@ from typing import Any
 
 from easydict import EasyDict as edict
 
+from scoremix_plugin.errors import ScoreMixError
 from scoremix_plugin.io_utils import sha256_file, write_json_atomic, write_text_atomic
 
 MARKER_DIR = ".stages"
 
 
-class PipelineError(RuntimeError):
+class PipelineError(ScoreMixError, RuntimeError):
     """A recipe key, a stage name or a stage's inputs are wrong; the message names which."""
 
 

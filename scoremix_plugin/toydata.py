@@ -30,6 +30,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from scoremix_plugin.errors import InputError
+
 # Canonical drawing frame: 112 x 112, face centre here (the host's aligned crops put the eyes
 # at about y = 52 and the mouth at about y = 92 in a 112 px crop).
 FRAME = 112.0
@@ -516,9 +518,9 @@ def write_toy_dataset(out_dir: str | os.PathLike, *, num_identities: int = 40, i
     for name, v in (("num_identities", num_identities), ("images_per_identity", images_per_identity),
                     ("num_pairs", num_pairs), ("size", size)):
         if int(v) < 1:
-            raise ValueError(f"write_toy_dataset: {name} must be >= 1, got {v}")
+            raise InputError(f"write_toy_dataset: {name} must be >= 1, got {v}")
     if num_test_identities < 2:
-        raise ValueError(f"write_toy_dataset: num_test_identities must be >= 2 (different pairs), got {num_test_identities}")
+        raise InputError(f"write_toy_dataset: num_test_identities must be >= 2 (different pairs), got {num_test_identities}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     train_ids = make_identities(num_identities, seed, TRAIN_GROUP)

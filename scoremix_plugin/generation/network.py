@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from scoremix_plugin.errors import InputError
+
 # name -> UNet2DModel keyword arguments (besides sample_size and num_class_embeds) and the
 # resolution it was designed for. Every down-block but the last halves the image, so the
 # resolution must be a multiple of 2 ** (len(block_out_channels) - 1).
@@ -56,16 +58,16 @@ PRESETS: dict[str, dict[str, Any]] = {
 def network_kwargs(preset: str, num_classes: int, resolution: int | None = None) -> dict[str, Any]:
     """The plain (checkpoint-safe) keyword arguments that build a preset for ``num_classes`` real classes."""
     if preset not in PRESETS:
-        raise ValueError(f"unknown generator preset {preset!r}; choose one of {sorted(PRESETS)}")
+        raise InputError(f"unknown generator preset {preset!r}; choose one of {sorted(PRESETS)}")
     kw = dict(PRESETS[preset])
     res = int(resolution or kw.pop("resolution"))
     kw.pop("resolution", None)
     halvings = len(kw["block_out_channels"]) - 1
     if res % 2**halvings:
-        raise ValueError(f"preset {preset!r} halves the image {halvings} times: "
+        raise InputError(f"preset {preset!r} halves the image {halvings} times: "
                          f"resolution {res} must be a multiple of {2**halvings}")
     if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        raise InputError(f"num_classes must be >= 1, got {num_classes}")
     # Lists, not tuples: the kwargs go into checkpoints and configs as plain data.
     return {k: list(v) if isinstance(v, tuple) else v for k, v in kw.items()} | {
         "sample_size": res, "num_class_embeds": int(num_classes) + 1}

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from scoremix_plugin.config import ConfigError, merge_config, read_config_file
+from scoremix_plugin.errors import InputError
 from scoremix_plugin.generation.checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_NAME, check_compatible,
                                                    load_checkpoint, plain)
 from scoremix_plugin.generation.edm import EDMPrecond, edm_loss, sample_training_sigma
@@ -88,7 +89,7 @@ class GeneratorImages(torch.utils.data.Dataset):
         self.labels = self.folder.labels.astype(np.int64)
         self.num_classes = int(self.folder.num_classes)
         if len(self.labels) == 0:
-            raise ValueError(f"{rec}: the RecordIO folder holds no images")
+            raise InputError(f"{rec}: the RecordIO folder holds no images")
         size = len(self.labels) * self.resolution**2 * 3
         self.cache: np.ndarray | None = None
         if cache is True or (cache == "auto" and size <= CACHE_LIMIT_BYTES):
@@ -139,7 +140,7 @@ class StepBatches(torch.utils.data.Sampler):
         self.start_step, self.end_step = start_step, end_step
         self.steps_per_epoch = n // (batch_size * world)
         if self.steps_per_epoch < 1:
-            raise ValueError(f"the dataset has {n} images, fewer than one global batch "
+            raise InputError(f"the dataset has {n} images, fewer than one global batch "
                              f"(batch_size {batch_size} x {world} processes)")
 
     def __len__(self) -> int:

@@ -28,6 +28,7 @@ import numpy as np
 from ..config import HOST_BASE
 from ..io_utils import sha256_file, write_json_atomic, write_text_atomic
 from .manifest_view import ManifestError, check_source, read_manifest
+from ..errors import InputError, MissingInputError, OutputExistsError
 
 # Job-config keys the generated config sets beyond the counts (the host's usual recipe values).
 CONFIG_DEFAULTS: dict[str, Any] = {
@@ -60,7 +61,7 @@ def render_config(name: str, values: dict[str, Any]) -> str:
     unknown = sorted(set(values) - set(HOST_BASE) - {"rec", "num_classes", "num_image", "num_epoch",
                                                     "warmup_epoch", "val_targets"})
     if unknown:
-        raise ValueError(f"render_config: keys the host does not read: {unknown}")
+        raise InputError(f"render_config: keys the host does not read: {unknown}")
     lines += [f"config.{k} = {v!r}" for k, v in values.items()]
     return "\n".join(lines) + "\n"
 
@@ -83,14 +84,14 @@ def merge(real_dir: str | os.PathLike, manifest: str | os.PathLike, out_dir: str
 
     real_dir, out = Path(real_dir).resolve(), Path(out_dir).resolve()
     if not name.isidentifier():
-        raise ValueError(f"--name {name!r} must be a Python identifier (the host imports configs.{name})")
+        raise InputError(f"--name {name!r} must be a Python identifier (the host imports configs.{name})")
     config_dir = None
     if arcface_root is not None:
         config_dir = Path(arcface_root).expanduser().resolve() / "configs"
         if not config_dir.is_dir():
-            raise FileNotFoundError(f"--arcface-root {arcface_root}: no configs/ folder there")
+            raise MissingInputError(f"--arcface-root {arcface_root}: no configs/ folder there")
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"--out {out} exists and is not empty (pass --overwrite to replace it)")
+        raise OutputExistsError(f"--out {out} exists and is not empty (pass --overwrite to replace it)")
 
     # Sources, checked against the manifest before anything is written.
     view = read_manifest(manifest)

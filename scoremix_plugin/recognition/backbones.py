@@ -18,6 +18,8 @@ from functools import partial
 import torch
 from torch import nn
 
+from scoremix_plugin.errors import InputError
+
 BN_EPS = 1e-5
 
 
@@ -73,7 +75,7 @@ class IResNet(nn.Module):
     ):
         super().__init__()
         if len(layers) != 4 or len(widths) != 4:
-            raise ValueError(f"IResNet needs 4 stages, got layers={list(layers)} widths={list(widths)}")
+            raise InputError(f"IResNet needs 4 stages, got layers={list(layers)} widths={list(widths)}")
         self.fp16 = bool(fp16)
         self.num_features = int(num_features)
         self.conv1 = nn.Conv2d(
@@ -151,5 +153,5 @@ def get_backbone(name: str, num_features: int = 512, fp16: bool = False, dropout
     try:
         ctor = BACKBONES[name]
     except KeyError:
-        raise ValueError(f"unknown network {name!r}; choices: {', '.join(BACKBONES)}") from None
+        raise InputError(f"unknown network {name!r}; choices: {', '.join(BACKBONES)}") from None
     return ctor(num_features=num_features, dropout=dropout, fp16=fp16)

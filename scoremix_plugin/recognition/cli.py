@@ -6,6 +6,8 @@ import argparse
 import glob
 import json
 
+from scoremix_plugin.errors import InputError, MissingInputError
+
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     from scoremix_plugin.recognition.backbones import BACKBONES
@@ -91,13 +93,13 @@ def run_embed(args: argparse.Namespace) -> int:
         for item in args.checkpoint:
             hits = sorted(glob.glob(item)) if glob.has_magic(item) else [item]
             if not hits:
-                raise FileNotFoundError(f"--checkpoint {item!r} matches no file")
+                raise MissingInputError(f"--checkpoint {item!r} matches no file")
             paths += hits
         c = write_head_centres(paths, args.out)
         print(f"wrote {args.out}: {len(c)} class weights (space 'head') from {len(paths)} checkpoint file(s)")
         return 0
     if not args.data:
-        raise SystemExit("scoremix embed: --model needs --data (the RecordIO folder)")
+        raise InputError("--model needs --data (the RecordIO folder whose classes get a centre)")
     from scoremix_plugin.verification.evaluate import load_embedder
 
     embedder = load_embedder(args.model, network=args.network, device=args.device)

@@ -36,6 +36,7 @@ import torch
 from easydict import EasyDict as edict
 
 from scoremix_plugin.config import ConfigError
+from scoremix_plugin.errors import InputError, MissingInputError
 from scoremix_plugin.io_utils import load_torch_safe, save_torch_atomic
 
 CHECKPOINT_FORMAT = "scoremix-recogniser/1"
@@ -173,7 +174,7 @@ def train(cfg: edict, *, progress: bool = True) -> dict[str, Any]:
     for target in cfg.val_targets or []:
         path = Path(cfg.rec) / f"{target}.bin"
         if not path.is_file():
-            raise FileNotFoundError(f"config.val_targets names {target!r} but {path} does not exist")
+            raise MissingInputError(f"config.val_targets names {target!r} but {path} does not exist")
         val_bins[target] = path
 
     # Section: data.
@@ -267,9 +268,9 @@ def train(cfg: edict, *, progress: bool = True) -> dict[str, Any]:
         if ours.is_file():
             ck = load_torch_safe(ours, map_location=device)
             if ck.get("format") != CHECKPOINT_FORMAT:
-                raise ValueError(f"{ours}: not a scoremix recogniser checkpoint (format {ck.get('format')!r})")
+                raise InputError(f"{ours}: not a scoremix recogniser checkpoint (format {ck.get('format')!r})")
             if ck["world_size"] != world or ck["num_classes"] != int(cfg.num_classes):
-                raise ValueError(
+                raise InputError(
                     f"{ours}: made with {ck['world_size']} process(es) and {ck['num_classes']} classes; this run has "
                     f"{world} and {cfg.num_classes} (the class weights are split per process)"
                 )
@@ -288,7 +289,7 @@ def train(cfg: edict, *, progress: bool = True) -> dict[str, Any]:
             scheduler.load_state_dict(ck["state_lr_scheduler"])
             start_epoch, global_step = int(ck["epoch"]), int(ck["global_step"])
         else:
-            raise FileNotFoundError(f"config.resume is True but neither {ours} nor {host} exists")
+            raise MissingInputError(f"config.resume is True but neither {ours} nor {host} exists")
         del ck
 
     # Section: logging and verification helpers.

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 
 def _window(text: str | None):
@@ -46,15 +45,11 @@ def add_select_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_select(args) -> int:
-    from scoremix_plugin.synthesis.select import SelectionError, run_selection
+    from scoremix_plugin.synthesis.select import run_selection
 
-    try:
-        sel = run_selection(args.centres, args.out, strategy=args.strategy, num_identities=args.num_identities,
-                            max_uses=args.max_uses, k=args.k, weights=args.weights, seed=args.seed,
-                            chunk_size=args.chunk_size, margin=args.margin, device=args.device)
-    except SelectionError as e:
-        print(f"scoremix select: {e}", file=sys.stderr)
-        return 2
+    sel = run_selection(args.centres, args.out, strategy=args.strategy, num_identities=args.num_identities,
+                        max_uses=args.max_uses, k=args.k, weights=args.weights, seed=args.seed,
+                        chunk_size=args.chunk_size, margin=args.margin, device=args.device)
     d = sel.distance
     print(f"chose {len(sel)} identities ({args.strategy}, k={sel.k}, max uses {args.max_uses}); distance "
           f"min {d.min():.4f} mean {d.mean():.4f} max {d.max():.4f} -> {args.out}")

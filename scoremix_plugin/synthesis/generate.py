@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from scoremix_plugin.errors import InputError
 from scoremix_plugin.io_utils import sha256_file, write_json_atomic
 from scoremix_plugin.synthesis.manifest import FORMAT, ManifestError
 
@@ -71,7 +72,7 @@ def shard_name(s: int) -> str:
 def plan_shards(num_identities: int, shard_size: int) -> list[tuple[int, int]]:
     """[first, end) identity ranges (new labels) of each shard."""
     if shard_size < 1:
-        raise ValueError(f"--shard-size must be >= 1, got {shard_size}")
+        raise InputError(f"--shard-size must be >= 1, got {shard_size}")
     return [(f, min(f + shard_size, num_identities)) for f in range(0, num_identities, shard_size)]
 
 
@@ -106,13 +107,13 @@ def _check_settings(out: Path, fp: dict[str, Any]) -> bool:
     f = out / SETTINGS_NAME
     if not f.is_file():
         if (out / "manifest.json").is_file():
-            raise ValueError(f"{out} holds a manifest but no {SETTINGS_NAME}: not a folder this command can resume")
+            raise InputError(f"{out} holds a manifest but no {SETTINGS_NAME}: not a folder this command can resume")
         return False
     old = json.loads(f.read_text())
     if old != fp:
         diff = sorted(k for k in set(old) | set(fp) if old.get(k) != fp.get(k))
         detail = "; ".join(f"{k}: {old.get(k)!r} -> {fp.get(k)!r}" for k in diff)
-        raise ValueError(f"{out} was generated with other settings ({detail}); refusing to resume into it. "
+        raise InputError(f"{out} was generated with other settings ({detail}); refusing to resume into it. "
                          "Use a new --out folder, or rerun with the original settings.")
     return True
 
@@ -163,9 +164,9 @@ class _Run:
 
         self.st, self.out, self.env, self.grids, self.progress = st, out, env, grids, progress
         if st.images_per_identity < 1:
-            raise ValueError(f"--images-per-identity must be >= 1, got {st.images_per_identity}")
+            raise InputError(f"--images-per-identity must be >= 1, got {st.images_per_identity}")
         if st.batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1, got {st.batch_size}")
+            raise InputError(f"--batch-size must be >= 1, got {st.batch_size}")
         self.sel = read_pairs(st.pairs)
         self.pairs_meta = read_pairs_meta(st.pairs)
         self.real = FaceRecFolder(st.real)
@@ -176,14 +177,14 @@ class _Run:
         g_classes = int(self.denoiser.num_classes)
         top = int(self.sel.classes.max())
         if top >= g_classes or top >= self.c_real:
-            raise ValueError(f"{st.pairs}: class {top} is outside the generator's {g_classes} classes "
+            raise InputError(f"{st.pairs}: class {top} is outside the generator's {g_classes} classes "
                              f"({st.ckpt}) or the real folder's {self.c_real} ({st.real})")
         if g_classes != self.c_real:
             print(f"warning: generator {st.ckpt} has {g_classes} classes, real folder {st.real} has {self.c_real}")
         self.guide = None
         if st.guidance == "autoguidance":
             if not st.guide:
-                raise ValueError("--guidance autoguidance needs --guide (a weaker generator checkpoint)")
+                raise InputError("--guidance autoguidance needs --guide (a weaker generator checkpoint)")
             self.guide, _ = load_generator(st.guide, device=env.device, amp=amp)
         self.plan = plan_shards(len(self.sel), st.shard_size)
         self.fp = _fingerprint(st, self.c_real)

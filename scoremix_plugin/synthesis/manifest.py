@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from scoremix_plugin.errors import ScoreMixError
 from scoremix_plugin.io_utils import sha256_file
 
 FORMAT = "scoremix-shards/1"
@@ -20,7 +21,7 @@ REQUIRED = ("format", "real", "num_classes", "num_synthetic_classes", "num_synth
 SHARD_KEYS = ("path", "labels", "images", "rec_sha256", "idx_sha256")
 
 
-class ManifestError(ValueError):
+class ManifestError(ScoreMixError, ValueError):
     """A manifest or one of its shards is missing, malformed or does not match its checksums."""
 
 

@@ -22,12 +22,13 @@ from typing import Any
 
 import numpy as np
 
+from scoremix_plugin.errors import ScoreMixError
 from scoremix_plugin.io_utils import write_bytes_atomic
 
 IMAGE_SIZE = 112
 
 
-class BinFileError(ValueError):
+class BinFileError(ScoreMixError, ValueError):
     """A ``.bin`` file (or its inputs) is malformed; the message names the file and what is wrong."""
 
 
