@@ -7,6 +7,7 @@ Written by ``scoremix embed`` (space "embedding" or "head") and ``scoremix expor
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,8 @@ def save_centres(path: str | os.PathLike, labels, centres, counts=None, *, space
     if space not in SPACES:
         raise InputError(f"centres space must be one of {SPACES}, got {space!r}")
     labels = np.asarray(labels, dtype=np.int64)
+    if not np.all(np.isfinite(np.asarray(centres, dtype=np.float64))):
+        raise InputError(f"{path}: refusing to write non-finite centres (NaN/inf): their source is unusable")
     centres = normalise_rows(centres)
     counts = np.zeros_like(labels) if counts is None else np.asarray(counts, dtype=np.int64)
     if centres.ndim != 2 or centres.shape[0] != labels.shape[0] or counts.shape != labels.shape:
@@ -57,7 +60,13 @@ def load_centres(path: str | os.PathLike) -> Centres:
     p = Path(path)
     if not p.is_file():
         raise MissingInputError(f"centres file not found: {p}")
-    with np.load(p, allow_pickle=False) as z:
+    try:
+        z = np.load(p, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:  # a pickle (refused: it could run code), or not numpy at all
+        raise InputError(f"{p}: not a centres .npz file (numpy cannot read it without unpickling)") from e
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise InputError(f"{p}: a single array (.npy), not a centres .npz file")
+    with z:
         missing = [k for k in ("labels", "centres", "counts", "space") if k not in z.files]
         if missing:
             raise InputError(f"{p}: not a centres file, missing arrays {missing}")

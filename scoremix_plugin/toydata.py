@@ -573,9 +573,20 @@ def add_toy_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pairs", type=int, default=300, help="pairs per verification file (half same)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", type=int, default=112, help="image side in pixels")
+    parser.add_argument("--overwrite", action="store_true", help="write into an --out folder that holds files")
 
 
 def run_toy_data(args: argparse.Namespace) -> int:
+    from scoremix_plugin.io_utils import refuse_existing_output
+
+    for flag, value, low in (("--identities", args.identities, 1), ("--images-per-identity", args.images_per_identity, 1),
+                             ("--test-identities", args.test_identities, 2), ("--pairs", args.pairs, 1),
+                             ("--size", args.size, 1)):
+        if value < low:
+            raise InputError(f"{flag} must be >= {low}, got {value}")
+    if not args.overwrite:
+        refuse_existing_output(args.out, ("*",), hint="pass --overwrite to write the toy dataset over them, or "
+                                                     "choose an empty folder")
     s = write_toy_dataset(args.out, num_identities=args.identities, images_per_identity=args.images_per_identity,
                           num_test_identities=args.test_identities, num_pairs=args.pairs, seed=args.seed,
                           size=args.size, progress=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from scoremix_plugin.errors import InputError
+
 
 def _int_list(text: str) -> list[int]:
     try:
@@ -31,14 +33,27 @@ def add_train_generator_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", nargs="?", const=True, default=None,
                         help="continue from OUTPUT/generator.pt, or from the given checkpoint")
     parser.add_argument("--device", help="override config.device (e.g. cpu, cuda)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start a new run in an output folder that holds a generator (replacing it)")
 
 
 def run_train_generator(args: argparse.Namespace) -> int:
-    from scoremix_plugin.generation.train import train_generator
+    import os
+
+    from scoremix_plugin.config import merge_config, read_config_file
+    from scoremix_plugin.generation.train import GENERATOR_DEFAULTS, train_generator
+    from scoremix_plugin.io_utils import refuse_existing_output, refuse_output_overlapping_inputs
 
     overrides = {k: v for k, v in (("output", args.output), ("total_steps", args.total_steps),
                                    ("duration", args.duration), ("resume", args.resume),
                                    ("device", args.device)) if v is not None}
+    job = read_config_file(args.config)
+    cfg = merge_config({**job, **overrides}, GENERATOR_DEFAULTS, source=str(args.config), warn_unknown=False)
+    if os.environ.get("RANK", "0") == "0" and cfg.rec is not None:  # rank 0 decides before anyone writes
+        refuse_output_overlapping_inputs(cfg.output, {"config.rec": cfg.rec}, what="config.output")
+        if not cfg.resume and not args.overwrite:
+            refuse_existing_output(cfg.output, ("generator.pt", "generator-*.pt"), what="config.output",
+                                   hint="pass --resume to continue that run, or --overwrite to start a new one over it")
     summary = train_generator(args.config, **overrides)
     if summary["rank"] == 0:
         print(f"step {summary['step']}, loss {summary['final_loss']:.4f}, checkpoint {summary['checkpoint']}"
@@ -70,6 +85,32 @@ def run_export_conditions(args: argparse.Namespace) -> int:
 
 # sample
 
+
+def check_sample_flags(args: argparse.Namespace, weights: list[float]) -> None:
+    """The flags' values, checked before the checkpoint loads; messages name the flag to change."""
+    import math
+
+    k = len(args.classes)
+    if k < 1:
+        raise InputError("--classes is empty")
+    if len(weights) != k:
+        raise InputError(f"--weights has {len(weights)} values for {k} classes (--classes)")
+    if not all(math.isfinite(w) and w >= 0 for w in weights) or abs(sum(weights) - 1) > 1e-5:
+        # The sampler can mix non-convex weights for experiments (Python API); the CLI keeps the method's mixes.
+        raise InputError(f"--weights {','.join(map(str, weights))}: must be >= 0 and sum to 1 (a convex mix), "
+                         f"e.g. --weights {','.join(['%.3g' % (1 / k)] * k)}")
+    for flag, value in (("--n", args.n), ("--steps", args.steps)):
+        if value < 1:
+            raise InputError(f"{flag} must be >= 1, got {value}")
+    if args.mix_window is not None and (len(args.mix_window) != 2 or not 0 <= args.mix_window[0] <= args.mix_window[1]):
+        raise InputError(f"--mix-window takes two values sigma_lo,sigma_hi with 0 <= sigma_lo <= sigma_hi, "
+                         f"got {args.mix_window}")
+    if args.outside_window != "mix" and not (args.outside_window.isdigit() and int(args.outside_window) < k):
+        raise InputError(f"--outside-window must be 'mix' or a column of --classes (0..{k - 1}), "
+                         f"got {args.outside_window!r}")
+    if args.guidance == "autoguidance" and not args.guide:
+        raise InputError("--guidance autoguidance needs --guide (a weaker generator checkpoint)")
+
 def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ckpt", required=True, help="generator checkpoint")
     parser.add_argument("--classes", required=True, type=_int_list, help="source classes, e.g. 3,17")
@@ -96,20 +137,17 @@ def run_sample(args: argparse.Namespace) -> int:
     from scoremix_plugin.generation.sampler import image_generator, sample
     from scoremix_plugin.io_utils import write_json_atomic
 
-    amp = torch.bfloat16 if args.bf16 else None
-    denoiser, _ = load_generator(args.ckpt, device=args.device, amp=amp)
-    guide = load_generator(args.guide, device=args.device, amp=amp)[0] if args.guide else None
     k = len(args.classes)
     weights = args.weights or [1.0 / k] * k
-    if len(weights) != k:
-        raise SystemExit(f"--weights has {len(weights)} values for {k} classes")
-    if args.n < 1:
-        raise SystemExit("--n must be >= 1")
+    check_sample_flags(args, weights)
+    amp = torch.bfloat16 if args.bf16 else None
+    denoiser, _ = load_generator(args.ckpt, device=args.device, amp=amp)
+    bad = [c for c in args.classes if not 0 <= c < denoiser.num_classes]
+    if bad:
+        raise InputError(f"--classes {','.join(map(str, args.classes))}: class(es) {bad} outside the generator's "
+                         f"{denoiser.num_classes} classes 0..{denoiser.num_classes - 1} ({args.ckpt})")
+    guide = load_generator(args.guide, device=args.device, amp=amp)[0] if args.guide else None
     window = tuple(args.mix_window) if args.mix_window else None
-    if window is not None and len(window) != 2:
-        raise SystemExit("--mix-window takes two values: sigma_lo,sigma_hi")
-    if args.outside_window != "mix" and not args.outside_window.isdigit():
-        raise SystemExit(f"--outside-window must be 'mix' or a column index, got {args.outside_window!r}")
     outside = args.outside_window if args.outside_window == "mix" else int(args.outside_window)
     common = dict(num_steps=args.steps, solver=args.solver, guidance=args.guidance,
                   guidance_scale=args.guidance_scale, guide=guide)

@@ -169,7 +169,7 @@ def _check_config(cfg, source: str) -> None:
         need(key, isinstance(cfg[key], int) and not isinstance(cfg[key], bool) and cfg[key] >= 1, "an integer >= 1")
     for key in ("checkpoint_every", "snapshot_every", "sample_every"):
         need(key, cfg[key] is None or (isinstance(cfg[key], int) and cfg[key] >= 1), "None or an integer >= 1")
-    need("lr", isinstance(cfg.lr, (int, float)) and cfg.lr > 0, "a positive number")
+    need("lr", isinstance(cfg.lr, (int, float)) and math.isfinite(cfg.lr) and cfg.lr > 0, "a finite positive number")
     need("lr_warmup", isinstance(cfg.lr_warmup, int) and cfg.lr_warmup >= 0, "an integer >= 0")
     need("label_dropout", isinstance(cfg.label_dropout, (int, float)) and 0 <= cfg.label_dropout < 1, "in [0, 1)")
     need("ema_decay", isinstance(cfg.ema_decay, (int, float)) and 0 <= cfg.ema_decay < 1, "in [0, 1)")
@@ -180,6 +180,42 @@ def _check_config(cfg, source: str) -> None:
          "None or an integer >= 1")
     need("num_workers", isinstance(cfg.num_workers, int) and cfg.num_workers >= 0, "an integer >= 0")
     need("resume", isinstance(cfg.resume, (bool, str, os.PathLike)), "True, False or a checkpoint path")
+
+
+def activation_bytes(preset: str, resolution: int, batch_size: int) -> int:
+    """A rough estimate of the activation memory one training step keeps for the backward pass.
+
+    Per image and U-Net level l (side R/2^l, C_l channels): ~12 saved tensors per ResNet layer, down
+    path and up path (2 * layers + 1 layers), plus heads * (R/2^l)^4 for attention scores where
+    there is attention; float32. It is meant to catch impossible settings before anything is
+    allocated (resolution 100000 asked for 30 GB per image), not to size a batch exactly.
+    """
+    kw = PRESETS[preset]
+    layers = 2 * int(kw["layers_per_block"]) + 1
+    per_image = 0
+    for level, (ch, block) in enumerate(zip(kw["block_out_channels"], kw["down_block_types"])):
+        side2 = (resolution / 2**level) ** 2
+        per_image += 12 * layers * ch * side2
+        if block.startswith("Attn"):
+            per_image += layers * (ch // int(kw["attention_head_dim"])) * side2**2
+    return int(4 * per_image * batch_size)
+
+
+def _device_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def _check_memory(cfg, device: torch.device, source: str) -> None:
+    """Refuse a resolution / batch size whose activations cannot fit the device, before loading anything."""
+    need, have = activation_bytes(cfg.preset, cfg.resolution, cfg.batch_size), _device_memory(device)
+    # A factor 4 of slack: the estimate is rough (bf16 halves it), and a refusal must never hit a run that fits.
+    if need > 4 * have:
+        raise ConfigError(
+            f"{source}: config.resolution={cfg.resolution} with config.batch_size={cfg.batch_size} (preset "
+            f"{cfg.preset!r}) needs about {need / 2**30:,.0f} GiB of activations per step, over four times the "
+            f"{have / 2**30:,.0f} GiB of {device}; lower config.resolution or config.batch_size")
 
 
 def train_generator(config: Mapping[str, Any] | str | os.PathLike, **overrides: Any) -> dict[str, Any]:
@@ -207,6 +243,7 @@ def train_generator(config: Mapping[str, Any] | str | os.PathLike, **overrides: 
         torch.set_num_threads(cfg.threads)
     env = init_distributed(cfg.device)
     device = env.device
+    _check_memory(cfg, device, source)
     if env.is_main:
         out.mkdir(parents=True, exist_ok=True)
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..config import HOST_BASE
-from ..io_utils import sha256_file, write_json_atomic, write_text_atomic
+from ..io_utils import refuse_output_overlapping_inputs, sha256_file, write_json_atomic, write_text_atomic
 from .manifest_view import ManifestError, check_source, read_manifest
 from ..errors import InputError, MissingInputError, OutputExistsError
 
@@ -90,11 +90,14 @@ def merge(real_dir: str | os.PathLike, manifest: str | os.PathLike, out_dir: str
         config_dir = Path(arcface_root).expanduser().resolve() / "configs"
         if not config_dir.is_dir():
             raise MissingInputError(f"--arcface-root {arcface_root}: no configs/ folder there")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise OutputExistsError(f"--out {out} exists and is not empty (pass --overwrite to replace it)")
 
     # Sources, checked against the manifest before anything is written.
     view = read_manifest(manifest)
+    # --overwrite replaces --out: never when that would delete or mix into what this merge reads.
+    refuse_output_overlapping_inputs(out, {"--real": real_dir, "--synthetic": view.path.parent,
+                                           **{f"shard {s.path}": s.path for s in view.shards}})
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise OutputExistsError(f"--out {out} exists and is not empty (pass --overwrite to replace it)")
     real = FaceRecFolder(real_dir)
     if real.num_classes != view.real_num_classes:
         raise ManifestError(f"{view.path}: real.num_classes = {view.real_num_classes}, but {real_dir} has "

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from scoremix_plugin.centres import Centres, save_centres
-from scoremix_plugin.errors import InputError
-from scoremix_plugin.io_utils import load_torch_safe
+from scoremix_plugin.errors import CheckpointError, InputError
+from scoremix_plugin.io_utils import check_finite_weights, load_torch_safe
 
 
 def embedding_centres(
@@ -52,6 +52,9 @@ def embedding_centres(
             idx = range(start, min(n, start + chunk))
             images = np.stack([folder.image(i) for i in idx])
             emb, _ = embed_images(embedder, images, batch_size=batch_size, flip=True)
+            if not np.isfinite(emb).all():
+                raise InputError(f"{data}: the model gives non-finite embeddings (NaN/inf) for images {start}.."
+                                 f"{start + len(idx) - 1}: are its weights finite?")
             if sums is None:
                 sums = np.zeros((len(classes), emb.shape[1]), dtype=np.float64)
             np.add.at(sums, inverse[start : start + len(idx)], emb.astype(np.float64))
@@ -81,12 +84,14 @@ def head_centres(checkpoints: list[str | os.PathLike]) -> tuple[np.ndarray, np.n
     for p in map(Path, checkpoints):
         ck = load_torch_safe(p)
         if not isinstance(ck, dict):
-            raise InputError(f"{p}: not a checkpoint dict")
-        if ck.get("format", "").startswith("scoremix-recogniser/"):
-            w = ck["head"]["weight"]
+            raise CheckpointError(f"{p}: not a checkpoint dict (found {type(ck).__name__})")
+        if str(ck.get("format", "")).startswith("scoremix-recogniser/"):
+            if not isinstance(ck.get("head"), dict) or "weight" not in ck["head"]:
+                raise CheckpointError(f"{p}: scoremix recogniser checkpoint without key 'head.weight'")
+            key, w = "head.weight", ck["head"]["weight"]
             meta = (int(ck["rank"]), int(ck["world_size"]), int(ck["num_classes"]), int(ck["class_start"]))
         elif isinstance(ck.get("state_dict_softmax_fc"), dict) and "weight" in ck["state_dict_softmax_fc"]:
-            w = ck["state_dict_softmax_fc"]["weight"]
+            key, w = "state_dict_softmax_fc.weight", ck["state_dict_softmax_fc"]["weight"]
             rank = _rank_from_name(p)
             if rank is None:
                 if len(checkpoints) > 1:
@@ -96,7 +101,8 @@ def head_centres(checkpoints: list[str | os.PathLike]) -> tuple[np.ndarray, np.n
         else:
             raise InputError(f"{p}: neither a scoremix checkpoint nor a host checkpoint_gpu_*.pt (keys {sorted(ck)[:8]})")
         if not isinstance(w, torch.Tensor) or w.ndim != 2:
-            raise InputError(f"{p}: class weights must be a 2-d tensor")
+            raise CheckpointError(f"{p}: class weights '{key}' must be a 2-d tensor")
+        check_finite_weights({key: w}, p)
         slices.append((meta, w.float().cpu().numpy(), p))
     slices.sort(key=lambda s: s[0][0])
     ranks = [m[0] for m, _, _ in slices]

@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from scoremix_plugin.errors import InputError
+
 
 def _window(text: str | None):
     if text is None:
@@ -47,6 +49,10 @@ def add_select_arguments(p: argparse.ArgumentParser) -> None:
 def run_select(args) -> int:
     from scoremix_plugin.synthesis.select import run_selection
 
+    for flag, value, low in (("--num-identities", args.num_identities, 1), ("--max-uses", args.max_uses, 1),
+                             ("--k", args.k, 2), ("--chunk-size", args.chunk_size, 1), ("--margin", args.margin, 0)):
+        if value < low:
+            raise InputError(f"{flag} must be >= {low}, got {value}")
     sel = run_selection(args.centres, args.out, strategy=args.strategy, num_identities=args.num_identities,
                         max_uses=args.max_uses, k=args.k, weights=args.weights, seed=args.seed,
                         chunk_size=args.chunk_size, margin=args.margin, device=args.device)
@@ -128,6 +134,11 @@ def add_align_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_align(args) -> int:
     from scoremix_plugin.synthesis.align import run_alignment
+
+    for flag, value, low in (("--k", args.k, 1), ("--permutations", args.permutations, 0),
+                             ("--max-items", args.max_items, 3)):
+        if value < low:
+            raise InputError(f"{flag} must be >= {low}, got {value}")
 
     res = run_alignment(args.a, args.b, out_dir=args.out, json_path=args.json, k=args.k,
                         permutations=args.permutations, max_items=args.max_items, seed=args.seed)

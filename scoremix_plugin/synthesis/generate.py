@@ -167,6 +167,9 @@ class _Run:
             raise InputError(f"--images-per-identity must be >= 1, got {st.images_per_identity}")
         if st.batch_size < 1:
             raise InputError(f"--batch-size must be >= 1, got {st.batch_size}")
+        if st.steps < 1:
+            raise InputError(f"--steps must be >= 1, got {st.steps}")
+        plan_shards(0, st.shard_size)  # checks --shard-size before the inputs load
         self.sel = read_pairs(st.pairs)
         self.pairs_meta = read_pairs_meta(st.pairs)
         self.real = FaceRecFolder(st.real)

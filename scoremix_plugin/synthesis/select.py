@@ -395,12 +395,12 @@ def select(
     limit = max_pairs(C, max_uses)
     if k == 2 and n > limit:
         raise SelectionError(
-            f"{n} pairs are impossible with {C} classes and --max-uses {max_uses}: at most {limit} pairs exist "
+            f"--num-identities {n}: {n} pairs are impossible with {C} classes and --max-uses {max_uses}: at most {limit} pairs exist "
             f"(each class in at most {max_uses} pair(s), no pair twice)"
         )
     if n * k > C * max_uses:
         raise SelectionError(
-            f"{n} tuples of {k} classes need {n * k} class uses, more than {C} classes x --max-uses {max_uses}"
+            f"--num-identities {n}: {n} tuples of {k} classes need {n * k} class uses, more than {C} classes x --max-uses {max_uses}"
         )
     rng = np.random.default_rng(seed)
     if strategy == "random":

@@ -142,10 +142,11 @@ def load_embedder(model_path: str | os.PathLike, network: str | None = None, dev
     if suffix in (".pt", ".pth"):
         if not network:
             raise InputError(f"{p}: a torch state dict needs --network (the backbone name, e.g. r50)")
-        from scoremix_plugin.io_utils import load_torch_safe
+        from scoremix_plugin.io_utils import check_finite_weights, load_torch_safe
         from scoremix_plugin.recognition.backbones import get_backbone
 
         sd = _backbone_state_dict(load_torch_safe(p), p)
+        check_finite_weights(sd, p)
         kwargs = {}
         # The embedding size is in the weights (fc: [D, 512*7*7] in the host's IResNets).
         if "fc.weight" in sd and len(sd["fc.weight"].shape) == 2:
@@ -154,7 +155,8 @@ def load_embedder(model_path: str | os.PathLike, network: str | None = None, dev
         try:
             module.load_state_dict(sd, strict=True)
         except RuntimeError as e:
-            raise InputError(f"{p}: weights do not fit backbone '{network}': {e}") from e
+            detail = " ".join(str(e).split("\n")[:2]).strip()  # the full list of mismatches can be pages long
+            raise InputError(f"{p}: weights do not fit backbone '{network}' (--network): {detail[:300]}") from e
         return TorchEmbedder(module, device)
     raise InputError(f"{p}: unknown model format '{suffix}' (expected .onnx, .pt or .pth)")
 
