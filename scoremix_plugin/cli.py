@@ -91,10 +91,10 @@ def user_error_message(e: BaseException) -> str | None:
 
     if isinstance(e, ScoreMixError):
         text = str(e)
-    elif isinstance(e, OSError) and e.errno is not None:
+    elif isinstance(e, OSError):
         # A file the user named (missing, unreadable, read-only, disk full): the OS says which and why.
         where = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
-        text = f"{where}: {e.strerror}" if where else str(e)
+        text = f"{where}: {e.strerror}" if where and e.strerror else str(e)
     else:
         return None
     return " ".join(text.split("\n")).strip() or type(e).__name__

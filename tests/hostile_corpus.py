@@ -12,8 +12,8 @@ Verdicts:
 - ``crash``: the process died from a signal, or ran out of memory;
 - ``unclear``: any other failure (wrong exit code, message without the culprit or the prefix).
 
-Most cases run in this process through ``scoremix_plugin.cli.main`` (fast); a few need a real process
-(a memory bound, a lock held by another process).
+Every case runs in this process through ``scoremix_plugin.cli.main`` (fast); those about memory bounds
+run under an address-space limit, and the lock case takes the lock from another process.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
 VERDICTS = ("clean", "traceback", "silent", "crash", "unclear")
 
 
@@ -40,7 +39,7 @@ class Bad:
     argv: list[str]
     culprit: str  # text the error message must contain
     keep: list[Path] = field(default_factory=list)  # files/folders whose bytes must not change
-    subprocess: bool = False  # run in a child process (memory bounds, other processes)
+    guard_memory: bool = False  # run under an address-space limit (an unbounded allocation fails, not the machine)
     before: Callable[[], object] | None = None  # runs just before the command (e.g. take a lock); may return a finaliser
 
 
@@ -628,12 +627,12 @@ def _(fx, tmp):
 
 @case("train-generator: resolution=100000")
 def _(fx, tmp):
-    return Bad(["train-generator", S(fx.gen_cfg(tmp, resolution=100000))], "resolution", subprocess=True)
+    return Bad(["train-generator", S(fx.gen_cfg(tmp, resolution=100000))], "resolution", guard_memory=True)
 
 
 @case("train-generator: batch_size=10**7")
 def _(fx, tmp):
-    return Bad(["train-generator", S(fx.gen_cfg(tmp, batch_size=10**7))], "batch_size", subprocess=True)
+    return Bad(["train-generator", S(fx.gen_cfg(tmp, batch_size=10**7))], "batch_size", guard_memory=True)
 
 
 @case("train-generator: into a folder holding a generator")
@@ -764,11 +763,27 @@ def _snapshot(paths: list[Path]) -> dict[str, str]:
     return out
 
 
-def _run_in_process(argv: list[str]) -> tuple[object, str]:
+@contextlib.contextmanager
+def _address_space_limit(extra: int):
+    """Lower this process's soft RLIMIT_AS to its current size + ``extra`` bytes for the block, then restore it."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    with open("/proc/self/statm") as f:
+        current = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    resource.setrlimit(resource.RLIMIT_AS, (current + extra, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def _run_in_process(argv: list[str], guard_memory: bool = False) -> tuple[object, str]:
     from scoremix_plugin.cli import main
 
     err = io.StringIO()
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err), warnings.catch_warnings():
+    guard = _address_space_limit(4 << 30) if guard_memory and sys.platform == "linux" else contextlib.nullcontext()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err), warnings.catch_warnings(), guard:
         warnings.simplefilter("ignore")
         try:
             rc = main(argv)
@@ -783,18 +798,6 @@ def _run_in_process(argv: list[str]) -> tuple[object, str]:
             traceback.print_exc()
             rc = "exception"
     return rc, err.getvalue()
-
-
-def _run_subprocess(argv: list[str]) -> tuple[object, str]:
-    def limit():  # a bound on memory, so an unbounded allocation fails instead of taking the machine
-        import resource
-
-        resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
-
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    r = subprocess.run([sys.executable, "-m", "scoremix_plugin", *argv], env=env, capture_output=True,
-                       text=True, timeout=120, preexec_fn=limit)
-    return r.returncode, r.stderr
 
 
 def judge(name: str, bad: Bad, rc: object, err: str, changed: bool) -> Outcome:
@@ -818,7 +821,7 @@ def run_case(name: str, fx: Fixtures, tmp: Path) -> Outcome:
     before = _snapshot(bad.keep)
     release = bad.before() if bad.before else None
     try:
-        rc, err = (_run_subprocess if bad.subprocess else _run_in_process)(bad.argv)
+        rc, err = _run_in_process(bad.argv, guard_memory=bad.guard_memory)
     finally:
         if callable(release):
             release()

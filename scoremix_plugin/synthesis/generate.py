@@ -17,10 +17,12 @@ Output folder::
     OUT/manifest.json           contracts.md; rewritten (atomically) by rank 0 as shards complete
 
 A shard is written under a temporary folder name and renamed when closed; the rank that made it then
-writes its ``done.json`` (checksums). Only rank 0 writes the manifest, merging those records, so no two
-processes ever write the same file. A killed run restarted with the same command skips the shards in the
-manifest (or with a done.json whose checksums hold), throws away partial ones and redoes them: the result
-is byte-identical to an uninterrupted run.
+writes its ``done.json`` (sizes and checksums). Only rank 0 writes the manifest, merging those records, so
+no two processes ever write the same file. A killed run restarted with the same command checks every
+finished shard against its done.json (sizes, then sha256) and keeps those that hold, throws away partial
+or damaged ones (saying so) and redoes them: the result is byte-identical to an uninterrupted run.
+Rank 0 holds an exclusive ``flock`` on ``OUT/.lock`` while it runs (the kernel releases it when the
+process ends, even by SIGKILL), so a second ``generate`` on the same folder stops with the holder's pid.
 """
 
 from __future__ import annotations
@@ -34,13 +36,16 @@ from typing import Any
 
 import numpy as np
 
-from scoremix_plugin.errors import InputError
-from scoremix_plugin.io_utils import sha256_file, write_json_atomic
+from scoremix_plugin.errors import InputError, OutputLockedError
+from scoremix_plugin.io_utils import refuse_output_overlapping_inputs, sha256_file, write_json_atomic
 from scoremix_plugin.synthesis.manifest import FORMAT, ManifestError
 
 OUTPUT_SIZE = 112  # recognisers always take 112x112 (contracts.md, "Resolution")
 SETTINGS_NAME = "settings.json"
 DONE_NAME = "done.json"
+LOCK_NAME = ".lock"
+SHARD_FILES = (("train.rec", "rec_sha256", "rec_size"), ("train.idx", "idx_sha256", "idx_size"))
+MANIFEST_SHARD_KEYS = ("path", "labels", "images", "rec_sha256", "idx_sha256")  # contracts.md
 GRID_IDENTITIES = 4  # rows of a shard's grid
 GRID_IMAGES = 6  # mixes per row
 # Test hook ONLY: simulate a crash (os._exit) after this many images were written by this process.
@@ -116,6 +121,45 @@ def _check_settings(out: Path, fp: dict[str, Any]) -> bool:
         raise InputError(f"{out} was generated with other settings ({detail}); refusing to resume into it. "
                          "Use a new --out folder, or rerun with the original settings.")
     return True
+
+
+def _lock_output(out: Path):
+    """Take the folder's writer lock (rank 0) or raise naming the process that holds it; returns the open file."""
+    import fcntl
+
+    f = open(out / LOCK_NAME, "a+")  # noqa: SIM115 - held open for the whole run: closing it releases the lock
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "unknown"
+        f.close()
+        raise OutputLockedError(f"{out} is being written by another `scoremix generate` (pid {holder}, lock file "
+                                f"{out / LOCK_NAME}); wait for it or stop it, then rerun to resume") from None
+    f.truncate(0)
+    f.write(str(os.getpid()))
+    f.flush()
+    return f
+
+
+def _unlock_output(f) -> None:
+    # Emptied before release: the folder's bytes do not depend on which process wrote it last.
+    f.truncate(0)
+    f.close()
+
+
+def shard_problem(folder: Path, rec: dict) -> str | None:
+    """Why a finished shard does not match its done.json record (None when it does)."""
+    for name, sha_key, size_key in SHARD_FILES:
+        f = folder / name
+        if not f.is_file():
+            return f"{f} is missing"
+        size = f.stat().st_size
+        if size_key in rec and size != rec[size_key]:  # records written before sizes were kept have only sha256
+            return f"{f} has {size} bytes, done.json records {rec[size_key]} (truncated?)"
+        if sha256_file(f) != rec[sha_key]:
+            return f"{f} does not match the sha256 in done.json (damaged)"
+    return None
 
 
 def _clean_stale(out: Path) -> None:
@@ -204,13 +248,33 @@ class _Run:
         f = self.record_path(s)
         if not f.is_file():
             return None
-        rec = json.loads(f.read_text())
-        if verify:
-            d = self.out / shard_name(s)
-            for name, key in (("train.rec", "rec_sha256"), ("train.idx", "idx_sha256")):
-                if not (d / name).is_file() or sha256_file(d / name) != rec[key]:
-                    return None
+        try:
+            rec = json.loads(f.read_text())
+        except ValueError:  # a done.json cut short: the shard is not finished
+            return None
+        if verify and shard_problem(self.out / shard_name(s), rec) is not None:
+            return None
         return rec
+
+    def verify_finished(self, listed: set[str], log) -> None:
+        """Rank 0 on resume: keep the finished shards whose files match done.json; drop the others to redo.
+
+        Each shard is hashed once here and then trusted (listed) by merge(): hashing reads every byte, so
+        a resume costs one read of the finished shards, not one per manifest rewrite.
+        """
+        for s in range(len(self.plan)):
+            name = shard_name(s)
+            rec = self.read_record(s, verify=False)
+            problem = "its done.json is missing or unreadable" if rec is None else shard_problem(self.out / name, rec)
+            if rec is None and name not in listed:
+                continue  # never finished: planned as usual
+            if problem is None:
+                listed.add(name)
+                continue
+            log(f"generate: {name}: {problem}; redoing this shard")
+            listed.discard(name)
+            self.record_path(s).unlink(missing_ok=True)
+            shutil.rmtree(self.out / name, ignore_errors=True)
 
     def manifest(self, records: list[dict]) -> dict[str, Any]:
         st, n = self.st, len(self.sel)
@@ -237,7 +301,7 @@ class _Run:
                         ("none" if self.resolution == OUTPUT_SIZE else "cv2.INTER_AREA")},
             "planned_shards": len(self.plan),
             "complete": len(records) == len(self.plan),
-            "shards": records,
+            "shards": [{k: r[k] for k in MANIFEST_SHARD_KEYS} for r in records],
         }
 
     def merge(self, in_manifest: set[str]) -> dict[str, Any]:
@@ -298,8 +362,9 @@ class _Run:
             for n in sorted(grid_ids):
                 rows.append([self._real_image(int(c)) for c in self.sel.classes[n]] + kept[n])
             _grid_png(out / "grids" / f"{name}.png", rows)
-        rec = {"path": name, "labels": [self.c_real + first, self.c_real + end], "images": len(items),
-               "rec_sha256": sha256_file(final / "train.rec"), "idx_sha256": sha256_file(final / "train.idx")}
+        rec = {"path": name, "labels": [self.c_real + first, self.c_real + end], "images": len(items)}
+        for fname, sha_key, size_key in SHARD_FILES:
+            rec[sha_key], rec[size_key] = sha256_file(final / fname), (final / fname).stat().st_size
         write_json_atomic(self.record_path(s), rec)  # written last: the shard is now complete
         return rec
 
@@ -321,16 +386,22 @@ def generate(settings: GenerateSettings, out: str | os.PathLike, *, device: str 
     out = Path(out)
     opened = not dist.is_initialized()
     env = init_distributed(device)
+    lock = None
     try:
+        refuse_output_overlapping_inputs(out, {"--real": settings.real})
         run = _Run(settings, out, env, grids=grids, progress=progress)
+        if env.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            lock = _lock_output(out)
         # Every rank checks the settings before anyone writes, so a refusal cannot strand a rank at a barrier.
         resuming = _check_settings(out, run.fp)
         if env.is_main:
-            out.mkdir(parents=True, exist_ok=True)
             _clean_stale(out)
             if not resuming:
                 write_json_atomic(out / SETTINGS_NAME, run.fp)
             listed = _listed(out)
+            if resuming:
+                run.verify_finished(listed, log=print)
             run.merge(listed)
         barrier(env)
         listed = _listed(out)
@@ -355,6 +426,8 @@ def generate(settings: GenerateSettings, out: str | os.PathLike, *, device: str 
             raise ManifestError(f"{out}: shards {missing[:5]} did not complete")
         return m
     finally:
+        if lock is not None:
+            _unlock_output(lock)
         if opened and env.distributed and dist.is_initialized():
             dist.destroy_process_group()
 
