@@ -410,6 +410,49 @@ def _(fx, tmp):
     return Bad(_export(fx, tmp, fx.model, "r10_tiny", "--opset", "5"), "opset")
 
 
+@case("export: model with NaN weights")
+def _(fx, tmp):
+    return Bad(_export(fx, tmp, fx.nan_model), "nan_model.pt")
+
+
+@case("verify: model with NaN weights")
+def _(fx, tmp):
+    return Bad(["verify", "--model", S(fx.nan_model), "--network", "r10_tiny", "--data", S(fx.toy),
+                "--targets", "toy_lfw", "--device", "cpu", "--no-progress"], "nan_model.pt")
+
+
+@case("sample: generator with NaN weights")
+def _(fx, tmp):
+    import torch
+
+    ck = torch.load(fx.gen, weights_only=True)
+    ck["ema"] = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in ck["ema"].items()}
+    torch.save(ck, tmp / "nan_gen.pt")
+    return Bad(_sample(fx, tmp, "--classes", "1,2", ckpt=tmp / "nan_gen.pt"), "nan_gen.pt")
+
+
+@case("select: centres is a .npy array")
+def _(fx, tmp):
+    import numpy as np
+
+    np.save(tmp / "c.npy", np.ones((3, 4), np.float32))
+    return Bad(_select(fx, tmp, "--num-identities", "1", centres=tmp / "c.npy"), "c.npy")
+
+
+@case("generate: --steps 0")
+def _(fx, tmp):
+    return Bad(_generate(fx, tmp, **{"--steps": 0}), "--steps")
+
+
+@case("merge: --out contains the real folder")
+def _(fx, tmp):
+    import shutil
+
+    shutil.copytree(fx.toy, tmp / "data" / "real")
+    return Bad(_merge(fx, tmp, tmp / "data", "--overwrite", real=tmp / "data" / "real"), "real",
+               keep=[tmp / "data" / "real"])
+
+
 @case("embed: head checkpoint with NaN weights")
 def _(fx, tmp):
     return Bad(["embed", "--checkpoint", S(fx.nan_head), "--out", S(tmp / "c.npz")], "checkpoint_rank0.pt")
@@ -620,6 +663,15 @@ def _(fx, tmp):
 @case("train: optimizer unknown")
 def _(fx, tmp):
     return Bad(["train", S(fx.rec_cfg(tmp, optimizer="lion")), "--no-progress"], "optimizer")
+
+
+@case("train: --resume checkpoint is a list")
+def _(fx, tmp):
+    import shutil
+
+    (tmp / "run").mkdir()
+    shutil.copy(fx.list_ckpt, tmp / "run" / "checkpoint_rank0.pt")
+    return Bad(["train", S(fx.rec_cfg(tmp)), "--resume", "--no-progress"], "checkpoint_rank0.pt")
 
 
 # train-generator

@@ -83,7 +83,12 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu", 
     ``amp=torch.bfloat16`` runs the network under autocast (the preconditioning stays float32).
     ``config`` is the training config plus ``step``, ``preset`` and ``path``.
     """
+    from scoremix_plugin.io_utils import check_finite_weights
+
     ckpt = load_checkpoint(path)
+    weights = ckpt["ema" if ema else "net"]
+    if isinstance(weights, Mapping):
+        check_finite_weights(weights, path, prefix="ema." if ema else "net.")
     try:
         denoiser = build_denoiser(ckpt, ema=ema)
     except (RuntimeError, KeyError, TypeError, ValueError) as e:
