@@ -10,6 +10,10 @@ Filtering never rewrites shards (labels inside shards must stay contiguous): wit
 ``filter_min_intra`` it marks identities to drop and writes ``OUT/filtered_pairs.csv``, the pairs file of
 the kept identities renumbered 0..n-1, to generate from again (same settings, new ``--out``): a clean,
 reproducible run without the dropped identities. Outputs: ``OUT/quality.json`` and ``OUT/quality.png``.
+
+This is the quick per-identity view written after generation; the full dataset report (genuine/impostor
+statistics, leak checks against training and evaluation sets, the quality gate, dropping leaked
+identities) is ``scoremix_plugin.datareport``, whose metrics this module shares.
 """
 
 from __future__ import annotations
@@ -20,33 +24,14 @@ from typing import Any
 
 import numpy as np
 
+from scoremix_plugin.datareport.metrics import identity_stats, topk_similar  # noqa: F401 - identity_stats re-exported
 from scoremix_plugin.errors import InputError
 from scoremix_plugin.io_utils import atomic_path, write_json_atomic
 
 
-def identity_stats(emb: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(unique labels, unit centres [L, D], intra-identity mean pairwise cosine [L]) of unit embeddings."""
-    uniq, inv, counts = np.unique(labels, return_inverse=True, return_counts=True)
-    sums = np.zeros((len(uniq), emb.shape[1]), np.float64)
-    np.add.at(sums, inv, emb.astype(np.float64))
-    sq = np.sum(sums * sums, axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        intra = np.where(counts > 1, (sq - counts) / (counts * (counts - 1.0)), np.nan)
-    centres = sums / np.maximum(np.sqrt(sq), 1e-12)[:, None]
-    return uniq, centres.astype(np.float32), intra
-
-
-def _nearest(a: np.ndarray, b: np.ndarray, exclude_self: bool, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    idx = np.empty(a.shape[0], np.int64)
-    val = np.empty(a.shape[0], np.float64)
-    for s in range(0, a.shape[0], chunk):
-        sim = a[s : s + chunk] @ b.T
-        if exclude_self:
-            r = np.arange(sim.shape[0])
-            sim[r, r + s] = -np.inf
-        idx[s : s + chunk] = np.argmax(sim, axis=1)
-        val[s : s + chunk] = sim[np.arange(sim.shape[0]), idx[s : s + chunk]]
-    return idx, val
+def _nearest(a: np.ndarray, b: np.ndarray, exclude_self: bool) -> tuple[np.ndarray, np.ndarray]:
+    idx, val, _ = topk_similar(a, b, 1, exclude_self=exclude_self)
+    return idx[:, 0], val[:, 0].astype(np.float64)
 
 
 def quality_report(out_dir: str | os.PathLike, embedder, *, network: str | None = None, real_centres=None,
