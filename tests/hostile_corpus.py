@@ -743,6 +743,18 @@ def _(fx, tmp):
     return Bad(["align", "--a", S(fx.centres), "--b", S(fx.centres), "--k", "0"], "--k")
 
 
+@case("report-dataset: data missing")
+def _(fx, tmp):
+    return Bad(["report-dataset", "--data", S(tmp / "nodata"), "--model", S(fx.model), "--network", "r10_tiny",
+                "--out", S(tmp / "rep")], "nodata")
+
+
+@case("report-dataset: model with NaN weights")
+def _(fx, tmp):
+    return Bad(["report-dataset", "--data", S(fx.syn), "--model", S(fx.nan_model), "--network", "r10_tiny",
+                "--device", "cpu", "--out", S(tmp / "rep")], "nan_model.pt")
+
+
 @case("pipeline: recipe missing")
 def _(fx, tmp):
     return Bad(["pipeline", S(tmp / "none.py"), "--out", S(tmp / "p")], "none.py")
