@@ -62,6 +62,7 @@ def test_an_unexpected_exception_is_reported_as_a_bug(monkeypatch, capsys):
 
 def test_every_project_error_type_is_a_scoremix_error():
     from scoremix_plugin.config import ConfigError
+    from scoremix_plugin.datareport.report import ReportError
     from scoremix_plugin.errors import ScoreMixError
     from scoremix_plugin.pipeline import PipelineError
     from scoremix_plugin.recordio import RecordIOError
@@ -69,7 +70,7 @@ def test_every_project_error_type_is_a_scoremix_error():
     from scoremix_plugin.synthesis.select import SelectionError
     from scoremix_plugin.verification.binfile import BinFileError
 
-    for t in (ConfigError, PipelineError, RecordIOError, ManifestError, SelectionError, BinFileError):
+    for t in (ConfigError, ReportError, PipelineError, RecordIOError, ManifestError, SelectionError, BinFileError):
         assert issubclass(t, ScoreMixError), t
 
 
