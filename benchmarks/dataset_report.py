@@ -104,7 +104,9 @@ def main() -> int:
         import resource
 
         res = {"pairs": _pairs, "leaks": _leaks}[args._part](args)
-        res["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        res["peak_rss_mb"] = round(ru.ru_maxrss / 1024)
+        res["cpu_s"] = round(ru.ru_utime + ru.ru_stime, 1)  # wall seconds lie on a shared machine; CPU ones less
         print(json.dumps(res))
         return 0
     env = {**os.environ, **{k: str(args.threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}}

@@ -131,10 +131,12 @@ def test_drop_leaks_writes_a_contiguous_leak_free_set(setup):
     assert list(reasons) == [c_real + EVAL_LEAK] and "evaluation leak: toy_lfw:7" in reasons[c_real + EVAL_LEAK][0]
     m = drop_identities(setup["manifest"], reasons, gen / "leak-free", progress=False)
     v = verify_manifest(gen / "leak-free" / "manifest.json")  # checksums, contiguous labels, totals
-    assert v["num_synthetic_classes"] == 3 and v["num_classes"] == c_real + 3 and m["kept_new_labels"] == [0, 1, 3]
-    assert m["dropped"] == [{"label": c_real + 2, "new_label": 2, "classes": [4, 5], "reasons": reasons[c_real + 2]}]
+    assert v.num_synthetic_classes == 3 and v.num_classes == c_real + 3 and m.extra["kept_new_labels"] == [0, 1, 3]
+    assert m.extra["dropped"] == [{"label": c_real + 2, "new_label": 2, "classes": [4, 5],
+                                   "reasons": reasons[c_real + 2]}]
     assert read_pairs(gen / "leak-free" / "pairs.csv").classes.tolist() == [[0, 1], [2, 3], [6, 7]]
-    assert (gen / "leak-free" / v["real"]["rec"]).resolve() == Path(setup["toy"]).resolve()
+    assert v.real_rec.resolve() == Path(setup["toy"]).resolve()
+    assert (gen / "leak-free" / v.to_json()["real"]["rec"]).resolve() == Path(setup["toy"]).resolve()
     old = FaceRecFolder(gen / "shard-00001")
     new = FaceRecFolder(gen / "leak-free" / "shard-00001")
     assert new.labels.tolist() == [c_real + 2] * PER  # old identity 3 renumbered to 2
@@ -191,7 +193,7 @@ def test_generate_drop_leaks_prints_the_verdict(syn_inputs, tmp_path, capsys):
     assert rep["far"] == 0.2 and [e["target"] for e in rep["evaluation"]] == ["toy_lfw"]
     m = verify_manifest(out / "leak-free")
     leaking = sorted({lk["label"] for lk in rep["leaks"] if lk["kind"] != "real_evaluation"})
-    assert [d["label"] for d in m["dropped"]] == leaking and 0 < len(leaking) < NUM_IDS, rep["leaks"]
-    assert all(d["reasons"] for d in m["dropped"])
-    assert m["num_synthetic_classes"] == NUM_IDS - len(leaking)
+    assert [d["label"] for d in m.extra["dropped"]] == leaking and 0 < len(leaking) < NUM_IDS, rep["leaks"]
+    assert all(d["reasons"] for d in m.extra["dropped"])
+    assert m.num_synthetic_classes == NUM_IDS - len(leaking)
     shutil.rmtree(out)

@@ -14,12 +14,15 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from scoremix_plugin.errors import InputError
 from scoremix_plugin.io_utils import atomic_path
+
+if TYPE_CHECKING:
+    from scoremix_plugin.synthesis.manifest import Manifest
 
 DIGEST_SIZE = 16
 DECODE_CHUNK = 2048  # decoded images held at once (a whole shard can be gigabytes of pixels)
@@ -34,7 +37,7 @@ class ImageSet:
     kind: str  # "rec" | "manifest" | "bin"
     labels: np.ndarray  # [N] int64 (final labels; image index for a .bin)
     _jpeg: Callable[[int], bytes] = field(repr=False)
-    manifest: dict | None = field(default=None, repr=False)
+    manifest: Manifest | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -71,12 +74,11 @@ def open_rec(path: str | os.PathLike, name: str | None = None) -> ImageSet:
 def open_manifest(path: str | os.PathLike, name: str | None = None) -> ImageSet:
     """The synthetic identities of a COMPLETE generation manifest (shard checksums are not re-read)."""
     from scoremix_plugin.recordio import FaceRecFolder
-    from scoremix_plugin.synthesis.manifest import shard_dir, verify_manifest
+    from scoremix_plugin.synthesis.manifest import verify_manifest
 
     m = verify_manifest(path, check_sha=False)
-    shards = sorted(m["shards"], key=lambda s: s["labels"][0])
-    p = Path(m["_path"])
-    return _folders_set(name or p.parent.name, p, "manifest", [FaceRecFolder(shard_dir(m, s)) for s in shards], m)
+    shards = sorted(m.shards, key=lambda s: s.labels[0])
+    return _folders_set(name or m.root.name, m.path, "manifest", [FaceRecFolder(s.path) for s in shards], m)
 
 
 def open_bin(path: str | os.PathLike, name: str | None = None) -> ImageSet:
@@ -97,13 +99,10 @@ def open_data(path: str | os.PathLike, name: str | None = None) -> ImageSet:
     return open_rec(p, name)
 
 
-def real_rec_of(manifest: dict) -> Path | None:
-    """The real RecordIO folder a manifest names (relative to the manifest's folder), when it still exists."""
-    rec = (manifest.get("real") or {}).get("rec")
-    if not rec:
-        return None
-    p = (Path(manifest["_root"]) / rec).resolve()
-    return p if p.exists() else None
+def real_rec_of(manifest: Manifest) -> Path | None:
+    """The real RecordIO folder a manifest names, when it still exists."""
+    p = manifest.real_rec
+    return p.resolve() if p is not None and p.exists() else None
 
 
 class EmbeddingCache:

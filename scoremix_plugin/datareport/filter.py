@@ -34,30 +34,30 @@ def drop_identities(manifest_path: str | os.PathLike, drop: dict[int, list[str]]
     from tqdm.auto import tqdm
 
     from scoremix_plugin.recordio import FaceRecFolder, ShardWriter
-    from scoremix_plugin.synthesis.manifest import public, shard_dir, verify_manifest
+    from scoremix_plugin.synthesis.manifest import Manifest, Shard, verify_manifest
     from scoremix_plugin.synthesis.select import Selection, read_pairs, read_pairs_meta, write_pairs
 
     m = verify_manifest(manifest_path)  # checksums: we copy these bytes into a new set
-    root, out = Path(m["_root"]), Path(out_dir)
-    c_real, n_syn = int(m["real"]["num_classes"]), int(m["num_synthetic_classes"])
+    root, out = m.root, Path(os.path.abspath(out_dir))
+    c_real, n_syn = m.real_num_classes, m.num_synthetic_classes
     bad = [lab for lab in drop if not c_real <= lab < c_real + n_syn]
     if bad:
-        raise InputError(f"{m['_path']}: labels {bad[:5]} to drop are not synthetic labels [{c_real}, {c_real + n_syn})")
-    sel_path = root / m["selection"]["file"]
+        raise InputError(f"{m.path}: labels {bad[:5]} to drop are not synthetic labels [{c_real}, {c_real + n_syn})")
+    sel_path = root / m.selection["file"]
     sel = read_pairs(sel_path)
     kept = [n for n in range(n_syn) if c_real + n not in drop]
     if not kept:
-        raise InputError(f"{m['_path']}: all {n_syn} synthetic identities would be dropped; nothing to write")
+        raise InputError(f"{m.path}: all {n_syn} synthetic identities would be dropped; nothing to write")
     new_of = {c_real + n: c_real + j for j, n in enumerate(kept)}
     shards_out = []
     with atomic_tempdir(out) as holder:
         tmp = Path(holder) / out.name
         tmp.mkdir()
-        shards = sorted(m["shards"], key=lambda s: s["labels"][0])
-        total = sum(int(s["images"]) for s in shards)
+        shards = sorted(m.shards, key=lambda s: s.labels[0])
+        total = sum(s.images for s in shards)
         with tqdm(total=total, desc="drop leaks", unit="img", disable=not progress) as bar:
             for s in shards:
-                src = FaceRecFolder(shard_dir(m, s))
+                src = FaceRecFolder(s.path)
                 keep_i = [i for i in range(len(src)) if int(src.labels[i]) in new_of]
                 bar.update(len(src) - len(keep_i))
                 if not keep_i:
@@ -68,26 +68,26 @@ def drop_identities(manifest_path: str | os.PathLike, drop: dict[int, list[str]]
                         w.write(src.jpeg(i), new_of[int(src.labels[i])])
                         bar.update(1)
                 first = new_of[int(src.labels[keep_i[0]])]
-                shards_out.append({"path": name, "labels": [first, new_of[int(src.labels[keep_i[-1]])] + 1],
-                                   "images": len(keep_i), "rec_sha256": sha256_file(tmp / name / "train.rec"),
-                                   "idx_sha256": sha256_file(tmp / name / "train.idx")})
+                # Paths where the folder will be once renamed into place: the manifest is relative to that.
+                shards_out.append(Shard(len(shards_out), out / name, (first, new_of[int(src.labels[keep_i[-1]])] + 1),
+                                        len(keep_i), sha256_file(tmp / name / "train.rec"),
+                                        sha256_file(tmp / name / "train.idx")))
         write_pairs(tmp / "pairs.csv", Selection(sel.classes[kept], sel.weights[kept], sel.distance[kept]),
                     {**read_pairs_meta(sel_path), "filtered_from": str(sel_path), "kept_new_labels": kept})
-        new = public(m)
-        new.update({
-            "real": {**m["real"], "rec": _rebase(m["real"].get("rec"), root, out)},
-            "num_classes": c_real + len(kept), "num_synthetic_classes": len(kept),
-            "num_synthetic_images": sum(s["images"] for s in shards_out),
-            "generator": {**m["generator"], "checkpoint": _rebase(m["generator"].get("checkpoint"), root, out)},
-            "selection": {**m["selection"], "file": "pairs.csv", "sha256": sha256_file(tmp / "pairs.csv")},
-            "planned_shards": len(shards_out), "complete": True, "shards": shards_out,
-            "filtered_from": {"manifest": os.path.relpath(m["_path"], out), "sha256": sha256_file(m["_path"])},
-            "kept_new_labels": kept,
-            "dropped": [{"label": lab, "new_label": lab - c_real,
-                         "classes": [int(c) for c in sel.classes[lab - c_real]], "reasons": list(drop[lab])}
-                        for lab in sorted(drop)],
-        })
-        write_json_atomic(tmp / "manifest.json", new)
+        new = Manifest(
+            path=out / "manifest.json", real_num_classes=c_real, real_num_image=m.real_num_image,
+            real_rec=m.real_rec, num_synthetic_classes=len(kept),
+            num_synthetic_images=sum(s.images for s in shards_out),
+            generator={**m.generator, "checkpoint": _rebase(m.generator.get("checkpoint"), root, out)},
+            selection={**m.selection, "file": "pairs.csv", "sha256": sha256_file(tmp / "pairs.csv")},
+            sampler=m.sampler, shards=tuple(shards_out), planned_shards=len(shards_out), complete=True,
+            extra={**m.extra,
+                   "filtered_from": {"manifest": os.path.relpath(m.path, out), "sha256": sha256_file(m.path)},
+                   "kept_new_labels": kept,
+                   "dropped": [{"label": lab, "new_label": lab - c_real,
+                                "classes": [int(c) for c in sel.classes[lab - c_real]], "reasons": list(drop[lab])}
+                               for lab in sorted(drop)]})
+        write_json_atomic(tmp / "manifest.json", new.to_json())
         if out.exists():  # our own derived folder from an earlier run: replaced only now that the new one is whole
             shutil.rmtree(out)
         os.replace(tmp, out)

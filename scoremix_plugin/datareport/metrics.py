@@ -267,7 +267,12 @@ def topk_similar(a: np.ndarray, b: np.ndarray, k: int, *, threshold: float | Non
             if threshold is not None:
                 count[r0:r1] += np.count_nonzero(sim > threshold, axis=1)
             kk = min(k, c1 - c0)
-            part = np.argpartition(-sim, kk - 1, axis=1)[:, :kk] if kk < c1 - c0 else np.tile(np.arange(c1 - c0), (r1 - r0, 1))
+            if kk == 1:  # the common case (nearest only): argmax is a fraction of argpartition's cost
+                part = np.argmax(sim, axis=1)[:, None]
+            elif kk < c1 - c0:
+                part = np.argpartition(-sim, kk - 1, axis=1)[:, :kk]
+            else:
+                part = np.tile(np.arange(c1 - c0), (r1 - r0, 1))
             cand_v = np.concatenate([best_v, np.take_along_axis(sim, part, 1)], axis=1)
             cand_i = np.concatenate([best_i, part + c0], axis=1)
             top = np.argsort(-cand_v, axis=1, kind="stable")[:, :k]

@@ -263,7 +263,7 @@ def report_dataset(data: str | os.PathLike, embedder, out: str | os.PathLike, *,
     gate = None
     if ds.kind == "manifest":
         m = ds.manifest
-        c_real = int(m["real"]["num_classes"])
+        c_real = m.real_num_classes
         sources = _sources(m, d_uniq - c_real)
         syn_nb = L.neighbours(d_mean, d_mean, 1, exclude_self=True)
         _, rate = M.identity_accept_rate(d_emb, ds.labels, t)
@@ -292,7 +292,7 @@ def report_dataset(data: str | os.PathLike, embedder, out: str | os.PathLike, *,
             comparisons["real_evaluation"] = len(r_uniq) * n_eval
         gate = L.quality_gate(d_emb, ds.labels, thr, threshold_from=thr_from, min_share=min_share,
                               real_emb=r_emb, real_labels=None if rs is None else rs.labels,
-                              real_genuine=r_gen, synthetic_genuine=d_gen, manifest=m)
+                              real_genuine=r_gen, synthetic_genuine=d_gen, manifest=m.to_json())
     else:
         leaks += L.evaluation_leaks(d_uniq, d_mean, ev_emb, t, "real_evaluation")
         comparisons["real_evaluation"] = len(d_uniq) * n_eval
@@ -309,14 +309,14 @@ def report_dataset(data: str | os.PathLike, embedder, out: str | os.PathLike, *,
     return rep
 
 
-def _sources(manifest: dict, new_labels: np.ndarray) -> np.ndarray:
+def _sources(manifest, new_labels: np.ndarray) -> np.ndarray:
     """[L, K] real classes each synthetic identity was mixed from (the selection file's rows)."""
     from scoremix_plugin.synthesis.select import read_pairs
 
-    f = (manifest.get("selection") or {}).get("file")
-    p = (Path(manifest["_root"]) / f) if f else None
+    f = manifest.selection.get("file")
+    p = (manifest.root / f) if f else None
     if p is None or not p.is_file():
-        raise ReportError(f"{manifest['_path']}: its selection file {p} is missing; the report needs each "
+        raise ReportError(f"{manifest.path}: its selection file {p} is missing; the report needs each "
                           "identity's sources")
     sel = read_pairs(p)
     if new_labels.max(initial=-1) >= len(sel):

@@ -26,9 +26,10 @@ from typing import Any
 import numpy as np
 
 from ..config import HOST_BASE
-from ..io_utils import refuse_output_overlapping_inputs, sha256_file, write_json_atomic, write_text_atomic
-from .manifest_view import ManifestError, check_source, read_manifest
 from ..errors import InputError, MissingInputError, OutputExistsError
+from ..io_utils import refuse_output_overlapping_inputs, sha256_file, write_json_atomic, write_text_atomic
+from ..data.scoremix_dataset import check_source
+from ..synthesis.manifest import Manifest, ManifestError
 
 # Job-config keys the generated config sets beyond the counts (the host's usual recipe values).
 CONFIG_DEFAULTS: dict[str, Any] = {
@@ -92,7 +93,7 @@ def merge(real_dir: str | os.PathLike, manifest: str | os.PathLike, out_dir: str
             raise MissingInputError(f"--arcface-root {arcface_root}: no configs/ folder there")
 
     # Sources, checked against the manifest before anything is written.
-    view = read_manifest(manifest)
+    view = Manifest.read(manifest).validate()  # a complete run: checksums, label ranges, totals
     # --overwrite replaces --out: never when that would delete or mix into what this merge reads.
     refuse_output_overlapping_inputs(out, {"--real": real_dir, "--synthetic": view.path.parent,
                                            **{f"shard {s.path}": s.path for s in view.shards}})

@@ -18,20 +18,17 @@ from scoremix_plugin.pipeline.runner import Context, Stage, to_json
 
 def mix_grid(ctx: Context, path: Path) -> Path | None:
     """Rows of (real images of class a | of class b | the synthetic identity mixed from them)."""
-    import json
-
     import cv2
     import numpy as np
 
     from scoremix_plugin.generation.images import write_png
     from scoremix_plugin.recordio import FaceRecFolder
+    from scoremix_plugin.synthesis.manifest import Manifest
     from scoremix_plugin.synthesis.select import read_pairs
 
     sel = read_pairs(ctx.result("select").pairs)
     rows_wanted, n = int(ctx.recipe.report.grid_pairs), int(ctx.recipe.report.grid_images)
-    manifest_path = Path(ctx.result("generate").manifest)
-    manifest = json.loads(manifest_path.read_text())
-    c_real = int(manifest["real"]["num_classes"])
+    manifest = Manifest.read(ctx.result("generate").manifest)
 
     def images_of(folder, label: int) -> list:
         return [folder.image(int(i)) for i in np.flatnonzero(folder.labels == label)[:n]]
@@ -40,13 +37,13 @@ def mix_grid(ctx: Context, path: Path) -> Path | None:
     gap = np.full((112, 8, 3), 255, np.uint8)
     rows = []
     with FaceRecFolder(ctx.result("data").rec) as real:
-        for shard in manifest["shards"]:
-            with FaceRecFolder(manifest_path.parent / shard["path"]) as syn:
-                for label in range(*shard["labels"]):
+        for shard in manifest.shards:
+            with FaceRecFolder(shard.path) as syn:
+                for label in range(*shard.labels):
                     if len(rows) >= rows_wanted:
                         break
                     parts = []
-                    groups = [images_of(real, int(c)) for c in sel.classes[label - c_real]] + [images_of(syn, label)]
+                    groups = [images_of(real, int(c)) for c in sel.classes[label - manifest.real_num_classes]] + [images_of(syn, label)]
                     for group in groups:
                         parts += [np.concatenate((group + [blank] * n)[:n], 1), gap]
                     rows.append(np.concatenate(parts[:-1], 1))

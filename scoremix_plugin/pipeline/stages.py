@@ -23,7 +23,6 @@ its inputs' run ids make its fingerprint, so changing them here re-runs finished
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -97,12 +96,12 @@ def recogniser_job(ctx: Context, stage: str) -> dict[str, Any]:
                val_targets=[], dataset="rec")
     cfg.pop("scoremix", None)
     if stage == "scoremix":
-        manifest_path = ctx.dir("generate") / "manifest.json"
-        manifest = json.loads(manifest_path.read_text())
+        from scoremix_plugin.synthesis.manifest import Manifest
+
+        manifest = Manifest.read(ctx.result("generate").manifest)
         block = {k: ctx.recipe.scoremix[k] for k in ("ratio", "aug_real", "aug_synthetic")}
-        cfg.update(dataset="scoremix", scoremix={"manifest": str(manifest_path), **block},
-                   num_classes=int(manifest["num_classes"]),
-                   num_image=int(manifest["real"]["num_image"]) + int(manifest["num_synthetic_images"]))
+        cfg.update(dataset="scoremix", scoremix={"manifest": str(manifest.path), **block},
+                   num_classes=manifest.num_classes, num_image=manifest.num_image)
         if ctx.recipe.scoremix.same_steps:
             # As many optimiser steps as the baseline: the comparison is then about the data,
             # not about a longer schedule.
@@ -209,8 +208,8 @@ def run_generate(ctx: Context) -> GenerateResult:
     )
     manifest = generate(settings, out, device=ctx.recipe.device, grids=True)
     quality = quality_report(out, centres.onnx, real_centres=centres.embedding, device=ctx.recipe.device)
-    return GenerateResult(str(out / "manifest.json"), manifest["num_synthetic_classes"],
-                          manifest["num_synthetic_images"], quality.get("summary", {}))
+    return GenerateResult(str(manifest.path), manifest.num_synthetic_classes, manifest.num_synthetic_images,
+                          quality.get("summary", {}))
 
 
 # Stage: merge (real + synthetic as one arcface_torch folder, the route for an unchanged host).

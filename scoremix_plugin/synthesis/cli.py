@@ -115,8 +115,8 @@ def run_generate(args) -> int:
     manifest = generate(settings, args.out, device=args.device, grids=not args.no_grids)
     if manifest is None:  # a non-zero rank
         return 0
-    print(f"{manifest['num_synthetic_classes']} identities, {manifest['num_synthetic_images']} images in "
-          f"{len(manifest['shards'])} shard(s) -> {args.out}/manifest.json")
+    print(f"{manifest.num_synthetic_classes} identities, {manifest.num_synthetic_images} images in "
+          f"{len(manifest.shards)} shard(s) -> {manifest.path}")
     if args.embedder:
         from scoremix_plugin.synthesis.quality import quality_report
 
@@ -132,7 +132,7 @@ def run_generate(args) -> int:
                                             drop_leaks=args.drop_leaks, device=args.device)
         print(report.gate.text())
         if filtered is not None:
-            print(f"dropped {len(filtered['dropped'])} leaking identities, kept {filtered['num_synthetic_classes']} "
+            print(f"dropped {len(filtered.extra['dropped'])} leaking identities, kept {filtered.num_synthetic_classes} "
                   f"-> {args.out}/leak-free/manifest.json")
     return 0
 

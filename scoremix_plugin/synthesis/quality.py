@@ -42,7 +42,7 @@ def quality_report(out_dir: str | os.PathLike, embedder, *, network: str | None 
 
     from scoremix_plugin.centres import load_centres
     from scoremix_plugin.recordio import FaceRecFolder
-    from scoremix_plugin.synthesis.manifest import shard_dir, verify_manifest
+    from scoremix_plugin.synthesis.manifest import verify_manifest
     from scoremix_plugin.synthesis.select import Selection, read_pairs, write_pairs
     from scoremix_plugin.verification.evaluate import embed_images, load_embedder
 
@@ -51,10 +51,10 @@ def quality_report(out_dir: str | os.PathLike, embedder, *, network: str | None 
     embedder_name = str(embedder) if isinstance(embedder, (str, os.PathLike)) else type(embedder).__name__
     if isinstance(embedder, (str, os.PathLike)):
         embedder = load_embedder(embedder, network=network, device=device)
-    c_real = m["real"]["num_classes"]
+    c_real = m.real_num_classes
     embs, labs = [], []
-    for s in tqdm(m["shards"], desc="quality: embed shards", unit="shard", disable=not progress):
-        folder = FaceRecFolder(shard_dir(m, s))
+    for s in tqdm(m.shards, desc="quality: embed shards", unit="shard", disable=not progress):
+        folder = FaceRecFolder(s.path)
         # A few thousand decoded images at a time: a whole shard can be gigabytes of pixels.
         for i0 in range(0, len(folder), 2048):
             images = np.stack([folder.image(i) for i in range(i0, min(i0 + 2048, len(folder)))])
@@ -84,7 +84,7 @@ def quality_report(out_dir: str | os.PathLike, embedder, *, network: str | None 
         for i in np.flatnonzero(r_cos >= filter_real_cos):
             keep[i] = False
             reasons[i].append(f"real class {int(real.labels[r_idx[i]])} at cosine {r_cos[i]:.3f} >= {filter_real_cos}")
-    sel_path = (out / m["selection"]["file"]).resolve()
+    sel_path = (out / m.selection["file"]).resolve()
     sel = read_pairs(sel_path)
     rows = []
     for i, lab_i in enumerate(uniq.tolist()):
@@ -118,7 +118,7 @@ def quality_report(out_dir: str | os.PathLike, embedder, *, network: str | None 
             write_pairs(out / "filtered_pairs.csv",
                         Selection(sel.classes[kept_n], sel.weights[kept_n], sel.distance[kept_n]),
                         {"filtered_from": str(sel_path), "kept_new_labels": kept_n,
-                         "strategy": m["selection"].get("strategy"), "space": m["selection"].get("space"),
+                         "strategy": m.selection.get("strategy"), "space": m.selection.get("space"),
                          "filter": report["filter"]})
             report["filtered_pairs"] = "filtered_pairs.csv"
     write_json_atomic(out / "quality.json", report)
