@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from scoremix_plugin.cli import main as scoremix_main
-from scoremix_plugin.config import ConfigError
 from scoremix_plugin.integration import mxnet_compat
 from test_integration_helpers import write_shards
 
