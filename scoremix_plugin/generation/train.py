@@ -17,7 +17,6 @@ no RNG state beyond the step and the seed.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
 import os
@@ -33,8 +32,11 @@ from scoremix_plugin.config import ConfigError, merge_config, read_config_file
 from scoremix_plugin.errors import InputError
 from scoremix_plugin.generation.checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_NAME, check_compatible,
                                                    load_checkpoint, plain)
-from scoremix_plugin.generation.edm import EDMPrecond, edm_loss, sample_training_sigma
+from scoremix_plugin.generation.edm import EDMPrecond, edm_loss, precond_coefficients, sample_training_sigma
 from scoremix_plugin.generation.network import PRESETS, build_network, network_kwargs
+from scoremix_plugin.generation.posthoc_ema import (POSTHOC_FORMAT, check_sigma_rel, power_ema_beta, sigma_rel_to_gamma,
+                                                    snapshot_path)
+from scoremix_plugin.io_utils import stable_seed
 
 GENERATOR_DEFAULTS: dict[str, Any] = {
     "rec": None,  # InsightFace-layout RecordIO folder of the team's labelled faces (required)
@@ -43,12 +45,18 @@ GENERATOR_DEFAULTS: dict[str, Any] = {
     "batch_size": 32,  # images per process per step
     "lr": 1e-3,  # Adam; 1e-3 beat 2e-4 in the CPU spike (docs/scoremix.md)
     "lr_warmup": 100,  # steps of linear learning-rate ramp-up from 0
+    "lr_decay_ref": None,  # EDM2's decay: lr / sqrt(max(step / lr_decay_ref, 1)); None = constant after warm-up
     "adam_betas": (0.9, 0.999),
     "total_steps": 2000,  # optimiser steps
     "duration": None,  # seconds of training; stop (with a checkpoint) when reached, None = no limit
     "label_dropout": 0.1,  # share of labels replaced by the null class (enables classifier-free guidance)
     "ema_decay": 0.999,  # EMA of the weights; sampling uses the EMA
     "ema_warmup": True,  # decay = min(ema_decay, (1 + n) / (10 + n)): short runs forget the initial weights
+    "ema_sigma_rel": None,  # a number: the `ema` weights are EDM2's power-function EMA of this length instead
+    "posthoc_ema": None,  # e.g. [0.05, 0.10]: power-function EMAs stored to OUTPUT/posthoc/ for `scoremix ema`
+    "posthoc_every": 500,  # steps between post-hoc EMA snapshots (and the last step)
+    "posthoc_dtype": "float32",  # snapshot precision: "float32", "float16" or "bfloat16" (EDM2 stores float16)
+    "loss_weighting": "edm",  # "edm": lambda(sigma); "uncertainty": EDM2's learned u(sigma) on top of it
     "bf16": True,  # bfloat16 autocast for the network (GPU; also CPU, where it measured 1.47x faster)
     "seed": 0,
     "output": "work_dirs/generator",
@@ -122,12 +130,6 @@ class GeneratorImages(torch.utils.data.Dataset):
         return x, torch.tensor(int(self.labels[i]), dtype=torch.int64)
 
 
-def _seed_of(*parts: Any) -> int:
-    """A stable 63-bit seed from parts (sha256: the same on every machine and process)."""
-    key = "/".join(str(p) for p in parts).encode()
-    return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") & ((1 << 63) - 1)
-
-
 class StepBatches(torch.utils.data.Sampler):
     """Batches of ``(index, flip)`` for steps ``start_step .. end_step - 1`` of one process.
 
@@ -151,7 +153,7 @@ class StepBatches(torch.utils.data.Sampler):
         for s in range(self.start_step, self.end_step):
             e, within = divmod(s, self.steps_per_epoch)
             if e != epoch:
-                g = torch.Generator().manual_seed(_seed_of("generator-data", self.seed, e))
+                g = torch.Generator().manual_seed(stable_seed("generator-data", self.seed, e))
                 perm, flips = torch.randperm(self.n, generator=g), torch.randint(0, 2, (self.n,), generator=g)
                 epoch = e
             first = (within * self.world + self.rank) * self.batch_size
@@ -171,6 +173,23 @@ def _check_config(cfg, source: str) -> None:
         need(key, cfg[key] is None or (isinstance(cfg[key], int) and cfg[key] >= 1), "None or an integer >= 1")
     need("lr", isinstance(cfg.lr, (int, float)) and math.isfinite(cfg.lr) and cfg.lr > 0, "a finite positive number")
     need("lr_warmup", isinstance(cfg.lr_warmup, int) and cfg.lr_warmup >= 0, "an integer >= 0")
+    need("lr_decay_ref", cfg.lr_decay_ref is None or (isinstance(cfg.lr_decay_ref, (int, float))
+                                                       and not isinstance(cfg.lr_decay_ref, bool)
+                                                       and cfg.lr_decay_ref > 0), "None or a positive number of steps")
+    need("loss_weighting", cfg.loss_weighting in ("edm", "uncertainty"), '"edm" or "uncertainty"')
+    need("posthoc_every", isinstance(cfg.posthoc_every, int) and cfg.posthoc_every >= 1, "an integer >= 1")
+    need("posthoc_dtype", cfg.posthoc_dtype in ("float32", "float16", "bfloat16"),
+         '"float32", "float16" or "bfloat16"')
+    rels = cfg.posthoc_ema
+    need("posthoc_ema", rels is None or (isinstance(rels, (list, tuple)) and len(rels) >= 1
+                                         and len(set(rels)) == len(rels)), "None or a list of distinct sigma_rel")
+    for key, values in (("ema_sigma_rel", [] if cfg.ema_sigma_rel is None else [cfg.ema_sigma_rel]),
+                        ("posthoc_ema", rels or [])):
+        for v in values:
+            try:
+                check_sigma_rel(v)
+            except ValueError as e:
+                raise ConfigError(f"{source}: config.{key}: {e}") from None
     need("label_dropout", isinstance(cfg.label_dropout, (int, float)) and 0 <= cfg.label_dropout < 1, "in [0, 1)")
     need("ema_decay", isinstance(cfg.ema_decay, (int, float)) and 0 <= cfg.ema_decay < 1, "in [0, 1)")
     need("duration", cfg.duration is None or (isinstance(cfg.duration, (int, float)) and cfg.duration > 0),
@@ -191,13 +210,20 @@ def activation_bytes(preset: str, resolution: int, batch_size: int) -> int:
     allocated (resolution 100000 asked for 30 GB per image), not to size a batch exactly.
     """
     kw = PRESETS[preset]
-    layers = 2 * int(kw["layers_per_block"]) + 1
-    per_image = 0
-    for level, (ch, block) in enumerate(zip(kw["block_out_channels"], kw["down_block_types"])):
+    if kw.get("arch") == "edm2":  # channels = model_channels * channel_mult[l]; attention at attn_levels
+        chans = [int(kw["model_channels"]) * int(m) for m in kw["channel_mult"]]
+        attn = [level in tuple(kw.get("attn_levels", ())) for level in range(len(chans))]
+        layers, head_dim = 2 * int(kw["num_blocks"]) + 1, int(kw.get("channels_per_head", 64))
+    else:  # diffusers UNet2DModel presets
+        chans = list(kw["block_out_channels"])
+        attn = [block.startswith("Attn") for block in kw["down_block_types"]]
+        layers, head_dim = 2 * int(kw["layers_per_block"]) + 1, int(kw["attention_head_dim"])
+    per_image = 0.0
+    for level, (ch, has_attn) in enumerate(zip(chans, attn)):
         side2 = (resolution / 2**level) ** 2
         per_image += 12 * layers * ch * side2
-        if block.startswith("Attn"):
-            per_image += layers * (ch // int(kw["attention_head_dim"])) * side2**2
+        if has_attn:
+            per_image += layers * max(ch // head_dim, 1) * side2**2
     return int(4 * per_image * batch_size)
 
 
@@ -216,6 +242,28 @@ def _check_memory(cfg, device: torch.device, source: str) -> None:
             f"{source}: config.resolution={cfg.resolution} with config.batch_size={cfg.batch_size} (preset "
             f"{cfg.preset!r}) needs about {need / 2**30:,.0f} GiB of activations per step, over four times the "
             f"{have / 2**30:,.0f} GiB of {device}; lower config.resolution or config.batch_size")
+def learning_rate(cfg: Mapping[str, Any], step: int) -> float:
+    """The rate for the step after ``step`` completed ones: linear warm-up, then EDM2's 1/sqrt decay."""
+    lr = float(cfg["lr"])
+    if cfg.get("lr_decay_ref"):
+        lr /= math.sqrt(max(step / float(cfg["lr_decay_ref"]), 1.0))
+    if cfg["lr_warmup"]:
+        lr *= min(1.0, (step + 1) / cfg["lr_warmup"])
+    return lr
+
+
+class TrainingLoss(torch.nn.Module):
+    """Per-image loss of a batch; one module (the denoiser and EDM2's u(sigma) when used) for DDP."""
+
+    def __init__(self, denoiser: EDMPrecond, uncertainty: torch.nn.Module | None = None):
+        super().__init__()
+        self.denoiser, self.uncertainty = denoiser, uncertainty
+
+    def forward(self, y, labels, sigma, noise):
+        logvar = None
+        if self.uncertainty is not None:
+            logvar = self.uncertainty(precond_coefficients(sigma, self.denoiser.sigma_data)[3])
+        return edm_loss(self.denoiser, y, labels, sigma, noise, self.denoiser.sigma_data, logvar=logvar)
 
 
 def train_generator(config: Mapping[str, Any] | str | os.PathLike, **overrides: Any) -> dict[str, Any]:
@@ -252,13 +300,23 @@ def train_generator(config: Mapping[str, Any] | str | os.PathLike, **overrides: 
     num_classes = data.num_classes
 
     # Network, EMA, optimiser (same initial weights in every process: seeded before building).
-    torch.manual_seed(_seed_of("generator-init", cfg.seed))
+    torch.manual_seed(stable_seed("generator-init", cfg.seed))
     net_kwargs = network_kwargs(cfg.preset, num_classes, cfg.resolution)
     denoiser = EDMPrecond(build_network(net_kwargs), num_classes=num_classes, resolution=cfg.resolution,
                           sigma_data=cfg.sigma_data).to(device)
     denoiser.amp_dtype = torch.bfloat16 if cfg.bf16 else None
     ema = copy.deepcopy(denoiser).eval().requires_grad_(False)
-    optimizer = torch.optim.Adam(denoiser.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=1e-8)
+    uncertainty = None
+    if cfg.loss_weighting == "uncertainty":
+        from scoremix_plugin.generation.network_edm2 import UncertaintyWeight
+
+        uncertainty = UncertaintyWeight().to(device)
+    objective = TrainingLoss(denoiser, uncertainty)
+    # Post-hoc EMA profiles: (sigma_rel, gamma, copy of F), tracked on every process, stored by process 0.
+    posthoc = [(float(r), sigma_rel_to_gamma(r), copy.deepcopy(denoiser.net).eval().requires_grad_(False))
+               for r in cfg.posthoc_ema or []]
+    ema_gamma = sigma_rel_to_gamma(cfg.ema_sigma_rel) if cfg.ema_sigma_rel is not None else None
+    optimizer = torch.optim.Adam(objective.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=1e-8)
     step = 0
 
     # Resume.
@@ -272,16 +330,36 @@ def train_generator(config: Mapping[str, Any] | str | os.PathLike, **overrides: 
         ckpt = load_checkpoint(resume_path)
         check_compatible(ckpt, resume_path, num_classes=num_classes, resolution=cfg.resolution,
                          network_kwargs=net_kwargs)
+        if "optimizer" not in ckpt:
+            raise InputError(f"{resume_path}: holds no optimiser state (a `scoremix ema` output?); resume from "
+                             "the run's generator.pt")
+        for key, have in (("uncertainty", uncertainty is not None), ("posthoc", bool(posthoc))):
+            if (key in ckpt) != have:
+                raise InputError(f"{resume_path}: checkpoint {'has' if key in ckpt else 'lacks'} {key!r} state; "
+                                 "this run's config.loss_weighting / config.posthoc_ema differ")
         denoiser.net.load_state_dict(ckpt["net"])
         ema.net.load_state_dict(ckpt["ema"])
+        if uncertainty is not None:
+            uncertainty.load_state_dict(ckpt["uncertainty"])
+        if posthoc:
+            if sorted(ckpt["posthoc"]) != sorted(str(r) for r, _, _ in posthoc):
+                raise InputError(f"{resume_path}: post-hoc EMA profiles {sorted(ckpt['posthoc'])} differ from "
+                                 f"config.posthoc_ema {cfg.posthoc_ema}")
+            for r, _, net in posthoc:
+                net.load_state_dict(ckpt["posthoc"][str(r)])
         optimizer.load_state_dict(ckpt["optimizer"])
         step = int(ckpt["step"])
         del ckpt
-    model = torch.nn.parallel.DistributedDataParallel(denoiser) if env.distributed else denoiser
+    model = torch.nn.parallel.DistributedDataParallel(objective) if env.distributed else objective
 
     # Helpers: checkpoint and sample grid (process 0 only).
     def checkpoint(path: Path) -> None:
-        save_torch_atomic({
+        extra: dict[str, Any] = {}
+        if uncertainty is not None:
+            extra["uncertainty"] = uncertainty.state_dict()
+        if posthoc:
+            extra["posthoc"] = {str(r): net.state_dict() for r, _, net in posthoc}
+        save_torch_atomic(extra | {
             "format": CHECKPOINT_FORMAT, "step": step, "net": denoiser.net.state_dict(),
             "ema": ema.net.state_dict(), "optimizer": optimizer.state_dict(), "config": plain(dict(cfg)),
             "num_classes": num_classes, "resolution": int(cfg.resolution), "preset": cfg.preset,
@@ -289,6 +367,13 @@ def train_generator(config: Mapping[str, Any] | str | os.PathLike, **overrides: 
             # Every random draw is re-derived from (seed, step, rank): these two fix them all.
             "rng": {"seed": int(cfg.seed), "scheme": "sha256(seed, step, rank)"},
         }, path)
+
+    def posthoc_snapshot() -> None:
+        dtype = getattr(torch, cfg.posthoc_dtype)
+        save_torch_atomic({
+            "format": POSTHOC_FORMAT, "step": step, "sigma_rels": [r for r, _, _ in posthoc],
+            "emas": [{k: v.to(dtype) if v.is_floating_point() else v for k, v in net.state_dict().items()}
+                     for _, _, net in posthoc]}, snapshot_path(out, step))
 
     def sample_grid() -> Path:
         rows = sorted({round(i * (num_classes - 1) / max(cfg.sample_classes - 1, 1))
@@ -322,27 +407,34 @@ def train_generator(config: Mapping[str, Any] | str | os.PathLike, **overrides: 
     denoiser.train()
     for y, labels in loader:
         y, labels = y.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        gen.manual_seed(_seed_of("generator-step", cfg.seed, step, env.rank))
+        gen.manual_seed(stable_seed("generator-step", cfg.seed, step, env.rank))
         drop = torch.rand(labels.shape[0], generator=gen, device=device) < cfg.label_dropout
         labels = torch.where(drop, torch.full_like(labels, num_classes), labels)
         sigma = sample_training_sigma(labels.shape[0], generator=gen, device=device, P_mean=cfg.P_mean,
                                       P_std=cfg.P_std)
         noise = torch.randn(y.shape, generator=gen, device=device)
-        lr = cfg.lr * min(1.0, (step + 1) / cfg.lr_warmup) if cfg.lr_warmup else cfg.lr
+        lr = learning_rate(cfg, step)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss = edm_loss(model, y, labels, sigma, noise, cfg.sigma_data).mean()
+        loss = model(y, labels, sigma, noise).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        for p in denoiser.parameters():  # a rare inf/nan gradient must not poison Adam's moments (as EDM)
+        for p in objective.parameters():  # a rare inf/nan gradient must not poison Adam's moments (as EDM)
             if p.grad is not None:
                 torch.nan_to_num(p.grad, nan=0, posinf=0, neginf=0, out=p.grad)
         optimizer.step()
         step += 1
-        decay = min(cfg.ema_decay, (1 + step) / (10 + step)) if cfg.ema_warmup else cfg.ema_decay
+        if ema_gamma is not None:
+            decay = power_ema_beta(ema_gamma, step)
+        else:
+            decay = min(cfg.ema_decay, (1 + step) / (10 + step)) if cfg.ema_warmup else cfg.ema_decay
         with torch.no_grad():
             for p_ema, p in zip(ema.parameters(), denoiser.parameters()):
                 p_ema.lerp_(p.detach(), 1 - decay)
+            for _, gamma, net in posthoc:
+                keep = power_ema_beta(gamma, step)
+                for p_ema, p in zip(net.parameters(), denoiser.net.parameters()):
+                    p_ema.lerp_(p.detach(), 1 - keep)
         window.append(loss.item())
         losses.append(window[-1])
         bar.update(1)
@@ -373,6 +465,8 @@ def train_generator(config: Mapping[str, Any] | str | os.PathLike, **overrides: 
                 checkpoint(out / CHECKPOINT_NAME)
             if cfg.snapshot_every and step % cfg.snapshot_every == 0:
                 checkpoint(out / f"generator-{step:07d}.pt")
+            if posthoc and (end or step % cfg.posthoc_every == 0):
+                posthoc_snapshot()
             if end or (cfg.sample_every and step % cfg.sample_every == 0):
                 sample_grid()
                 denoiser.train()

@@ -205,6 +205,8 @@ def run_generate(ctx: Context) -> GenerateResult:
         guidance=g.guidance, guidance_scale=g.guidance_scale, guide=None,
         mix_window=None if g.mix_window is None else tuple(g.mix_window), seed=ctx.recipe.seed,
         batch_size=g.batch_size, bf16=g.bf16,
+        # Only when asked: AugGen's condition mixing (mix_space "condition") needs a sampler that has it.
+        **({"mix_space": g.mix_space} if g.get("mix_space", "score") != "score" else {}),
     )
     manifest = generate(settings, out, device=ctx.recipe.device, grids=True)
     quality = quality_report(out, centres.onnx, real_centres=centres.embedding, device=ctx.recipe.device)
