@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "export": ("scoremix_plugin.recognition.cli", "export", "export model.pt to ONNX"),
     "embed": ("scoremix_plugin.recognition.cli", "embed", "class centres from a model or a head checkpoint"),
     "train-generator": ("scoremix_plugin.generation.cli", "train_generator", "train the class-conditional EDM generator"),
+    "ema": ("scoremix_plugin.generation.posthoc_ema", "ema", "post-hoc EMA: reconstruct any sigma_rel from the snapshots"),
     "export-conditions": ("scoremix_plugin.generation.cli", "export_conditions", "generator class embeddings as a centres file"),
     "sample": ("scoremix_plugin.generation.cli", "sample", "sample a grid of source classes and their mix"),
     "select": ("scoremix_plugin.synthesis.cli", "select", "choose far/near/random class pairs"),

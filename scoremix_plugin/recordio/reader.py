@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .format import CFLAG_WHOLE, LENGTH_MASK, MAGIC, RecordIOError, read_framed
+from .format import CFLAG_WHOLE, LENGTH_MASK, MAGIC, Closing, RecordIOError, read_framed
 
 _LREC = struct.Struct("<II")
+_I64 = 1 << 63
 
 
 class _MappedFile:
@@ -56,7 +57,7 @@ class _MappedFile:
         self.path, self._buf, self._pid = state["path"], None, None
 
 
-class RecordIOReader:
+class RecordIOReader(Closing):
     """Sequential reader of a `.rec` file: ``read()`` returns the next record, or None at the end."""
 
     def __init__(self, path: str | os.PathLike):
@@ -88,12 +89,6 @@ class RecordIOReader:
 
     def close(self) -> None:
         self._file.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def parse_idx(idx_path: str | os.PathLike, rec_size: int | None = None, rec_path=None) -> tuple[np.ndarray, np.ndarray]:
@@ -128,6 +123,10 @@ def parse_idx(idx_path: str | os.PathLike, rec_size: int | None = None, rec_path
                 key, off = int(fields[0]), int(fields[1])
             except (ValueError, IndexError):
                 raise RecordIOError(f"line {lineno} is not 'key<TAB>offset': {line[:60]!r}", file=idx_path) from None
+            if not (-_I64 <= key < _I64 and 0 <= off < _I64):
+                # numpy would raise OverflowError below; an offset is a byte position in the .rec.
+                raise RecordIOError(f"line {lineno}: key {key} or offset {off} is out of range (a 64-bit key and an "
+                                    "offset in [0, 2**63))", file=idx_path)
             keys.append(key)
             offsets.append(off)
         k = np.asarray(keys, dtype=np.int64)
@@ -141,7 +140,7 @@ def parse_idx(idx_path: str | os.PathLike, rec_size: int | None = None, rec_path
     return k, o
 
 
-class IndexedRecordIOReader:
+class IndexedRecordIOReader(Closing):
     """Random access by key (``read_idx``) through the `.idx`, over a memory-mapped `.rec`.
 
     ``keys`` is the list of keys in `.idx` order (as mxnet's ``MXIndexedRecordIO.keys``); with a
@@ -204,9 +203,3 @@ class IndexedRecordIOReader:
 
     def close(self) -> None:
         self._file.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from scoremix_plugin.io_utils import atomic_path, write_json_atomic, write_text_atomic
+from scoremix_plugin.io_utils import pyplot, save_figure, write_json_atomic, write_text_atomic
 from scoremix_plugin.verification.protocol import VerificationResult
 
 Runs = Mapping[str, Mapping[str, VerificationResult]]
@@ -65,10 +65,7 @@ def plot_curves(panels: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]
                 title: str, xlim: tuple[float, float] | Mapping[str, tuple[float, float]], ylim=(0.0, 1.01),
                 step: bool = True, xticks: list[float] | None = None) -> Path:
     """ROC-style PNG: one panel per ``{panel: {label: (far, tar)}}`` entry, FAR on a log axis."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; never needs a display
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4), squeeze=False)
     for ax, (name, curves) in zip(axes[0], panels.items()):
@@ -91,9 +88,7 @@ def plot_curves(panels: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]
     fig.suptitle(title)
     fig.tight_layout()
     out = Path(path)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out, dpi=110)
     return out
 
 
