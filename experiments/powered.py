@@ -33,6 +33,7 @@ import json
 import math
 import os
 import sys
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -183,13 +184,23 @@ def summarise(results_dir: Path, figure: Path | None = None) -> dict:
         rep_lines = ["| arm | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
         rep_lines += [f"| {a} | " + " | ".join("-" if k not in r else f"{r[k]:.3f}" for k in keys) + " |"
                       for a, r in rep_arms]
+    # Condition vs embedding space: shared by every arm and seed (one generator, one baseline).
+    al = next((r["alignment"] for runs in by_arm.values() for r in runs.values() if r.get("alignment")), None)
+    s["alignment"] = al
+    al_lines = [] if not al else [
+        "| linear CKA | shuffled | mutual kNN | shuffled | classes |", "|---|---|---|---|---|",
+        "| " + " | ".join("-" if al.get(k) is None else f"{al[k]:.3f}" for k in
+                         ("linear_cka", "linear_cka_shuffled", "mutual_knn", "mutual_knn_shuffled"))
+        + f" | {al.get('num_matched')} |"]
     s["tables"] = {"accuracy": "\n".join(acc_lines), "comparisons": "\n".join(cmp_lines),
-                   "datareport": "\n".join(rep_lines)}
+                   "datareport": "\n".join(rep_lines), "alignment": "\n".join(al_lines)}
     md = ("# Pair-selection experiment: summary\n\nVerification accuracy (%), mean ± sd (ddof 1) over seeds.\n\n"
           + s["tables"]["accuracy"] + "\n\nPaired differences (points; same seed), mean, 95 % t-interval over "
           "seeds, sign count, smallest detectable difference.\n\n" + s["tables"]["comparisons"] + "\n")
     if rep_lines:
         md += "\nDataset report of the synthetic set (mean over seeds).\n\n" + s["tables"]["datareport"] + "\n"
+    if al_lines:
+        md += "\nGenerator condition space vs recogniser embedding space (shared).\n\n" + s["tables"]["alignment"] + "\n"
     results_dir = Path(results_dir)
     write_json_atomic(results_dir / "summary.json", s)
     write_text_atomic(results_dir / "summary.md", md)
@@ -239,7 +250,8 @@ def budget(design: dict, arms: list[str], seeds: list[int], results_dir: Path) -
     per_unit, source = {}, {}
     for arm in arms:
         kind = "baseline" if arm == "baseline" else "scoremix"
-        measured = [r["seconds"] for r in done.get(arm, {}).values() if r.get("seconds")]
+        measured = [r["seconds"] + (r.get("datareport") or {}).get("seconds", 0.0)
+                    for r in done.get(arm, {}).values() if r.get("seconds")]
         if measured:
             per_unit[arm], source[arm] = sum(measured) / len(measured), f"measured ({len(measured)} runs)"
         else:
@@ -269,13 +281,15 @@ def dataset_report(ctx, run_dir: Path) -> dict:
 
     if "generate" not in ctx.markers:
         return {}
+    t0 = time.perf_counter()
     report_dataset(ctx.result("generate").manifest, ctx.result("centres").onnx, run_dir / "datareport",
                          bins={t: Path(p) for t, p in verification_targets(ctx).items()}, device=ctx.recipe.device,
                          progress=ctx.progress)
     js = json.loads((run_dir / "datareport" / "report.json").read_text())
     st = js["data"]["stats"]
     return {"datareport": {"eer": st.get("eer"), "fdr": st.get("fdr"), "d_prime": st.get("d_prime"),
-                           "leak_counts": js.get("leak_counts", {}), "path": str(run_dir / "datareport")}}
+                           "leak_counts": js.get("leak_counts", {}), "path": str(run_dir / "datareport"),
+                           "seconds": round(time.perf_counter() - t0, 1)}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -322,7 +336,7 @@ def run(args, design: dict, arms: list[str], seeds: list[int], results: Path) ->
     out = Path(args.out or HERE / "runs" / args.design).resolve()
     ns = argparse.Namespace(device=args.device, identities=design["identities"], images=design["images"],
                             test_identities=design["test_identities"], pairs=design["pairs"], max_uses=3,
-                            recogniser=str(HERE / "ablation" / "recogniser.py"),
+                            recogniser=str(HERE / design.get("recogniser", "ablation/recogniser.py")),
                             generator=str(HERE / design["generator"]))
     shared = Context(recipe=edict(ab.build_recipe(ns)), out=out / "shared", progress=not args.no_progress)
     shared.out.mkdir(parents=True, exist_ok=True)
