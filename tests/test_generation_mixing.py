@@ -93,3 +93,44 @@ def test_condition_mix_checks(micro):
                mix_space="condition")
     with pytest.raises(ValueError, match="columns"):
         micro.net(torch.zeros(1, 3, 16, 16), torch.zeros(1), torch.zeros(1, 4))
+
+
+# Guides for autoguidance (generation/guide.py).
+
+GUIDE_MAIN = dict(preset="test-micro", resolution=16, batch_size=16, lr=2e-3, lr_warmup=5, num_workers=0,
+                  sample_steps=2, sample_classes=2, sample_every=None, log_every=5, bf16=False, total_steps=24,
+                  checkpoint_every=8, snapshot_every=8)
+
+
+def test_snapshot_guide_is_the_nearest_earlier_snapshot(toy_data, tmp_path):
+    from scoremix_plugin.generation.guide import guide_snapshot
+    from scoremix_plugin.generation.train import train_generator
+
+    out = tmp_path / "main"
+    train_generator(dict(GUIDE_MAIN, rec=str(toy_data), output=str(out)))
+    assert sorted(p.name for p in out.glob("generator-*.pt")) == [f"generator-{s:07d}.pt" for s in (8, 16, 24)]
+    assert guide_snapshot(out, 0.25).name == "generator-0000008.pt"  # 6 -> 8 (the snapshot at 24 is the main)
+    assert guide_snapshot(out, 0.6).name == "generator-0000016.pt"  # 14.4 -> 16
+    with pytest.raises(FileNotFoundError, match="snapshot_every"):
+        guide_snapshot(out, 0.5, main_step=8)
+
+
+def test_smaller_guide_trains_a_fraction_of_the_steps_and_guides(toy_data, tmp_path):
+    from scoremix_plugin.generation.checkpoint import load_generator
+    from scoremix_plugin.generation.guide import guide_config, train_guide
+
+    main_cfg = dict(GUIDE_MAIN, rec=str(toy_data), output=str(tmp_path / "main"), duration=100.0)
+    cfg = guide_config(main_cfg, preset="test-micro", fraction=0.25)
+    assert cfg["total_steps"] == 6 and cfg["duration"] == 25.0 and cfg["snapshot_every"] is None
+    assert cfg["output"] == str(tmp_path / "main" / "guide") and cfg["checkpoint_every"] == 6
+    summary = train_guide(main_cfg, preset="test-micro", fraction=0.25)
+    assert summary["step"] == 6
+    guide, gcfg = load_generator(summary["checkpoint"])
+    assert gcfg["step"] == 6 and guide.num_classes == 12 and guide.resolution == 16
+    # The guide plugs into the sampler's autoguidance with a main model of the same classes.
+    with torch.no_grad():
+        x = sample(guide, torch.tensor([[0, 5]]), torch.tensor([[0.5, 0.5]]), generators=_gens(1), num_steps=2,
+                   guidance="autoguidance", guidance_scale=2.0, guide=guide)
+    assert torch.isfinite(x).all()
+    with pytest.raises(ValueError, match="fraction"):
+        guide_config(main_cfg, preset="test-micro", fraction=0)
