@@ -459,17 +459,31 @@ def summarise() -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("command", choices=("run", "recogniser", "train", "summary"))
+    p.add_argument("command", choices=("run", "auto", "recogniser", "train", "summary"))
     p.add_argument("--arm", choices=list(ARMS))
     p.add_argument("--network", choices=list(NETWORKS), help="train only (command train)")
     p.add_argument("--scale", choices=list(SCALES))
     p.add_argument("--steps", type=int, nargs="+", default=[])
     p.add_argument("--out", default=str(HERE / "runs" / "generator_arms"))
+    p.add_argument("--plan", nargs="+", default=[], help="auto: units ARM:SCALE:STEPS in priority order")
+    p.add_argument("--deadline", default=None, help="auto: stop starting units at this wall-clock HH:MM")
     args = p.parse_args(argv)
     out = Path(args.out).resolve()
     if args.command == "run":
         for st in args.steps:
             run_unit(out, args.arm, args.scale, st)
+    if args.command == "auto":
+        # Measure the planned units in order as their generators become ready, until all are done or the
+        # deadline (a wall-clock HH:MM) passes; a unit already started finishes.
+        plan = [u.split(":") for u in args.plan]
+        while True:
+            todo = [(a, sc, int(st)) for a, sc, st in plan if not (RESULTS / f"{a}-{sc}-{st}.json").is_file()]
+            if not todo or (args.deadline and time.strftime("%H:%M") >= args.deadline):
+                break
+            if not any(run_unit(out, a, sc, st) for a, sc, st in todo[:1]) and \
+                    not any(run_unit(out, a, sc, st) for a, sc, st in todo[1:]):
+                time.sleep(30)
+        summarise()
     if args.command == "summary":
         summarise()
     if args.command == "recogniser":
