@@ -185,7 +185,9 @@ def _train_to(run: Path, network: str, steps: int, shared: dict) -> tuple[Path, 
     cfg.update(NETWORKS[network])
     cfg.update(rec=shared["data"], output=str(run), total_steps=int(steps), duration=None, resume=True, seed=0,
                device="cpu", threads=1, sample_every=None, sample_steps=4, sample_classes=2,
-               checkpoint_every=10**9, log_every=50)
+               checkpoint_every=10**9, log_every=50,
+               # float32: this machine's CPU (AVX2, no AVX512-BF16) ran bf16 autocast ~50x slower than expected
+               bf16=False)
     torch.set_num_threads(1)
     prev = max((int(s) for s in cpu if int(s) < steps), default=0)
     log(f"{run.parent.name} {network}: train {prev} -> {steps} steps")
@@ -351,18 +353,14 @@ def measure(denoiser, guide, guidance: str, scale: str, ref: dict, shared: dict,
 
 def load_denoiser(out: Path, scale: str, network: str, steps: int):
     """The sampling denoiser of a run at ``steps``: its EMA (tiny), or the post-hoc EMA at SIGMA_REL (EDM2)."""
-    import torch
-
     from scoremix_plugin.generation.checkpoint import build_denoiser, load_generator
 
     run = out / scale / f"gen-{network}"
     if not NETWORKS[network].get("posthoc_ema"):
-        return load_generator(run / f"gen-{steps:07d}.pt", amp=torch.bfloat16)[0]
+        return load_generator(run / f"gen-{steps:07d}.pt")[0]  # float32, as trained (see _train_to)
     from scoremix_plugin.generation.posthoc_ema import reconstruct
 
-    den = build_denoiser(reconstruct(run, SIGMA_REL, step=steps), ema=True).eval().requires_grad_(False)
-    den.amp_dtype = torch.bfloat16
-    return den
+    return build_denoiser(reconstruct(run, SIGMA_REL, step=steps), ema=True).eval().requires_grad_(False)
 
 
 def run_unit(out: Path, arm: str, scale: str, steps: int) -> dict | None:
