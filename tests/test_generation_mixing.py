@@ -134,3 +134,16 @@ def test_smaller_guide_trains_a_fraction_of_the_steps_and_guides(toy_data, tmp_p
     assert torch.isfinite(x).all()
     with pytest.raises(ValueError, match="fraction"):
         guide_config(main_cfg, preset="test-micro", fraction=0)
+
+
+def test_train_generator_cli_also_trains_the_guide(toy_data, tmp_path, capsys):
+    from scoremix_plugin import cli
+    from scoremix_plugin.generation.checkpoint import load_checkpoint
+
+    cfg = dict(GUIDE_MAIN, rec=str(toy_data), output=str(tmp_path / "run"), total_steps=8, snapshot_every=None)
+    path = tmp_path / "gen.py"
+    path.write_text("config = " + repr(cfg) + "\n")
+    assert cli.main(["train-generator", str(path), "--guide-preset", "test-micro", "--guide-fraction", "0.5"]) == 0
+    assert load_checkpoint(tmp_path / "run" / "generator.pt")["step"] == 8
+    assert load_checkpoint(tmp_path / "run" / "guide" / "generator.pt")["step"] == 4
+    assert "--guidance autoguidance --guide" in capsys.readouterr().out

@@ -31,6 +31,9 @@ def add_train_generator_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", nargs="?", const=True, default=None,
                         help="continue from OUTPUT/generator.pt, or from the given checkpoint")
     parser.add_argument("--device", help="override config.device (e.g. cpu, cuda)")
+    parser.add_argument("--guide-preset", help="then train an autoguidance guide: this smaller preset on the same "
+                        "recipe for --guide-fraction of the steps, into OUTPUT/guide (generation/guide.py)")
+    parser.add_argument("--guide-fraction", type=float, default=0.25, help="the guide's share of the main run's steps")
 
 
 def run_train_generator(args: argparse.Namespace) -> int:
@@ -43,6 +46,16 @@ def run_train_generator(args: argparse.Namespace) -> int:
     if summary["rank"] == 0:
         print(f"step {summary['step']}, loss {summary['final_loss']:.4f}, checkpoint {summary['checkpoint']}"
               + (" (stopped at config.duration)" if summary["stopped_early"] else ""))
+    if args.guide_preset:
+        from scoremix_plugin.config import read_config_file
+        from scoremix_plugin.generation.guide import train_guide
+
+        main = read_config_file(args.config) | overrides
+        main.pop("resume", None)
+        guide = train_guide(main, preset=args.guide_preset, fraction=args.guide_fraction)
+        if guide["rank"] == 0:
+            print(f"guide ({args.guide_preset}): step {guide['step']}, checkpoint {guide['checkpoint']} "
+                  "(use: scoremix generate --guidance autoguidance --guide CHECKPOINT)")
     return 0
 
 
