@@ -76,8 +76,7 @@ def build_recipe(args: argparse.Namespace) -> dict:
 
 def seeded_recogniser_config(src: str, run_dir: Path, seed: int) -> Path:
     """The shared recogniser config with ``config.seed`` set for this seed (init, data order, augmentation)."""
-    from scoremix_plugin.config import read_config_file
-    from scoremix_plugin.pipeline import write_config_file
+    from scoremix_plugin.config import read_config_file, write_config_file
 
     cfg = read_config_file(src)
     cfg["seed"] = 2048 + 1000 * int(seed)
@@ -89,8 +88,7 @@ def run_arm(arm: str, seed: int, shared, out: Path, progress: bool) -> dict:
     from easydict import EasyDict as edict
 
     from scoremix_plugin.io_utils import write_json_atomic
-    from scoremix_plugin.pipeline import STAGES, Context, _log, _targets, run_stages
-    from scoremix_plugin.verification.evaluate import load_embedder, verify_bins
+    from scoremix_plugin.pipeline import STAGES, Context, log, run_stages, verify_recogniser
 
     run_dir = out / "runs" / f"{arm}-s{seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -104,28 +102,26 @@ def run_arm(arm: str, seed: int, shared, out: Path, progress: bool) -> dict:
         recipe.selection.update(ARMS[arm])
         wanted, train_stage = ["select", "generate", "scoremix"], "scoremix"
     ctx = Context(recipe=recipe, out=run_dir, progress=progress)
-    # The shared stages' markers stand in for their runs: this run's stages fingerprint their run ids.
-    for name in ("data", "generator", "centres") + (("baseline",) if arm != "baseline" else ()):
-        ctx.markers[name] = shared.markers[name]
+    # The shared stages' results are this run's inputs: its stages fingerprint their run ids.
+    ctx.adopt(shared, ("data", "generator", "centres") + (("baseline",) if arm != "baseline" else ()))
     t0 = time.perf_counter()
-    status = run_stages([stages[n] for n in wanted], ctx, log=lambda m: _log(f"[{arm} seed {seed}] {m}"))
-    s = ctx.summary(train_stage)
-    embedder = load_embedder(s["model"], network=s["network"], device=recipe.device)
-    res = verify_bins(embedder, _targets(ctx), batch_size=recipe.verification.batch_size, progress=progress)
+    status = run_stages([stages[n] for n in wanted], ctx, log=lambda m: log(f"[{arm} seed {seed}] {m}"))
+    s = ctx.result(train_stage)
+    res = verify_recogniser(ctx, s)
     result = {
         "arm": arm, "seed": int(seed),
         "accuracy": {t: float(r.accuracy_mean) for t, r in res.items()},
         "accuracy_std_folds": {t: float(r.accuracy_std) for t, r in res.items()},
-        "model": s["model"], "num_image": s["num_image"], "num_classes": s["num_classes"],
-        "num_epoch": s["num_epoch"], "global_step": s.get("global_step"),
+        "model": s.model, "num_image": s.num_image, "num_classes": s.num_classes,
+        "num_epoch": s.num_epoch, "global_step": s.global_step,
         "stage_seconds": {k: v["seconds"] for k, v in status.items()},
         "seconds": round(time.perf_counter() - t0, 1),
     }
     if arm != "baseline":
-        sel, gen = ctx.summary("select"), ctx.summary("generate")
-        result["selection"] = {k: sel[k] for k in ("strategy", "space", "distance_mean", "distance_min",
-                                                   "distance_max")}
-        result["quality"] = gen.get("quality", {})
+        sel = ctx.result("select")
+        result["selection"] = {k: getattr(sel, k) for k in ("strategy", "space", "distance_mean", "distance_min",
+                                                            "distance_max")}
+        result["quality"] = ctx.result("generate").quality
         result["grid"] = str(run_dir / "generate")
     write_json_atomic(out / "results" / f"{arm}-s{seed}.json", result)
     return result
@@ -209,12 +205,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.summary:
         from easydict import EasyDict as edict
 
-        from scoremix_plugin.pipeline import STAGES, Context, _log, run_stages
+        from scoremix_plugin.pipeline import STAGES, Context, log, run_stages
 
         shared = Context(recipe=edict(build_recipe(args)), out=out / "shared", progress=not args.no_progress)
         shared.out.mkdir(parents=True, exist_ok=True)
         run_stages([s for s in STAGES if s.name in ("data", "baseline", "generator", "centres")], shared,
-                   log=lambda m: _log(f"[shared] {m}"))
+                   log=lambda m: log(f"[shared] {m}"))
         # Seed-major order: a partial run already has every arm for its first seeds.
         for seed in args.seeds:
             for arm in args.arms:

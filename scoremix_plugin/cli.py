@@ -29,9 +29,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "select": ("scoremix_plugin.synthesis.cli", "select", "choose far/near/random class pairs"),
     "generate": ("scoremix_plugin.synthesis.cli", "generate", "ScoreMix synthetic identities into RecordIO shards"),
     "align": ("scoremix_plugin.synthesis.cli", "align", "CKA / mutual-kNN alignment of two centres files"),
+    "report-dataset": ("scoremix_plugin.datareport.cli", "report_dataset", "dataset report: EER, d', FDR, consistency, leak checks"),
     "merge": ("scoremix_plugin.integration.cli", "merge", "merge real + synthetic into one arcface_torch folder"),
     "arcface-train": ("scoremix_plugin.integration.cli", "arcface_train", "run the unchanged arcface_torch train_v2.py with the scoremix loader"),
-    "pipeline": ("scoremix_plugin.pipeline", "pipeline", "run a pipeline recipe end to end (the demo)"),
+    "pipeline": ("scoremix_plugin.pipeline.cli", "pipeline", "run a pipeline recipe end to end (the demo)"),
 }
 
 

@@ -146,14 +146,46 @@ def validate_scoremix_block(cfg: Mapping[str, Any], source: str = "config") -> e
     return out
 
 
-def load_recogniser_config(path: str | os.PathLike) -> edict:
-    """A host recipe or a scoremix recogniser config, merged over the host's base defaults."""
-    job = read_config_file(path)
+def recogniser_config(job: Mapping[str, Any], source: str = "config") -> edict:
+    """A recogniser job (host recipe keys + ours) merged over the host's base defaults, and checked."""
     cfg = merge_config(
         job,
         {**HOST_BASE, **SCOREMIX_RECOGNISER_KEYS},
-        source=str(path),
+        source=source,
         required=HOST_JOB_KEYS,
     )
-    cfg.scoremix = validate_scoremix_block(cfg, source=str(path))
+    cfg.scoremix = validate_scoremix_block(cfg, source=source)
     return cfg
+
+
+def load_recogniser_config(path: str | os.PathLike) -> edict:
+    """A host recipe or a scoremix recogniser config file, merged over the host's base defaults."""
+    return recogniser_config(read_config_file(path), source=str(path))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_plain(v) for v in value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_config_file(path: str | os.PathLike, cfg: Mapping[str, Any], comment: str) -> Path:
+    """Write an arcface_torch-style config file (``config = edict(...)``) that reproduces ``cfg`` (atomic).
+
+    The record of a run's settings, and what a user reruns by hand (e.g. under torchrun).
+    """
+    from scoremix_plugin.io_utils import write_text_atomic
+
+    lines = [f"# {line}" for line in comment.splitlines()] + [
+        "from easydict import EasyDict as edict", "", "config = edict()"]
+    for key, value in cfg.items():
+        value = _plain(value)
+        lines.append(f"config.{key} = edict({value!r})" if isinstance(value, dict) else f"config.{key} = {value!r}")
+    write_text_atomic(path, "\n".join(lines) + "\n")
+    return Path(path)

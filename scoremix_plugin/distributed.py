@@ -39,6 +39,9 @@ def init_distributed(device: str | None = None) -> DistEnv:
         dev = torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     else:
         dev = torch.device(device)
+        if dev.type == "cuda" and dev.index is None:
+            # config.device = "cuda" means this process's GPU; torch.cuda.set_device refuses an index-less device.
+            dev = torch.device("cuda", local_rank)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():

@@ -98,3 +98,19 @@ def test_unknown_key_warns_and_scoremix_block_is_strict(tmp_path):
     p.write_text(HOST_RECIPE.replace("config.num_image = 501195\n", ""))
     with pytest.raises(ConfigError, match="num_image"):
         load_recogniser_config(p)
+
+
+@pytest.mark.parametrize("asked, local_rank, expected", [("cuda", "1", "cuda:1"), ("cuda:0", "1", "cuda:0")])
+def test_init_distributed_gives_cuda_an_index(monkeypatch, asked, local_rank, expected):
+    """config.device = "cuda" is this process's GPU (torch.cuda.set_device refuses a device without index)."""
+    import torch
+
+    from scoremix_plugin import distributed
+
+    seen = []
+    monkeypatch.setattr(torch.cuda, "set_device", seen.append)
+    monkeypatch.setenv("LOCAL_RANK", local_rank)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    env = distributed.init_distributed(asked)
+    assert env.device == torch.device(expected) and seen == [torch.device(expected)]
+    assert env.local_rank == int(local_rank) and not env.distributed

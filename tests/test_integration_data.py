@@ -13,10 +13,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from scoremix_plugin.config import ConfigError, load_recogniser_config
-from scoremix_plugin.integration.augment import Augmentation, DegradeResize
-from scoremix_plugin.integration.dataset import ScoreMixDataset
-from scoremix_plugin.integration.loader import build_train_dataset, get_dataloader, make_train_loader
-from scoremix_plugin.integration.manifest_view import ManifestError
+from scoremix_plugin.data.augment import Augmentation, DegradeResize
+from scoremix_plugin.data.loader import build_train_dataset, make_train_loader
+from scoremix_plugin.data.scoremix_dataset import ScoreMixDataset
+from scoremix_plugin.integration.loader import get_dataloader
+from scoremix_plugin.synthesis.manifest import ManifestError
 from scoremix_plugin.recordio import FaceRecFolder, RecordIOError, ShardWriter
 from test_integration_helpers import edit_manifest, synthetic_image, write_recogniser_config, write_shards
 

@@ -11,7 +11,7 @@ import pytest
 
 from scoremix_plugin.cli import main as scoremix_main
 from scoremix_plugin.config import load_recogniser_config, read_config_file
-from scoremix_plugin.integration.manifest_view import ManifestError
+from scoremix_plugin.synthesis.manifest import ManifestError
 from scoremix_plugin.recordio import FaceRecFolder
 from test_integration_helpers import edit_manifest, write_shards
 

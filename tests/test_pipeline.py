@@ -1,7 +1,8 @@
 """The pipeline runner: skip-when-complete bookkeeping, and a miniature recipe end to end.
 
 The end-to-end test (marked slow, ~30-60 s on 2 shared cores) trains tiny recognisers and a tiny
-generator for a few steps; it checks plumbing and the report's shape, not accuracy.
+generator for a few steps, with a stage of the recipe's own; it checks what must hold between the stages
+(class counts, image counts, the report's numbers against the verify stage's file), not accuracy.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from pathlib import Path
 import pytest
 from easydict import EasyDict as edict
 
-from scoremix_plugin.pipeline import (STAGE_NAMES, Context, PipelineError, Stage, load_recipe, read_marker,
-                                      run_recipe, run_stages, stage_states)
+from scoremix_plugin.pipeline import (STAGE_NAMES, Context, PipelineError, Stage, load_recipe, pipeline_stages,
+                                      read_marker, run_recipe, run_stages, stage_states)
 
 # Bookkeeping on three small stages that write real files.
 
@@ -121,8 +122,19 @@ def test_demo_recipe_loads():
 # A miniature recipe end to end.
 
 MINI = """
+import json
 from easydict import EasyDict as edict
+from scoremix_plugin.pipeline import Stage
+
+def synthetic_share(ctx):
+    data, gen = ctx.result("data"), ctx.result("generate")
+    share = gen.num_synthetic_images / (data.num_image + gen.num_synthetic_images)
+    (ctx.dir("synthetic_share") / "share.json").write_text(json.dumps(share))
+    return {"share": share, "real_images": data.num_image}
+
 config = edict(
+    stages=[Stage("synthetic_share", synthetic_share, ("data", "generate"), lambda ctx: {"rounding": None},
+                  lambda ctx: [ctx.dir("synthetic_share") / "share.json"], help="a stage of the recipe's own")],
     name="mini", seed=0, device="cpu",
     data=edict(toy=edict(identities=4, images_per_identity=2, test_identities=4, pairs=20)),
     recogniser="rec.py", generator="gen.py",
@@ -150,13 +162,21 @@ def test_mini_recipe_end_to_end_then_rerun_skips(tmp_path):
         (tmp_path / name).write_text(textwrap.dedent(text))
     out = tmp_path / "out"
     status = run_recipe(tmp_path / "mini.py", out, progress=False, log=lambda s: None)
-    assert [k for k, v in status.items() if v["status"] == "ran"] == list(STAGE_NAMES)
+    assert [k for k, v in status.items() if v["status"] == "ran"] == [*STAGE_NAMES[:-1], "synthetic_share", "report"]
 
     report = json.loads((out / "report.json").read_text())
+    verify = json.loads((out / "verify/verification.json").read_text())["results"]
     for run in ("baseline", "scoremix"):
         assert set(report[run]) == {"toy_lfw", "toy_cfp_fp"}
-        assert all(0.0 <= v <= 1.0 for v in report[run].values())
-    assert set(report["stages"]) >= set(STAGE_NAMES) - {"report"}
+        for t in report[run]:  # the report's numbers are the verify stage's, not recomputed ones
+            assert report[run][t] == verify[run][t]["accuracy_mean"]
+            assert report["accuracy_std"][run][t] == verify[run][t]["accuracy_std"]
+    assert set(report["stages"]) == set(STAGE_NAMES) - {"report"} | {"synthetic_share"}
+    # The recipe's own stage: run, recorded, reported.
+    c_real, n_syn = 4, 2  # toy identities, selection.num_identities (2 images each)
+    share = 2 * n_syn / (2 * c_real + 2 * n_syn)
+    assert report["added_stages"] == {"synthetic_share": {"share": share, "real_images": 2 * c_real}}
+    assert "## Added stage: synthetic_share" in (out / "report.md").read_text()
     assert report["image_degrade"] == 32
     md = (out / "report.md").read_text()
     assert "32-px down-and-up resize" in md
@@ -164,8 +184,24 @@ def test_mini_recipe_end_to_end_then_rerun_skips(tmp_path):
         assert fig is None or (out / fig).is_file()
     assert (out / "figures/roc.png").is_file() and (out / "figures/mixes.png").is_file()
     manifest = json.loads((out / "generate/manifest.json").read_text())
-    assert manifest["num_classes"] == 4 + 2
-    assert (out / "merged/train.rec").is_file()
+    assert manifest["num_classes"] == c_real + n_syn and manifest["num_synthetic_images"] == 2 * n_syn
+    # ScoreMix trains a head of C_real + n classes; the baseline one of C_real.
+    import torch
+
+    heads = {run: torch.load(out / run / "checkpoint_rank0.pt", weights_only=True)["head"]["weight"].shape[0]
+             for run in ("baseline", "scoremix")}
+    assert heads == {"baseline": c_real, "scoremix": c_real + n_syn}
+    # The merged folder holds what its config says: every real and synthetic image and class.
+    from scoremix_plugin.config import read_config_file
+    from scoremix_plugin.recordio import FaceRecFolder
+
+    merged_cfg = read_config_file(out / "merged/scoremix_merged.py")
+    with FaceRecFolder(out / "merged") as merged:
+        counts = {"num_classes": merged.num_classes, "num_image": len(merged),
+                  "labels": sorted(set(merged.labels.tolist()))}
+    assert counts == {"num_classes": c_real + n_syn, "num_image": 2 * c_real + 2 * n_syn,
+                      "labels": list(range(c_real + n_syn))}
+    assert (merged_cfg["num_classes"], merged_cfg["num_image"]) == (counts["num_classes"], counts["num_image"])
     assert "dataset = 'scoremix'" in (out / "scoremix/config.py").read_text()
 
     assert all(v.startswith("complete") for v in stage_states(tmp_path / "mini.py", out).values())
@@ -185,3 +221,23 @@ def test_real_folder_data_stage(tmp_path, toy_data):
     summary = read_marker(tmp_path / "out", "data")["summary"]
     assert summary["num_classes"] == 12 and summary["num_image"] == 96 and not summary["toy"]
     assert sorted(summary["bins"]) == ["toy_cfp_fp", "toy_lfw"]
+
+
+def test_a_recipe_adds_a_stage_before_the_report(tmp_path):
+    (tmp_path / "r.py").write_text(textwrap.dedent(MINI))
+    recipe = load_recipe(tmp_path / "r.py")
+    stages = pipeline_stages(recipe)
+    assert [s.name for s in stages] == [*STAGE_NAMES[:-1], "synthetic_share", "report"]
+    assert "synthetic_share" in stages[-1].needs  # the report reruns when the added stage does
+    states = stage_states(tmp_path / "r.py", tmp_path / "out")
+    assert states["synthetic_share"] == "not run"
+    with pytest.raises(PipelineError, match="no such stage"):
+        run_recipe(tmp_path / "r.py", tmp_path / "out", stage="nope", progress=False, log=lambda s: None)
+    from scoremix_plugin import cli
+
+    assert cli.main(["pipeline", str(tmp_path / "r.py"), "--out", str(tmp_path / "out"), "--stage", "nope"]) == 2
+    bad = tmp_path / "bad.py"
+    bad.write_text("from easydict import EasyDict as edict\n"
+                   "config = edict(recogniser='r.py', generator='g.py', stages=['count'])\n")
+    with pytest.raises(PipelineError, match="recipe.stages"):
+        load_recipe(bad)

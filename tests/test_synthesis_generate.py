@@ -103,20 +103,24 @@ def test_shards_read_back(syn_inputs, reference_run):
 
     c_real = syn_inputs["c_real"]
     m = verify_manifest(reference_run / "manifest.json")  # checksums, contiguous labels, totals
-    assert m["format"] == "scoremix-shards/1" and m["complete"]
-    assert m["num_classes"] == c_real + NUM_IDS and m["num_synthetic_images"] == NUM_IDS * PER_ID
-    assert m["real"]["num_classes"] == c_real and m["real"]["num_image"] == len(FaceRecFolder(syn_inputs["real"]))
-    assert m["selection"]["strategy"] == "far" and m["selection"]["space"] == "embedding"
-    assert [s["labels"] for s in m["shards"]] == [[c_real, c_real + 2], [c_real + 2, c_real + 4], [c_real + 4, c_real + 5]]
+    raw = json.loads((reference_run / "manifest.json").read_text())
+    assert raw["format"] == "scoremix-shards/1" and m.complete
+    assert m.to_json() == raw  # read + write gives the file back: one schema (contracts.md)
+    assert m.num_classes == c_real + NUM_IDS and m.num_synthetic_images == NUM_IDS * PER_ID
+    assert m.real_num_classes == c_real and m.real_num_image == len(FaceRecFolder(syn_inputs["real"]))
+    assert m.real_rec == Path(syn_inputs["real"]).absolute() and m.num_image == m.real_num_image + NUM_IDS * PER_ID
+    assert m.selection["strategy"] == "far" and m.selection["space"] == "embedding"
+    assert [s.labels for s in m.shards] == [(c_real, c_real + 2), (c_real + 2, c_real + 4), (c_real + 4, c_real + 5)]
     labels = []
-    for s in m["shards"]:
-        f = FaceRecFolder(reference_run / s["path"])
+    for s in m.shards:
+        assert s.path == reference_run.absolute() / f"shard-{s.index:05d}"
+        f = FaceRecFolder(s.path)
         assert f.layout == "insightface" and f.num_classes == c_real + NUM_IDS
         assert f.image(0).shape == (112, 112, 3)
         labels += f.labels.tolist()
-        ds = FaceRecDataset(reference_run / s["path"], flip=False)
+        ds = FaceRecDataset(s.path, flip=False)
         x, y = ds[0]
-        assert tuple(x.shape) == (3, 112, 112) and int(y) == s["labels"][0]
+        assert tuple(x.shape) == (3, 112, 112) and int(y) == s.labels[0]
     assert labels == [c_real + n for n in range(NUM_IDS) for _ in range(PER_ID)]
     assert (reference_run / "grids" / "shard-00000.png").stat().st_size > 1000
     # the manifest notices a damaged shard
@@ -148,7 +152,7 @@ def test_crash_resume_byte_identical(syn_inputs, reference_run, tmp_path):
     with pytest.raises(ValueError, match="seed: 3 -> 4"):
         _generate_here(syn_inputs, out, seed=4)
     m = _generate_here(syn_inputs, out)
-    assert m["complete"]
+    assert m.complete
     assert _files(out) == _files(reference_run)
 
 
@@ -209,8 +213,8 @@ def _quality_body(syn_inputs, reference_run, tmp_path):
     # intra-identity cosine and nearest real class, recomputed by brute force from the shard images
     m = verify_manifest(out)
     imgs, labs = [], []
-    for s in m["shards"]:
-        f = FaceRecFolder(out / s["path"])
+    for s in m.shards:
+        f = FaceRecFolder(s.path)
         imgs += [f.image(i) for i in range(len(f))]
         labs += f.labels.tolist()
     es, _ = embed_images(emb, np.stack(imgs))
@@ -234,16 +238,16 @@ def _quality_body(syn_inputs, reference_run, tmp_path):
 def test_guidance_window_and_bad_inputs(syn_inputs, reference_run, tmp_path):
     # CFG with a mixing window reaches the sampler: same plan, other bytes, complete manifest.
     m = _generate_here(syn_inputs, tmp_path / "cfg", guidance="cfg", guidance_scale=2.0, mix_window=(0.5, 10.0))
-    assert m["complete"] and m["sampler"]["mix_window"] == [0.5, 10.0] and m["sampler"]["guidance"] == "cfg"
+    assert m.complete and m.sampler["mix_window"] == [0.5, 10.0] and m.sampler["guidance"] == "cfg"
     a = (tmp_path / "cfg" / "shard-00000" / "train.rec").read_bytes()
     assert a != (reference_run / "shard-00000" / "train.rec").read_bytes()
     # triplets (K = 3) go through the same path; weights from the file
     from scoremix_plugin.synthesis.select import run_selection
 
     run_selection(syn_inputs["dir"] / "centres.npz", tmp_path / "tri.csv", strategy="near", num_identities=2, k=3,
-                  weights="0.5,0.25,0.25", progress=False)
+                  weights=[0.5, 0.25, 0.25], progress=False)
     m = _generate_here(syn_inputs, tmp_path / "tri", pairs=str(tmp_path / "tri.csv"))
-    assert m["complete"] and m["selection"]["k"] == 3 and m["num_synthetic_images"] == 2 * PER_ID
+    assert m.complete and m.selection["k"] == 3 and m.num_synthetic_images == 2 * PER_ID
     with pytest.raises(ValueError, match="needs --guide"):
         _generate_here(syn_inputs, tmp_path / "ag", guidance="autoguidance", guidance_scale=2.0)
     bad = tmp_path / "bad.csv"
@@ -262,7 +266,7 @@ def test_guidance_window_and_bad_inputs(syn_inputs, reference_run, tmp_path):
 def test_condition_mixing_reaches_the_sampler(syn_inputs, reference_run, tmp_path):
     # AugGen's condition mixing with its non-convex weights: same plan, other bytes, recorded in manifest and settings.
     m = _generate_here(syn_inputs, tmp_path / "cond", mix_space="condition", mix_weights=(0.7, 0.7))
-    assert m["complete"] and m["sampler"]["mix_space"] == "condition" and m["sampler"]["mix_weights"] == [0.7, 0.7]
+    assert m.complete and m.sampler["mix_space"] == "condition" and m.sampler["mix_weights"] == [0.7, 0.7]
     settings = json.loads((tmp_path / "cond" / "settings.json").read_text())
     assert settings["mix_space"] == "condition" and settings["mix_weights"] == [0.7, 0.7]
     assert "mix_space" not in json.loads((reference_run / "settings.json").read_text())  # old folders still resume

@@ -157,3 +157,20 @@ def test_align_cli(tmp_path):
     # centres are normalised rows: a rotation of unit rows stays a rotation
     assert res["linear_cka"] == pytest.approx(1.0, abs=1e-6)
     assert (tmp_path / "al" / "alignment.png").stat().st_size > 1000
+
+
+def test_mixing_weights_are_numbers_checked_once(tmp_path):
+    from scoremix_plugin.synthesis.select import convex_weights, parse_weights, run_selection
+
+    save_centres(tmp_path / "c.npz", np.arange(8), _random_centres(8, 4, 0), space="embedding")
+    sel = run_selection(tmp_path / "c.npz", tmp_path / "p.csv", strategy="far", num_identities=2,
+                        weights=np.array([0.25, 0.75]), progress=False)
+    assert np.array_equal(read_pairs(tmp_path / "p.csv").weights, np.tile([0.25, 0.75], (2, 1)))
+    assert np.array_equal(sel.weights, np.tile([0.25, 0.75], (2, 1)))
+    assert np.array_equal(parse_weights("0.25,0.75", 2), convex_weights([0.25, 0.75], 2))
+    with pytest.raises(TypeError, match="not text"):
+        run_selection(tmp_path / "c.npz", tmp_path / "q.csv", num_identities=2, weights="0.5,0.5", progress=False)
+    with pytest.raises(ValueError, match="summing to 1"):
+        convex_weights([0.5, 0.6], 2)
+    with pytest.raises(ValueError, match="--weights 'a,b'"):
+        parse_weights("a,b", 2)

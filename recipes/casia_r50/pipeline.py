@@ -4,7 +4,7 @@
 
 CASIA_REC is the InsightFace release of CASIA-WebFace (train.rec / train.idx / property and
 lfw.bin, cfp_fp.bin, agedb_30.bin beside them). Stages, outputs and skip-when-complete are those
-of `scoremix pipeline` (scoremix_plugin/pipeline.py). Cost (ESTIMATES, see recipes/README.md):
+of `scoremix pipeline` (scoremix_plugin/pipeline/). Cost (ESTIMATES, see recipes/README.md):
 about 30 A100-hours (~12-15 H100-hours) on one GPU, most of it the generator.
 """
 

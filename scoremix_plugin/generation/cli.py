@@ -68,16 +68,10 @@ def add_export_conditions_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_export_conditions(args: argparse.Namespace) -> int:
-    import numpy as np
+    from scoremix_plugin.generation.conditions import export_conditions
 
-    from scoremix_plugin.centres import save_centres
-    from scoremix_plugin.generation.checkpoint import load_generator
-
-    denoiser, _ = load_generator(args.ckpt, ema=not args.raw)
-    c = denoiser.num_classes
-    table = denoiser.net.class_table.weight.detach().float().cpu().numpy()[:c]  # row c is the null class
-    save_centres(args.out, np.arange(c), table, space="condition")
-    print(f"{args.out}: {c} class embeddings of dimension {table.shape[1]} (null class excluded)")
+    c = export_conditions(args.ckpt, args.out, ema=not args.raw)
+    print(f"{args.out}: {len(c)} class embeddings of dimension {c.centres.shape[1]} (null class excluded)")
     return 0
 
 

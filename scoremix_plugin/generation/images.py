@@ -18,8 +18,6 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 def save_grid(path: str | os.PathLike, images: torch.Tensor, ncol: int, pad: int = 2) -> None:
     """Row-major grid of ``images`` ([N,3,R,R] in [-1,1]) with ``ncol`` columns, written as a PNG atomically."""
-    import cv2
-
     rgb = to_uint8(images)
     n, r = rgb.shape[0], rgb.shape[1]
     nrow = -(-n // ncol)
@@ -27,7 +25,14 @@ def save_grid(path: str | os.PathLike, images: torch.Tensor, ncol: int, pad: int
     for i in range(n):
         y, x = pad + (i // ncol) * (r + pad), pad + (i % ncol) * (r + pad)
         grid[y : y + r, x : x + r] = rgb[i]
-    ok, buf = cv2.imencode(".png", grid[:, :, ::-1])  # cv2 writes BGR
+    write_png(path, grid)
+
+
+def write_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
+    """An RGB uint8 ``HxWx3`` image as a PNG file, atomically; an encoder failure is an error, not an empty file."""
+    import cv2
+
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[:, :, ::-1]))  # cv2 writes BGR
     if not ok:
         raise RuntimeError(f"PNG encoding failed for {path}")
     write_bytes_atomic(path, buf.tobytes())

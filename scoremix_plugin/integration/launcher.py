@@ -94,12 +94,13 @@ def load_host_config(config_arg: str) -> Any:
 
 def install_scoremix_loader(cfg: Any, source: str) -> Any:
     """Check the scoremix config, build its data and replace the host's ``dataset.get_dataloader``."""
+    from ..data.loader import build_train_dataset
     from . import loader
 
     validate_scoremix_block(cfg, source=source)
     if cfg.get("dali"):
         raise ConfigError(f"{source}: config.dali = True is not supported with dataset = 'scoremix'; set it False")
-    dataset = loader.build_train_dataset(cfg, source=source)
+    dataset = build_train_dataset(cfg, source=source)
     host_dataset = importlib.import_module("dataset")
     bound = functools.partial(loader.get_dataloader, cfg=cfg, source=source, dataset=dataset)
     functools.update_wrapper(bound, loader.get_dataloader)

@@ -27,7 +27,8 @@ import numpy as np
 
 from ..config import HOST_BASE
 from ..io_utils import sha256_file, write_json_atomic, write_text_atomic
-from .manifest_view import ManifestError, check_source, read_manifest
+from ..data.scoremix_dataset import check_source
+from ..synthesis.manifest import Manifest, ManifestError
 
 # Job-config keys the generated config sets beyond the counts (the host's usual recipe values).
 CONFIG_DEFAULTS: dict[str, Any] = {
@@ -93,7 +94,7 @@ def merge(real_dir: str | os.PathLike, manifest: str | os.PathLike, out_dir: str
         raise FileExistsError(f"--out {out} exists and is not empty (pass --overwrite to replace it)")
 
     # Sources, checked against the manifest before anything is written.
-    view = read_manifest(manifest)
+    view = Manifest.read(manifest).validate()  # a complete run: checksums, label ranges, totals
     real = FaceRecFolder(real_dir)
     if real.num_classes != view.real_num_classes:
         raise ManifestError(f"{view.path}: real.num_classes = {view.real_num_classes}, but {real_dir} has "

@@ -8,7 +8,7 @@ import json
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    from scoremix_plugin.recognition.backbones import BACKBONES
+    from scoremix_plugin.backbones import BACKBONES
 
     p.add_argument("config", help="arcface_torch-style config file (configs/NAME or a path to a .py)")
     p.add_argument("--output", help="override config.output (the run folder)")
@@ -44,7 +44,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
-    from scoremix_plugin.recognition.backbones import BACKBONES
+    from scoremix_plugin.backbones import BACKBONES
 
     p.add_argument("--model", required=True, help="model.pt (backbone state dict, host format) or our checkpoint")
     p.add_argument("--network", required=True, choices=list(BACKBONES), help="backbone the weights belong to")

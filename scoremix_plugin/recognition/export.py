@@ -18,19 +18,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from scoremix_plugin.backbones import load_backbone  # noqa: F401 - the .pt loader, used below and re-exported
 from scoremix_plugin.io_utils import atomic_path
 
 INPUT_NAME = "data"
 OUTPUT_NAME = "embedding"
 MIN_COSINE = 0.9999
-
-
-def load_backbone(model_path: str | os.PathLike, network: str) -> torch.nn.Module:
-    """A backbone in eval mode from a host ``model.pt`` (or a checkpoint holding one), on CPU."""
-    from scoremix_plugin.verification.evaluate import load_embedder
-
-    # One place reads model files (state dict or checkpoint, "module." prefixes, embedding size).
-    return load_embedder(model_path, network=network, device="cpu").module.eval()
 
 
 def export_onnx(module: torch.nn.Module, out: str | os.PathLike, *, opset: int = 17) -> Path:

@@ -135,8 +135,8 @@ def train(cfg: edict, *, progress: bool = True) -> dict[str, Any]:
     from torch.nn.parallel import DistributedDataParallel
 
     from scoremix_plugin.distributed import barrier, init_distributed
-    from scoremix_plugin.integration.loader import EpochSampler, build_train_dataset, seed_worker
-    from scoremix_plugin.recognition.backbones import get_backbone
+    from scoremix_plugin.data.loader import EpochSampler, build_train_dataset, seed_worker
+    from scoremix_plugin.backbones import get_backbone
     from scoremix_plugin.recognition.losses import MarginSoftmaxHead, margin_loss_from_config
 
     # Section: processes, seeds, output folder.

@@ -56,11 +56,12 @@ def add_select_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_select(args) -> int:
-    from scoremix_plugin.synthesis.select import SelectionError, run_selection
+    from scoremix_plugin.synthesis.select import SelectionError, parse_weights, run_selection
 
+    weights = parse_weights(args.weights, args.k)
     try:
         sel = run_selection(args.centres, args.out, strategy=args.strategy, num_identities=args.num_identities,
-                            max_uses=args.max_uses, k=args.k, weights=args.weights, seed=args.seed,
+                            max_uses=args.max_uses, k=args.k, weights=weights, seed=args.seed,
                             chunk_size=args.chunk_size, margin=args.margin, device=args.device)
     except SelectionError as e:
         print(f"scoremix select: {e}", file=sys.stderr)
@@ -105,12 +106,21 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--filter-min-intra", type=float, default=None,
                    help="report: drop identities whose mean intra-identity cosine is < T")
     p.add_argument("--no-grids", action="store_true", help="skip the per-shard sample grid PNGs")
+    p.add_argument("--drop-leaks", action="store_true",
+                   help="with --embedder: write OUT/leak-free/ without identities that leak (datareport.filter)")
+    from scoremix_plugin.datareport.cli import add_leak_arguments
+
+    add_leak_arguments(p)  # --targets / --bins / --far: the dataset report and quality gate after generation
     p.add_argument("--out", required=True)
 
 
 def run_generate(args) -> int:
     from scoremix_plugin.synthesis.generate import GenerateSettings, generate
 
+    if args.drop_leaks and not args.embedder:
+        from scoremix_plugin.datareport.report import ReportError
+
+        raise ReportError("--drop-leaks needs --embedder (the recogniser that judges leaks)")
     settings = GenerateSettings(
         ckpt=args.ckpt, pairs=args.pairs, real=args.real, images_per_identity=args.images_per_identity,
         shard_size=args.shard_size, steps=args.steps, solver=args.solver, guidance=args.guidance,
@@ -121,8 +131,8 @@ def run_generate(args) -> int:
     manifest = generate(settings, args.out, device=args.device, grids=not args.no_grids)
     if manifest is None:  # a non-zero rank
         return 0
-    print(f"{manifest['num_synthetic_classes']} identities, {manifest['num_synthetic_images']} images in "
-          f"{len(manifest['shards'])} shard(s) -> {args.out}/manifest.json")
+    print(f"{manifest.num_synthetic_classes} identities, {manifest.num_synthetic_images} images in "
+          f"{len(manifest.shards)} shard(s) -> {manifest.path}")
     if args.embedder:
         from scoremix_plugin.synthesis.quality import quality_report
 
@@ -130,6 +140,16 @@ def run_generate(args) -> int:
                              filter_real_cos=args.filter_real_cos, filter_min_intra=args.filter_min_intra,
                              device=args.device)
         print(json.dumps(rep["summary"]))
+        from scoremix_plugin.datareport.cli import bins_from_args
+        from scoremix_plugin.datareport.filter import check_generation
+
+        report, filtered = check_generation(args.out, args.embedder, network=args.network, real=args.real,
+                                            bins=bins_from_args(args, args.real), far=args.far,
+                                            drop_leaks=args.drop_leaks, device=args.device)
+        print(report.gate.text())
+        if filtered is not None:
+            print(f"dropped {len(filtered.extra['dropped'])} leaking identities, kept {filtered.num_synthetic_classes} "
+                  f"-> {args.out}/leak-free/manifest.json")
     return 0
 
 

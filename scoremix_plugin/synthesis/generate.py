@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from scoremix_plugin.io_utils import sha256_file, write_json_atomic
-from scoremix_plugin.synthesis.manifest import FORMAT, ManifestError
+from scoremix_plugin.synthesis.manifest import FORMAT, Manifest, ManifestError, Shard
 
 OUTPUT_SIZE = 112  # recognisers always take 112x112 (contracts.md, "Resolution")
 SETTINGS_NAME = "settings.json"
@@ -225,37 +225,35 @@ class _Run:
                     return None
         return rec
 
-    def manifest(self, records: list[dict]) -> dict[str, Any]:
+    def manifest(self, records: list[dict]) -> Manifest:
         st, n = self.st, len(self.sel)
         meta = self.pairs_meta
-        return {
-            "format": FORMAT,
-            "real": {"num_classes": self.c_real, "num_image": self.n_real, "rec": _rel(st.real, self.out)},
-            "num_classes": self.c_real + n,
-            "num_synthetic_classes": n,
-            "num_synthetic_images": n * st.images_per_identity,
-            "generator": {"checkpoint": _rel(st.ckpt, self.out), "sha256": self.fp["generator_sha256"],
-                          "step": self.gen_config.get("step"), "resolution": self.resolution},
-            "selection": {"file": _rel(st.pairs, self.out), "sha256": self.fp["pairs_sha256"],
-                          "strategy": meta.get("strategy"), "space": meta.get("space"), "k": self.sel.k},
-            "sampler": {"solver": st.solver, "steps": st.steps, "guidance": st.guidance,
-                        "guidance_scale": st.guidance_scale,
-                        "guide": {"checkpoint": _rel(st.guide, self.out), "sha256": self.fp["guide_sha256"]}
-                        if st.guide else None,
-                        "mix_window": list(st.mix_window) if st.mix_window is not None else None,
-                        "mix_space": st.mix_space,
-                        "mix_weights": [float(w) for w in st.mix_weights] if st.mix_weights is not None else None,
-                        "seed": st.seed, "batch_size": st.batch_size, "bf16": st.bf16,
-                        "images_per_identity": st.images_per_identity, "shard_size": st.shard_size,
-                        "output_size": OUTPUT_SIZE,
-                        "resize": "cv2.INTER_CUBIC" if self.resolution < OUTPUT_SIZE else
-                        ("none" if self.resolution == OUTPUT_SIZE else "cv2.INTER_AREA")},
-            "planned_shards": len(self.plan),
-            "complete": len(records) == len(self.plan),
-            "shards": records,
-        }
+        shards = tuple(Shard(i, self.out / r["path"], (r["labels"][0], r["labels"][1]), r["images"], r["rec_sha256"],
+                             r["idx_sha256"]) for i, r in enumerate(records))
+        return Manifest(
+            path=Path(os.path.abspath(self.out / "manifest.json")),
+            real_num_classes=self.c_real, real_num_image=self.n_real, real_rec=Path(os.path.abspath(st.real)),
+            num_synthetic_classes=n, num_synthetic_images=n * st.images_per_identity,
+            generator={"checkpoint": _rel(st.ckpt, self.out), "sha256": self.fp["generator_sha256"],
+                       "step": self.gen_config.get("step"), "resolution": self.resolution},
+            selection={"file": _rel(st.pairs, self.out), "sha256": self.fp["pairs_sha256"],
+                       "strategy": meta.get("strategy"), "space": meta.get("space"), "k": self.sel.k},
+            sampler={"solver": st.solver, "steps": st.steps, "guidance": st.guidance,
+                     "guidance_scale": st.guidance_scale,
+                     "guide": {"checkpoint": _rel(st.guide, self.out), "sha256": self.fp["guide_sha256"]}
+                     if st.guide else None,
+                     "mix_window": list(st.mix_window) if st.mix_window is not None else None,
+                     "mix_space": st.mix_space,
+                     "mix_weights": [float(w) for w in st.mix_weights] if st.mix_weights is not None else None,
+                     "seed": st.seed, "batch_size": st.batch_size, "bf16": st.bf16,
+                     "images_per_identity": st.images_per_identity, "shard_size": st.shard_size,
+                     "output_size": OUTPUT_SIZE,
+                     "resize": "cv2.INTER_CUBIC" if self.resolution < OUTPUT_SIZE else
+                     ("none" if self.resolution == OUTPUT_SIZE else "cv2.INTER_AREA")},
+            shards=shards, planned_shards=len(self.plan), complete=len(records) == len(self.plan),
+        )
 
-    def merge(self, in_manifest: set[str]) -> dict[str, Any]:
+    def merge(self, in_manifest: set[str]) -> Manifest:
         """Rank 0: collect every done record (verifying those not yet listed) and rewrite the manifest."""
         records = []
         for s in range(len(self.plan)):
@@ -263,9 +261,7 @@ class _Run:
             if rec is not None:
                 records.append(rec)
                 in_manifest.add(shard_name(s))
-        m = self.manifest(records)
-        write_json_atomic(self.out / "manifest.json", m)
-        return m
+        return self.manifest(records).write()
 
     # One shard.
 
@@ -327,7 +323,7 @@ class _Run:
 
 
 def generate(settings: GenerateSettings, out: str | os.PathLike, *, device: str | None = None, grids: bool = True,
-             progress: bool = True) -> dict[str, Any] | None:
+             progress: bool = True) -> Manifest | None:
     """Make every shard of the plan not yet complete; return the manifest on rank 0 (None elsewhere)."""
     import torch.distributed as dist
     from tqdm.auto import tqdm
@@ -366,7 +362,7 @@ def generate(settings: GenerateSettings, out: str | os.PathLike, *, device: str 
         if not env.is_main:
             return None
         m = run.merge(listed)
-        if not m["complete"]:
+        if not m.complete:
             missing = [shard_name(s) for s in range(len(run.plan)) if shard_name(s) not in listed]
             raise ManifestError(f"{out}: shards {missing[:5]} did not complete")
         return m
@@ -379,4 +375,4 @@ def _listed(out: Path) -> set[str]:
     f = out / "manifest.json"
     if not f.is_file():
         return set()
-    return {s["path"] for s in json.loads(f.read_text()).get("shards", [])}
+    return {s.path.name for s in Manifest.read(f).shards}

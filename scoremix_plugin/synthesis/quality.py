@@ -10,6 +10,10 @@ Filtering never rewrites shards (labels inside shards must stay contiguous): wit
 ``filter_min_intra`` it marks identities to drop and writes ``OUT/filtered_pairs.csv``, the pairs file of
 the kept identities renumbered 0..n-1, to generate from again (same settings, new ``--out``): a clean,
 reproducible run without the dropped identities. Outputs: ``OUT/quality.json`` and ``OUT/quality.png``.
+
+This is the quick per-identity view written after generation; the full dataset report (genuine/impostor
+statistics, leak checks against training and evaluation sets, the quality gate, dropping leaked
+identities) is ``scoremix_plugin.datareport``, whose metrics this module shares.
 """
 
 from __future__ import annotations
@@ -20,32 +24,13 @@ from typing import Any
 
 import numpy as np
 
+from scoremix_plugin.datareport.metrics import identity_stats, topk_similar  # noqa: F401 - identity_stats re-exported
 from scoremix_plugin.io_utils import atomic_path, write_json_atomic
 
 
-def identity_stats(emb: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(unique labels, unit centres [L, D], intra-identity mean pairwise cosine [L]) of unit embeddings."""
-    uniq, inv, counts = np.unique(labels, return_inverse=True, return_counts=True)
-    sums = np.zeros((len(uniq), emb.shape[1]), np.float64)
-    np.add.at(sums, inv, emb.astype(np.float64))
-    sq = np.sum(sums * sums, axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        intra = np.where(counts > 1, (sq - counts) / (counts * (counts - 1.0)), np.nan)
-    centres = sums / np.maximum(np.sqrt(sq), 1e-12)[:, None]
-    return uniq, centres.astype(np.float32), intra
-
-
-def _nearest(a: np.ndarray, b: np.ndarray, exclude_self: bool, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    idx = np.empty(a.shape[0], np.int64)
-    val = np.empty(a.shape[0], np.float64)
-    for s in range(0, a.shape[0], chunk):
-        sim = a[s : s + chunk] @ b.T
-        if exclude_self:
-            r = np.arange(sim.shape[0])
-            sim[r, r + s] = -np.inf
-        idx[s : s + chunk] = np.argmax(sim, axis=1)
-        val[s : s + chunk] = sim[np.arange(sim.shape[0]), idx[s : s + chunk]]
-    return idx, val
+def _nearest(a: np.ndarray, b: np.ndarray, exclude_self: bool) -> tuple[np.ndarray, np.ndarray]:
+    idx, val, _ = topk_similar(a, b, 1, exclude_self=exclude_self)
+    return idx[:, 0], val[:, 0].astype(np.float64)
 
 
 def quality_report(out_dir: str | os.PathLike, embedder, *, network: str | None = None, real_centres=None,
@@ -56,7 +41,7 @@ def quality_report(out_dir: str | os.PathLike, embedder, *, network: str | None 
 
     from scoremix_plugin.centres import load_centres
     from scoremix_plugin.recordio import FaceRecFolder
-    from scoremix_plugin.synthesis.manifest import shard_dir, verify_manifest
+    from scoremix_plugin.synthesis.manifest import verify_manifest
     from scoremix_plugin.synthesis.select import Selection, read_pairs, write_pairs
     from scoremix_plugin.verification.evaluate import embed_images, load_embedder
 
@@ -65,10 +50,10 @@ def quality_report(out_dir: str | os.PathLike, embedder, *, network: str | None 
     embedder_name = str(embedder) if isinstance(embedder, (str, os.PathLike)) else type(embedder).__name__
     if isinstance(embedder, (str, os.PathLike)):
         embedder = load_embedder(embedder, network=network, device=device)
-    c_real = m["real"]["num_classes"]
+    c_real = m.real_num_classes
     embs, labs = [], []
-    for s in tqdm(m["shards"], desc="quality: embed shards", unit="shard", disable=not progress):
-        folder = FaceRecFolder(shard_dir(m, s))
+    for s in tqdm(m.shards, desc="quality: embed shards", unit="shard", disable=not progress):
+        folder = FaceRecFolder(s.path)
         # A few thousand decoded images at a time: a whole shard can be gigabytes of pixels.
         for i0 in range(0, len(folder), 2048):
             images = np.stack([folder.image(i) for i in range(i0, min(i0 + 2048, len(folder)))])
@@ -98,7 +83,7 @@ def quality_report(out_dir: str | os.PathLike, embedder, *, network: str | None 
         for i in np.flatnonzero(r_cos >= filter_real_cos):
             keep[i] = False
             reasons[i].append(f"real class {int(real.labels[r_idx[i]])} at cosine {r_cos[i]:.3f} >= {filter_real_cos}")
-    sel_path = (out / m["selection"]["file"]).resolve()
+    sel_path = (out / m.selection["file"]).resolve()
     sel = read_pairs(sel_path)
     rows = []
     for i, lab_i in enumerate(uniq.tolist()):
@@ -132,7 +117,7 @@ def quality_report(out_dir: str | os.PathLike, embedder, *, network: str | None 
             write_pairs(out / "filtered_pairs.csv",
                         Selection(sel.classes[kept_n], sel.weights[kept_n], sel.distance[kept_n]),
                         {"filtered_from": str(sel_path), "kept_new_labels": kept_n,
-                         "strategy": m["selection"].get("strategy"), "space": m["selection"].get("space"),
+                         "strategy": m.selection.get("strategy"), "space": m.selection.get("space"),
                          "filter": report["filter"]})
             report["filtered_pairs"] = "filtered_pairs.csv"
     write_json_atomic(out / "quality.json", report)

@@ -497,25 +497,38 @@ def read_pairs_meta(path: str | os.PathLike) -> dict:
         return json.load(f)
 
 
-def parse_weights(text: str | None, k: int) -> np.ndarray:
-    if text is None:
+def convex_weights(weights, k: int) -> np.ndarray:
+    """Mixing weights as a checked float64 ``[k]`` array (None: uniform 1/k); they must form a convex mix."""
+    if weights is None:
         return np.full(k, 1.0 / k)
+    if isinstance(weights, str):
+        raise TypeError(f"mixing weights {weights!r}: pass numbers, not text (parse_weights reads text)")
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (k,) or not np.isfinite(w).all() or (w < 0).any() or abs(w.sum() - 1.0) > 1e-6:
+        raise ValueError(f"mixing weights {w.tolist()}: need {k} non-negative values summing to 1")
+    return w
+
+
+def parse_weights(text: str | None, k: int) -> np.ndarray:
+    """``--weights 'w_a,w_b,...'`` as a checked array."""
+    if text is None:
+        return convex_weights(None, k)
     try:
-        w = np.asarray([float(v) for v in text.split(",")], dtype=np.float64)
+        return convex_weights([float(v) for v in text.split(",")], k)
     except ValueError as e:
         raise ValueError(f"--weights {text!r}: {e}") from e
-    if w.shape != (k,) or (w < 0).any() or abs(w.sum() - 1.0) > 1e-6:
-        raise ValueError(f"--weights {text!r}: need {k} non-negative values summing to 1")
-    return w
 
 
 def run_selection(centres_path, out, *, strategy="far", num_identities, max_uses=1, k=2, weights=None, seed=0,
                   chunk_size=4096, margin=8, device=None, progress=True) -> Selection:
-    """Load a centres file, select, write ``out`` (+ ``out.json``); return the selection in label space."""
+    """Load a centres file, select, write ``out`` (+ ``out.json``); return the selection in label space.
+
+    ``weights``: the ``k`` mixing weights (a sequence or array of numbers; None: 1/k each).
+    """
     from scoremix_plugin.centres import load_centres
 
+    w = convex_weights(weights, k)
     c = load_centres(centres_path)
-    w = parse_weights(weights, k)
     t0 = time.perf_counter()
     idx, dist = select(c.centres, num_identities, strategy, max_uses=max_uses, k=k, seed=seed,
                        chunk_size=chunk_size, margin=margin, device=device, progress=progress)

@@ -115,22 +115,6 @@ class TorchEmbedder:
         return out.float().reshape(out.shape[0], -1).cpu().numpy()
 
 
-def _backbone_state_dict(obj: Any, path: Path) -> dict:
-    """The backbone weights from a host ``model.pt`` or a checkpoint dict that holds them."""
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path}: expected a state dict, got {type(obj).__name__}")
-    for key in ("state_dict_backbone", "backbone"):
-        if isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    if not obj or not all(hasattr(v, "shape") for v in obj.values()):
-        raise ValueError(f"{path}: no backbone state dict found (keys: {sorted(obj)[:8]})")
-    # DistributedDataParallel prefixes every name with "module."
-    if all(k.startswith("module.") for k in obj):
-        obj = {k[len("module."):]: v for k, v in obj.items()}
-    return obj
-
-
 def load_embedder(model_path: str | os.PathLike, network: str | None = None, device: Any = None) -> Embedder:
     """An embedder for ``.onnx`` (onnxruntime) or ``.pt``/``.pth`` (state dict into ``get_backbone(network)``)."""
     p = Path(model_path)
@@ -141,20 +125,9 @@ def load_embedder(model_path: str | os.PathLike, network: str | None = None, dev
     if suffix in (".pt", ".pth"):
         if not network:
             raise ValueError(f"{p}: a torch state dict needs --network (the backbone name, e.g. r50)")
-        from scoremix_plugin.io_utils import load_torch_safe
-        from scoremix_plugin.recognition.backbones import get_backbone
+        from scoremix_plugin.backbones import load_backbone
 
-        sd = _backbone_state_dict(load_torch_safe(p), p)
-        kwargs = {}
-        # The embedding size is in the weights (fc: [D, 512*7*7] in the host's IResNets).
-        if "fc.weight" in sd and len(sd["fc.weight"].shape) == 2:
-            kwargs["num_features"] = int(sd["fc.weight"].shape[0])
-        module = get_backbone(network, **kwargs)
-        try:
-            module.load_state_dict(sd, strict=True)
-        except RuntimeError as e:
-            raise ValueError(f"{p}: weights do not fit backbone '{network}': {e}") from e
-        return TorchEmbedder(module, device)
+        return TorchEmbedder(load_backbone(p, network), device)
     raise ValueError(f"{p}: unknown model format '{suffix}' (expected .onnx, .pt or .pth)")
 
 

@@ -29,8 +29,8 @@ import torch
 
 from ..recordio import RecordIOError
 from ..recordio.dataset import FaceRecDataset
+from ..synthesis.manifest import Manifest, ManifestError
 from .augment import build_augmentation, chain
-from .manifest_view import ManifestView, check_source, read_manifest
 
 
 def _draw(pool: int, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -48,16 +48,19 @@ def _draw(pool: int, n: int, rng: np.random.Generator) -> np.ndarray:
 class ScoreMixDataset(torch.utils.data.Dataset):
     """``(image float32 [3,112,112] in [-1,1], label int64)`` over real + synthetic images.
 
-    ``manifest``: the generation ``manifest.json`` (path) or an already read ``ManifestView``.
+    ``manifest``: the generation ``manifest.json`` (path) or an already read ``Manifest``.
     ``transform``: applied to every image (real and synthetic) first, e.g. ``DegradeResize``;
     ``aug_real`` / ``aug_synthetic``: then per source (a registered name, a serialised albumentations
     dict, a callable or None); then the host's random flip and normalisation.
     """
 
-    def __init__(self, real_root: str | os.PathLike, manifest: str | os.PathLike | ManifestView, *,
+    def __init__(self, real_root: str | os.PathLike, manifest: str | os.PathLike | Manifest, *,
                  ratio: float | None = None, aug_real: Any = None, aug_synthetic: Any = None,
                  transform=None, seed: int = 2048, verify: bool = True):
-        self.manifest = manifest if isinstance(manifest, ManifestView) else read_manifest(manifest, verify=verify)
+        if not isinstance(manifest, Manifest):
+            # An interrupted generation is refused: num_classes would count identities that have no images.
+            manifest = Manifest.read(manifest).validate() if verify else Manifest.read(manifest)
+        self.manifest = manifest
         m = self.manifest
         self.real_root = Path(real_root)
         self.num_classes = m.num_classes
@@ -70,7 +73,7 @@ class ScoreMixDataset(torch.utils.data.Dataset):
         t_syn = chain(transform, build_augmentation(aug_synthetic, key="config.scoremix.aug_synthetic"))
 
         # Sources: the real folder, then each shard in manifest order.
-        if m.real_rec is not None and m.real_rec != self.real_root.resolve():
+        if m.real_rec is not None and m.real_rec.resolve() != self.real_root.resolve():
             # Not an error: a dataset copied elsewhere is still the same data (the counts are checked below).
             warnings.warn(f"{m.path} was generated for the real folder {m.real_rec}; training reads {self.real_root}",
                           stacklevel=2)
@@ -164,3 +167,19 @@ class ScoreMixDataset(torch.utils.data.Dataset):
         return {"num_classes": self.num_classes, "num_image": self.num_image, "num_real": self.num_real,
                 "num_synthetic": self.num_synthetic, "ratio": self.ratio,
                 "synthetic_per_epoch": self.num_synthetic_per_epoch, "shards": len(self.sources) - 1}
+
+
+def check_source(labels, count: int, lo: int, hi: int, *, what: str, count_key: str, manifest: Manifest,
+                 rec_path=None, image_keys=None) -> None:
+    """A folder the manifest describes holds ``count`` images with labels in ``[lo, hi)`` (final labels)."""
+    labels = np.asarray(labels)
+    if len(labels) != count:
+        raise ManifestError(f"{manifest.path}: {count_key} = {count}, but {what} holds {len(labels)} images")
+    bad = (labels < lo) | (labels >= hi)
+    if bad.any():
+        i = int(np.argmax(bad))
+        key = None if image_keys is None else int(image_keys[i])
+        raise RecordIOError(f"label {int(labels[i])} of image {i} is outside [{lo}, {hi}) that the manifest "
+                            f"{manifest.path} gives {what} (labels are final: no offset is added)",
+                            file=rec_path, key=key)
+

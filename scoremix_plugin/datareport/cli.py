@@ -1,0 +1,75 @@
+"""``scoremix report-dataset``: flags, then :func:`scoremix_plugin.datareport.report.report_dataset`.
+
+    scoremix report-dataset --data syn/manifest.json --model model.onnx --out rep
+    scoremix report-dataset --data data/real --model model.pt --network r50 --targets lfw,cfp_fp --out rep
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _far(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--far {text!r}: not a number") from None
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"--far {text!r}: must be in (0, 1)")
+    return v
+
+
+def add_leak_arguments(p: argparse.ArgumentParser) -> None:
+    """The evaluation sets and FAR (shared by report-dataset and generate)."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--targets", default=None, help="evaluation .bin names, e.g. lfw,cfp_fp (in --bins, else in the "
+                   "real folder)")
+    g.add_argument("--bins", default=None, help="folder of evaluation .bin files (all of them)")
+    p.add_argument("--far", type=_far, default=1e-4, help="FAR at which real impostor pairs set the leak threshold")
+
+
+def bins_from_args(args, fallback):
+    from scoremix_plugin.datareport.report import resolve_bins
+
+    targets = [t for t in args.targets.split(",") if t] if args.targets else None
+    return resolve_bins(targets, args.bins, fallback)
+
+
+def add_report_dataset_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="RecordIO folder or generation manifest (file or its folder)")
+    p.add_argument("--model", required=True, help="recogniser: .onnx, or model.pt with --network")
+    p.add_argument("--network", default=None, help="backbone name for a .pt model (e.g. r50)")
+    p.add_argument("--real", default=None, help="real RecordIO folder (default: the manifest's own)")
+    add_leak_arguments(p)
+    p.add_argument("--genuine-cap", type=int, default=10**6, help="genuine pairs: all, or a seeded sample of this many")
+    p.add_argument("--impostor-cap", type=int, default=10**6, help="impostor pairs sampled (all when fewer)")
+    p.add_argument("--min-share", type=float, default=0.5, help="quality gate: share of identities to recognise")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache", default=None, help="embedding cache folder (default OUT/cache)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default=None)
+    p.add_argument("--out", required=True, help="report folder: report.md, report.json, PNGs")
+
+
+def run_report_dataset(args) -> int:
+    from pathlib import Path
+
+    from scoremix_plugin.datareport.embeddings import open_data, real_rec_of
+    from scoremix_plugin.datareport.report import report_dataset
+
+    fallback = args.real
+    if fallback is None:
+        ds = open_data(args.data)
+        fallback = real_rec_of(ds.manifest) if ds.kind == "manifest" else ds.path
+    bins = bins_from_args(args, fallback)
+    rep = report_dataset(args.data, args.model, args.out, real=args.real, bins=bins, far=args.far,
+                         network=args.network, cache_dir=args.cache, genuine_cap=args.genuine_cap,
+                         impostor_cap=args.impostor_cap, seed=args.seed, min_share=args.min_share,
+                         batch_size=args.batch_size, device=args.device)
+    st = rep.data.stats
+    print(f"{rep.data.name}: EER {100 * st.eer:.2f} %, d' {st.d_prime:.3f}, FDR {st.fdr:.3f}; threshold "
+          f"{rep.threshold.cosine:.4f} at FAR {rep.far:g}; leaks {rep.leak_counts}")
+    if rep.gate is not None:
+        print(rep.gate.text())
+    print(Path(args.out) / "report.md")
+    return 0

@@ -1,0 +1,43 @@
+"""``scoremix pipeline RECIPE --out DIR [--stage NAME | --from NAME] [--force] [--list]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from scoremix_plugin.pipeline.stages import STAGE_NAMES
+
+
+def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", help="pipeline recipe file (config = edict(...)), e.g. recipes/demo.py")
+    parser.add_argument("--out", required=True, help="output folder (stages write DIR/<stage>/, report DIR/report.md)")
+    which = parser.add_mutually_exclusive_group()
+    # No argparse choices: a recipe may add stages of its own; the runner names the stages it knows.
+    names = ", ".join(STAGE_NAMES)
+    which.add_argument("--stage", metavar="NAME", help=f"rerun only this stage (its inputs must be complete): {names}"
+                       " or a stage the recipe adds")
+    which.add_argument("--from", dest="start", metavar="NAME", help="rerun this stage and every later one")
+    parser.add_argument("--force", action="store_true", help="rerun every stage, complete or not")
+    parser.add_argument("--list", action="store_true", help="list the stages and whether each is complete, then exit")
+
+
+def run_pipeline(args: argparse.Namespace) -> int:
+    from scoremix_plugin.pipeline import PipelineError, run_recipe, stage_states
+
+    try:
+        if args.list:
+            for name, state in stage_states(args.recipe, args.out).items():
+                print(f"{name:10s} {state}")
+            return 0
+        t0 = time.perf_counter()
+        run_recipe(args.recipe, args.out, stage=args.stage, start=args.start, force=args.force)
+    except PipelineError as e:  # a wrong recipe key or stage name: say which, like argparse would
+        print(f"scoremix pipeline: error: {e}", file=sys.stderr)
+        return 2
+    report = Path(args.out).resolve() / "report.md"
+    print(f"pipeline finished in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    if report.is_file():
+        print(report)  # the last line: where to look
+    return 0

@@ -1,0 +1,216 @@
+"""A small stage runner: stages in order, each skipped when its fingerprint and outputs say it is complete.
+
+Knows nothing of ScoreMix: the stages (``stages.py``) are passed in, and each Stage carries its own
+output folder and result type. After a stage's outputs are all written, ``OUT/.stages/<stage>.json`` is
+written atomically with its *fingerprint* (a hash of the recipe settings it reads, the contents of the
+config files it reads and the run ids of the stages it depends on), a new run id, its duration and its
+result (JSON). A later run skips a stage whose marker matches and whose outputs exist; a stage that runs
+again gets a new run id, so every stage after it runs again too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scoremix_plugin.io_utils import sha256_file, write_json_atomic
+
+MARKER_DIR = ".stages"
+
+
+class PipelineError(RuntimeError):
+    """A recipe key, a stage name or a stage's inputs are wrong; the message names which."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    run: Callable[["Context"], Any]  # does the work; returns its result (a dataclass or a JSON-able mapping)
+    needs: tuple[str, ...]  # stages whose results it reads
+    settings: Callable[["Context"], Any]  # the recipe settings it reads (fingerprinted)
+    outputs: Callable[["Context"], Sequence[Path]]  # files that must exist when it is complete
+    files: Callable[["Context"], Sequence[Path]] = lambda ctx: ()  # config files it reads (hashed)
+    help: str = ""
+    folder: str | None = None  # its output folder under OUT (None: its name; "": OUT itself)
+    result: type | None = None  # the dataclass its run returns (rebuilt from the marker); None: a dict
+
+
+@dataclass
+class Context:
+    recipe: Any  # the filled recipe (an EasyDict with "_path")
+    out: Path
+    progress: bool = True
+    markers: dict[str, dict] = field(default_factory=dict)
+    stages: dict[str, Stage] = field(default_factory=dict)  # set by run_stages from the stages passed in
+
+    @property
+    def recipe_dir(self) -> Path:
+        return Path(self.recipe._path).parent
+
+    def resolve(self, rel: str | os.PathLike) -> Path:
+        """A path from the recipe (relative to the recipe's folder)."""
+        p = Path(rel).expanduser()
+        return p if p.is_absolute() else (self.recipe_dir / p).resolve()
+
+    def dir(self, stage: str) -> Path:
+        """A stage's output folder (the Stage's ``folder``, else its name)."""
+        s = self.stages.get(stage)
+        return self.out / (stage if s is None or s.folder is None else s.folder)
+
+    def result(self, stage: str) -> Any:
+        """What an earlier stage returned, as its Stage's result type (rebuilt from its marker)."""
+        if stage not in self.markers:
+            raise PipelineError(f"stage '{stage}' has not completed in {self.out} (run it first)")
+        summary = self.markers[stage]["summary"]
+        s = self.stages.get(stage)
+        return summary if s is None or s.result is None else from_json(s.result, summary)
+
+    def adopt(self, other: "Context", names: Sequence[str]) -> None:
+        """Use ``other``'s finished stages ``names`` as this run's inputs (shared stages of an experiment)."""
+        for name in names:
+            if name not in other.markers:
+                raise PipelineError(f"stage '{name}' has not completed in {other.out}")
+            self.markers[name] = other.markers[name]
+            if name in other.stages:
+                self.stages.setdefault(name, other.stages[name])
+
+
+def from_json(cls: type, summary: Mapping[str, Any]) -> Any:
+    """A result dataclass from its marker's JSON; keys it does not know are left out (older markers)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in summary.items() if k in names})
+
+
+def to_json(obj: Any) -> Any:
+    """Results and settings as JSON values (dataclasses, paths, numpy / torch scalars); "_" keys dropped."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return {str(k): to_json(v) for k, v in obj.items() if not str(k).startswith("_")}
+    if isinstance(obj, (list, tuple)):
+        return [to_json(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if getattr(obj, "ndim", None) == 0 and hasattr(obj, "item"):
+        return obj.item()
+    return obj
+
+
+def marker_path(out: Path, stage: str) -> Path:
+    return out / MARKER_DIR / f"{stage}.json"
+
+
+def read_marker(out: Path, stage: str) -> dict | None:
+    p = marker_path(out, stage)
+    if not p.is_file():
+        return None
+    try:
+        m = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None  # a damaged marker means "not complete": the stage runs again
+    return m if isinstance(m, dict) and m.get("stage") == stage else None
+
+
+def fingerprint(stage: Stage, ctx: Context) -> str:
+    """Hash of what the stage reads: recipe settings, config file contents, upstream run ids."""
+    files = {}
+    for f in map(Path, stage.files(ctx)):
+        if not f.is_file():
+            raise PipelineError(f"stage '{stage.name}': config file not found: {f}")
+        files[str(f)] = sha256_file(f)
+    upstream = {}
+    for dep in stage.needs:
+        if dep not in ctx.markers:
+            raise PipelineError(f"stage '{stage.name}' needs stage '{dep}', which has not completed in {ctx.out}")
+        upstream[dep] = ctx.markers[dep]["run_id"]
+    payload = {"stage": stage.name, "settings": to_json(stage.settings(ctx)), "files": files, "upstream": upstream}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def is_complete(stage: Stage, ctx: Context, fp: str) -> bool:
+    m = read_marker(ctx.out, stage.name)
+    return m is not None and m.get("fingerprint") == fp and all(Path(p).exists() for p in stage.outputs(ctx))
+
+
+def _load_markers(stages: Sequence[Stage], ctx: Context) -> None:
+    ctx.stages.update({s.name: s for s in stages})
+    for s in stages:
+        m = read_marker(ctx.out, s.name)
+        if m is not None:
+            ctx.markers[s.name] = m
+
+
+def run_stages(stages: Sequence[Stage], ctx: Context, *, only: str | None = None, start: str | None = None,
+               force: bool = False, log: Callable[[str], None] = print) -> dict[str, dict]:
+    """Run (or skip) each stage in order; returns ``{stage: {"status": "ran"|"skipped", "seconds": s}}``.
+
+    ``only``: rerun that stage alone (its inputs must be complete). ``start``: rerun it and all after.
+    """
+    names = [s.name for s in stages]
+    if len(set(names)) != len(names):
+        raise PipelineError(f"stage names must be unique: {names}")
+    for opt, value in (("--stage", only), ("--from", start)):
+        if value is not None and value not in names:
+            raise PipelineError(f"{opt} {value!r}: no such stage; stages: {names}")
+    forced = set(names) if force else {only} if only else set(names[names.index(start):]) if start else set()
+    _load_markers(stages, ctx)  # the markers of stages not run here are the inputs of those that are
+    selected = [s for s in stages if only is None or s.name == only]
+    status: dict[str, dict] = {}
+    for i, stage in enumerate(selected, start=1):
+        fp = fingerprint(stage, ctx)
+        head = f"[pipeline {i}/{len(selected)}] {stage.name}"
+        if stage.name not in forced and is_complete(stage, ctx, fp):
+            seconds = ctx.markers[stage.name]["seconds"]
+            log(f"{head}: complete, skipped (took {seconds:.1f} s when it ran)")
+            status[stage.name] = {"status": "skipped", "seconds": seconds}
+            continue
+        log(f"{head}: running ({stage.help})")
+        # A stage that fails half-way must not look complete next time under its old marker.
+        marker_path(ctx.out, stage.name).unlink(missing_ok=True)
+        ctx.markers.pop(stage.name, None)
+        ctx.dir(stage.name).mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        result = stage.run(ctx)
+        seconds = time.perf_counter() - t0
+        if stage.result is not None and not isinstance(result, stage.result):
+            raise PipelineError(f"stage '{stage.name}' returned {type(result).__name__}, "
+                                f"not its result type {stage.result.__name__}")
+        missing = [str(p) for p in stage.outputs(ctx) if not Path(p).exists()]
+        if missing:
+            raise PipelineError(f"stage '{stage.name}' finished without writing {missing}")
+        marker = {"stage": stage.name, "fingerprint": fp, "run_id": uuid.uuid4().hex, "seconds": round(seconds, 3),
+                  "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "summary": to_json(result)}
+        write_json_atomic(marker_path(ctx.out, stage.name), marker)
+        ctx.markers[stage.name] = marker
+        status[stage.name] = {"status": "ran", "seconds": marker["seconds"]}
+        log(f"{head}: done in {seconds:.1f} s")
+    return status
+
+
+def plan(stages: Sequence[Stage], ctx: Context) -> dict[str, str]:
+    """What a plain run would do with each stage: skip it (complete) or run it, and why."""
+    _load_markers(stages, ctx)
+    will_run: set[str] = set()
+    states = {}
+    for s in stages:
+        m = ctx.markers.get(s.name)
+        if m is None:
+            state = "not run"
+        elif will_run & set(s.needs):
+            state = "will run again (an input stage runs again)"
+        elif is_complete(s, ctx, fingerprint(s, ctx)):
+            states[s.name] = f"complete ({m['seconds']:.1f} s, finished {m['finished']})"
+            continue
+        else:
+            state = "will run again (its settings, config files or outputs changed)"
+        will_run.add(s.name)
+        states[s.name] = state
+    return states

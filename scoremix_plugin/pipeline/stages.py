@@ -1,0 +1,307 @@
+"""The ScoreMix stages: each a few lines over the library functions, returning its typed result.
+
+========== ================================================================================
+data       the toy identity dataset (``recipe.data.toy``) or a real InsightFace folder
+           (``recipe.data.rec``, with its ``<target>.bin`` files beside it)
+baseline   recogniser trained on the real data (``recipe.recogniser`` config file)
+generator  class-conditional EDM generator trained on the same data (``recipe.generator``)
+centres    baseline exported to ONNX; class centres in its embedding space (+ its head's
+           weights) and the generator's condition vectors, as centres files
+select     pairs of classes (``recipe.selection``: strategy, space, number of identities)
+generate   ScoreMix identities into RecordIO shards + manifest (``recipe.generation``)
+merge      real + synthetic merged into one arcface_torch folder with its config
+           (``DIR/merged/``: the route for an unchanged host)
+scoremix   recogniser trained on real + synthetic through ``config.dataset = "scoremix"``
+verify     both recognisers on the verification targets (``recipe.verification``)
+align      linear CKA / mutual kNN of generator conditions vs recogniser centres
+report     ``DIR/report.md`` + ``DIR/report.json`` + figures under ``DIR/figures/``
+========== ================================================================================
+
+Each stage's ``settings`` are exactly what it reads from the recipe: they, the config files it reads and
+its inputs' run ids make its fingerprint, so changing them here re-runs finished output folders.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from scoremix_plugin.io_utils import write_json_atomic
+from scoremix_plugin.pipeline.results import (AlignResult, CentresResult, DataResult, GenerateResult,
+                                              GeneratorResult, MergeResult, RecogniserResult, SelectResult,
+                                              VerifyResult)
+from scoremix_plugin.pipeline.runner import Context, PipelineError, Stage, to_json
+
+
+def verification_targets(ctx: Context) -> dict[str, str]:
+    """The verification targets to score: ``{name: path.bin}`` from the data stage."""
+    bins = ctx.result("data").bins
+    wanted = ctx.recipe.verification.targets or list(bins)
+    missing = [t for t in wanted if t not in bins]
+    if missing:
+        raise PipelineError(f"recipe.verification.targets {missing} have no .bin file in the data folder "
+                            f"(found {sorted(bins)})")
+    return {t: bins[t] for t in wanted}
+
+
+# Stage: data.
+
+
+def data_settings(ctx: Context) -> Any:
+    d = ctx.recipe.data
+    if d.rec:
+        rec = ctx.resolve(d.rec)
+        stat = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(rec.glob("*")) if f.is_file()]
+        return {"rec": str(rec), "files": stat}
+    return {"toy": d.toy, "seed": ctx.recipe.seed}
+
+
+def data_outputs(ctx: Context) -> list[Path]:
+    return [ctx.dir("data") / ("data.json" if ctx.recipe.data.rec else "toy_meta.json")]
+
+
+def run_data(ctx: Context) -> DataResult:
+    d, out = ctx.recipe.data, ctx.dir("data")
+    if d.rec:
+        from scoremix_plugin.recordio import FaceRecFolder
+
+        rec = ctx.resolve(d.rec)
+        with FaceRecFolder(rec) as folder:
+            num_classes, num_image = int(folder.num_classes), len(folder)
+        res = DataResult(str(rec), num_classes, num_image, {p.stem: str(p) for p in sorted(rec.glob("*.bin"))}, False)
+        write_json_atomic(out / "data.json", to_json(res))
+        return res
+    from scoremix_plugin.toydata import write_toy_dataset
+
+    t = d.toy
+    s = write_toy_dataset(out, num_identities=t.identities, images_per_identity=t.images_per_identity,
+                          num_test_identities=t.test_identities, num_pairs=t.pairs, seed=ctx.recipe.seed,
+                          progress=ctx.progress)
+    bins = {name: str(out / b["file"]) for name, b in s["test"]["bins"].items()}
+    return DataResult(str(out), s["train"]["num_classes"], s["train"]["num_image"], bins, True)
+
+
+# Stages: the two recognisers.
+
+
+def recogniser_job(ctx: Context, stage: str) -> dict[str, Any]:
+    """The recipe's recogniser config with this run's data, sizes and output filled in."""
+    from scoremix_plugin.config import read_config_file
+
+    cfg = read_config_file(ctx.resolve(ctx.recipe.recogniser))
+    data = ctx.result("data")
+    # No verification inside training: the verify stage scores both recognisers the same way, once.
+    cfg.update(rec=data.rec, num_classes=data.num_classes, num_image=data.num_image, output=str(ctx.dir(stage)),
+               val_targets=[], dataset="rec")
+    cfg.pop("scoremix", None)
+    if stage == "scoremix":
+        from scoremix_plugin.synthesis.manifest import Manifest
+
+        manifest = Manifest.read(ctx.result("generate").manifest)
+        block = {k: ctx.recipe.scoremix[k] for k in ("ratio", "aug_real", "aug_synthetic")}
+        cfg.update(dataset="scoremix", scoremix={"manifest": str(manifest.path), **block},
+                   num_classes=manifest.num_classes, num_image=manifest.num_image)
+        if ctx.recipe.scoremix.same_steps:
+            # As many optimiser steps as the baseline: the comparison is then about the data,
+            # not about a longer schedule.
+            cfg["num_epoch"] = max(1, round(int(cfg.get("num_epoch", 1)) * data.num_image / cfg["num_image"]))
+    if ctx.recipe.device:
+        cfg["device"] = ctx.recipe.device
+    return cfg
+
+
+def run_recogniser(ctx: Context, stage: str) -> RecogniserResult:
+    from scoremix_plugin.config import recogniser_config, write_config_file
+    from scoremix_plugin.recognition.train import train
+
+    job = recogniser_job(ctx, stage)
+    src = ctx.resolve(ctx.recipe.recogniser)
+    # The file is the run's record (and what `scoremix train` / torchrun reruns); training reads the same job.
+    path = write_config_file(ctx.dir(stage) / "config.py", job, f"Written by `scoremix pipeline` (stage {stage}) "
+                             f"from {src}.")
+    res = train(recogniser_config(job, source=str(path)), progress=ctx.progress)
+    return RecogniserResult(str(path), res["model"], job.get("network"), job["num_classes"], job["num_image"],
+                            job.get("num_epoch"), res.get("global_step"), job.get("image_degrade"))
+
+
+def recogniser_settings(stage: str) -> Callable[[Context], Any]:
+    def settings(ctx: Context) -> Any:
+        extra = dict(ctx.recipe.scoremix) if stage == "scoremix" else {}
+        return {"device": ctx.recipe.device, **extra}
+    return settings
+
+
+# Stage: generator.
+
+
+def run_generator(ctx: Context) -> GeneratorResult:
+    from scoremix_plugin.config import read_config_file, write_config_file
+    from scoremix_plugin.generation.train import train_generator
+
+    src = ctx.resolve(ctx.recipe.generator)
+    cfg = read_config_file(src)
+    cfg.update(rec=ctx.result("data").rec, output=str(ctx.dir("generator")))
+    cfg.setdefault("seed", ctx.recipe.seed)
+    if ctx.recipe.device:
+        cfg["device"] = ctx.recipe.device
+    write_config_file(ctx.dir("generator") / "config.py", cfg, f"Written by `scoremix pipeline` (stage generator) "
+                      f"from {src}.")
+    res = train_generator(cfg)
+    # bool()/float()/int(): the result goes into a JSON marker, and these may come back as 0-d tensors.
+    return GeneratorResult(str(res["checkpoint"]), int(res["step"]), int(res["num_classes"]),
+                           float(res["final_loss"]), bool(res.get("stopped_early")))
+
+
+# Stage: centres (export the baseline, embed the real classes, the generator's conditions).
+
+
+def run_centres(ctx: Context) -> CentresResult:
+    from scoremix_plugin.generation.conditions import export_conditions
+    from scoremix_plugin.recognition.embed import write_embedding_centres, write_head_centres
+    from scoremix_plugin.recognition.export import export_model
+    from scoremix_plugin.verification.evaluate import load_embedder
+
+    out, base = ctx.dir("centres"), ctx.result("baseline")
+    onnx = export_model(base.model, base.network, out / "baseline.onnx")["onnx"]
+    # Centres of the real images as they are (not through image_degrade): the verification images
+    # are not degraded either, so selection and evaluation see the recogniser the same way.
+    write_embedding_centres(load_embedder(onnx, device=ctx.recipe.device), ctx.result("data").rec,
+                            out / "embedding.npz", batch_size=ctx.recipe.centres.batch_size, progress=ctx.progress)
+    head_ckpt, head = ctx.dir("baseline") / "checkpoint_rank0.pt", None
+    if head_ckpt.is_file():
+        head = str(out / "head.npz")
+        write_head_centres([head_ckpt], head)
+    export_conditions(ctx.result("generator").checkpoint, out / "condition.npz")
+    return CentresResult(str(onnx), str(out / "embedding.npz"), str(out / "condition.npz"), head)
+
+
+# Stage: select.
+
+
+def run_select(ctx: Context) -> SelectResult:
+    from scoremix_plugin.synthesis.select import run_selection
+
+    sel, out = ctx.recipe.selection, ctx.dir("select") / "pairs.csv"
+    chosen = run_selection(ctx.result("centres").path(sel.space), out, strategy=sel.strategy,
+                           num_identities=sel.num_identities, max_uses=sel.max_uses, k=sel.k, weights=sel.weights,
+                           seed=ctx.recipe.seed, progress=ctx.progress)
+    d = chosen.distance
+    return SelectResult(str(out), int(len(d)), sel.strategy, sel.space, float(d.mean()), float(d.min()),
+                        float(d.max()))
+
+
+# Stage: generate (ScoreMix shards + manifest, and the synthetic identities' quality).
+
+
+def run_generate(ctx: Context) -> GenerateResult:
+    from scoremix_plugin.synthesis.generate import GenerateSettings, generate
+    from scoremix_plugin.synthesis.quality import quality_report
+
+    g, out, centres = ctx.recipe.generation, ctx.dir("generate"), ctx.result("centres")
+    settings = GenerateSettings(
+        ckpt=ctx.result("generator").checkpoint, pairs=ctx.result("select").pairs, real=ctx.result("data").rec,
+        images_per_identity=g.images_per_identity, shard_size=g.shard_size, steps=g.steps, solver=g.solver,
+        guidance=g.guidance, guidance_scale=g.guidance_scale, guide=None,
+        mix_window=None if g.mix_window is None else tuple(g.mix_window), seed=ctx.recipe.seed,
+        batch_size=g.batch_size, bf16=g.bf16,
+    )
+    manifest = generate(settings, out, device=ctx.recipe.device, grids=True)
+    quality = quality_report(out, centres.onnx, real_centres=centres.embedding, device=ctx.recipe.device)
+    return GenerateResult(str(manifest.path), manifest.num_synthetic_classes, manifest.num_synthetic_images,
+                          quality.get("summary", {}))
+
+
+# Stage: merge (real + synthetic as one arcface_torch folder, the route for an unchanged host).
+
+
+def run_merge(ctx: Context) -> MergeResult:
+    from scoremix_plugin.integration.merge import merge
+
+    m = ctx.recipe.merge
+    # overwrite: a rerun replaces the folder (merge builds it under a temporary name, then renames).
+    res = merge(ctx.result("data").rec, ctx.result("generate").manifest, ctx.dir("merge"), name=m.name,
+                config_overrides=dict(m.config_overrides or {}), overwrite=True, progress=ctx.progress)
+    return MergeResult(str(ctx.dir("merge")), res.get("config"), res.get("num_classes"), res.get("num_image"))
+
+
+# Stage: verify.
+
+
+def verify_recogniser(ctx: Context, run: RecogniserResult) -> dict:
+    """One recogniser on the recipe's targets: ``{target: VerificationResult}``."""
+    from scoremix_plugin.verification.evaluate import load_embedder, verify_bins
+
+    embedder = load_embedder(run.model, network=run.network, device=ctx.recipe.device)
+    return verify_bins(embedder, verification_targets(ctx), batch_size=ctx.recipe.verification.batch_size,
+                       progress=ctx.progress)
+
+
+def run_verify(ctx: Context) -> VerifyResult:
+    from scoremix_plugin.verification.report import write_report
+
+    results = {run: verify_recogniser(ctx, ctx.result(run)) for run in ("baseline", "scoremix")}
+    paths = write_report(ctx.dir("verify"), results, title=f"{ctx.recipe.name}: baseline vs ScoreMix")
+    return VerifyResult(
+        {run: {t: float(r.accuracy_mean) for t, r in res.items()} for run, res in results.items()},
+        {run: {t: float(r.accuracy_std) for t, r in res.items()} for run, res in results.items()},
+        str(paths["roc"]), str(paths["json"]), str(paths["markdown"]))
+
+
+# Stage: align.
+
+
+def run_align(ctx: Context) -> AlignResult:
+    from scoremix_plugin.synthesis.align import run_alignment
+
+    c, out = ctx.result("centres"), ctx.dir("align")
+    res = run_alignment(c.condition, c.embedding, out_dir=out, seed=ctx.recipe.seed)
+    keys = ("num_matched", "linear_cka", "linear_cka_shuffled", "rbf_cka", "rbf_cka_shuffled", "mutual_knn",
+            "mutual_knn_shuffled")
+    return AlignResult(str(out / "alignment.json"), str(out / "alignment.png"), **{k: res.get(k) for k in keys})
+
+
+# The stage table.
+
+
+def _out(*rel: str) -> Callable[[Context], list[Path]]:
+    return lambda ctx: [ctx.out / p for p in rel]
+
+
+def _recogniser_file(ctx: Context) -> list[Path]:
+    return [ctx.resolve(ctx.recipe.recogniser)]
+
+
+def _stage(name, run, needs, settings, outputs, result, help, **kw) -> Stage:  # noqa: A002 - Stage's own name
+    return Stage(name, run, needs, settings, outputs, help=help, result=result, **kw)
+
+
+REPORT_NEEDS = ("data", "baseline", "generator", "select", "generate", "scoremix", "verify", "align")
+
+STAGES: tuple[Stage, ...] = (
+    _stage("data", run_data, (), data_settings, data_outputs, DataResult, "toy identities or a real folder"),
+    _stage("baseline", lambda ctx: run_recogniser(ctx, "baseline"), ("data",), recogniser_settings("baseline"),
+           _out("baseline/model.pt"), RecogniserResult, "recogniser on real data", files=_recogniser_file),
+    _stage("generator", run_generator, ("data",), lambda ctx: {"device": ctx.recipe.device},
+           _out("generator/generator.pt"), GeneratorResult, "class-conditional EDM generator",
+           files=lambda ctx: [ctx.resolve(ctx.recipe.generator)]),
+    _stage("centres", run_centres, ("data", "baseline", "generator"), lambda ctx: dict(ctx.recipe.centres),
+           _out("centres/baseline.onnx", "centres/embedding.npz", "centres/condition.npz"), CentresResult,
+           "ONNX export, class centres, generator conditions"),
+    _stage("select", run_select, ("centres",), lambda ctx: {**ctx.recipe.selection, "seed": ctx.recipe.seed},
+           _out("select/pairs.csv"), SelectResult, "pairs of classes to mix"),
+    _stage("generate", run_generate, ("data", "generator", "centres", "select"),
+           lambda ctx: {**ctx.recipe.generation, "seed": ctx.recipe.seed}, _out("generate/manifest.json"),
+           GenerateResult, "ScoreMix identities into shards"),
+    _stage("merge", run_merge, ("data", "generate"), lambda ctx: dict(ctx.recipe.merge),
+           _out("merged/train.rec", "merged/train.idx"), MergeResult, "real + synthetic as one arcface_torch folder",
+           folder="merged"),
+    _stage("scoremix", lambda ctx: run_recogniser(ctx, "scoremix"), ("data", "generate"),
+           recogniser_settings("scoremix"), _out("scoremix/model.pt"), RecogniserResult,
+           "recogniser on real + synthetic", files=_recogniser_file),
+    _stage("verify", run_verify, ("data", "baseline", "scoremix"), lambda ctx: dict(ctx.recipe.verification),
+           _out("verify/verification.json"), VerifyResult, "verification of both recognisers"),
+    _stage("align", run_align, ("centres",), lambda ctx: {"seed": ctx.recipe.seed}, _out("align/alignment.json"),
+           AlignResult, "CKA of generator conditions vs recogniser centres"),
+)
+STAGE_NAMES = tuple(s.name for s in STAGES) + ("report",)
