@@ -167,12 +167,12 @@ def run_check(settings: Settings, out: Path, parts: list[str], total_s: float, i
     start = time.perf_counter()
     spare = 0.0
     budgets = BUDGETS_S["smoke" if settings.smoke else "gpu"]
-    scale = total_s / sum(budgets[p] for p in PARTS)
+    scale = total_s / sum(budgets[p] for p in parts)  # the chosen parts share the whole total
     for name in parts:
         left = total_s - (time.perf_counter() - start)
         limit = min(budgets[name] * scale + spare, left)
         if limit < 10 and not settings.smoke:
-            report["parts"][name] = {"status": "skipped", "error": f"only {left:.0f} s of the total budget left"}
+            report["parts"][name] = {"status": "skipped", "error": f"{limit:.0f} s of budget ({left:.0f} s left in all)"}
             continue
         print(f"[gpu_check] {name}: budget {limit:.0f} s", flush=True)
         res = spawn_part(name, settings, work, limit, env) if isolate else inline_part(name, settings, work, limit)

@@ -10,7 +10,7 @@ PARTS = ("data", "env", "tests", "generator", "recogniser", "host", "loader")
 # Seconds per part; scaled to the total budget (--budget), and whatever a part leaves unused goes to
 # the next. The GPU total (470 s) keeps the whole check, with start-up, under 8 minutes.
 BUDGETS_S = {
-    "gpu": {"data": 30, "env": 15, "tests": 75, "generator": 200, "recogniser": 40, "host": 70, "loader": 25},
+    "gpu": {"data": 30, "env": 25, "tests": 75, "generator": 195, "recogniser": 40, "host": 70, "loader": 20},
     "smoke": {"data": 15, "env": 10, "tests": 30, "generator": 25, "recogniser": 15, "host": 10, "loader": 15},
 }
 
@@ -62,7 +62,7 @@ class Settings:
                        network="r10_tiny",
                        rec_batch=4, rec_steps=3, rec_workers=0, fp16=False, loader_batch=4, loader_workers=[0],
                        loader_seconds=0.5, host=host, keep_work=keep_work)
-        return cls(smoke=False, device="cuda", data_identities=40, data_images_per_identity=64, peak_size=8192,
+        return cls(smoke=False, device="cuda", data_identities=40, data_images_per_identity=32, peak_size=8192,
                    peak_dtype="bfloat16", presets=chosen, num_classes=1000, train_batches=[256, 128, 64, 32],
                    train_steps=60, sampler_steps=32, sampler_batch=64,
                    variants=["eager", "channels_last", "compile", "cuda_graphs"], measure_seconds=5.0, bf16=True, network="r50",

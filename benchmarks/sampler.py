@@ -32,12 +32,12 @@ def build(args) -> torch.nn.Module:
 
         return load_generator(args.ckpt, device=args.device)[0]
     from scoremix_plugin.generation.edm import EDMPrecond
-    from scoremix_plugin.generation.network import build_network, network_kwargs
+    from scoremix_plugin.generation.network import build_network, network_kwargs, network_resolution
 
     torch.manual_seed(0)
     kw = network_kwargs(args.preset, args.num_classes)
     return EDMPrecond(build_network(kw), num_classes=args.num_classes,
-                      resolution=kw["sample_size"]).to(args.device).eval().requires_grad_(False)
+                      resolution=network_resolution(kw)).to(args.device).eval().requires_grad_(False)
 
 
 def flops_per_forward(denoiser, n: int, device) -> int:

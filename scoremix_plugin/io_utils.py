@@ -85,3 +85,30 @@ def atomic_tempdir(final_dir: str | os.PathLike) -> tempfile.TemporaryDirectory:
     final = Path(final_dir)
     final.parent.mkdir(parents=True, exist_ok=True)
     return tempfile.TemporaryDirectory(prefix=f".{final.name}.tmp-", dir=final.parent)
+
+
+def pyplot():
+    """``matplotlib.pyplot`` drawing to files only (the Agg backend: no display, also on a headless server)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 100) -> Path:
+    """A matplotlib figure as a PNG, written atomically; the figure is closed (pyplot keeps every open one)."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    plt.close(fig)
+    return Path(path)
+
+
+def stable_seed(*parts: Any) -> int:
+    """A 63-bit seed from ``parts`` joined by "/" (sha256: the same on every machine, process and run, unlike
+    Python's salted ``hash()``); per-item seeds (an image's noise, an epoch's data order) come from here."""
+    key = "/".join(str(p) for p in parts).encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") & ((1 << 63) - 1)

@@ -15,6 +15,9 @@ as CFP-FP is harder than LFW), plus ``toy_meta.json``. Output is byte-identical 
 
 CLI: ``scoremix toy-data --out DIR [--identities N --images-per-identity M --test-identities T
 --pairs P --seed S]``.
+
+Why one long module: the face drawing, the identity sampler and the writers are one procedure whose output
+must stay byte-identical for a seed; split, a change in one file could silently change the others' bytes.
 """
 
 from __future__ import annotations
@@ -510,7 +513,7 @@ def write_toy_dataset(out_dir: str | os.PathLike, *, num_identities: int = 40, i
     from tqdm import tqdm
 
     from scoremix_plugin.io_utils import write_json_atomic
-    from scoremix_plugin.recordio import ShardWriter, encode_jpeg
+    from scoremix_plugin.recordio import FaceRecWriter, encode_jpeg
     from scoremix_plugin.verification.binfile import write_bin
 
     for name, v in (("num_identities", num_identities), ("images_per_identity", images_per_identity),
@@ -526,7 +529,7 @@ def write_toy_dataset(out_dir: str | os.PathLike, *, num_identities: int = 40, i
     total = num_identities * images_per_identity + len(BINS) * 2 * num_pairs
     bar = tqdm(total=total, desc="toy-data", unit="img", disable=not progress)
 
-    with ShardWriter(out, num_classes=num_identities, image_size=size) as writer:
+    with FaceRecWriter(out, num_classes=num_identities, image_size=size) as writer:
         for label, idt in enumerate(train_ids):
             for j in range(images_per_identity):
                 writer.write(render_face(idt, np.random.default_rng([seed, TRAIN_GROUP, label, j]), NORMAL, size), label)

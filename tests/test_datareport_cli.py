@@ -155,6 +155,8 @@ def test_bad_inputs_name_the_file(setup, tmp_path):
         resolve_bins(["toy_agedb"], None, setup["toy"])
     with pytest.raises(ReportError, match="--bins"):
         resolve_bins(["lfw"], None, None)
+    assert resolve_bins(["toy_lfw"], setup["toy"], None) == {"toy_lfw": setup["toy"] / "toy_lfw.bin"}
+    assert sorted(resolve_bins(None, setup["toy"], None)) == ["toy_cfp_fp", "toy_lfw"]
     bad = tmp_path / "gen"
     import shutil
 

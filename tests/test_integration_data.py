@@ -89,6 +89,7 @@ def test_ratio_draws_per_epoch_deterministically(toy_data, synth):
 
 
 def test_augmentation_per_source(toy_data, synth):
+    pytest.importorskip("albumentations", reason="the [augment] extra (albumentations) is not installed")
     torch.manual_seed(0)
     ds = ScoreMixDataset(toy_data, synth, aug_real="strong", aug_synthetic=None)
     assert isinstance(ds.sources[0].transform, Augmentation) and ds.sources[1].transform is None
@@ -204,7 +205,7 @@ def test_ranks_partition_each_epoch(toy_data, synth):
 def test_augmentation_specs():
     import pickle
 
-    import albumentations as A
+    A = pytest.importorskip("albumentations", reason="the [augment] extra (albumentations) is not installed")
 
     img = np.random.default_rng(0).integers(0, 256, (112, 112, 3), dtype=np.uint8)
     serialised = A.to_dict(A.Compose([A.ToGray(p=1.0)]))

@@ -16,7 +16,7 @@ GPU_RECIPES = ["casia_r50", "webface160k"]
 
 @pytest.mark.parametrize("name", GPU_RECIPES)
 def test_recipe_files_load_cleanly(name):
-    from scoremix_plugin.generation.network import network_kwargs
+    from scoremix_plugin.generation.network import network_kwargs, network_resolution
     from scoremix_plugin.generation.train import GENERATOR_DEFAULTS, _check_config
     from scoremix_plugin.pipeline import load_recipe
 
@@ -32,7 +32,7 @@ def test_recipe_files_load_cleanly(name):
         gen = merge_config(read_config_file(folder / "generator.py"), GENERATOR_DEFAULTS, source=name,
                            required=("rec",))
     _check_config(gen, name)
-    assert network_kwargs(gen.preset, 10, gen.resolution)["sample_size"] == 112
+    assert network_resolution(network_kwargs(gen.preset, 10, gen.resolution)) == 112
     assert base.dataset == "rec" and base.network == host.network == "r50"
     assert base.output and host.output  # our trainer needs a run folder (the host would derive one)
     assert host.dataset == "scoremix" and host.scoremix.manifest.endswith("manifest.json")

@@ -165,7 +165,9 @@ def test_torchrun_two_gloo_processes_and_head_centres(toy_data, tmp_path):
     np.testing.assert_array_equal(ours.centres, host.centres)
 
 
-def test_onnx_export_onnxruntime_insightface_and_centres(run_a, toy_data, tmp_path):
+def _export_onnx(run_a, tmp_path):
+    pytest.importorskip("onnx", reason="ONNX export needs the [onnx] extra (onnx, onnxruntime)")
+    pytest.importorskip("onnxruntime", reason="ONNX export needs the [onnx] extra (onnx, onnxruntime)")
     output, _ = run_a
     onnx_path = tmp_path / "m.onnx"
     rc = cli.main(["export", "--model", str(output / "model.pt"), "--network", "r10_tiny", "--out", str(onnx_path),
@@ -173,7 +175,12 @@ def test_onnx_export_onnxruntime_insightface_and_centres(run_a, toy_data, tmp_pa
     assert rc == 0
     check = json.loads((tmp_path / "e.json").read_text())["check"]
     assert check["min_cosine"] > 0.9999 and check["output_dim"] == 64
+    return output, onnx_path
 
+
+def test_onnx_export_loads_in_insightface(run_a, toy_data, tmp_path):
+    pytest.importorskip("insightface", reason="the [insightface] extra is not installed")
+    output, onnx_path = _export_onnx(run_a, tmp_path)
     # insightface's model zoo must see a recogniser, and its get_feat (BGR uint8 in) must match torch.
     from insightface.model_zoo import get_model
     from insightface.model_zoo.arcface_onnx import ArcFaceONNX
@@ -192,6 +199,9 @@ def test_onnx_export_onnxruntime_insightface_and_centres(run_a, toy_data, tmp_pa
     cos = np.sum(feats * ref, 1) / np.linalg.norm(feats, axis=1) / np.linalg.norm(ref, axis=1)
     assert cos.min() > 0.9999, cos
 
+
+def test_onnx_export_onnxruntime_and_centres(run_a, toy_data, tmp_path):
+    output, onnx_path = _export_onnx(run_a, tmp_path)
     # Embedding-space centres through onnxruntime and through torch agree.
     assert cli.main(["embed", "--model", str(onnx_path), "--data", str(toy_data), "--out", str(tmp_path / "c.npz"),
                      "--no-progress"]) == 0

@@ -192,8 +192,12 @@ def test_truncated_and_malformed_files(tmp_path, golden_dir):
     with pytest.raises(BinFileError, match="4 images for 1 pairs"):
         load_bin(mismatch)
     notuple = tmp_path / "notuple.bin"
-    notuple.write_bytes(pickle.dumps({"bins": []}))
+    notuple.write_bytes(pickle.dumps([[], [], []]))
     with pytest.raises(BinFileError, match="2-tuple"):
+        load_bin(notuple)
+    # A dict is no part of a .bin: its opcodes are refused before anything runs.
+    notuple.write_bytes(pickle.dumps({"bins": []}))
+    with pytest.raises(UnsafePickleError, match="opcode EMPTY_DICT at byte 11"):
         load_bin(notuple)
 
 

@@ -5,7 +5,8 @@
 CASIA_REC is the InsightFace release of CASIA-WebFace (train.rec / train.idx / property and
 lfw.bin, cfp_fp.bin, agedb_30.bin beside them). Stages, outputs and skip-when-complete are those
 of `scoremix pipeline` (scoremix_plugin/pipeline/). Cost (ESTIMATES, see recipes/README.md):
-about 30 A100-hours (~12-15 H100-hours) on one GPU, most of it the generator.
+about 180 A100-hours (~60 H100-hours) on one GPU with the EDM2-S generator (~30 with "gpu-112"), most of
+it the generator and generation.
 """
 
 import os

@@ -5,8 +5,8 @@
 WEBFACE160K_REC is an InsightFace-layout folder built with make_subset.py (recipes/README.md) with the
 verification files (lfw.bin, cfp_fp.bin, agedb_30.bin, calfw.bin, cplfw.bin) copied beside it.
 The paper's own 10K-identity subset is not published, so numbers are comparable in trend, not digit.
-Cost (ESTIMATES, see recipes/README.md): about 25 A100-hours (~10-12 H100-hours) on one GPU,
-most of it the generator.
+Cost (ESTIMATES, see recipes/README.md): about 155 A100-hours (~50 H100-hours) on one GPU with the
+EDM2-S generator (~25 with "gpu-112"), most of it the generator and generation.
 """
 
 import os

@@ -21,10 +21,9 @@ def _far(text: str) -> float:
 
 def add_leak_arguments(p: argparse.ArgumentParser) -> None:
     """The evaluation sets and FAR (shared by report-dataset and generate)."""
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--targets", default=None, help="evaluation .bin names, e.g. lfw,cfp_fp (in --bins, else in the "
-                   "real folder)")
-    g.add_argument("--bins", default=None, help="folder of evaluation .bin files (all of them)")
+    p.add_argument("--targets", default=None, help="evaluation .bin names, e.g. lfw,cfp_fp (looked up in --bins, "
+                   "else in the real folder, where arcface_torch keeps them)")
+    p.add_argument("--bins", default=None, help="folder of evaluation .bin files (all of them, unless --targets)")
     p.add_argument("--far", type=_far, default=1e-4, help="FAR at which real impostor pairs set the leak threshold")
 
 

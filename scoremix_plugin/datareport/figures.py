@@ -7,26 +7,19 @@ from pathlib import Path
 
 import numpy as np
 
-from scoremix_plugin.io_utils import atomic_path
+from scoremix_plugin.io_utils import pyplot, save_figure
 
 GRID_IMAGES = 8  # images per row of the least-consistent grid
 
 
 def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def write_figures(out: str | os.PathLike, rep, ds, scores: dict, intra: np.ndarray) -> dict[str, str]:
     """scores.png, consistency.png, worst_identities.png (+ sources.png for a manifest) -> {key: file name}."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     out = Path(out)
     figs = {}

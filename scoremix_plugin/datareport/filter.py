@@ -32,7 +32,7 @@ def drop_identities(manifest_path: str | os.PathLike, drop: dict[int, list[str]]
     """
     from tqdm.auto import tqdm
 
-    from scoremix_plugin.recordio import FaceRecFolder, ShardWriter
+    from scoremix_plugin.recordio import FaceRecFolder, FaceRecWriter
     from scoremix_plugin.synthesis.manifest import Manifest, Shard, verify_manifest
     from scoremix_plugin.synthesis.select import Selection, read_pairs, read_pairs_meta, write_pairs
 
@@ -62,7 +62,7 @@ def drop_identities(manifest_path: str | os.PathLike, drop: dict[int, list[str]]
                 if not keep_i:
                     continue
                 name = f"shard-{len(shards_out):05d}"
-                with ShardWriter(tmp / name, num_classes=c_real + len(kept)) as w:
+                with FaceRecWriter(tmp / name, num_classes=c_real + len(kept)) as w:
                     for i in keep_i:
                         w.write(src.jpeg(i), new_of[int(src.labels[i])])
                         bar.update(1)

@@ -20,5 +20,5 @@ def export_conditions(ckpt: str | os.PathLike, out: str | os.PathLike, *, ema: b
 
     denoiser, _ = load_generator(ckpt, ema=ema)
     c = denoiser.num_classes
-    table = denoiser.net.class_table.weight.detach().float().cpu().numpy()[:c]  # row c is the null class
+    table = denoiser.net.condition_table().detach().float().cpu().numpy()[:c]  # row c is the null class
     return save_centres(out, np.arange(c), table, space="condition")

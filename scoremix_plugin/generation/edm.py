@@ -76,16 +76,23 @@ def sample_training_sigma(batch: int, *, generator: torch.Generator | None = Non
 
 
 def edm_loss(denoiser: nn.Module, y: torch.Tensor, class_labels: torch.Tensor, sigma: torch.Tensor,
-             noise: torch.Tensor, sigma_data: float = SIGMA_DATA) -> torch.Tensor:
+             noise: torch.Tensor, sigma_data: float = SIGMA_DATA, logvar: torch.Tensor | None = None) -> torch.Tensor:
     """Per-image loss lambda(sigma) * mean ||D(y + sigma n; sigma, c) - y||^2 with given sigma [B], n ~ N(0, I).
 
     Sigma and noise come from the caller so the loss is a pure function (golden tests, exact resume).
     The mean over pixels (not the paper's sum) keeps the numbers readable; Adam does not care.
+    ``logvar`` [B] (EDM2's learned u(sigma), Eq. 21): the loss becomes ``that / exp(u) + u``, the mean over
+    pixels of EDM2's per-pixel ``lambda / exp(u) (D - y)^2 + u``; u learns the loss's log-variance per noise
+    level and so equalises the noise levels' contributions.
     """
     view = (-1, 1, 1, 1)
     D = denoiser(y + sigma.reshape(view) * noise, sigma, class_labels)
     per_pixel = loss_weight(sigma, sigma_data).reshape(view) * (D - y) ** 2
-    return per_pixel.flatten(1).mean(1)
+    per_image = per_pixel.flatten(1).mean(1)
+    if logvar is not None:
+        logvar = logvar.float().reshape(-1)
+        per_image = per_image / logvar.exp() + logvar
+    return per_image
 
 
 def sigma_steps(num_steps: int, *, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX, rho: float = RHO,

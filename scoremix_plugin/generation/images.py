@@ -16,16 +16,23 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).contiguous().numpy()
 
 
+def image_grid(rows: list, pad: int = 2) -> np.ndarray:
+    """Rows of equal-sized RGB uint8 images as one RGB uint8 picture on white, ``pad`` px apart (short rows
+    leave white space at their end)."""
+    r = rows[0][0].shape[0]
+    ncol = max(len(row) for row in rows)
+    grid = np.full((len(rows) * (r + pad) + pad, ncol * (r + pad) + pad, 3), 255, np.uint8)
+    for i, row in enumerate(rows):
+        for j, img in enumerate(row):
+            y, x = pad + i * (r + pad), pad + j * (r + pad)
+            grid[y : y + r, x : x + r] = img
+    return grid
+
+
 def save_grid(path: str | os.PathLike, images: torch.Tensor, ncol: int, pad: int = 2) -> None:
     """Row-major grid of ``images`` ([N,3,R,R] in [-1,1]) with ``ncol`` columns, written as a PNG atomically."""
-    rgb = to_uint8(images)
-    n, r = rgb.shape[0], rgb.shape[1]
-    nrow = -(-n // ncol)
-    grid = np.full((nrow * (r + pad) + pad, ncol * (r + pad) + pad, 3), 255, np.uint8)
-    for i in range(n):
-        y, x = pad + (i // ncol) * (r + pad), pad + (i % ncol) * (r + pad)
-        grid[y : y + r, x : x + r] = rgb[i]
-    write_png(path, grid)
+    rgb = list(to_uint8(images))
+    write_png(path, image_grid([rgb[i : i + ncol] for i in range(0, len(rgb), ncol)], pad))
 
 
 def write_png(path: str | os.PathLike, rgb: np.ndarray) -> None:

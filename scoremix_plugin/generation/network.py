@@ -1,4 +1,5 @@
-"""The raw network F of EDM: diffusers' UNet2DModel with one learnable embedding per class.
+"""The raw network F of EDM: diffusers' UNet2DModel with one learnable embedding per class, or EDM2's
+magnitude-preserving U-Net (network_edm2.py; presets ``edm2-*``, kwargs with ``arch="edm2"``).
 
 The class table is UNet2DModel's own ``class_embedding`` (an ``nn.Embedding`` added to the time
 embedding, as with ``class_embed_type=None, num_class_embeds=...``), with ``num_classes + 1`` rows:
@@ -7,7 +8,7 @@ by ``scoremix export-conditions`` (``class_table``). Besides integer labels the 
 weights (float ``[B, num_classes + 1]``): the embedding is then the weighted sum of table rows, which
 is AugGen's condition mixing (the sampler's ``mix_space="condition"``).
 
-Presets are plain keyword dicts for UNet2DModel, so a checkpoint can store the exact arguments it
+Presets are plain keyword dicts for UNet2DModel (or EDM2UNet), so a checkpoint can store the exact arguments it
 was built with and be rebuilt even if a preset changes later.
 """
 
@@ -54,6 +55,34 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
 }
 
+# EDM2 presets (Karras et al. 2024): ``model_channels`` x ``channel_mult`` per level, ``num_blocks``
+# blocks per level, attention at the levels ``attn_levels`` (0 = full resolution) and always in the
+# bottleneck. XS / S use the paper's widths (128 / 192, [1, 2, 3, 4], 3 blocks); at 112 px the levels
+# are 112, 56, 28, 14 and attention sits at 28 and 14, the levels where EDM2 has it at 64 px (16, 8).
+EDM2_PRESETS: dict[str, dict[str, Any]] = {
+    "edm2-s": dict(resolution=112, model_channels=192, channel_mult=(1, 2, 3, 4), num_blocks=3, attn_levels=(2, 3)),
+    "edm2-xs": dict(resolution=112, model_channels=128, channel_mult=(1, 2, 3, 4), num_blocks=3, attn_levels=(2, 3)),
+    # The CPU demo size at 32 px (levels 32, 16, 8, 4 with 32, 32, 64, 128 channels; attention only in the
+    # 4x4 bottleneck, as tiny-cpu): 3.0M parameters, 0.44 GFLOP per forward (tiny-cpu: 3.2M, 0.56), since
+    # its normalisations make each FLOP dearer on a CPU (benchmarks/generator_presets.py).
+    "edm2-cpu": dict(resolution=32, model_channels=32, channel_mult=(1, 1, 2, 4), num_blocks=1, attn_levels=(),
+                     channels_per_head=32),
+    # Tests only, 16 px.
+    "edm2-test": dict(resolution=16, model_channels=16, channel_mult=(1, 2), num_blocks=1, attn_levels=(1,),
+                      channels_per_head=16),
+}
+PRESETS.update({name: dict(kw, arch="edm2") for name, kw in EDM2_PRESETS.items()})
+
+
+def _edm2_kwargs(preset: str, kw: dict[str, Any], num_classes: int, res: int) -> dict[str, Any]:
+    levels = len(kw["channel_mult"])
+    if res % 2 ** (levels - 1):
+        raise ValueError(f"preset {preset!r} halves the image {levels - 1} times: "
+                         f"resolution {res} must be a multiple of {2 ** (levels - 1)}")
+    attn = [res >> level for level in kw.pop("attn_levels")]
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in kw.items()} | {
+        "img_resolution": res, "label_dim": int(num_classes) + 1, "attn_resolutions": attn}
+
 
 def network_kwargs(preset: str, num_classes: int, resolution: int | None = None) -> dict[str, Any]:
     """The plain (checkpoint-safe) keyword arguments that build a preset for ``num_classes`` real classes."""
@@ -62,15 +91,22 @@ def network_kwargs(preset: str, num_classes: int, resolution: int | None = None)
     kw = dict(PRESETS[preset])
     res = int(resolution or kw.pop("resolution"))
     kw.pop("resolution", None)
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if kw.get("arch") == "edm2":
+        return _edm2_kwargs(preset, kw, num_classes, res)
     halvings = len(kw["block_out_channels"]) - 1
     if res % 2**halvings:
         raise ValueError(f"preset {preset!r} halves the image {halvings} times: "
                          f"resolution {res} must be a multiple of {2**halvings}")
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     # Lists, not tuples: the kwargs go into checkpoints and configs as plain data.
     return {k: list(v) if isinstance(v, tuple) else v for k, v in kw.items()} | {
         "sample_size": res, "num_class_embeds": int(num_classes) + 1}
+
+
+def network_resolution(kwargs: dict[str, Any]) -> int:
+    """The image size a network's kwargs build (either architecture)."""
+    return int(kwargs["img_resolution"] if kwargs.get("arch") == "edm2" else kwargs["sample_size"])
 
 
 class SoftLabelEmbedding(nn.Embedding):
@@ -108,10 +144,19 @@ class ClassConditionalUNet(nn.Module):
         """[num_classes + 1, emb_dim]; the last row is the null class."""
         return self.unet.class_embedding
 
+    def condition_table(self) -> torch.Tensor:
+        """[num_classes + 1, emb_dim]: each class's condition vector (as EDM2UNet.condition_table)."""
+        return self.class_table.weight
+
     def forward(self, x_in: torch.Tensor, c_noise: torch.Tensor, class_labels: torch.Tensor) -> torch.Tensor:
         """``class_labels``: int64 ``[B]`` or label weights float ``[B, num_classes + 1]``."""
         return self.unet(x_in, c_noise, class_labels=class_labels, return_dict=False)[0]
 
 
-def build_network(kwargs: dict[str, Any]) -> ClassConditionalUNet:
+def build_network(kwargs: dict[str, Any]) -> nn.Module:
+    """The network a checkpoint's ``network_kwargs`` describe (no ``arch`` key: UNet2DModel)."""
+    if kwargs.get("arch") == "edm2":
+        from scoremix_plugin.generation.network_edm2 import build_edm2
+
+        return build_edm2(dict(kwargs))
     return ClassConditionalUNet(**kwargs)

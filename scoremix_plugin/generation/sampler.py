@@ -28,7 +28,6 @@ be regenerated alone and does not depend on which batch it was drawn in.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 
 import torch
@@ -47,10 +46,10 @@ def image_generator(seed: int, identity: int, index: int, device: str | torch.de
     on every machine and run, which is what makes a redone shard byte-identical. Noise is drawn on the
     generator's device: CPU generators (the default) give the same noise whatever device samples.
     """
-    key = f"scoremix-noise/{int(seed)}/{int(identity)}/{int(index)}".encode()
-    value = int.from_bytes(hashlib.sha256(key).digest()[:8], "little") & ((1 << 63) - 1)
+    from scoremix_plugin.io_utils import stable_seed
+
     gen = torch.Generator(device=device)
-    gen.manual_seed(value)
+    gen.manual_seed(stable_seed("scoremix-noise", int(seed), int(identity), int(index)))
     return gen
 
 

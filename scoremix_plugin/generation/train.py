@@ -17,7 +17,6 @@ no RNG state beyond the step and the seed.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
 import os
@@ -32,8 +31,11 @@ import torch
 from scoremix_plugin.config import ConfigError, merge_config, read_config_file
 from scoremix_plugin.generation.checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_NAME, check_compatible,
                                                    load_checkpoint, plain)
-from scoremix_plugin.generation.edm import EDMPrecond, edm_loss, sample_training_sigma
+from scoremix_plugin.generation.edm import EDMPrecond, edm_loss, precond_coefficients, sample_training_sigma
 from scoremix_plugin.generation.network import PRESETS, build_network, network_kwargs
+from scoremix_plugin.generation.posthoc_ema import (POSTHOC_FORMAT, check_sigma_rel, power_ema_beta, sigma_rel_to_gamma,
+                                                    snapshot_path)
+from scoremix_plugin.io_utils import stable_seed
 
 GENERATOR_DEFAULTS: dict[str, Any] = {
     "rec": None,  # InsightFace-layout RecordIO folder of the team's labelled faces (required)
@@ -42,12 +44,18 @@ GENERATOR_DEFAULTS: dict[str, Any] = {
     "batch_size": 32,  # images per process per step
     "lr": 1e-3,  # Adam; 1e-3 beat 2e-4 in the CPU spike (docs/scoremix.md)
     "lr_warmup": 100,  # steps of linear learning-rate ramp-up from 0
+    "lr_decay_ref": None,  # EDM2's decay: lr / sqrt(max(step / lr_decay_ref, 1)); None = constant after warm-up
     "adam_betas": (0.9, 0.999),
     "total_steps": 2000,  # optimiser steps
     "duration": None,  # seconds of training; stop (with a checkpoint) when reached, None = no limit
     "label_dropout": 0.1,  # share of labels replaced by the null class (enables classifier-free guidance)
     "ema_decay": 0.999,  # EMA of the weights; sampling uses the EMA
     "ema_warmup": True,  # decay = min(ema_decay, (1 + n) / (10 + n)): short runs forget the initial weights
+    "ema_sigma_rel": None,  # a number: the `ema` weights are EDM2's power-function EMA of this length instead
+    "posthoc_ema": None,  # e.g. [0.05, 0.10]: power-function EMAs stored to OUTPUT/posthoc/ for `scoremix ema`
+    "posthoc_every": 500,  # steps between post-hoc EMA snapshots (and the last step)
+    "posthoc_dtype": "float32",  # snapshot precision: "float32", "float16" or "bfloat16" (EDM2 stores float16)
+    "loss_weighting": "edm",  # "edm": lambda(sigma); "uncertainty": EDM2's learned u(sigma) on top of it
     "bf16": True,  # bfloat16 autocast for the network (GPU; also CPU, where it measured 1.47x faster)
     "seed": 0,
     "output": "work_dirs/generator",
@@ -121,12 +129,6 @@ class GeneratorImages(torch.utils.data.Dataset):
         return x, torch.tensor(int(self.labels[i]), dtype=torch.int64)
 
 
-def _seed_of(*parts: Any) -> int:
-    """A stable 63-bit seed from parts (sha256: the same on every machine and process)."""
-    key = "/".join(str(p) for p in parts).encode()
-    return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") & ((1 << 63) - 1)
-
-
 class StepBatches(torch.utils.data.Sampler):
     """Batches of ``(index, flip)`` for steps ``start_step .. end_step - 1`` of one process.
 
@@ -150,7 +152,7 @@ class StepBatches(torch.utils.data.Sampler):
         for s in range(self.start_step, self.end_step):
             e, within = divmod(s, self.steps_per_epoch)
             if e != epoch:
-                g = torch.Generator().manual_seed(_seed_of("generator-data", self.seed, e))
+                g = torch.Generator().manual_seed(stable_seed("generator-data", self.seed, e))
                 perm, flips = torch.randperm(self.n, generator=g), torch.randint(0, 2, (self.n,), generator=g)
                 epoch = e
             first = (within * self.world + self.rank) * self.batch_size
@@ -170,6 +172,23 @@ def _check_config(cfg, source: str) -> None:
         need(key, cfg[key] is None or (isinstance(cfg[key], int) and cfg[key] >= 1), "None or an integer >= 1")
     need("lr", isinstance(cfg.lr, (int, float)) and cfg.lr > 0, "a positive number")
     need("lr_warmup", isinstance(cfg.lr_warmup, int) and cfg.lr_warmup >= 0, "an integer >= 0")
+    need("lr_decay_ref", cfg.lr_decay_ref is None or (isinstance(cfg.lr_decay_ref, (int, float))
+                                                       and not isinstance(cfg.lr_decay_ref, bool)
+                                                       and cfg.lr_decay_ref > 0), "None or a positive number of steps")
+    need("loss_weighting", cfg.loss_weighting in ("edm", "uncertainty"), '"edm" or "uncertainty"')
+    need("posthoc_every", isinstance(cfg.posthoc_every, int) and cfg.posthoc_every >= 1, "an integer >= 1")
+    need("posthoc_dtype", cfg.posthoc_dtype in ("float32", "float16", "bfloat16"),
+         '"float32", "float16" or "bfloat16"')
+    rels = cfg.posthoc_ema
+    need("posthoc_ema", rels is None or (isinstance(rels, (list, tuple)) and len(rels) >= 1
+                                         and len(set(rels)) == len(rels)), "None or a list of distinct sigma_rel")
+    for key, values in (("ema_sigma_rel", [] if cfg.ema_sigma_rel is None else [cfg.ema_sigma_rel]),
+                        ("posthoc_ema", rels or [])):
+        for v in values:
+            try:
+                check_sigma_rel(v)
+            except ValueError as e:
+                raise ConfigError(f"{source}: config.{key}: {e}") from None
     need("label_dropout", isinstance(cfg.label_dropout, (int, float)) and 0 <= cfg.label_dropout < 1, "in [0, 1)")
     need("ema_decay", isinstance(cfg.ema_decay, (int, float)) and 0 <= cfg.ema_decay < 1, "in [0, 1)")
     need("duration", cfg.duration is None or (isinstance(cfg.duration, (int, float)) and cfg.duration > 0),
@@ -179,6 +198,30 @@ def _check_config(cfg, source: str) -> None:
          "None or an integer >= 1")
     need("num_workers", isinstance(cfg.num_workers, int) and cfg.num_workers >= 0, "an integer >= 0")
     need("resume", isinstance(cfg.resume, (bool, str, os.PathLike)), "True, False or a checkpoint path")
+
+
+def learning_rate(cfg: Mapping[str, Any], step: int) -> float:
+    """The rate for the step after ``step`` completed ones: linear warm-up, then EDM2's 1/sqrt decay."""
+    lr = float(cfg["lr"])
+    if cfg.get("lr_decay_ref"):
+        lr /= math.sqrt(max(step / float(cfg["lr_decay_ref"]), 1.0))
+    if cfg["lr_warmup"]:
+        lr *= min(1.0, (step + 1) / cfg["lr_warmup"])
+    return lr
+
+
+class TrainingLoss(torch.nn.Module):
+    """Per-image loss of a batch; one module (the denoiser and EDM2's u(sigma) when used) for DDP."""
+
+    def __init__(self, denoiser: EDMPrecond, uncertainty: torch.nn.Module | None = None):
+        super().__init__()
+        self.denoiser, self.uncertainty = denoiser, uncertainty
+
+    def forward(self, y, labels, sigma, noise):
+        logvar = None
+        if self.uncertainty is not None:
+            logvar = self.uncertainty(precond_coefficients(sigma, self.denoiser.sigma_data)[3])
+        return edm_loss(self.denoiser, y, labels, sigma, noise, self.denoiser.sigma_data, logvar=logvar)
 
 
 def train_generator(config: Mapping[str, Any] | str | os.PathLike, **overrides: Any) -> dict[str, Any]:
@@ -214,13 +257,23 @@ def train_generator(config: Mapping[str, Any] | str | os.PathLike, **overrides: 
     num_classes = data.num_classes
 
     # Network, EMA, optimiser (same initial weights in every process: seeded before building).
-    torch.manual_seed(_seed_of("generator-init", cfg.seed))
+    torch.manual_seed(stable_seed("generator-init", cfg.seed))
     net_kwargs = network_kwargs(cfg.preset, num_classes, cfg.resolution)
     denoiser = EDMPrecond(build_network(net_kwargs), num_classes=num_classes, resolution=cfg.resolution,
                           sigma_data=cfg.sigma_data).to(device)
     denoiser.amp_dtype = torch.bfloat16 if cfg.bf16 else None
     ema = copy.deepcopy(denoiser).eval().requires_grad_(False)
-    optimizer = torch.optim.Adam(denoiser.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=1e-8)
+    uncertainty = None
+    if cfg.loss_weighting == "uncertainty":
+        from scoremix_plugin.generation.network_edm2 import UncertaintyWeight
+
+        uncertainty = UncertaintyWeight().to(device)
+    objective = TrainingLoss(denoiser, uncertainty)
+    # Post-hoc EMA profiles: (sigma_rel, gamma, copy of F), tracked on every process, stored by process 0.
+    posthoc = [(float(r), sigma_rel_to_gamma(r), copy.deepcopy(denoiser.net).eval().requires_grad_(False))
+               for r in cfg.posthoc_ema or []]
+    ema_gamma = sigma_rel_to_gamma(cfg.ema_sigma_rel) if cfg.ema_sigma_rel is not None else None
+    optimizer = torch.optim.Adam(objective.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=1e-8)
     step = 0
 
     # Resume.
@@ -234,16 +287,36 @@ def train_generator(config: Mapping[str, Any] | str | os.PathLike, **overrides: 
         ckpt = load_checkpoint(resume_path)
         check_compatible(ckpt, resume_path, num_classes=num_classes, resolution=cfg.resolution,
                          network_kwargs=net_kwargs)
+        if "optimizer" not in ckpt:
+            raise ValueError(f"{resume_path}: holds no optimiser state (a `scoremix ema` output?); resume from "
+                             "the run's generator.pt")
+        for key, have in (("uncertainty", uncertainty is not None), ("posthoc", bool(posthoc))):
+            if (key in ckpt) != have:
+                raise ValueError(f"{resume_path}: checkpoint {'has' if key in ckpt else 'lacks'} {key!r} state; "
+                                 "this run's config.loss_weighting / config.posthoc_ema differ")
         denoiser.net.load_state_dict(ckpt["net"])
         ema.net.load_state_dict(ckpt["ema"])
+        if uncertainty is not None:
+            uncertainty.load_state_dict(ckpt["uncertainty"])
+        if posthoc:
+            if sorted(ckpt["posthoc"]) != sorted(str(r) for r, _, _ in posthoc):
+                raise ValueError(f"{resume_path}: post-hoc EMA profiles {sorted(ckpt['posthoc'])} differ from "
+                                 f"config.posthoc_ema {cfg.posthoc_ema}")
+            for r, _, net in posthoc:
+                net.load_state_dict(ckpt["posthoc"][str(r)])
         optimizer.load_state_dict(ckpt["optimizer"])
         step = int(ckpt["step"])
         del ckpt
-    model = torch.nn.parallel.DistributedDataParallel(denoiser) if env.distributed else denoiser
+    model = torch.nn.parallel.DistributedDataParallel(objective) if env.distributed else objective
 
     # Helpers: checkpoint and sample grid (process 0 only).
     def checkpoint(path: Path) -> None:
-        save_torch_atomic({
+        extra: dict[str, Any] = {}
+        if uncertainty is not None:
+            extra["uncertainty"] = uncertainty.state_dict()
+        if posthoc:
+            extra["posthoc"] = {str(r): net.state_dict() for r, _, net in posthoc}
+        save_torch_atomic(extra | {
             "format": CHECKPOINT_FORMAT, "step": step, "net": denoiser.net.state_dict(),
             "ema": ema.net.state_dict(), "optimizer": optimizer.state_dict(), "config": plain(dict(cfg)),
             "num_classes": num_classes, "resolution": int(cfg.resolution), "preset": cfg.preset,
@@ -251,6 +324,13 @@ def train_generator(config: Mapping[str, Any] | str | os.PathLike, **overrides: 
             # Every random draw is re-derived from (seed, step, rank): these two fix them all.
             "rng": {"seed": int(cfg.seed), "scheme": "sha256(seed, step, rank)"},
         }, path)
+
+    def posthoc_snapshot() -> None:
+        dtype = getattr(torch, cfg.posthoc_dtype)
+        save_torch_atomic({
+            "format": POSTHOC_FORMAT, "step": step, "sigma_rels": [r for r, _, _ in posthoc],
+            "emas": [{k: v.to(dtype) if v.is_floating_point() else v for k, v in net.state_dict().items()}
+                     for _, _, net in posthoc]}, snapshot_path(out, step))
 
     def sample_grid() -> Path:
         rows = sorted({round(i * (num_classes - 1) / max(cfg.sample_classes - 1, 1))
@@ -284,27 +364,34 @@ def train_generator(config: Mapping[str, Any] | str | os.PathLike, **overrides: 
     denoiser.train()
     for y, labels in loader:
         y, labels = y.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        gen.manual_seed(_seed_of("generator-step", cfg.seed, step, env.rank))
+        gen.manual_seed(stable_seed("generator-step", cfg.seed, step, env.rank))
         drop = torch.rand(labels.shape[0], generator=gen, device=device) < cfg.label_dropout
         labels = torch.where(drop, torch.full_like(labels, num_classes), labels)
         sigma = sample_training_sigma(labels.shape[0], generator=gen, device=device, P_mean=cfg.P_mean,
                                       P_std=cfg.P_std)
         noise = torch.randn(y.shape, generator=gen, device=device)
-        lr = cfg.lr * min(1.0, (step + 1) / cfg.lr_warmup) if cfg.lr_warmup else cfg.lr
+        lr = learning_rate(cfg, step)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss = edm_loss(model, y, labels, sigma, noise, cfg.sigma_data).mean()
+        loss = model(y, labels, sigma, noise).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        for p in denoiser.parameters():  # a rare inf/nan gradient must not poison Adam's moments (as EDM)
+        for p in objective.parameters():  # a rare inf/nan gradient must not poison Adam's moments (as EDM)
             if p.grad is not None:
                 torch.nan_to_num(p.grad, nan=0, posinf=0, neginf=0, out=p.grad)
         optimizer.step()
         step += 1
-        decay = min(cfg.ema_decay, (1 + step) / (10 + step)) if cfg.ema_warmup else cfg.ema_decay
+        if ema_gamma is not None:
+            decay = power_ema_beta(ema_gamma, step)
+        else:
+            decay = min(cfg.ema_decay, (1 + step) / (10 + step)) if cfg.ema_warmup else cfg.ema_decay
         with torch.no_grad():
             for p_ema, p in zip(ema.parameters(), denoiser.parameters()):
                 p_ema.lerp_(p.detach(), 1 - decay)
+            for _, gamma, net in posthoc:
+                keep = power_ema_beta(gamma, step)
+                for p_ema, p in zip(net.parameters(), denoiser.net.parameters()):
+                    p_ema.lerp_(p.detach(), 1 - keep)
         window.append(loss.item())
         losses.append(window[-1])
         bar.update(1)
@@ -335,6 +422,8 @@ def train_generator(config: Mapping[str, Any] | str | os.PathLike, **overrides: 
                 checkpoint(out / CHECKPOINT_NAME)
             if cfg.snapshot_every and step % cfg.snapshot_every == 0:
                 checkpoint(out / f"generator-{step:07d}.pt")
+            if posthoc and (end or step % cfg.posthoc_every == 0):
+                posthoc_snapshot()
             if end or (cfg.sample_every and step % cfg.sample_every == 0):
                 sample_grid()
                 denoiser.train()

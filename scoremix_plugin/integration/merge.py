@@ -80,7 +80,7 @@ def merge(real_dir: str | os.PathLike, manifest: str | os.PathLike, out_dir: str
           config_overrides: dict[str, Any] | None = None, overwrite: bool = False,
           progress: bool = True) -> dict[str, Any]:
     """Write the merged folder (see the module docstring); returns the summary also saved as ``merge.json``."""
-    from ..recordio import FaceRecFolder, ShardWriter
+    from ..recordio import FaceRecFolder, FaceRecWriter
 
     real_dir, out = Path(real_dir).resolve(), Path(out_dir).resolve()
     if not name.isidentifier():
@@ -119,7 +119,7 @@ def merge(real_dir: str | os.PathLike, manifest: str | os.PathLike, out_dir: str
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
-        with ShardWriter(tmp, num_classes=view.num_classes) as writer:
+        with FaceRecWriter(tmp, num_classes=view.num_classes) as writer:
             _copy_images(writer, real, "real", progress)
             for s, f in zip(view.shards, shards):
                 _copy_images(writer, f, s.path.name, progress)

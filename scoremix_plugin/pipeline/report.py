@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from scoremix_plugin.io_utils import write_bytes_atomic, write_json_atomic, write_text_atomic
+from scoremix_plugin.io_utils import pyplot, save_figure, write_bytes_atomic, write_json_atomic, write_text_atomic
 from scoremix_plugin.pipeline.results import ReportResult
 from scoremix_plugin.pipeline.runner import Context, Stage, to_json
 
@@ -61,14 +61,9 @@ def mix_grid(ctx: Context, path: Path) -> Path | None:
 
 def accuracy_plot(acc: Mapping, std: Mapping, path: Path) -> Path:
     """Bars of verification accuracy per target, one bar per run, fold std as error bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
-    from scoremix_plugin.io_utils import atomic_path
-
+    plt = pyplot()
     runs = list(acc)
     targets = list(next(iter(acc.values())))
     x = np.arange(len(targets))
@@ -85,9 +80,7 @@ def accuracy_plot(acc: Mapping, std: Mapping, path: Path) -> Path:
     ax.set_ylim(max(0.0, lo - 10), 100)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return path
 
 

@@ -16,6 +16,9 @@ Outputs in ``cfg.output``: ``model.pt`` (the backbone state dict, host format) a
 at the end; ``checkpoint_rank{r}.pt`` (ours, resumable exactly, also mid-epoch); the host's
 ``checkpoint_gpu_{r}.pt`` when ``save_all_states``; ``cfg.log_json`` (JSON lines: loss, lr,
 throughput, verification).
+
+Why one long module: the training loop reads top to bottom as one function (set-up, resume, the step,
+logging, checkpoints, verification), like the host's ``train_v2.py`` it mirrors.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import functools
 import inspect
 import json
 import math
+import os
 import random
 import time
 import warnings
@@ -126,13 +130,21 @@ def _cpu_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
 
-def train(cfg: edict, *, progress: bool = True) -> dict[str, Any]:
-    """Train per ``cfg`` (a merged recogniser config, see ``load_recogniser_config``). Returns a summary.
+def train(cfg: edict | str | os.PathLike, *, progress: bool = True, **overrides: Any) -> dict[str, Any]:
+    """Train per ``cfg`` (a config file, or a merged config: ``load_recogniser_config`` / ``recogniser_config``;
+    ``overrides`` win, as in ``train_generator``). Returns a summary.
 
     The summary (rank 0; others get theirs without verification) holds ``global_step``, ``epoch``,
     ``steps_per_epoch``, ``total_step``, ``model`` (path) and ``verification`` (target -> numbers).
     """
     from torch.nn.parallel import DistributedDataParallel
+
+    from scoremix_plugin.config import load_recogniser_config
+
+    if isinstance(cfg, (str, os.PathLike)):
+        cfg = load_recogniser_config(cfg)
+    elif overrides or not isinstance(cfg, edict):
+        cfg = edict({**cfg, **overrides})
 
     from scoremix_plugin.distributed import barrier, init_distributed
     from scoremix_plugin.data.loader import EpochSampler, build_train_dataset, seed_worker

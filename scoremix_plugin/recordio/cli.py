@@ -1,6 +1,6 @@
 """``scoremix rec``: RecordIO folders without mxnet.
 
-    scoremix rec from-folder SRC OUT [--resize]   # SRC/<identity>/<image>; sorted names -> labels 0..C-1
+    scoremix rec from-folder SRC OUT [--resize] [--overwrite]   # SRC/<identity>/<image>; sorted names -> labels
     scoremix rec to-folder DIR OUT                # OUT/<label>/<key>.jpg, stored bytes verbatim
     scoremix rec info DIR [--json [FILE]]         # counts, layout, label range (JSON to stdout or FILE)
     scoremix rec check DIR [--decode]             # exit 0 when sound, 1 naming the first problem
@@ -23,6 +23,7 @@ def add_rec_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--resize", action="store_true", help="resize images that are not SIZE x SIZE (default: refuse)")
     p.add_argument("--image-size", type=int, default=112, help="required side in pixels (default 112)")
     p.add_argument("--quality", type=int, default=95, help="JPEG quality (default 95, like InsightFace)")
+    p.add_argument("--overwrite", action="store_true", help="replace a dataset already in OUT (default: refuse)")
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("to-folder", help="RecordIO folder -> OUT/<label>/<key>.jpg (stored bytes)")
@@ -48,7 +49,8 @@ def run_rec(args: argparse.Namespace) -> int:
     try:
         if args.rec_command == "from-folder":
             s = convert.folder_to_rec(args.src, args.out, resize=args.resize, quality=args.quality,
-                                      image_size=args.image_size, progress=not args.no_progress)
+                                      image_size=args.image_size, progress=not args.no_progress,
+                                      overwrite=args.overwrite)
             print(f"wrote {s['out']}: {s['images']} images, {s['classes']} classes")
         elif args.rec_command == "to-folder":
             s = convert.rec_to_folder(args.rec, args.out, progress=not args.no_progress)

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from .folder import FaceRecFolder, read_property, resolve_folder
-from .format import RecordIOError, decode_image, image_size, read_framed, unpack
-from .writer import ShardWriter
+from .format import RecordIOError, decode_image, decode_image_strict, image_size, read_framed, unpack
+from .writer import FaceRecWriter
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -46,46 +46,87 @@ def list_image_folder(src: str | os.PathLike) -> list[tuple[str, list[Path]]]:
     return classes
 
 
+DATASET_FILES = ("train.rec", "train.idx", "property")
+
+
+def _check_output(src: Path, out: Path, overwrite: bool) -> None:
+    """Refuse an output that is (inside) the input, or that already holds a dataset unless ``overwrite``."""
+    s, o = src.resolve(), out.resolve()
+    if o == s or s in o.parents:
+        raise RecordIOError(f"output {out} is inside the input folder {src}: choose a folder outside it",
+                            file=out)
+    held = [name for name in DATASET_FILES if (out / name).exists()]
+    if held and not overwrite:
+        raise RecordIOError(f"output already holds a dataset ({', '.join(held)}); pass --overwrite to replace it",
+                            file=out)
+
+
 def folder_to_rec(src: str | os.PathLike, out: str | os.PathLike, *, resize: bool = False, quality: int = 95,
-                  image_size: int = 112, progress: bool = True) -> dict:
-    """Write ``out`` (train.rec, train.idx, property, classes.txt) from an image folder; returns a summary."""
+                  image_size: int = 112, progress: bool = True, overwrite: bool = False) -> dict:
+    """Write ``out`` (train.rec, train.idx, property, classes.txt) from an image folder; returns a summary.
+
+    An ``out`` that already holds a dataset is refused unless ``overwrite``; one inside ``src`` always.
+    """
     import cv2
 
+    out = Path(out)
+    _check_output(Path(src), out, overwrite)
     classes = list_image_folder(src)
     total = sum(len(files) for _, files in classes)
-    out = Path(out)
     items = ((label, f) for label, (_, files) in enumerate(classes) for f in files)
-    with ShardWriter(out, num_classes=len(classes), quality=quality, image_size=image_size) as w:
+    with FaceRecWriter(out, num_classes=len(classes), quality=quality, image_size=image_size) as w:
         for label, f in _progress(items, total, "from-folder", progress):
             try:
                 img = decode_image(f.read_bytes())
             except ValueError as e:
-                raise ValueError(f"{f}: {e}") from None
+                raise RecordIOError(str(e), file=f) from None
             if img.shape[:2] != (image_size, image_size):
                 if not resize:
-                    raise ValueError(f"{f}: image is {img.shape[0]}x{img.shape[1]}, expected {image_size}x"
-                                     f"{image_size} (pass --resize to resize)")
+                    raise RecordIOError(f"image is {img.shape[0]}x{img.shape[1]}, expected {image_size}x"
+                                        f"{image_size} (pass --resize to resize)", file=f)
                 shrink = img.shape[0] > image_size or img.shape[1] > image_size
                 img = cv2.resize(img, (image_size, image_size),
                                  interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
             w.write(img, label)
     from ..io_utils import write_text_atomic
 
-    write_text_atomic(out / "classes.txt", "".join(f"{name}\n" for name, _ in classes))
+    try:
+        write_text_atomic(out / "classes.txt", "".join(f"{name}\n" for name, _ in classes))
+    except OSError as e:
+        raise RecordIOError(f"cannot write: {e.strerror or e}", file=out / "classes.txt") from None
     return {"out": str(out), "images": w.num_images, "classes": len(classes)}
 
 
+def stored_image_ext(data: bytes, *, file, key, offset) -> str:
+    """``.jpg`` / ``.png`` for a stored image whose header parses (and a JPEG that ends); else RecordIOError."""
+    try:
+        image_size(data)
+    except ValueError as e:
+        raise RecordIOError(f"stored image is not a readable JPEG/PNG ({len(data)} bytes): {e}", file=file,
+                            key=key, offset=offset) from None
+    if data[:2] == b"\xff\xd8" and not data.rstrip(b"\0").endswith(b"\xff\xd9"):
+        raise RecordIOError(f"stored JPEG is truncated (no end-of-image marker, {len(data)} bytes)", file=file,
+                            key=key, offset=offset)
+    return ".png" if data[:4] == b"\x89PNG" else ".jpg"
+
+
 def rec_to_folder(rec_dir: str | os.PathLike, out: str | os.PathLike, *, progress: bool = True) -> dict:
-    """Write every image's stored bytes to ``out/<label>/<key>.<ext>``; returns a summary."""
+    """Write every image's stored bytes to ``out/<label>/<key>.<ext>``; returns a summary.
+
+    Every stored image is checked first (header, JPEG end marker), so a bad record fails the command
+    before any file is written instead of leaving an empty or garbage ``.jpg`` behind.
+    """
     folder = FaceRecFolder(rec_dir)
     out = Path(out)
     width = max(1, len(str(max(folder.num_classes - 1, 0))))
+    exts = []
+    for i in range(len(folder)):
+        key = int(folder.image_keys[i])
+        exts.append(stored_image_ext(folder.jpeg(i), file=folder.rec_path, key=key, offset=folder.reader.offset(key)))
     for i in _progress(range(len(folder)), len(folder), "to-folder", progress):
-        data = folder.jpeg(i)
-        ext = ".png" if data[:4] == b"\x89PNG" else ".jpg"
         d = out / f"{folder.label(i):0{width}d}"
         d.mkdir(parents=True, exist_ok=True)
-        (d / f"{int(folder.image_keys[i])}{ext}").write_bytes(data)
+        (d / f"{int(folder.image_keys[i])}{exts[i]}").write_bytes(folder.jpeg(i))
     return {"out": str(out), "images": len(folder), "classes": len(np.unique(folder.labels))}
 
 
@@ -121,8 +162,9 @@ def check_rec(rec_dir: str | os.PathLike, *, decode: bool = False, progress: boo
     Checks: the `.rec` parses record by record to its end; every `.idx` offset is a record start and
     its record holds a valid IRHeader; the layout opens as the host opens it (key 0, image keys,
     whole labels in [0, num_classes)); InsightFace identity records cover the images in order with
-    one label per range; every image's size matches ``property`` (or 112x112); with ``decode``,
-    every image decodes.
+    one label per range; no two keys share a record; every image's size matches ``property`` (or
+    112x112); with ``decode``, every image decodes without the decoder having to repair it
+    (``decode_image_strict``: corrupt or truncated JPEG data).
     """
     root, rec_path, idx_path = resolve_folder(rec_dir)
     folder = FaceRecFolder(rec_dir)  # index offsets, key 0, image keys, labels
@@ -147,6 +189,13 @@ def check_rec(rec_dir: str | os.PathLike, *, decode: bool = False, progress: boo
     if (counts > 1).any():
         k = int(uniq[np.argmax(counts > 1)])
         raise RecordIOError("key appears more than once in the index", file=idx_path, key=k)
+    uniq, first, counts = np.unique(offsets, return_index=True, return_counts=True)
+    if (counts > 1).any():
+        # Two keys on one record: a reader would give the same image (and label) twice, silently.
+        off = int(uniq[np.argmax(counts > 1)])
+        same = keys[offsets == off][:2].tolist()
+        raise RecordIOError(f"keys {same[0]} and {same[1]} point at the same record", file=idx_path, key=same[1],
+                            offset=off)
     for k, off in zip(keys.tolist(), offsets.tolist()):
         record = read_framed(buf, off, file=rec_path, key=k)[0]
         try:
@@ -177,7 +226,7 @@ def check_rec(rec_dir: str | os.PathLike, *, decode: bool = False, progress: boo
         key = int(folder.image_keys[i])
         data = folder.jpeg(i)
         try:
-            hw = decode_image(data).shape[:2] if decode else image_size(data)
+            hw = decode_image_strict(data).shape[:2] if decode else image_size(data)
         except ValueError as e:
             raise RecordIOError(f"image: {e}", file=rec_path, key=key, offset=folder.reader.offset(key)) from None
         if tuple(hw) != want:
@@ -189,4 +238,5 @@ def check_rec(rec_dir: str | os.PathLike, *, decode: bool = False, progress: boo
     return summary
 
 
-__all__ = ["folder_to_rec", "rec_to_folder", "rec_info", "check_rec", "list_image_folder", "IMAGE_EXTENSIONS"]
+__all__ = ["folder_to_rec", "rec_to_folder", "rec_info", "check_rec", "list_image_folder", "stored_image_ext",
+           "IMAGE_EXTENSIONS"]

@@ -18,6 +18,7 @@ import numpy as np
 from .format import CFLAG_WHOLE, LENGTH_MASK, MAGIC, RecordIOError, read_framed
 
 _LREC = struct.Struct("<II")
+_I64 = 1 << 63
 
 
 class _MappedFile:
@@ -128,6 +129,10 @@ def parse_idx(idx_path: str | os.PathLike, rec_size: int | None = None, rec_path
                 key, off = int(fields[0]), int(fields[1])
             except (ValueError, IndexError):
                 raise RecordIOError(f"line {lineno} is not 'key<TAB>offset': {line[:60]!r}", file=idx_path) from None
+            if not (-_I64 <= key < _I64 and 0 <= off < _I64):
+                # numpy would raise OverflowError below; an offset is a byte position in the .rec.
+                raise RecordIOError(f"line {lineno}: key {key} or offset {off} is out of range (a 64-bit key and an "
+                                    "offset in [0, 2**63))", file=idx_path)
             keys.append(key)
             offsets.append(off)
         k = np.asarray(keys, dtype=np.int64)

@@ -1,8 +1,9 @@
 """Writing `.rec` / `.idx` files byte-identical to mxnet 1.9.1, and InsightFace-layout shards.
 
 Every file is written under a temporary name in its folder and renamed on ``close()``; leaving a
-``with`` block through an exception removes the temporary files, so an interrupted writer never
-leaves a half-written `.rec` under its final name.
+``with`` block through an exception, or a ``close()`` that fails (a full disk), removes the temporary
+files, so an interrupted writer never leaves a half-written `.rec` under its final name nor a
+``.tmp-PID`` file beside it. A failed write (``OSError``) is reported as a RecordIOError naming the file.
 """
 
 from __future__ import annotations
@@ -13,11 +14,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .format import IR_FORMAT, MAX_EXACT_LABEL, IRHeader, RecordIOError, encode_jpeg, frame_pieces, image_size, pack
+from .format import (IR_FORMAT, IR_SIZE, MAGIC, MAGIC_BYTES, MAX_EXACT_LABEL, MAX_RECORD_LENGTH, IRHeader, RecordIOError,
+                     encode_jpeg, frame_pieces, image_size, pack)
 from ..io_utils import tmp_name, write_text_atomic
 
 
-_IMAGE_HEADER = struct.Struct(IR_FORMAT)
+# Record framing (magic, lrec) and the image's IRHeader in one pack: the shard writer's per-image fast path.
+_FRAMED_IMAGE_HEADER = struct.Struct("<II" + IR_FORMAT.lstrip("<"))
+_PADS = (b"", b"\0", b"\0\0", b"\0\0\0")
+
+
+def _write_error(e: OSError, path: Path) -> RecordIOError:
+    return RecordIOError(f"cannot write ({e.strerror or e}); the temporary files were removed", file=path)
 
 
 class RecordIOWriter:
@@ -36,27 +44,38 @@ class RecordIOWriter:
 
     def _write_pieces(self, pieces: list[bytes]) -> None:
         write = self._f.write
-        for piece in pieces:
-            self._pos += write(piece)
+        try:
+            for piece in pieces:
+                self._pos += write(piece)
+        except OSError as e:
+            self.abort()
+            raise _write_error(e, self.path) from None
 
     def tell(self) -> int:
         return self._pos
 
     def close(self) -> None:
-        """Flush, fsync and rename to the final name."""
+        """Flush, fsync and rename to the final name (on failure: nothing renamed, temporary file removed)."""
         if self.closed:
             return
-        self._f.flush()
-        os.fsync(self._f.fileno())
-        self._f.close()
-        os.replace(self._tmp, self.path)
+        try:
+            self._f.flush()
+            os.fsync(self._f.fileno())
+            self._f.close()
+            os.replace(self._tmp, self.path)
+        except OSError as e:
+            self.abort()
+            raise _write_error(e, self.path) from None
         self.closed = True
 
     def abort(self) -> None:
         """Drop everything written: the temporary file is removed, the final name is untouched."""
         if self.closed:
             return
-        self._f.close()
+        try:
+            self._f.close()  # a full disk can fail the final flush here too
+        except OSError:
+            pass
         self._tmp.unlink(missing_ok=True)
         self.closed = True
 
@@ -90,29 +109,70 @@ class IndexedRecordIOWriter(RecordIOWriter):
     def _write_idx_parts(self, key: int, head: bytes, payload: bytes) -> None:
         # No duplicate check here: the shard writer's keys are sequential by construction, and a set of
         # millions of keys would cost hundreds of MB.
-        self._idx.write(f"{key}\t{self._pos}\n")
+        try:
+            self._idx.write(f"{key}\t{self._pos}\n")
+        except OSError as e:
+            self.abort()
+            raise _write_error(e, self.idx_path) from None
         self._write_pieces(frame_pieces(payload, head))
+
+    def _write_image(self, key: int, label: int, payload: bytes) -> None:
+        """``IRHeader(0, label, key, 0) + payload`` under ``key``: the bytes ``write_idx(key, pack(...))`` writes.
+
+        No magic word anywhere in the header or the payload (the common case) means no split, so the
+        record is one packed 32-byte head, the payload and the padding; otherwise the general framing.
+        """
+        n = IR_SIZE + len(payload)
+        head = _FRAMED_IMAGE_HEADER.pack(MAGIC, n, 0, label, key, 0)
+        if n >= MAX_RECORD_LENGTH or head.find(MAGIC_BYTES, 8) != -1 or MAGIC_BYTES in payload:
+            self._write_idx_parts(key, head[8:], payload)
+            return
+        pad = _PADS[-n % 4]
+        try:
+            self._idx.write(f"{key}\t{self._pos}\n")
+            write = self._f.write
+            write(head)
+            write(payload)
+            if pad:
+                write(pad)
+        except OSError as e:
+            self.abort()
+            raise _write_error(e, self.path) from None
+        self._pos += 8 + n + len(pad)
 
     def close(self) -> None:
         if self.closed:
             return
-        self._idx.flush()
-        os.fsync(self._idx.fileno())
-        self._idx.close()
+        try:
+            self._idx.flush()
+            os.fsync(self._idx.fileno())
+            self._idx.close()
+        except OSError as e:
+            self.abort()
+            raise _write_error(e, self.idx_path) from None
         # The .rec lands first: an .idx under its final name always describes a complete .rec.
         super().close()
-        os.replace(self._idx_tmp, self.idx_path)
+        try:
+            os.replace(self._idx_tmp, self.idx_path)
+        except OSError as e:
+            self._idx_tmp.unlink(missing_ok=True)
+            raise _write_error(e, self.idx_path) from None
 
     def abort(self) -> None:
         if self.closed:
             return
-        self._idx.close()
+        try:
+            self._idx.close()
+        except OSError:
+            pass
         self._idx_tmp.unlink(missing_ok=True)
         super().abort()
 
 
-class ShardWriter:
-    """Writes an InsightFace-layout folder (``train.rec``, ``train.idx``, ``property``).
+class FaceRecWriter:
+    """Writes one whole InsightFace-layout folder (``train.rec``, ``train.idx``, ``property``); the writer
+    of what ``FaceRecFolder`` reads. It never rolls over to another folder: a generation run opens one per
+    shard.
 
     Images go to keys 1..N with ``IRHeader(0, label, key, 0)``; ``close()`` adds one identity record
     per label at keys N+1..N+C (label ``[first_key, end_key)``, empty payload) and then key 0 =
@@ -192,7 +252,7 @@ class ShardWriter:
         if key + len(self._ranges) + 2 >= MAX_EXACT_LABEL:
             raise RecordIOError("too many records for float32 key ranges (2**24)", file=self.rec_path, key=key)
         # The label is already checked to be a whole number below 2**24: pack the header directly.
-        self._w._write_idx_parts(key, _IMAGE_HEADER.pack(0, lab, key, 0), payload)
+        self._w._write_image(key, lab, payload)
         if lab != self._cur_label:
             self._ranges.append((lab, key))
             self._seen.add(lab)
@@ -209,18 +269,25 @@ class ShardWriter:
             raise RecordIOError("no images were written", file=self.rec_path)
         n, c = self.num_images, len(self._ranges)
         ends = [first for _, first in self._ranges[1:]] + [n + 1]
-        for i, ((_, first), end) in enumerate(zip(self._ranges, ends)):
-            key = n + 1 + i
-            self._w.write_idx(key, pack(IRHeader(0, [float(first), float(end)], key, 0), b""))
-        self._w.write_idx(0, pack(IRHeader(0, [float(n + 1), float(n + c + 1)], 0, 1), b""))
+        try:
+            for i, ((_, first), end) in enumerate(zip(self._ranges, ends)):
+                key = n + 1 + i
+                self._w.write_idx(key, pack(IRHeader(0, [float(first), float(end)], key, 0), b""))
+            self._w.write_idx(0, pack(IRHeader(0, [float(n + 1), float(n + c + 1)], 0, 1), b""))
+        except BaseException:
+            self.abort()
+            raise
         self._w.close()
         labels = [r[0] for r in self._ranges]
         self.labels_range = (min(labels), max(labels) + 1)
         if self.num_classes is None:
             self.num_classes = self.labels_range[1]
         side = self.image_size or 112
-        write_text_atomic(self.out_dir / "property", f"{self.num_classes},{side},{side}\n")
         self.closed = True
+        try:
+            write_text_atomic(self.out_dir / "property", f"{self.num_classes},{side},{side}\n")
+        except OSError as e:
+            raise _write_error(e, self.out_dir / "property") from None
 
     def abort(self) -> None:
         self._w.abort()
@@ -231,3 +298,7 @@ class ShardWriter:
 
     def __exit__(self, exc_type, *exc):
         self.abort() if exc_type is not None else self.close()
+
+
+# The old name (it writes one folder, not a rolling set of shards); kept so existing code keeps working.
+ShardWriter = FaceRecWriter

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scoremix_plugin.io_utils import atomic_path, write_json_atomic
+from scoremix_plugin.io_utils import pyplot, save_figure, write_json_atomic
 
 
 def _centre(x: np.ndarray) -> np.ndarray:
@@ -155,10 +155,7 @@ def run_alignment(a_path, b_path, *, out_dir=None, json_path=None, k=10, permuta
 
 def plot_alignment(res: dict, x: np.ndarray, y: np.ndarray, path: str | os.PathLike, seed: int = 0) -> None:
     """Bars (metric vs shuffled baseline) and a scatter of pairwise cosines in A vs B."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = ["linear_cka", "rbf_cka", "mutual_knn"]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
@@ -180,6 +177,4 @@ def plot_alignment(res: dict, x: np.ndarray, y: np.ndarray, path: str | os.PathL
     ax2.set_ylabel(f"cosine in B ({res['space_b']})")
     ax2.set_title("pairwise class similarity")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)

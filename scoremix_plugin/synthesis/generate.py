@@ -42,8 +42,6 @@ SETTINGS_NAME = "settings.json"
 DONE_NAME = "done.json"
 GRID_IDENTITIES = 4  # rows of a shard's grid
 GRID_IMAGES = 6  # mixes per row
-# Test hook ONLY: simulate a crash (os._exit) after this many images were written by this process.
-CRASH_ENV = "SCOREMIX_SIMULATE_CRASH_AFTER_IMAGES"
 
 
 @dataclass(frozen=True)
@@ -138,24 +136,6 @@ def _resize(img: np.ndarray) -> np.ndarray:
     return cv2.resize(img, (OUTPUT_SIZE, OUTPUT_SIZE), interpolation=interp)
 
 
-def _grid_png(path: Path, rows: list[list[np.ndarray]], pad: int = 2) -> None:
-    import cv2
-
-    from scoremix_plugin.io_utils import write_bytes_atomic
-
-    ncol = max(len(r) for r in rows)
-    s = OUTPUT_SIZE
-    grid = np.full((len(rows) * (s + pad) + pad, ncol * (s + pad) + pad, 3), 255, np.uint8)
-    for i, row in enumerate(rows):
-        for j, img in enumerate(row):
-            y, x = pad + i * (s + pad), pad + j * (s + pad)
-            grid[y : y + s, x : x + s] = img
-    ok, buf = cv2.imencode(".png", grid[:, :, ::-1])  # cv2 writes BGR
-    if not ok:
-        raise RuntimeError(f"PNG encoding failed for {path}")
-    write_bytes_atomic(path, buf.tobytes())
-
-
 class _Run:
     """Everything one process needs to make its shards."""
 
@@ -205,8 +185,6 @@ class _Run:
         self.plan = plan_shards(len(self.sel), st.shard_size)
         self.fp = _fingerprint(st, self.c_real)
         self.resolution = int(self.denoiser.resolution)
-        self.crash_after = int(os.environ[CRASH_ENV]) if os.environ.get(CRASH_ENV) else None
-        self.written = 0
 
     # The manifest.
 
@@ -268,10 +246,10 @@ class _Run:
     def make_shard(self, s: int, bar) -> dict:
         import torch
 
-        from scoremix_plugin.generation.images import to_uint8
+        from scoremix_plugin.generation.images import image_grid, to_uint8, write_png
         from scoremix_plugin.generation.sampler import image_generator, sample
         from scoremix_plugin.io_utils import atomic_tempdir
-        from scoremix_plugin.recordio import ShardWriter
+        from scoremix_plugin.recordio import FaceRecWriter
 
         st, out, dev = self.st, self.out, self.env.device
         first, end = self.plan[s]
@@ -282,7 +260,7 @@ class _Run:
         kept: dict[int, list[np.ndarray]] = {n: [] for n in grid_ids}
         with atomic_tempdir(final) as tmp:
             tmp_dir = Path(tmp) / name
-            with ShardWriter(tmp_dir, num_classes=self.c_real + len(self.sel), image_size=OUTPUT_SIZE) as w:
+            with FaceRecWriter(tmp_dir, num_classes=self.c_real + len(self.sel), image_size=OUTPUT_SIZE) as w:
                 for b0 in range(0, len(items), st.batch_size):
                     batch = items[b0 : b0 + st.batch_size]
                     ids = [n for n, _ in batch]
@@ -298,9 +276,6 @@ class _Run:
                         w.write(img, self.c_real + n)
                         if n in kept and i < GRID_IMAGES:
                             kept[n].append(img)
-                        self.written += 1
-                        if self.crash_after is not None and self.written >= self.crash_after:
-                            os._exit(75)  # test hook: a crash in the middle of a shard
                     bar.update(len(batch))
             if final.exists():  # a folder renamed into place by a run killed before its done.json
                 shutil.rmtree(final)
@@ -309,7 +284,7 @@ class _Run:
             rows = []
             for n in sorted(grid_ids):
                 rows.append([self._real_image(int(c)) for c in self.sel.classes[n]] + kept[n])
-            _grid_png(out / "grids" / f"{name}.png", rows)
+            write_png(out / "grids" / f"{name}.png", image_grid(rows))
         rec = {"path": name, "labels": [self.c_real + first, self.c_real + end], "images": len(items),
                "rec_sha256": sha256_file(final / "train.rec"), "idx_sha256": sha256_file(final / "train.idx")}
         write_json_atomic(self.record_path(s), rec)  # written last: the shard is now complete

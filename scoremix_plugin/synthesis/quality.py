@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from scoremix_plugin.datareport.metrics import identity_stats, topk_similar  # noqa: F401 - identity_stats re-exported
-from scoremix_plugin.io_utils import atomic_path, write_json_atomic
+from scoremix_plugin.io_utils import pyplot, save_figure, write_json_atomic
 
 
 def _nearest(a: np.ndarray, b: np.ndarray, exclude_self: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -126,10 +126,7 @@ def quality_report(out_dir: str | os.PathLike, embedder, *, network: str | None 
 
 
 def plot_quality(report: dict[str, Any], path: str | os.PathLike) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = report["identities"]
     panels = [("intra", "intra-identity cosine", report["filter"]["min_intra"]),
@@ -149,6 +146,4 @@ def plot_quality(report: dict[str, Any], path: str | os.PathLike) -> None:
     fig.suptitle(f"{report['summary']['identities']} synthetic identities, {report['summary']['images']} images",
                  fontsize=10)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)

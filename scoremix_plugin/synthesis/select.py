@@ -22,6 +22,9 @@ rule above; then, in ``new_label`` order, each tuple grows one class at a time b
 the cap whose mean cosine distance to the members so far is largest (``far``) / smallest (``near``), or a
 uniformly drawn one (``random``); ties go to the lowest label. The ``distance`` column of a K-tuple is the
 mean pairwise cosine distance of its members.
+
+Why one long module: the chunked greedy selection, its certificate and the brute-force reference it is
+tested against must rank on exactly the same numbers; they share the helpers here.
 """
 
 from __future__ import annotations

@@ -4,16 +4,13 @@ A ``.bin`` is a pickle of ``(bins, issame)``: 2N encoded images (pair i = ``bins
 and N booleans. The published LFW/CFP/AgeDB files are Python 2 pickles whose image strings load in
 Python 3 only as bytes (``encoding='bytes'``).
 
-A pickle runs whatever callable it names, so files are loaded with a restricted unpickler: only the
-few globals that real ``.bin`` files use are resolved (``_codecs.encode`` for bytes in a Python 3
-protocol-2 pickle, ``bytes``, and numpy's array/scalar reconstructors for numpy booleans); any other
-global is refused before anything from the file is called.
+A pickle runs whatever callable it names, so files are loaded by ``safe_unpickle``: a restricted,
+budgeted unpickler from which only bytes, lists, bools and small numeric arrays come out.
 """
 
 from __future__ import annotations
 
 import csv
-import io
 import os
 import pickle
 from collections.abc import Sequence
@@ -24,74 +21,12 @@ import numpy as np
 
 from scoremix_plugin.io_utils import write_bytes_atomic
 
+from .safe_unpickle import BinFileError, Loaded, UnsafePickleError, describe, restricted_loads
+
+__all__ = ["BinFileError", "UnsafePickleError", "load_bin", "loads_bin", "write_bin", "load_bin_images",
+           "decode_bin_images", "bin_from_pairs", "bin_from_rec", "read_pairs", "sample_pairs"]
+
 IMAGE_SIZE = 112
-
-
-class BinFileError(ValueError):
-    """A ``.bin`` file (or its inputs) is malformed; the message names the file and what is wrong."""
-
-
-class UnsafePickleError(BinFileError):
-    """The pickle names a callable outside the ``.bin`` allow-list; nothing from it was run."""
-
-
-# Restricted unpickler.
-
-
-def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
-    # Python 3 pickles bytes at protocol <= 2 as _codecs.encode(str, 'latin1'); any other codec is refused
-    # because codec lookup can import modules by name.
-    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
-        raise UnsafePickleError(f"_codecs.encode called with encoding {encoding!r}: only 'latin1' is allowed")
-    return text.encode("latin1")
-
-
-def _safe_dtype(spec: Any, align: bool = False, copy: bool = False) -> np.dtype:
-    dt = np.dtype(spec, align, copy)
-    if dt.hasobject:  # an object dtype would unpickle arbitrary objects inside an array
-        raise UnsafePickleError(f"numpy dtype {dt} holds Python objects")
-    return dt
-
-
-def _allowed_globals() -> dict[tuple[str, str], Any]:
-    try:
-        from numpy._core import multiarray  # numpy >= 2 (numpy.core is a deprecated alias there)
-    except ImportError:  # numpy 1.x
-        from numpy.core import multiarray
-
-    allowed: dict[tuple[str, str], Any] = {
-        ("_codecs", "encode"): _latin1_encode,
-        ("__builtin__", "bytes"): bytes,
-        ("builtins", "bytes"): bytes,
-        ("numpy", "dtype"): _safe_dtype,
-        ("numpy", "ndarray"): np.ndarray,
-    }
-    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        allowed[(mod, "_reconstruct")] = multiarray._reconstruct
-        allowed[(mod, "scalar")] = multiarray.scalar
-    return allowed
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    def __init__(self, file: io.BufferedIOBase, path: Path):
-        super().__init__(file, encoding="bytes")
-        self._path = path
-        self._allowed = _allowed_globals()
-
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return self._allowed[(module, name)]
-        except KeyError:
-            raise UnsafePickleError(
-                f"{self._path}: refusing to load global '{module}.{name}' (a .bin holds only image bytes "
-                f"and booleans; this pickle would run other code)"
-            ) from None
-
-    def persistent_load(self, pid: Any) -> Any:
-        raise UnsafePickleError(f"{self._path}: refusing a persistent id {pid!r}")
-
-
-# Load and write.
 
 
 def _as_bytes(obj: Any, path: Path, index: int) -> bytes:
@@ -109,47 +44,55 @@ def _as_bool(obj: Any, path: Path, index: int) -> bool:
         return bool(obj)
     if isinstance(obj, (int, np.integer)) and obj in (0, 1):
         return bool(obj)
-    raise BinFileError(f"{path}: issame[{index}] is {obj!r} ({type(obj).__name__}), expected a boolean")
+    raise BinFileError(f"{path}: issame[{index}] is {describe(obj)} ({type(obj).__name__}), expected a boolean")
 
 
 def load_bin(path: str | os.PathLike) -> tuple[list[bytes], np.ndarray]:
     """Read a ``.bin`` (Python 2 or 3 pickle) safely: (2N encoded images, issame bool [N]).
 
-    Raises ``UnsafePickleError`` when the pickle names a callable outside the allow-list (its payload is
-    not run) and ``BinFileError`` when the file is truncated or not the ``(bins, issame)`` layout.
+    Raises ``UnsafePickleError`` when the pickle names a callable, dtype or opcode outside the
+    allow-list (nothing from it is run) and ``BinFileError`` when the file is truncated, larger inside
+    than its size allows, or not the ``(bins, issame)`` layout.
     """
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"verification file not found: {p}")
-    with open(p, "rb") as f:
-        try:
-            obj = _RestrictedUnpickler(f, p).load()
-        except UnsafePickleError:
-            raise
-        except EOFError as e:
-            raise BinFileError(f"{p}: truncated .bin file (the pickle ends early: {e or 'EOF'})") from e
-        except (pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-                MemoryError, OverflowError) as e:
-            raise BinFileError(f"{p}: not a readable .bin pickle (truncated or corrupt): {e}") from e
-        trailing = f.read(1)
-    if trailing:
-        raise BinFileError(f"{p}: unexpected data after the end of the pickle")
+    return loads_bin(p.read_bytes(), p)
+
+
+def loads_bin(data: bytes, path: str | os.PathLike = "<bytes>") -> tuple[list[bytes], np.ndarray]:
+    """``load_bin`` of a ``.bin``'s bytes already in memory; ``path`` names it in errors."""
+    p = Path(path)
+    loaded = restricted_loads(data, str(p))
+    obj = loaded.obj
     if not isinstance(obj, (tuple, list)) or len(obj) != 2:
         kind = f"{type(obj).__name__} of length {len(obj)}" if isinstance(obj, (tuple, list)) else type(obj).__name__
         raise BinFileError(f"{p}: expected a 2-tuple (bins, issame), got a {kind}")
     bins, issame = obj
-    if isinstance(issame, np.ndarray):
-        issame = issame.tolist() if issame.ndim == 1 else None
-    if not isinstance(bins, (list, tuple)) or not isinstance(issame, (list, tuple)):
+    if not isinstance(issame, (list, tuple)):
+        flags = loaded.value(issame)
+        if not isinstance(flags, np.ndarray) or flags.ndim != 1:
+            raise BinFileError(f"{p}: issame is {type(issame).__name__}, expected a list or 1-D array of booleans")
+        issame = flags.tolist()
+    if not isinstance(bins, (list, tuple)):
         raise BinFileError(f"{p}: expected (list of images, list of booleans), got "
                            f"({type(bins).__name__}, {type(obj[1]).__name__})")
     if len(bins) % 2:
         raise BinFileError(f"{p}: odd number of images ({len(bins)}); pairs need 2 images each")
     if len(bins) != 2 * len(issame):
         raise BinFileError(f"{p}: {len(bins)} images for {len(issame)} pairs (expected {2 * len(issame)})")
-    images = [_as_bytes(b, p, i) for i, b in enumerate(bins)]
-    flags = np.array([_as_bool(s, p, i) for i, s in enumerate(issame)], dtype=bool)
+    if not issame:
+        raise BinFileError(f"{p}: holds no pairs")
+    images = [_image_bytes(loaded, b, p, i) for i, b in enumerate(bins)]
+    flags = np.array([_as_bool(loaded.value(s), p, i) for i, s in enumerate(issame)], dtype=bool)
     return images, flags
+
+
+def _image_bytes(loaded: Loaded, obj, path: Path, index: int) -> bytes:
+    data = loaded.as_bytes(obj)
+    if data is None:
+        raise BinFileError(f"{path}: image {index} is {type(obj).__name__}, expected encoded image bytes")
+    return data
 
 
 def write_bin(path: str | os.PathLike, images: Sequence[bytes], issame) -> None:
@@ -352,11 +295,16 @@ def sample_pairs(labels: np.ndarray, num_pairs: int, seed: int) -> tuple[np.ndar
 def bin_from_rec(rec_dir: str | os.PathLike, out: str | os.PathLike, num_pairs: int, seed: int = 0) -> int:
     """Write a ``.bin`` of seeded balanced pairs drawn from a RecordIO folder; returns the pair count."""
     from scoremix_plugin.recordio import FaceRecFolder
+    from scoremix_plugin.recordio.convert import stored_image_ext
 
     folder = FaceRecFolder(rec_dir)
     pairs, issame = sample_pairs(folder.labels, num_pairs, seed)
     images: list[bytes] = []
-    for a, b in pairs:
-        images += [folder.jpeg(int(a)), folder.jpeg(int(b))]
+    for i in pairs.ravel().tolist():
+        data = folder.jpeg(i)
+        key = int(folder.image_keys[i])
+        # Stored verbatim, so an empty or cut-off record would reach every later evaluation unnoticed.
+        stored_image_ext(data, file=folder.rec_path, key=key, offset=folder.reader.offset(key))
+        images.append(data)
     write_bin(out, images, issame)
     return len(pairs)

@@ -1,8 +1,10 @@
-"""``scoremix verify`` and ``scoremix make-bin``.
+"""``scoremix verify``, ``scoremix verify-ijb`` and ``scoremix make-bin``.
 
     scoremix verify --model model.onnx --data /data/ms1m --targets lfw,cfp_fp,agedb_30 --out reports/verify
     scoremix verify --model model.pt --network r50 --bins a.bin b.bin --out reports/verify --json summary.json
     scoremix verify --embeddings pairs.npz --json out.json     # precomputed [2N, D] embeddings + issame
+    scoremix verify-ijb --root IJB_release/IJBC --target IJBC --model model.onnx --modes all --json ijbc.json --out rep
+    scoremix verify-ijb --root IJB_release/IJBB --target IJBB --features feats.npy --json ijbb.json
     scoremix make-bin --pairs pairs.txt --images lfw_aligned/ --out lfw.bin
     scoremix make-bin --rec /data/test_ids --num-pairs 3000 --seed 0 --out toy.bin
 
@@ -137,4 +139,76 @@ def _run_make_bin(args: argparse.Namespace) -> int:
             raise SystemExit("scoremix make-bin: --rec needs --num-pairs N")
         n = bin_from_rec(args.rec, args.out, num_pairs=args.num_pairs, seed=args.seed)
     print(f"wrote {args.out}: {n} pairs", file=sys.stderr)
+    return 0
+
+
+def add_verify_ijb_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--root", required=True,
+                   help="IJB release folder holding meta/ and loose_crop/ (e.g. IJB_release/IJBC)")
+    p.add_argument("--target", required=True, type=str.upper, choices=["IJBC", "IJBB"])
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="recogniser: .onnx (onnxruntime) or .pt/.pth state dict (needs --network)")
+    src.add_argument("--features", help=".npy [images, 2*D]: each image's features then its flip's, rows in the "
+                                        "order of meta/<target>_name_5pts_score.txt")
+    p.add_argument("--network", help="backbone name for a .pt state dict (e.g. r50)")
+    p.add_argument("--device", help="torch device or 'cpu' to keep ONNX on CPU (default: cuda when available)")
+    p.add_argument("--modes", default="F1N1D1", help="F1N1D1 (the host's default), a comma list, or 'all' (8 modes)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--json", required=True, help="machine-readable result (TAR, strict TAR, AUC per mode)")
+    p.add_argument("--out", help="report folder: ijb.md (the host's table), ijb.json, ijb_roc.png")
+    p.add_argument("--save-features", help="write the computed image features (.npy) for later --features runs")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run_verify_ijb(args: argparse.Namespace) -> int:
+    from scoremix_plugin.verification.ijb_meta import IJBError
+
+    try:
+        return _run_verify_ijb(args)
+    except IJBError as e:  # bad input: the message names the file and line
+        print(f"scoremix verify-ijb: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run_verify_ijb(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from scoremix_plugin.io_utils import atomic_path, write_json_atomic
+    from scoremix_plugin.verification.ijb import check_modes, evaluate_ijb_features, image_features
+    from scoremix_plugin.verification.ijb_meta import IJBError, load_features, read_ijb_meta
+    from scoremix_plugin.verification.report import format_ijb_table, write_ijb_report
+
+    modes = check_modes(args.modes)
+    if args.save_features and Path(args.save_features).exists():  # hours of embedding: never replace silently
+        raise IJBError(f"--save-features {args.save_features} already exists; remove it or name another file")
+    meta_info: dict = {"root": str(args.root), "target": args.target}
+    meta = read_ijb_meta(args.root, args.target)
+    if args.features:
+        feats = load_features(args.features, meta)
+        meta_info["features"] = str(args.features)
+    else:
+        from scoremix_plugin.verification.evaluate import load_embedder
+
+        try:
+            embedder = load_embedder(args.model, network=args.network, device=args.device)
+        except (ValueError, FileNotFoundError) as e:
+            raise IJBError(str(e)) from e
+        meta_info.update(model=str(args.model), network=args.network)
+        if getattr(embedder, "providers", None):
+            meta_info["onnx_providers"] = list(embedder.providers)
+        feats = image_features(meta, embedder, batch_size=args.batch_size, progress=not args.no_progress)
+        if args.save_features:
+            with atomic_path(args.save_features) as tmp:
+                with open(tmp, "wb") as f:
+                    np.save(f, feats)
+            meta_info["saved_features"] = str(args.save_features)
+    result = evaluate_ijb_features(meta, feats, modes, progress=not args.no_progress)
+    result.meta.update(meta_info)
+    print(format_ijb_table(result))
+    print()
+    print(format_ijb_table(result, strict=True))
+    write_json_atomic(args.json, result.to_dict())
+    if args.out:
+        paths = write_ijb_report(args.out, result, title=f"{args.target} verification", meta=meta_info)
+        print(f"report: {paths['markdown']}")
     return 0

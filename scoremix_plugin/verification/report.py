@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from scoremix_plugin.io_utils import atomic_path, write_json_atomic, write_text_atomic
+from scoremix_plugin.io_utils import pyplot, save_figure, write_json_atomic, write_text_atomic
 from scoremix_plugin.verification.protocol import VerificationResult
 
 Runs = Mapping[str, Mapping[str, VerificationResult]]
@@ -61,42 +61,54 @@ def format_table(results: Mapping[str, Any], far: float = 1e-3) -> str:
     return "\n".join(lines)
 
 
+def plot_curves(panels: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]], path: str | os.PathLike, *,
+                title: str, xlim: tuple[float, float] | Mapping[str, tuple[float, float]], ylim=(0.0, 1.01),
+                step: bool = True, xticks: list[float] | None = None) -> Path:
+    """ROC-style PNG: one panel per ``{panel: {label: (far, tar)}}`` entry, FAR on a log axis."""
+    plt = pyplot()
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4), squeeze=False)
+    for ax, (name, curves) in zip(axes[0], panels.items()):
+        for label, (far, tar) in curves.items():
+            if step:
+                ax.step(far, tar, where="post", label=label)
+            else:
+                ax.plot(far, tar, lw=1, label=label)
+        ax.set_xscale("log")
+        left, right = xlim[name] if isinstance(xlim, Mapping) else xlim
+        ax.set_xlim(left=left, right=right)
+        ax.set_ylim(*ylim)
+        if xticks:
+            ax.set_xticks(xticks)
+        ax.set_xlabel("FAR")
+        ax.set_ylabel("TAR")
+        ax.set_title(name)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    out = Path(path)
+    save_figure(fig, out, dpi=110)
+    return out
+
+
 def plot_roc(results: Mapping[str, Any], path: str | os.PathLike, title: str = "Verification ROC") -> Path:
     """One panel per target, one curve per run: TAR against FAR on a log axis (all pairs)."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; never needs a display
-    import matplotlib.pyplot as plt
-
     runs = as_runs(results)
     targets = list(dict.fromkeys(t for r in runs.values() for t in r))
-    fig, axes = plt.subplots(1, len(targets), figsize=(4.5 * len(targets), 4), squeeze=False)
-    for ax, target in zip(axes[0], targets):
+    panels: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {t: {} for t in targets}
+    xlim: dict[str, tuple[float, float]] = {}
+    for target in targets:
         for run, res in runs.items():
             if target not in res:
                 continue
             r = res[target]
             # FAR = 0 has no place on a log axis; start at the smallest resolvable FAR instead.
             floor = 1.0 / max(r.num_negative, 1)
-            far = np.maximum(r.roc_far, floor)
             label = f"{run} ({100 * r.accuracy_mean:.2f}%)" if len(runs) > 1 else f"acc {100 * r.accuracy_mean:.2f}%"
-            ax.step(far, r.roc_tar, where="post", label=label)
-        ax.set_xscale("log")
-        ax.set_xlim(left=min(1.0 / max(r.num_negative, 1) for res in runs.values()
-                             for t, r in res.items() if t == target), right=1.0)
-        ax.set_ylim(0, 1.01)
-        ax.set_xlabel("FAR")
-        ax.set_ylabel("TAR")
-        ax.set_title(target)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(loc="lower right", fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    out = Path(path)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return out
+            panels[target][label] = (np.maximum(r.roc_far, floor), r.roc_tar)
+            xlim[target] = (min(floor, xlim.get(target, (1.0,))[0]), 1.0)
+    return plot_curves(panels, path, title=title, xlim=xlim)
 
 
 def results_json(results: Mapping[str, Any], curves: bool = True) -> dict[str, Any]:
@@ -130,5 +142,76 @@ def write_report(out_dir: str | os.PathLike, results: Mapping[str, Any], *, titl
         f"![ROC]({paths['roc'].name})",
         "",
     ]
+    write_text_atomic(paths["markdown"], "\n".join(md))
+    return paths
+
+
+# IJB-B / IJB-C (results of verification.ijb: IJBResult, or {run: IJBResult}).
+
+def _ijb_runs(results: Any) -> dict[str, Any]:
+    if hasattr(results, "modes") and hasattr(results, "fars"):
+        return {"": results}
+    if isinstance(results, Mapping) and results and all(hasattr(r, "modes") for r in results.values()):
+        return {str(k): v for k, v in results.items()}
+    raise TypeError("results must be an IJBResult or {run: IJBResult}")
+
+
+def format_ijb_table(results: Any, strict: bool = False) -> str:
+    """The host's TPR@FPR table in Markdown (rows ``MODE-TARGET``, TAR in %); ``strict``: the strict TAR + AUC."""
+    runs = _ijb_runs(results)
+    fars = next(iter(runs.values())).fars
+    head = ["Methods"] + [str(float(f)) for f in fars] + (["AUC (%)"] if strict else [])
+    lines = ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
+    flagged = set()
+    for run, r in runs.items():
+        if tuple(r.fars) != tuple(fars):
+            raise ValueError(f"run {run!r} has FARs {r.fars}, the table has {fars}")
+        for mode, m in r.modes.items():
+            name = f"{run + ':' if run else ''}{mode}-{r.target}"
+            if strict:
+                cells = []
+                for far, t in zip(fars, m.tar_strict):
+                    cells.append(f"{100 * t.tar:.2f}" + (" *" if t.few_negatives else ""))
+                    if t.few_negatives:
+                        flagged.add(far)
+                cells.append(f"{100 * m.auc:.4f}")
+            else:
+                cells = [f"{100 * t:.2f}" for t in m.tar]
+            lines.append("| " + " | ".join([name] + cells) + " |")
+    if flagged:
+        lines += ["", f"\\* fewer impostor pairs than 1/FAR (FAR {', '.join(f'{f:g}' for f in sorted(flagged))}): "
+                  "that FAR cannot be resolved on this set; the value is the TAR at zero false accepts."]
+    return "\n".join(lines)
+
+
+def write_ijb_report(out_dir: str | os.PathLike, results: Any, *, title: str = "IJB verification",
+                     meta: Mapping[str, Any] | None = None) -> dict[str, Path]:
+    """Write ``ijb.json``, ``ijb.md`` (the host's table, then strict TAR + AUC) and ``ijb_roc.png`` into ``out_dir``."""
+    runs = _ijb_runs(results)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "ijb.json", "markdown": out / "ijb.md", "roc": out / "ijb_roc.png"}
+    payload = ({"meta": dict(meta or {}), **runs[""].to_dict()} if "" in runs
+               else {"meta": dict(meta or {}), "runs": {k: r.to_dict() for k, r in runs.items()}})
+    write_json_atomic(paths["json"], payload)
+    panels: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+    for run, r in runs.items():
+        for mode, m in r.modes.items():
+            label = f"{run + ':' if run else ''}{mode} (AUC = {100 * m.auc:.4f} %)"
+            panels.setdefault(r.target, {})[label] = (m.roc_fpr, m.roc_tpr)
+    fars = list(next(iter(runs.values())).fars)
+    # The host's axes: FAR 1e-6 .. 0.1, TAR 0.3 .. 1, lines through the (point-dropped) ROC.
+    plot_curves(panels, paths["roc"], title=f"{title}: ROC", xlim=(fars[0], fars[-1]), ylim=(0.3, 1.0),
+                step=False, xticks=fars)
+    first = next(iter(runs.values()))
+    md = [f"# {title}", ""]
+    for k, v in (meta or {}).items():
+        md.append(f"- {k}: {v}")
+    md += [f"- {first.target}: {first.num_images} images, {first.num_templates} templates, {first.num_pairs} pairs "
+           f"({first.num_genuine} genuine, {first.num_impostor} impostor)", "",
+           "TAR (%) at FAR, arcface_torch's `eval_ijbc.py` rule (ROC point with the nearest FAR; modes: F1 = "
+           "flip added, N1 = norm kept, D1 = faceness-weighted):", "", format_ijb_table(results), "",
+           "Strict TAR (%): the highest TAR whose FAR does not exceed the target; AUC of the ROC:", "",
+           format_ijb_table(results, strict=True), "", f"![ROC]({paths['roc'].name})", ""]
     write_text_atomic(paths["markdown"], "\n".join(md))
     return paths
