@@ -20,7 +20,6 @@ minutes comes out of one run. Every unit writes ``experiments/results/generator_
 
     python experiments/generator_arms.py run --arm a --scale s40 --steps 300 600 1200 2400
     python experiments/generator_arms.py summary
-    python experiments/generator_arms.py step-cost            # CPU s / training step, float32 and bfloat16
 
 Metrics (all in the baseline recogniser's embedding space: there is no Inception network here, so the
 "Frechet distance" is between real and generated recogniser embeddings, not an FID):
@@ -456,45 +455,9 @@ def summarise() -> dict:
     return {"units": units, "table": table}
 
 
-def step_cost(presets: list[str], timed: int = 2) -> list[dict]:
-    """CPU seconds per training step (batch 32, 32 px, 40 classes, Adam, one thread) in float32 and bfloat16.
-
-    Process CPU time after one warm-up step, so the numbers hold on a shared machine too. This is what
-    "equal compute" converts with: steps of one preset per step of another.
-    """
-    import torch
-
-    from scoremix_plugin.generation.edm import EDMPrecond, edm_loss
-    from scoremix_plugin.generation.network import build_network, network_kwargs
-
-    torch.set_num_threads(1)
-    rows = []
-    for preset in presets:
-        for amp in (None, torch.bfloat16):
-            torch.manual_seed(0)
-            den = EDMPrecond(build_network(network_kwargs(preset, 40, LOW_RES)), num_classes=40, resolution=LOW_RES)
-            den.amp_dtype = amp
-            opt = torch.optim.Adam(den.parameters(), lr=1e-3)
-            y, labels = torch.randn(32, 3, LOW_RES, LOW_RES), torch.randint(0, 41, (32,))
-            sigma = torch.rand(32) + 0.1
-            for i in range(1 + timed):
-                if i == 1:
-                    c0 = time.process_time()
-                loss = edm_loss(den, y, labels, sigma, torch.randn_like(y)).mean()
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            row = {"preset": preset, "dtype": "bfloat16" if amp else "float32",
-                   "params_M": round(sum(p.numel() for p in den.parameters()) / 1e6, 2),
-                   "cpu_s_per_step": round((time.process_time() - c0) / timed, 2)}
-            print(json.dumps(row), flush=True)
-            rows.append(row)
-    return rows
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("command", choices=("run", "auto", "recogniser", "train", "summary", "step-cost"))
+    p.add_argument("command", choices=("run", "auto", "recogniser", "train", "summary"))
     p.add_argument("--arm", choices=list(ARMS))
     p.add_argument("--network", choices=list(NETWORKS), help="train only (command train)")
     p.add_argument("--scale", choices=list(SCALES))
@@ -502,7 +465,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(HERE / "runs" / "generator_arms"))
     p.add_argument("--plan", nargs="+", default=[], help="auto: units ARM:SCALE:STEPS in priority order")
     p.add_argument("--deadline", default=None, help="auto: stop starting units at this wall-clock HH:MM")
-    p.add_argument("--presets", nargs="+", default=["tiny-cpu", "edm2-cpu"], help="step-cost: presets to time")
     args = p.parse_args(argv)
     out = Path(args.out).resolve()
     if args.command == "run":
@@ -522,8 +484,6 @@ def main(argv: list[str] | None = None) -> int:
         summarise()
     if args.command == "summary":
         summarise()
-    if args.command == "step-cost":
-        step_cost(args.presets)
     if args.command == "recogniser":
         prepare_scale(out, args.scale)
     if args.command == "train":
