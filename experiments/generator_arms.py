@@ -478,8 +478,8 @@ def main(argv: list[str] | None = None) -> int:
             todo = [(a, sc, int(st)) for a, sc, st in plan if not (RESULTS / f"{a}-{sc}-{st}.json").is_file()]
             if not todo or (args.deadline and time.strftime("%H:%M") >= args.deadline):
                 break
-            if not any(run_unit(out, a, sc, st) for a, sc, st in todo[:1]) and \
-                    not any(run_unit(out, a, sc, st) for a, sc, st in todo[1:]):
+            # The first unit whose generator is ready (run_unit returns None for one that is not); none: wait.
+            if not any(run_unit(out, a, sc, st) is not None for a, sc, st in todo):
                 time.sleep(30)
         summarise()
     if args.command == "summary":
