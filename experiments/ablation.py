@@ -83,8 +83,14 @@ def seeded_recogniser_config(src: str, run_dir: Path, seed: int) -> Path:
     return write_config_file(run_dir / "recogniser.py", cfg, f"experiments/ablation.py: recogniser, seed {seed}")
 
 
-def run_arm(arm: str, seed: int, shared, out: Path, progress: bool) -> dict:
-    """One (arm, seed): select -> generate -> train -> verify; returns and writes its result."""
+def run_arm(arm: str, seed: int, shared, out: Path, progress: bool, *, arms: dict | None = None,
+            results_dir: Path | None = None, extra=None) -> dict:
+    """One (arm, seed): select -> generate -> train -> verify; returns and writes its result.
+
+    ``arms``: {arm: None (real only) | selection overrides, optionally with a "generation" dict of
+    generation overrides}; default :data:`ARMS`. ``results_dir``: where ``<arm>-s<seed>.json`` goes
+    (default ``OUT/results``). ``extra(ctx, run_dir) -> dict``: more measurements merged into the result.
+    """
     from easydict import EasyDict as edict
 
     from scoremix_plugin.io_utils import write_json_atomic
@@ -99,7 +105,9 @@ def run_arm(arm: str, seed: int, shared, out: Path, progress: bool) -> dict:
     if arm == "baseline":
         wanted, train_stage = ["baseline"], "baseline"
     else:
-        recipe.selection.update(ARMS[arm])
+        spec = dict((arms or ARMS)[arm])
+        recipe.generation.update(spec.pop("generation", {}))
+        recipe.selection.update(spec)
         wanted, train_stage = ["select", "generate", "scoremix"], "scoremix"
     ctx = Context(recipe=recipe, out=run_dir, progress=progress)
     # The shared stages' results are this run's inputs: its stages fingerprint their run ids.
@@ -123,7 +131,10 @@ def run_arm(arm: str, seed: int, shared, out: Path, progress: bool) -> dict:
                                                             "distance_max")}
         result["quality"] = ctx.result("generate").quality
         result["grid"] = str(run_dir / "generate")
-    write_json_atomic(out / "results" / f"{arm}-s{seed}.json", result)
+        result["manifest"] = ctx.result("generate").manifest
+    if extra is not None:
+        result.update(extra(ctx, run_dir))
+    write_json_atomic((results_dir or out / "results") / f"{arm}-s{seed}.json", result)
     return result
 
 

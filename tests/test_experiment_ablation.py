@@ -45,3 +45,94 @@ def test_summary_pairs_each_seed_with_its_own_baseline(ablation, tmp_path):
     assert list(s["arms"]) == ["baseline", "random", "far"]  # the ARMS order, not file order
     md = (tmp_path / "summary.md").read_text()
     assert "| far | 3 | 83.67 ± 5.13 | +3.67 ± 5.13 (2/3 up) |" in md
+
+
+# experiments/powered.py: the pre-registered statistics and the summary rebuilt from result JSONs.
+
+
+@pytest.fixture(scope="module")
+def powered():
+    spec = importlib.util.spec_from_file_location("powered", REPO / "experiments" / "powered.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_paired_stats_match_scipy_t_interval_and_count_signs(powered):
+    from scipy import stats
+
+    d = [0.021, -0.004, 0.035, 0.012, 0.0]
+    st = powered.paired_stats(d)
+    lo, hi = stats.t.interval(0.95, len(d) - 1, loc=sum(d) / 5, scale=stats.sem(d))
+    assert st["mean"] == pytest.approx(0.0128) and st["n"] == 5
+    assert (st["lo"], st["hi"]) == (pytest.approx(lo), pytest.approx(hi))
+    assert st["sd"] == pytest.approx(0.0158650559, rel=1e-6)  # sqrt(1.0068e-3 / 4)
+    assert (st["up"], st["down"]) == (3, 1)  # a tie counts neither way
+    one = powered.paired_stats([0.01])
+    assert one["lo"] is None and one["sd"] is None and one["up"] == 1
+
+
+def test_detectable_difference_formula(powered):
+    # t_{0.975,4} = 2.7764451, t_{0.8,4} = 0.9409646
+    assert powered.detectable(2.0, 5) == pytest.approx(2.7764451 * 2 / 5 ** 0.5, rel=1e-6)
+    assert powered.detectable(2.0, 5, power=0.8) == pytest.approx((2.7764451 + 0.9409646) * 2 / 5 ** 0.5, rel=1e-6)
+    with pytest.raises(ValueError, match="n >= 2"):
+        powered.detectable(1.0, 1)
+
+
+def _write(d: Path, arm: str, seed: int, acc: dict, **extra) -> None:
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"{arm}-s{seed}.json").write_text(json.dumps({"arm": arm, "seed": seed, "accuracy": acc, **extra}))
+
+
+def test_summary_rebuilds_tables_and_figure_from_jsons(powered, tmp_path):
+    base = [0.80, 0.82, 0.81]
+    far = [0.83, 0.82, 0.85]
+    rnd = [0.82, 0.81, 0.84]
+    rep = {"eer": 0.1, "fdr": 3.0, "d_prime": 2.0, "leak_counts": {"evaluation": 2, "training_source": 1}}
+    al = {"linear_cka": 0.31, "linear_cka_shuffled": 0.05, "mutual_knn": 0.2, "mutual_knn_shuffled": 0.04, "num_matched": 9}
+    for s in range(3):
+        _write(tmp_path, "baseline", s, {"t": base[s]})
+        _write(tmp_path, "far", s, {"t": far[s]}, datareport=rep, alignment=al)
+        _write(tmp_path, "random", s, {"t": rnd[s]})
+    s = powered.summarise(tmp_path, tmp_path / "fig.png")
+    assert list(s["arms"]) == ["baseline", "random", "far"]
+    c = {(x["arm"], x["ref"]): x for x in s["comparisons"]}
+    assert set(c) == {("random", "baseline"), ("far", "baseline"), ("far", "random")}
+    fb = c[("far", "baseline")]  # differences +3, 0, +4 points
+    assert fb["mean"] == pytest.approx(7 / 300) and (fb["up"], fb["down"]) == (2, 0)
+    assert fb["detectable"] == pytest.approx(fb["hi"] - fb["mean"])
+    assert "| far − baseline | t | 3 | +2.33 | [-2.84, +7.50] | 2 / 0 |" in s["tables"]["comparisons"]
+    assert "| far | 3 | 83.33 ± 1.53 |" in s["tables"]["accuracy"]
+    assert "| far | 2.000 | 0.100 | 3.000 | 2.000 | 1.000 |" in s["tables"]["datareport"]  # sorted keys: d_prime, eer, fdr, leaks_*
+    assert "| 0.310 | 0.050 | 0.200 | 0.040 | 9 |" in s["tables"]["alignment"]
+    assert (tmp_path / "fig.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((tmp_path / "summary.json").read_text())["tables"] == s["tables"]
+
+
+def test_committed_earlier_jsons_rebuild_the_published_table(powered, tmp_path):
+    import shutil
+
+    for p in (REPO / "experiments" / "results" / "earlier").glob("*-s*.json"):
+        shutil.copy(p, tmp_path)
+    s = powered.summarise(tmp_path)
+    docs = (REPO / "docs" / "results.md").read_text()
+    # docs/results.md's earlier-design table: the same means and sds (its per-seed rows carry one decimal)
+    assert "82.27 ± 1.37 | 91.07 ± 0.35" in docs and "| baseline | 3 | 82.27 ± 1.37 | 91.07 ± 0.35 |" in s["tables"][
+        "accuracy"]
+    assert "| far | 3 | 84.50 ± 0.60 | 91.30 ± 0.17 |" in s["tables"]["accuracy"]
+
+
+def test_budget_and_auggen_refusal(powered, tmp_path, monkeypatch, capsys):
+    b = powered.budget(powered.DESIGNS["powered"], ["baseline", "far"], [0, 1], tmp_path)
+    assert b["units_todo"] == 4 and b["per_unit_s"]["baseline"] == pytest.approx(150.0 * 5)
+    assert b["per_unit_s"]["far"] == pytest.approx(240.0 * 5 + 120.0)
+    _write(tmp_path, "far", 0, {"t": 0.5}, seconds=600.0)
+    b = powered.budget(powered.DESIGNS["powered"], ["baseline", "far"], [0, 1], tmp_path)
+    assert b["units_todo"] == 3 and b["per_unit_s"]["far"] == 600.0 and "measured" in b["source"]["far"]
+    monkeypatch.setattr(powered, "auggen_available", lambda: False)
+    with pytest.raises(SystemExit) as e:
+        powered.main(["--arms", "auggen-far", "--results", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "budget" in err and "mix_space" in err and "edm2-measure" in err

@@ -96,6 +96,9 @@ def test_missing_verification_file_is_an_error(toy_data, tmp_path):
     cfg = load_recogniser_config(_write_config(tmp_path / "c.py", toy_data, tmp_path / "o", val_targets=["lfw"]))
     with pytest.raises(FileNotFoundError, match="lfw.bin"):
         train(cfg, progress=False)
+    # The same call shape as train_generator: a config file, keyword overrides win.
+    with pytest.raises(FileNotFoundError, match="agedb_30.bin"):
+        train(tmp_path / "c.py", progress=False, val_targets=["agedb_30"])
 
 
 def test_adamw_cosface_gradient_accumulation(toy_data, tmp_path):

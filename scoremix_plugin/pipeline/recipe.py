@@ -26,7 +26,9 @@ Paths inside are relative to the recipe's folder. Keys (defaults in RECIPE_DEFAU
                        same_steps=True),  # ScoreMix run gets the baseline's optimiser steps
         merge=edict(name="scoremix_merged",     # DIR/merged/NAME.py: the host's job config
                     config_overrides=None),     # e.g. {"network": "r50", "num_epoch": 20}
-        verification=edict(targets=["toy_lfw", "toy_cfp_fp"], batch_size=64),
+        verification=edict(targets=["toy_lfw", "toy_cfp_fp"], batch_size=64,
+                           ijb=None),      # or edict(root="IJB_ROOT", target="IJBC", modes="F1N1D1")
+                                           # (a list for several): IJB TAR@FAR beside the .bin sets
         report=edict(grid_pairs=6, grid_images=6),
         stages=[],                         # extra Stage objects (scoremix_plugin.pipeline.Stage), run
                                            # before the report, fingerprinted and reported like ours
@@ -58,7 +60,7 @@ RECIPE_DEFAULTS: dict[str, Any] = {
                    "guidance_scale": 2.5, "mix_window": None, "shard_size": 1000, "batch_size": 16, "bf16": True},
     "scoremix": {"ratio": None, "aug_real": None, "aug_synthetic": None, "same_steps": True},
     "merge": {"name": "scoremix_merged", "config_overrides": None},
-    "verification": {"targets": None, "batch_size": 64},
+    "verification": {"targets": None, "batch_size": 64, "ijb": None},
     "report": {"grid_pairs": 6, "grid_images": 6},
     "stages": [],
 }

@@ -102,6 +102,7 @@ def run_report(ctx: Context, added: Sequence[str] = ()) -> ReportResult:
     figures = {
         "mixes": mix_grid(ctx, figs / "mixes.png"),
         "roc": _copy(ver.roc, figs / "roc.png"),
+        **{f"ijb_{t.lower()}": _copy(r["roc"], figs / f"ijb_{t.lower()}_roc.png") for t, r in ver.ijb.items()},
         "accuracy": accuracy_plot(ver.accuracy, ver.accuracy_std, figs / "accuracy.png"),
         "alignment": _copy(align.png, figs / "alignment.png"),
         "quality": _copy(ctx.dir("generate") / "quality.png", figs / "quality.png"),
@@ -115,6 +116,7 @@ def run_report(ctx: Context, added: Sequence[str] = ()) -> ReportResult:
         "baseline": ver.accuracy["baseline"],
         "scoremix": ver.accuracy["scoremix"],
         "accuracy_std": ver.accuracy_std,
+        "ijb": {t: {k: v for k, v in r.items() if k not in ("json", "markdown", "roc")} for t, r in ver.ijb.items()},
         "stages": stages,
         "data": {"rec": data.rec, "num_classes": data.num_classes, "num_image": data.num_image, "toy": data.toy},
         "image_degrade": base.image_degrade,
@@ -180,6 +182,23 @@ def _reading(r: Mapping[str, Any]) -> str:
     return text
 
 
+def ijb_markdown(ijb: Mapping[str, Any]) -> list[str]:
+    """TAR (%) at each FAR by arcface_torch's rule, baseline and ScoreMix side by side, per IJB target and mode."""
+    lines: list[str] = []
+    for target, r in ijb.items():
+        fars = r["far"]
+        lines += [f"## {target}: TAR (%) at FAR", "", "| mode | run | " + " | ".join(f"{f:g}" for f in fars)
+                  + " | AUC (%) |", "|---|---|" + "---:|" * (len(fars) + 1)]
+        for mode in r["baseline"]:
+            for run in ("baseline", "scoremix"):
+                m = r[run][mode]
+                lines.append(f"| {mode} | {run} | " + " | ".join(f"{100 * t:.2f}" for t in m["tar"])
+                             + f" | {100 * m['auc']:.2f} |")
+        lines += ["", "Template protocol of arcface_torch's `eval_ijbc.py` (the TAR of the ROC point whose FAR is "
+                  "nearest each target; `verify/` holds the strict TAR and the ROC).", ""]
+    return lines
+
+
 def report_markdown(r: Mapping[str, Any]) -> str:
     degrade = r["image_degrade"]
     syn, al, sel, data = r["synthetic"], r["alignment"], r["selection"], r["data"]
@@ -217,10 +236,12 @@ def report_markdown(r: Mapping[str, Any]) -> str:
         lines.append(f"| {t} | {100 * b:.2f} +- {100 * std['baseline'][t]:.2f} | {100 * m:.2f} +- "
                      f"{100 * std['scoremix'][t]:.2f} | {100 * (m - b):+.2f} |")
     lines += ["", "10-fold protocol of arcface_torch (mean +- std over folds) on held-out identities.", ""]
+    lines += ijb_markdown(r.get("ijb") or {})
     lines += [_reading(r), ""]
     figs = r["figures"]
     for key, caption in (("accuracy", "Accuracy"), ("roc", "ROC curves, baseline vs ScoreMix"),
                          ("mixes", "Real class a | real class b | the synthetic identity mixed from them"),
+                         *((f"ijb_{t.lower()}", f"{t} ROC (log FAR), baseline vs ScoreMix") for t in r.get("ijb") or {}),
                          ("generator_samples", "Generator samples (rows: classes; last row: a 2-way mix)"),
                          ("alignment", "Generator conditions vs recogniser centres"),
                          ("quality", "Synthetic identities under the baseline recogniser")):

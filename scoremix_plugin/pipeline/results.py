@@ -93,6 +93,8 @@ class VerifyResult:
     roc: str
     json: str
     markdown: str
+    # IJB target -> {"far": [...], "baseline": {mode: numbers}, "scoremix": {...}, report files}; {} without IJB
+    ijb: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

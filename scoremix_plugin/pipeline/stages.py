@@ -12,7 +12,8 @@ generate   ScoreMix identities into RecordIO shards + manifest (``recipe.generat
 merge      real + synthetic merged into one arcface_torch folder with its config
            (``DIR/merged/``: the route for an unchanged host)
 scoremix   recogniser trained on real + synthetic through ``config.dataset = "scoremix"``
-verify     both recognisers on the verification targets (``recipe.verification``)
+verify     both recognisers on the verification targets (``recipe.verification``: .bin sets, and
+           IJB-B / IJB-C when ``verification.ijb`` names a folder in the IJB release layout)
 align      linear CKA / mutual kNN of generator conditions vs recogniser centres
 report     ``DIR/report.md`` + ``DIR/report.json`` + figures under ``DIR/figures/``
 ========== ================================================================================
@@ -205,6 +206,8 @@ def run_generate(ctx: Context) -> GenerateResult:
         guidance=g.guidance, guidance_scale=g.guidance_scale, guide=None,
         mix_window=None if g.mix_window is None else tuple(g.mix_window), seed=ctx.recipe.seed,
         batch_size=g.batch_size, bf16=g.bf16,
+        # Only when asked: AugGen's condition mixing (mix_space "condition") needs a sampler that has it.
+        **({"mix_space": g.mix_space} if g.get("mix_space", "score") != "score" else {}),
     )
     manifest = generate(settings, out, device=ctx.recipe.device, grids=True)
     quality = quality_report(out, centres.onnx, real_centres=centres.embedding, device=ctx.recipe.device)
@@ -228,24 +231,78 @@ def run_merge(ctx: Context) -> MergeResult:
 # Stage: verify.
 
 
+def load_embedder_of(ctx: Context, run: RecogniserResult):
+    """The embedder of a trained recogniser, on the recipe's device."""
+    from scoremix_plugin.verification.evaluate import load_embedder
+
+    return load_embedder(run.model, network=run.network, device=ctx.recipe.device)
+
+
 def verify_recogniser(ctx: Context, run: RecogniserResult) -> dict:
     """One recogniser on the recipe's targets: ``{target: VerificationResult}``."""
-    from scoremix_plugin.verification.evaluate import load_embedder, verify_bins
+    from scoremix_plugin.verification.evaluate import verify_bins
 
-    embedder = load_embedder(run.model, network=run.network, device=ctx.recipe.device)
+    embedder = load_embedder_of(ctx, run)
     return verify_bins(embedder, verification_targets(ctx), batch_size=ctx.recipe.verification.batch_size,
                        progress=ctx.progress)
 
 
-def run_verify(ctx: Context) -> VerifyResult:
-    from scoremix_plugin.verification.report import write_report
+def ijb_targets(ctx: Context) -> list[dict[str, Any]]:
+    """``recipe.verification.ijb``: one ``edict(root=..., target="IJBC", modes="F1N1D1")`` or a list of them."""
+    from scoremix_plugin.verification.ijb import check_modes
+    from scoremix_plugin.verification.ijb_meta import IJBError, check_target
 
-    results = {run: verify_recogniser(ctx, ctx.result(run)) for run in ("baseline", "scoremix")}
+    given = ctx.recipe.verification.get("ijb")
+    if not given:
+        return []
+    specs = [given] if isinstance(given, dict) else list(given)
+    out = []
+    for i, spec in enumerate(specs):
+        where = "recipe.verification.ijb" + (f"[{i}]" if not isinstance(given, dict) else "")
+        if not isinstance(spec, dict) or not spec.get("root") or not spec.get("target"):
+            raise PipelineError(f"{where}: expected edict(root=<IJB folder>, target='IJBB'|'IJBC', "
+                                f"modes='F1N1D1'), got {spec!r}")
+        unknown = sorted(set(spec) - {"root", "target", "modes"})
+        if unknown:
+            raise PipelineError(f"{where}: unknown key(s) {unknown}; known: ['modes', 'root', 'target']")
+        try:
+            target, modes = check_target(spec["target"]), check_modes(spec.get("modes") or "F1N1D1")
+        except IJBError as e:
+            raise PipelineError(f"{where}: {e}") from None
+        out.append({"root": ctx.resolve(spec["root"]), "target": target, "modes": modes})
+    return out
+
+
+def verify_settings(ctx: Context) -> dict[str, Any]:
+    v = dict(ctx.recipe.verification)
+    # No IJB block: the settings stay what they were before IJB existed, so finished runs keep their fingerprint.
+    if not v.get("ijb"):
+        v.pop("ijb", None)
+    return v
+
+
+def run_verify(ctx: Context) -> VerifyResult:
+    from scoremix_plugin.verification.ijb import evaluate_ijb
+    from scoremix_plugin.verification.report import write_ijb_report, write_report
+
+    runs = ("baseline", "scoremix")
+    results = {run: verify_recogniser(ctx, ctx.result(run)) for run in runs}
     paths = write_report(ctx.dir("verify"), results, title=f"{ctx.recipe.name}: baseline vs ScoreMix")
+    ijb: dict[str, dict[str, Any]] = {}
+    for spec in ijb_targets(ctx):
+        found = {run: evaluate_ijb(spec["root"], spec["target"], load_embedder_of(ctx, ctx.result(run)),
+                                   spec["modes"], batch_size=ctx.recipe.verification.batch_size,
+                                   progress=ctx.progress) for run in runs}
+        files = write_ijb_report(ctx.dir("verify") / spec["target"].lower(), found,
+                                 title=f"{ctx.recipe.name}: {spec['target']}, baseline vs ScoreMix",
+                                 meta={"root": str(spec["root"])})
+        ijb[spec["target"]] = {"far": list(found["baseline"].fars), "json": str(files["json"]),
+                               "markdown": str(files["markdown"]), "roc": str(files["roc"]),
+                               **{run: {m: r.to_dict() for m, r in res.modes.items()} for run, res in found.items()}}
     return VerifyResult(
         {run: {t: float(r.accuracy_mean) for t, r in res.items()} for run, res in results.items()},
         {run: {t: float(r.accuracy_std) for t, r in res.items()} for run, res in results.items()},
-        str(paths["roc"]), str(paths["json"]), str(paths["markdown"]))
+        str(paths["roc"]), str(paths["json"]), str(paths["markdown"]), ijb)
 
 
 # Stage: align.
@@ -299,8 +356,7 @@ STAGES: tuple[Stage, ...] = (
     _stage("scoremix", lambda ctx: run_recogniser(ctx, "scoremix"), ("data", "generate"),
            recogniser_settings("scoremix"), _out("scoremix/model.pt"), RecogniserResult,
            "recogniser on real + synthetic", files=_recogniser_file),
-    _stage("verify", run_verify, ("data", "baseline", "scoremix"), lambda ctx: dict(ctx.recipe.verification),
-           _out("verify/verification.json"), VerifyResult, "verification of both recognisers"),
+    _stage("verify", run_verify, ("data", "baseline", "scoremix"), verify_settings, _out("verify/verification.json"), VerifyResult, "verification of both recognisers"),
     _stage("align", run_align, ("centres",), lambda ctx: {"seed": ctx.recipe.seed}, _out("align/alignment.json"),
            AlignResult, "CKA of generator conditions vs recogniser centres"),
 )

@@ -143,7 +143,7 @@ def train(cfg: edict | str | os.PathLike, *, progress: bool = True, **overrides:
 
     if isinstance(cfg, (str, os.PathLike)):
         cfg = load_recogniser_config(cfg)
-    elif overrides or not isinstance(cfg, edict):
+    if overrides or not isinstance(cfg, edict):
         cfg = edict({**cfg, **overrides})
 
     from scoremix_plugin.distributed import barrier, init_distributed

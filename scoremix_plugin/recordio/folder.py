@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .format import (IR_SIZE, LENGTH_MASK, MAGIC, MAX_EXACT_LABEL, IRHeader, RecordIOError, decode_image, first_label, read_framed,
+from .format import (IR_SIZE, Closing, LENGTH_MASK, MAGIC, MAX_EXACT_LABEL, IRHeader, RecordIOError, decode_image, first_label, read_framed,
                      unpack)
 from .reader import IndexedRecordIOReader
 
@@ -43,7 +43,7 @@ def resolve_folder(path: str | os.PathLike) -> tuple[Path, Path, Path]:
     return p, p / "train.rec", p / "train.idx"
 
 
-class FaceRecFolder:
+class FaceRecFolder(Closing):
     """Images and labels of an InsightFace-layout or im2rec-layout RecordIO folder (memory-mapped)."""
 
     def __init__(self, path: str | os.PathLike):
@@ -213,9 +213,3 @@ class FaceRecFolder:
 
     def close(self) -> None:
         self.reader.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()

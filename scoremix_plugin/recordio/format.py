@@ -356,3 +356,24 @@ def _jpeg_size(data) -> tuple[int, int]:
         else:
             pos += 2 + ((data[pos + 2] << 8) | data[pos + 3])
     raise ValueError("corrupt JPEG: no frame header (SOF) found")
+
+
+class Closing:
+    """``with`` support for readers: leaving the block closes."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Committing:
+    """``with`` support for writers: a clean exit closes (the files get their final names), an exception
+    aborts (the temporary files are removed)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *exc):
+        self.abort() if exc_type is not None else self.close()

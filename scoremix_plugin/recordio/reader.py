@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .format import CFLAG_WHOLE, LENGTH_MASK, MAGIC, RecordIOError, read_framed
+from .format import CFLAG_WHOLE, LENGTH_MASK, MAGIC, Closing, RecordIOError, read_framed
 
 _LREC = struct.Struct("<II")
 _I64 = 1 << 63
@@ -57,7 +57,7 @@ class _MappedFile:
         self.path, self._buf, self._pid = state["path"], None, None
 
 
-class RecordIOReader:
+class RecordIOReader(Closing):
     """Sequential reader of a `.rec` file: ``read()`` returns the next record, or None at the end."""
 
     def __init__(self, path: str | os.PathLike):
@@ -89,12 +89,6 @@ class RecordIOReader:
 
     def close(self) -> None:
         self._file.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def parse_idx(idx_path: str | os.PathLike, rec_size: int | None = None, rec_path=None) -> tuple[np.ndarray, np.ndarray]:
@@ -146,7 +140,7 @@ def parse_idx(idx_path: str | os.PathLike, rec_size: int | None = None, rec_path
     return k, o
 
 
-class IndexedRecordIOReader:
+class IndexedRecordIOReader(Closing):
     """Random access by key (``read_idx``) through the `.idx`, over a memory-mapped `.rec`.
 
     ``keys`` is the list of keys in `.idx` order (as mxnet's ``MXIndexedRecordIO.keys``); with a
@@ -209,9 +203,3 @@ class IndexedRecordIOReader:
 
     def close(self) -> None:
         self._file.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()

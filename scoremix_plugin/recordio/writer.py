@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .format import (IR_FORMAT, IR_SIZE, MAGIC, MAGIC_BYTES, MAX_EXACT_LABEL, MAX_RECORD_LENGTH, IRHeader, RecordIOError,
+from .format import (Committing, IR_FORMAT, IR_SIZE, MAGIC, MAGIC_BYTES, MAX_EXACT_LABEL, MAX_RECORD_LENGTH, IRHeader, RecordIOError,
                      encode_jpeg, frame_pieces, image_size, pack)
 from ..io_utils import tmp_name, write_text_atomic
 
@@ -28,7 +28,14 @@ def _write_error(e: OSError, path: Path) -> RecordIOError:
     return RecordIOError(f"cannot write ({e.strerror or e}); the temporary files were removed", file=path)
 
 
-class RecordIOWriter:
+def _sync_close(f) -> None:
+    """Flush, fsync and close: the bytes are on disk before the file is renamed to its final name."""
+    f.flush()
+    os.fsync(f.fileno())
+    f.close()
+
+
+class RecordIOWriter(Committing):
     """Sequential `.rec` writer: ``write(buf)`` appends one record (split like dmlc when needed)."""
 
     def __init__(self, path: str | os.PathLike):
@@ -59,9 +66,7 @@ class RecordIOWriter:
         if self.closed:
             return
         try:
-            self._f.flush()
-            os.fsync(self._f.fileno())
-            self._f.close()
+            _sync_close(self._f)
             os.replace(self._tmp, self.path)
         except OSError as e:
             self.abort()
@@ -78,12 +83,6 @@ class RecordIOWriter:
             pass
         self._tmp.unlink(missing_ok=True)
         self.closed = True
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, *exc):
-        self.abort() if exc_type is not None else self.close()
 
 
 class IndexedRecordIOWriter(RecordIOWriter):
@@ -144,9 +143,7 @@ class IndexedRecordIOWriter(RecordIOWriter):
         if self.closed:
             return
         try:
-            self._idx.flush()
-            os.fsync(self._idx.fileno())
-            self._idx.close()
+            _sync_close(self._idx)
         except OSError as e:
             self.abort()
             raise _write_error(e, self.idx_path) from None
@@ -169,7 +166,7 @@ class IndexedRecordIOWriter(RecordIOWriter):
         super().abort()
 
 
-class FaceRecWriter:
+class FaceRecWriter(Committing):
     """Writes one whole InsightFace-layout folder (``train.rec``, ``train.idx``, ``property``); the writer
     of what ``FaceRecFolder`` reads. It never rolls over to another folder: a generation run opens one per
     shard.
@@ -292,12 +289,6 @@ class FaceRecWriter:
     def abort(self) -> None:
         self._w.abort()
         self.closed = True
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, *exc):
-        self.abort() if exc_type is not None else self.close()
 
 
 # The old name (it writes one folder, not a rolling set of shards); kept so existing code keeps working.

@@ -204,11 +204,6 @@ class Manifest:
         return self
 
 
-def load_manifest(path: str | os.PathLike) -> Manifest:
-    """``Manifest.read``: keys and types checked, shard files not."""
-    return Manifest.read(path)
-
-
 def verify_manifest(path: str | os.PathLike, check_sha: bool = True, allow_partial: bool = False) -> Manifest:
     """Read a manifest and check its label ranges, shard files (checksums with ``check_sha``) and totals."""
     return Manifest.read(path).validate(check_sha=check_sha, allow_partial=allow_partial)
