@@ -52,8 +52,9 @@ COMPARISONS = [("random", "baseline"), ("near", "baseline"), ("far", "baseline")
                ("far", "auggen-far")]
 # Seconds per unit at 40 identities x 16 images on the 2-core build machine, from the earlier design's
 # runs (docs/results.md, "Cost"): used when no result JSON with timings exists yet.
-# The generator's 1,200 s were 2,200 steps (its time cap stopped it).
-EARLIER_SECONDS = {"generator_step": 1200.0 / 2200, "baseline": 150.0, "scoremix": 240.0, "report": 120.0}
+# The generator step: 2.35 CPU s (tiny-cpu, float32, one thread; docs/results.md, issue 13), the more
+# cautious of it and the earlier run's 1,200 s wall for 2,200 bf16 steps on 2 threads (0.55 s).
+EARLIER_SECONDS = {"generator_step": 2.35, "baseline": 150.0, "scoremix": 240.0, "report": 120.0}
 
 
 def ablation():
