@@ -7,7 +7,8 @@ auggen-far      the far (embedding) pairs, mixed in the generator's CONDITION sp
                 of mixing denoiser outputs; needs the sampler's ``mix_space="condition"``
 =============== ==================================================================================
 
-plus, per (arm, seed), the dataset report of the synthetic set (EER / FDR / d', leak counts) and,
+plus, per (arm, seed), the pipeline's dataset_report stage on the synthetic set (EER / FDR / d', leak counts;
+quality gate off) and,
 shared, the alignment (linear CKA, mutual kNN) of condition vs embedding space (the ``align`` stage).
 
 Designs (``--design``): ``earlier`` is the first ablation's sizes (5 arms x 3 seeds, 40 identities);
@@ -51,8 +52,9 @@ COMPARISONS = [("random", "baseline"), ("near", "baseline"), ("far", "baseline")
                ("far", "auggen-far")]
 # Seconds per unit at 40 identities x 16 images on the 2-core build machine, from the earlier design's
 # runs (docs/results.md, "Cost"): used when no result JSON with timings exists yet.
-# The generator's 1,200 s were 2,200 steps (its time cap stopped it).
-EARLIER_SECONDS = {"generator_step": 1200.0 / 2200, "baseline": 150.0, "scoremix": 240.0, "report": 120.0}
+# The generator step: 2.35 CPU s (tiny-cpu, float32, one thread; docs/results.md, issue 13), the more
+# cautious of it and the earlier run's 1,200 s wall for 2,200 bf16 steps on 2 threads (0.55 s).
+EARLIER_SECONDS = {"generator_step": 2.35, "baseline": 150.0, "scoremix": 240.0, "report": 120.0}
 
 
 def ablation():
@@ -183,13 +185,23 @@ def summarise(results_dir: Path, figure: Path | None = None) -> dict:
         rep_lines = ["| arm | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
         rep_lines += [f"| {a} | " + " | ".join("-" if k not in r else f"{r[k]:.3f}" for k in keys) + " |"
                       for a, r in rep_arms]
+    # Condition vs embedding space: shared by every arm and seed (one generator, one baseline).
+    al = next((r["alignment"] for runs in by_arm.values() for r in runs.values() if r.get("alignment")), None)
+    s["alignment"] = al
+    al_lines = [] if not al else [
+        "| linear CKA | shuffled | mutual kNN | shuffled | classes |", "|---|---|---|---|---|",
+        "| " + " | ".join("-" if al.get(k) is None else f"{al[k]:.3f}" for k in
+                         ("linear_cka", "linear_cka_shuffled", "mutual_knn", "mutual_knn_shuffled"))
+        + f" | {al.get('num_matched')} |"]
     s["tables"] = {"accuracy": "\n".join(acc_lines), "comparisons": "\n".join(cmp_lines),
-                   "datareport": "\n".join(rep_lines)}
+                   "datareport": "\n".join(rep_lines), "alignment": "\n".join(al_lines)}
     md = ("# Pair-selection experiment: summary\n\nVerification accuracy (%), mean ± sd (ddof 1) over seeds.\n\n"
           + s["tables"]["accuracy"] + "\n\nPaired differences (points; same seed), mean, 95 % t-interval over "
           "seeds, sign count, smallest detectable difference.\n\n" + s["tables"]["comparisons"] + "\n")
     if rep_lines:
         md += "\nDataset report of the synthetic set (mean over seeds).\n\n" + s["tables"]["datareport"] + "\n"
+    if al_lines:
+        md += "\nGenerator condition space vs recogniser embedding space (shared).\n\n" + s["tables"]["alignment"] + "\n"
     results_dir = Path(results_dir)
     write_json_atomic(results_dir / "summary.json", s)
     write_text_atomic(results_dir / "summary.md", md)
@@ -239,7 +251,7 @@ def budget(design: dict, arms: list[str], seeds: list[int], results_dir: Path) -
     per_unit, source = {}, {}
     for arm in arms:
         kind = "baseline" if arm == "baseline" else "scoremix"
-        measured = [r["seconds"] for r in done.get(arm, {}).values() if r.get("seconds")]
+        measured = [r["seconds"] for r in done.get(arm, {}).values() if r.get("seconds")]  # report included
         if measured:
             per_unit[arm], source[arm] = sum(measured) / len(measured), f"measured ({len(measured)} runs)"
         else:
@@ -263,19 +275,14 @@ def format_budget(b: dict) -> str:
 
 
 def dataset_report(ctx, run_dir: Path) -> dict:
-    """The synthetic set's dataset report (EER / FDR / d', leak counts), for ScoreMix arms."""
-    from scoremix_plugin.datareport.report import report_dataset
-    from scoremix_plugin.pipeline.stages import verification_targets
-
-    if "generate" not in ctx.markers:
+    """The pipeline's dataset_report stage's numbers (EER / FDR / d', leak counts) of a ScoreMix arm's set."""
+    if "dataset_report" not in ctx.markers:
         return {}
-    report_dataset(ctx.result("generate").manifest, ctx.result("centres").onnx, run_dir / "datareport",
-                         bins={t: Path(p) for t, p in verification_targets(ctx).items()}, device=ctx.recipe.device,
-                         progress=ctx.progress)
-    js = json.loads((run_dir / "datareport" / "report.json").read_text())
+    js = json.loads(Path(ctx.result("dataset_report").json).read_text())
     st = js["data"]["stats"]
     return {"datareport": {"eer": st.get("eer"), "fdr": st.get("fdr"), "d_prime": st.get("d_prime"),
-                           "leak_counts": js.get("leak_counts", {}), "path": str(run_dir / "datareport")}}
+                           "leak_counts": js.get("leak_counts", {}), "path": ctx.result("dataset_report").report,
+                           "seconds": ctx.markers["dataset_report"].get("seconds")}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -322,7 +329,7 @@ def run(args, design: dict, arms: list[str], seeds: list[int], results: Path) ->
     out = Path(args.out or HERE / "runs" / args.design).resolve()
     ns = argparse.Namespace(device=args.device, identities=design["identities"], images=design["images"],
                             test_identities=design["test_identities"], pairs=design["pairs"], max_uses=3,
-                            recogniser=str(HERE / "ablation" / "recogniser.py"),
+                            recogniser=str(HERE / design.get("recogniser", "ablation/recogniser.py")),
                             generator=str(HERE / design["generator"]))
     shared = Context(recipe=edict(ab.build_recipe(ns)), out=out / "shared", progress=not args.no_progress)
     shared.out.mkdir(parents=True, exist_ok=True)
@@ -338,7 +345,7 @@ def run(args, design: dict, arms: list[str], seeds: list[int], results: Path) ->
                 print(f"[{arm} seed {seed}] complete, skipped", file=sys.stderr)
                 continue
             r = ab.run_arm(arm, seed, shared, out, progress=not args.no_progress, arms=table, results_dir=results,
-                           extra=lambda ctx, d: {"design": args.design, "alignment": alignment,
+                           dataset_report=True, extra=lambda ctx, d: {"design": args.design, "alignment": alignment,
                                                  **dataset_report(ctx, d)})
             print(f"[{arm} seed {seed}] " + ", ".join(f"{t} {100 * a:.2f}" for t, a in r["accuracy"].items())
                   + f" ({r['seconds']:.0f} s)", file=sys.stderr)

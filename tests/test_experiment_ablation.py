@@ -90,9 +90,10 @@ def test_summary_rebuilds_tables_and_figure_from_jsons(powered, tmp_path):
     far = [0.83, 0.82, 0.85]
     rnd = [0.82, 0.81, 0.84]
     rep = {"eer": 0.1, "fdr": 3.0, "d_prime": 2.0, "leak_counts": {"evaluation": 2, "training_source": 1}}
+    al = {"linear_cka": 0.31, "linear_cka_shuffled": 0.05, "mutual_knn": 0.2, "mutual_knn_shuffled": 0.04, "num_matched": 9}
     for s in range(3):
         _write(tmp_path, "baseline", s, {"t": base[s]})
-        _write(tmp_path, "far", s, {"t": far[s]}, datareport=rep)
+        _write(tmp_path, "far", s, {"t": far[s]}, datareport=rep, alignment=al)
         _write(tmp_path, "random", s, {"t": rnd[s]})
     s = powered.summarise(tmp_path, tmp_path / "fig.png")
     assert list(s["arms"]) == ["baseline", "random", "far"]
@@ -104,6 +105,7 @@ def test_summary_rebuilds_tables_and_figure_from_jsons(powered, tmp_path):
     assert "| far − baseline | t | 3 | +2.33 | [-2.84, +7.50] | 2 / 0 |" in s["tables"]["comparisons"]
     assert "| far | 3 | 83.33 ± 1.53 |" in s["tables"]["accuracy"]
     assert "| far | 2.000 | 0.100 | 3.000 | 2.000 | 1.000 |" in s["tables"]["datareport"]  # sorted keys: d_prime, eer, fdr, leaks_*
+    assert "| 0.310 | 0.050 | 0.200 | 0.040 | 9 |" in s["tables"]["alignment"]
     assert (tmp_path / "fig.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((tmp_path / "summary.json").read_text())["tables"] == s["tables"]
 

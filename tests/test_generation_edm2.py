@@ -178,7 +178,8 @@ def test_posthoc_reconstruction_matches_a_direct_power_ema():
         recon = sum(float(x[2 * i + j]) * runs[j][s] for i, s in enumerate(snap_steps) for j in range(2))
         spread = (runs[0][steps] - runs[1][steps]).norm()  # how far apart the stored profiles are
         err = (recon - direct).norm()
-        assert err < 0.05 * spread, (target, float(err), float(spread))
+        # measured ~4e-5 of the spread; the nearer stored profile alone is ~0.5 away
+        assert err < 1e-3 * spread, (target, float(err), float(spread))
 
 
 @pytest.fixture(scope="module")
@@ -259,3 +260,26 @@ def test_ema_cli_output_loads_samples_exports_and_generates(edm2_run, tmp_path, 
              tmp_path / "shards", device="cpu", progress=False)
     m = verify_manifest(tmp_path / "shards" / "manifest.json")
     assert m.complete and m.num_synthetic_images == 4
+
+
+def test_torchrun_two_processes_edm2(toy_data, tmp_path):
+    """DDP (gloo) over the EDM2 preset with u(sigma) and post-hoc EMA: one module, forced normalisation in forward."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "gen.py"
+    opts = {**EDM2, "batch_size": 4, "total_steps": 4, "bf16": False, "output": str(tmp_path / "out"),
+            "rec": str(toy_data)}
+    cfg.write_text(f"from easydict import EasyDict as edict\nconfig = edict({opts!r})\n")
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "-m", "scoremix_plugin", "train-generator", str(cfg)],
+                         capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    log = [json.loads(line) for line in (tmp_path / "out" / "train_log.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["world_size"]) for r in log] == [(4, 2)]
+    ckpt = load_checkpoint(tmp_path / "out" / "generator.pt")
+    assert ckpt["step"] == 4 and "uncertainty" in ckpt and sorted(ckpt["posthoc"]) == ["0.05", "0.1"]
+    assert sorted(p.name for p in (tmp_path / "out" / "posthoc").iterdir()) == ["posthoc-0000002.pt",
+                                                                                "posthoc-0000004.pt"]

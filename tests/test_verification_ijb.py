@@ -23,8 +23,8 @@ from scoremix_plugin.verification.ijb import (
 )
 from scoremix_plugin.verification.ijb_meta import IJBError, load_features, read_ijb_meta
 
-GOLDEN = Path(__file__).resolve().parent / "data" / "golden" / "ijb"
-N_FILES = 24  # golden images that have a file and landmarks
+from ijb_data import GOLDEN, N_FILES, small_ijb_root
+
 
 
 @pytest.fixture(scope="module")
@@ -93,20 +93,6 @@ def test_roc_points_drop_collinear_points_and_keep_ties_together():
 
 # The model path: align, embed (image then flip), score.
 
-def _small_root(tmp_path: Path, n: int = N_FILES) -> Path:
-    """An IJB root with the golden's first ``n`` images (those with files) and pairs among their templates."""
-    root = tmp_path / "IJBC"
-    (root / "meta").mkdir(parents=True)
-    shutil.copytree(GOLDEN / "loose_crop", root / "loose_crop")
-    for name in ("ijbc_face_tid_mid.txt", "ijbc_name_5pts_score.txt"):
-        lines = (GOLDEN / "meta" / name).read_text().splitlines()[:n]
-        (root / "meta" / name).write_text("\n".join(lines) + "\n")
-    tids = sorted({int(line.split()[1]) for line in (root / "meta" / "ijbc_face_tid_mid.txt").read_text().splitlines()})
-    pairs = [f"{a} {b} {int((a + b) % 3 == 0)}" for i, a in enumerate(tids) for b in tids[i + 1:]]
-    (root / "meta" / "ijbc_template_pair_label.txt").write_text("\n".join(pairs) + "\n")
-    return root
-
-
 class _Projection:
     """A fixed random linear embedder (a real computation on the pixels, fast on CPU)."""
 
@@ -119,7 +105,7 @@ class _Projection:
 
 
 def test_model_path_embeds_host_crops_and_flips(tmp_path):
-    root = _small_root(tmp_path)
+    root = small_ijb_root(tmp_path)
     meta = read_ijb_meta(root, "IJBC")
     emb = _Projection()
     feats = image_features(meta, emb, batch_size=5, progress=False)
@@ -139,7 +125,7 @@ def test_cli_with_a_torch_model_and_with_saved_features(tmp_path, capsys):
     torch = pytest.importorskip("torch")
     from scoremix_plugin.recognition.backbones import get_backbone
 
-    root = _small_root(tmp_path)
+    root = small_ijb_root(tmp_path)
     torch.manual_seed(0)
     torch.save(get_backbone("r10_tiny", num_features=32).state_dict(), tmp_path / "model.pt")
     out_json, saved = tmp_path / "a.json", tmp_path / "feats.npy"
@@ -177,7 +163,7 @@ def _cli_error(capsys, *argv) -> str:
 
 
 def test_missing_meta_file(tmp_path, capsys):
-    root = _small_root(tmp_path)
+    root = small_ijb_root(tmp_path)
     (root / "meta" / "ijbc_template_pair_label.txt").unlink()
     err = _cli_error(capsys, "--root", str(root), "--target", "IJBC", "--features", "x.npy", "--json", "o.json")
     assert "ijbc_template_pair_label.txt" in err and "missing" in err
@@ -186,7 +172,7 @@ def test_missing_meta_file(tmp_path, capsys):
 
 
 def test_pair_with_unknown_template(tmp_path):
-    root = _small_root(tmp_path)
+    root = small_ijb_root(tmp_path)
     pairs = root / "meta" / "ijbc_template_pair_label.txt"
     lines = pairs.read_text().splitlines()
     lines[4] = "999999 1 0"
@@ -199,7 +185,7 @@ def test_pair_with_unknown_template(tmp_path):
                                          ("1 2 x", r"ijbc_template_pair_label.txt.*integer"),
                                          ("1 2 2", r"ijbc_template_pair_label.txt:3: label must be 0 or 1")])
 def test_malformed_pair_lines(tmp_path, line, match):
-    root = _small_root(tmp_path)
+    root = small_ijb_root(tmp_path)
     pairs = root / "meta" / "ijbc_template_pair_label.txt"
     lines = pairs.read_text().splitlines()
     lines[2] = line
@@ -209,7 +195,7 @@ def test_malformed_pair_lines(tmp_path, line, match):
 
 
 def test_malformed_meta_lines(tmp_path):
-    root = _small_root(tmp_path)
+    root = small_ijb_root(tmp_path)
     tid = root / "meta" / "ijbc_face_tid_mid.txt"
     good = tid.read_text()
     tid.write_text(good.replace("3.png 2 3", "3.png two 3"))
@@ -243,7 +229,7 @@ def test_features_with_wrong_rows_odd_width_or_nan(tmp_path, golden_meta, capsys
 
 
 def test_images_that_fail_are_named_and_counted(tmp_path):
-    root = _small_root(tmp_path)
+    root = small_ijb_root(tmp_path)
     meta = read_ijb_meta(root, "IJBC")
     (root / "loose_crop" / "5.png").unlink()
     (root / "loose_crop" / "9.png").unlink()

@@ -112,9 +112,13 @@ def impostor_pairs(labels: np.ndarray, cap: int, seed: int = 0) -> Pairs:
     _, counts = np.unique(labels, return_counts=True)
     total = n * (n - 1) // 2 - int((counts.astype(np.int64) * (counts - 1) // 2).sum())
     if total <= cap:
-        a, b = np.triu_indices(n, 1)
-        keep = labels[a] != labels[b]
-        return Pairs(a[keep].astype(np.int64), b[keep].astype(np.int64), total, False)
+        # Class by class against every later class: O(pairs), even when one identity holds most images
+        # (a triu of all n images would be n^2 / 2 candidates for a handful of impostor pairs).
+        order = np.argsort(labels, kind="stable")
+        _, starts, counts = np.unique(labels[order], return_index=True, return_counts=True)
+        a = [np.repeat(order[s : s + c], n - s - c) for s, c in zip(starts, counts)]
+        b = [np.tile(order[s + c :], c) for s, c in zip(starts, counts)]
+        return Pairs(np.concatenate(a).astype(np.int64), np.concatenate(b).astype(np.int64), total, False)
     rng = np.random.default_rng([seed, 2])
     a_parts, b_parts, got = [], [], 0
     while got < cap:  # rejection: same-identity draws are rare unless one identity dominates the set

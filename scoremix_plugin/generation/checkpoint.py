@@ -94,7 +94,9 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu", 
     except (RuntimeError, KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: the weights do not fit the network the checkpoint describes: {e}") from e
     denoiser = denoiser.to(device).eval().requires_grad_(False)
-    denoiser.amp_dtype = amp
+    from scoremix_plugin.generation.edm import autocast_dtype
+
+    denoiser.amp_dtype = autocast_dtype(amp, device)
     config = dict(ckpt["config"])
     config.update(step=int(ckpt["step"]), preset=ckpt.get("preset"), path=str(Path(path)))
     return denoiser, config

@@ -35,6 +35,9 @@ def add_train_generator_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="override config.device (e.g. cpu, cuda)")
     parser.add_argument("--overwrite", action="store_true",
                         help="start a new run in an output folder that holds a generator (replacing it)")
+    parser.add_argument("--guide-preset", help="then train an autoguidance guide: this smaller preset on the same "
+                        "recipe for --guide-fraction of the steps, into OUTPUT/guide (generation/guide.py)")
+    parser.add_argument("--guide-fraction", type=float, default=0.25, help="the guide's share of the main run's steps")
 
 
 def run_train_generator(args: argparse.Namespace) -> int:
@@ -58,6 +61,16 @@ def run_train_generator(args: argparse.Namespace) -> int:
     if summary["rank"] == 0:
         print(f"step {summary['step']}, loss {summary['final_loss']:.4f}, checkpoint {summary['checkpoint']}"
               + (" (stopped at config.duration)" if summary["stopped_early"] else ""))
+    if args.guide_preset:
+        from scoremix_plugin.config import read_config_file
+        from scoremix_plugin.generation.guide import train_guide
+
+        main = read_config_file(args.config) | overrides
+        main.pop("resume", None)
+        guide = train_guide(main, preset=args.guide_preset, fraction=args.guide_fraction)
+        if guide["rank"] == 0:
+            print(f"guide ({args.guide_preset}): step {guide['step']}, checkpoint {guide['checkpoint']} "
+                  "(use: scoremix generate --guidance autoguidance --guide CHECKPOINT)")
     return 0
 
 
@@ -118,6 +131,11 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--guide", help="weaker checkpoint for --guidance autoguidance")
     parser.add_argument("--mix-window", type=_float_list, help="sigma_lo,sigma_hi: mix only in this noise range")
     parser.add_argument("--outside-window", default="mix", help="'mix' or the column of the base class")
+    parser.add_argument("--mix-space", choices=("both", "score", "condition"), default="both",
+                        help="rows of the mix: ScoreMix's score mixing (--weights), AugGen's condition mixing "
+                             "(--condition-weights), or both one under the other (same noise per column)")
+    parser.add_argument("--condition-weights", type=_float_list,
+                        help="class-embedding coefficients for the condition mix (default 0.7 each: AugGen's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the network")
@@ -150,12 +168,19 @@ def run_sample(args: argparse.Namespace) -> int:
     rows = []
     for c in args.classes:  # each source class alone
         rows.append(sample(denoiser, torch.full((args.n, 1), c), torch.ones(args.n, 1), generators=gens(), **common))
-    if k > 1:  # the mix
-        rows.append(sample(denoiser, torch.tensor([args.classes] * args.n), torch.tensor([weights] * args.n),
-                           generators=gens(), mix_window=window, outside_window=outside, **common))
+    cond_weights = args.condition_weights or [0.7] * k
+    if len(cond_weights) != k:
+        raise SystemExit(f"--condition-weights has {len(cond_weights)} values for {k} classes")
+    names = [f"class {c}" for c in args.classes]
+    spaces = ("score", "condition") if args.mix_space == "both" else (args.mix_space,)
+    for space in spaces if k > 1 else ():  # the mix(es), from the same noise as the class rows
+        w = weights if space == "score" else cond_weights
+        rows.append(sample(denoiser, torch.tensor([args.classes] * args.n), torch.tensor([w] * args.n),
+                           generators=gens(), mix_window=window, outside_window=outside, mix_space=space, **common))
+        names.append(f"{space} mix")
     save_grid(args.out, torch.cat(rows), ncol=args.n)
     write_json_atomic(Path(args.out).with_suffix(".json"), {
-        "checkpoint": str(args.ckpt), "rows": [f"class {c}" for c in args.classes] + (["mix"] if k > 1 else []),
+        "checkpoint": str(args.ckpt), "rows": names, "mix_space": args.mix_space, "condition_weights": cond_weights,
         "classes": args.classes, "weights": weights, "n": args.n, "seed": args.seed, "steps": args.steps,
         "solver": args.solver, "guidance": args.guidance, "guidance_scale": args.guidance_scale,
         "guide": args.guide, "mix_window": list(window) if window else None, "outside_window": outside})

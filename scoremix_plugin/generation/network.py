@@ -4,7 +4,9 @@ magnitude-preserving U-Net (network_edm2.py; presets ``edm2-*``, kwargs with ``a
 The class table is UNet2DModel's own ``class_embedding`` (an ``nn.Embedding`` added to the time
 embedding, as with ``class_embed_type=None, num_class_embeds=...``), with ``num_classes + 1`` rows:
 the last row is the null class used by label dropout and classifier-free guidance. It is exported
-by ``scoremix export-conditions`` (``class_table``).
+by ``scoremix export-conditions`` (``class_table``). Besides integer labels the network takes label
+weights (float ``[B, num_classes + 1]``): the embedding is then the weighted sum of table rows, which
+is AugGen's condition mixing (the sampler's ``mix_space="condition"``).
 
 Presets are plain keyword dicts for UNet2DModel (or EDM2UNet), so a checkpoint can store the exact arguments it
 was built with and be rebuilt even if a preset changes later.
@@ -109,6 +111,23 @@ def network_resolution(kwargs: dict[str, Any]) -> int:
     return int(kwargs["img_resolution"] if kwargs.get("arch") == "edm2" else kwargs["sample_size"])
 
 
+class SoftLabelEmbedding(nn.Embedding):
+    """``nn.Embedding`` that also takes label weights (float ``[B, num_embeddings]``): ``weights @ table``.
+
+    Same parameter name (``weight``) as the embedding it replaces, so checkpoints are unchanged. The
+    product is taken in float32 outside autocast: a one-hot row then gives exactly the looked-up row.
+    """
+
+    def forward(self, labels: torch.Tensor) -> torch.Tensor:
+        if not labels.is_floating_point():
+            return super().forward(labels)
+        if labels.shape[-1] != self.num_embeddings:
+            raise ValueError(f"label weights have {labels.shape[-1]} columns, the class table {self.num_embeddings} "
+                             "rows (real classes + the null class)")
+        with torch.autocast(device_type=labels.device.type, enabled=False):
+            return labels.float() @ self.weight.float()
+
+
 class ClassConditionalUNet(nn.Module):
     """F(x_in, c_noise, class_labels): UNet2DModel fed EDM's c_noise as its (continuous) time step."""
 
@@ -118,6 +137,8 @@ class ClassConditionalUNet(nn.Module):
 
         kw = {k: tuple(v) if isinstance(v, list) else v for k, v in unet_kwargs.items()}
         self.unet = UNet2DModel(in_channels=3, out_channels=3, class_embed_type=None, **kw)
+        table = self.unet.class_embedding  # _weight: reuse the initialised rows (no second random draw)
+        self.unet.class_embedding = SoftLabelEmbedding(*table.weight.shape, _weight=table.weight)
         self.kwargs = dict(unet_kwargs)
 
     @property
@@ -130,6 +151,7 @@ class ClassConditionalUNet(nn.Module):
         return self.class_table.weight
 
     def forward(self, x_in: torch.Tensor, c_noise: torch.Tensor, class_labels: torch.Tensor) -> torch.Tensor:
+        """``class_labels``: int64 ``[B]`` or label weights float ``[B, num_classes + 1]``."""
         return self.unet(x_in, c_noise, class_labels=class_labels, return_dict=False)[0]
 
 

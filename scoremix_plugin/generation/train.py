@@ -32,7 +32,7 @@ from scoremix_plugin.config import ConfigError, merge_config, read_config_file
 from scoremix_plugin.errors import InputError
 from scoremix_plugin.generation.checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_NAME, check_compatible,
                                                    load_checkpoint, plain)
-from scoremix_plugin.generation.edm import EDMPrecond, edm_loss, precond_coefficients, sample_training_sigma
+from scoremix_plugin.generation.edm import EDMPrecond, autocast_dtype, edm_loss, precond_coefficients, sample_training_sigma
 from scoremix_plugin.generation.network import PRESETS, build_network, network_kwargs
 from scoremix_plugin.generation.posthoc_ema import (POSTHOC_FORMAT, check_sigma_rel, power_ema_beta, sigma_rel_to_gamma,
                                                     snapshot_path)
@@ -57,7 +57,7 @@ GENERATOR_DEFAULTS: dict[str, Any] = {
     "posthoc_every": 500,  # steps between post-hoc EMA snapshots (and the last step)
     "posthoc_dtype": "float32",  # snapshot precision: "float32", "float16" or "bfloat16" (EDM2 stores float16)
     "loss_weighting": "edm",  # "edm": lambda(sigma); "uncertainty": EDM2's learned u(sigma) on top of it
-    "bf16": True,  # bfloat16 autocast for the network (GPU; also CPU, where it measured 1.47x faster)
+    "bf16": True,  # bfloat16 autocast for the network (GPU; CPU only with AVX-512, else float32: generation.edm.autocast_dtype)
     "seed": 0,
     "output": "work_dirs/generator",
     "checkpoint_every": 500,  # steps; the last step always writes one
@@ -304,7 +304,7 @@ def train_generator(config: Mapping[str, Any] | str | os.PathLike, **overrides: 
     net_kwargs = network_kwargs(cfg.preset, num_classes, cfg.resolution)
     denoiser = EDMPrecond(build_network(net_kwargs), num_classes=num_classes, resolution=cfg.resolution,
                           sigma_data=cfg.sigma_data).to(device)
-    denoiser.amp_dtype = torch.bfloat16 if cfg.bf16 else None
+    denoiser.amp_dtype = autocast_dtype(torch.bfloat16 if cfg.bf16 else None, device)
     ema = copy.deepcopy(denoiser).eval().requires_grad_(False)
     uncertainty = None
     if cfg.loss_weighting == "uncertainty":

@@ -9,10 +9,15 @@ centres    baseline exported to ONNX; class centres in its embedding space (+ it
            weights) and the generator's condition vectors, as centres files
 select     pairs of classes (``recipe.selection``: strategy, space, number of identities)
 generate   ScoreMix identities into RecordIO shards + manifest (``recipe.generation``)
+dataset_report
+           the synthetic and the real set under the baseline: genuine / impostor statistics, leaks
+           into training and evaluation data, and the quality gate (``recipe.dataset_report``,
+           ``recipe.quality_gate``): a failed gate stops the run before merge and ScoreMix training
 merge      real + synthetic merged into one arcface_torch folder with its config
            (``DIR/merged/``: the route for an unchanged host)
 scoremix   recogniser trained on real + synthetic through ``config.dataset = "scoremix"``
-verify     both recognisers on the verification targets (``recipe.verification``)
+verify     both recognisers on the verification targets (``recipe.verification``: .bin sets, and
+           IJB-B / IJB-C when ``verification.ijb`` names a folder in the IJB release layout)
 align      linear CKA / mutual kNN of generator conditions vs recogniser centres
 report     ``DIR/report.md`` + ``DIR/report.json`` + figures under ``DIR/figures/``
 ========== ================================================================================
@@ -28,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from scoremix_plugin.io_utils import write_json_atomic
-from scoremix_plugin.pipeline.results import (AlignResult, CentresResult, DataResult, GenerateResult,
+from scoremix_plugin.pipeline.results import (AlignResult, CentresResult, DataResult, DatasetReportResult,
+                                              GenerateResult,
                                               GeneratorResult, MergeResult, RecogniserResult, SelectResult,
                                               VerifyResult)
 from scoremix_plugin.pipeline.runner import Context, PipelineError, Stage, to_json
@@ -214,6 +220,26 @@ def run_generate(ctx: Context) -> GenerateResult:
                           quality.get("summary", {}))
 
 
+# Stage: dataset_report (the synthetic and the real set under the baseline recogniser; the quality gate).
+
+
+def run_dataset_report(ctx: Context) -> DatasetReportResult:
+    from scoremix_plugin.datareport.report import report_dataset
+
+    r, out = ctx.recipe.dataset_report, ctx.dir("dataset_report")
+    rep = report_dataset(ctx.result("generate").manifest, ctx.result("centres").onnx, out,
+                         real=ctx.result("data").rec, bins={t: Path(p) for t, p in verification_targets(ctx).items()},
+                         far=float(r.far), min_share=float(r.min_share), seed=ctx.recipe.seed,
+                         device=ctx.recipe.device, progress=ctx.progress)
+    gate = rep.gate.text() if rep.gate is not None else "no verdict: no synthetic identities"
+    if rep.gate is not None and not rep.gate.passed and ctx.recipe.quality_gate:
+        # Training on identities the recogniser cannot tell apart costs accuracy (measured: -1 point at 400
+        # toy classes): stop here, with the numbers, before the ScoreMix stage spends its time.
+        raise PipelineError(f"{gate}\n(report: {out / 'report.md'}; recipe.quality_gate = False trains anyway)")
+    return DatasetReportResult(str(out / "report.md"), str(out / "report.json"), rep.headline(),
+                               None if rep.gate is None else bool(rep.gate.passed), gate)
+
+
 # Stage: merge (real + synthetic as one arcface_torch folder, the route for an unchanged host).
 
 
@@ -230,24 +256,78 @@ def run_merge(ctx: Context) -> MergeResult:
 # Stage: verify.
 
 
+def load_embedder_of(ctx: Context, run: RecogniserResult):
+    """The embedder of a trained recogniser, on the recipe's device."""
+    from scoremix_plugin.verification.evaluate import load_embedder
+
+    return load_embedder(run.model, network=run.network, device=ctx.recipe.device)
+
+
 def verify_recogniser(ctx: Context, run: RecogniserResult) -> dict:
     """One recogniser on the recipe's targets: ``{target: VerificationResult}``."""
-    from scoremix_plugin.verification.evaluate import load_embedder, verify_bins
+    from scoremix_plugin.verification.evaluate import verify_bins
 
-    embedder = load_embedder(run.model, network=run.network, device=ctx.recipe.device)
+    embedder = load_embedder_of(ctx, run)
     return verify_bins(embedder, verification_targets(ctx), batch_size=ctx.recipe.verification.batch_size,
                        progress=ctx.progress)
 
 
-def run_verify(ctx: Context) -> VerifyResult:
-    from scoremix_plugin.verification.report import write_report
+def ijb_targets(ctx: Context) -> list[dict[str, Any]]:
+    """``recipe.verification.ijb``: one ``edict(root=..., target="IJBC", modes="F1N1D1")`` or a list of them."""
+    from scoremix_plugin.verification.ijb import check_modes
+    from scoremix_plugin.verification.ijb_meta import IJBError, check_target
 
-    results = {run: verify_recogniser(ctx, ctx.result(run)) for run in ("baseline", "scoremix")}
+    given = ctx.recipe.verification.get("ijb")
+    if not given:
+        return []
+    specs = [given] if isinstance(given, dict) else list(given)
+    out = []
+    for i, spec in enumerate(specs):
+        where = "recipe.verification.ijb" + (f"[{i}]" if not isinstance(given, dict) else "")
+        if not isinstance(spec, dict) or not spec.get("root") or not spec.get("target"):
+            raise PipelineError(f"{where}: expected edict(root=<IJB folder>, target='IJBB'|'IJBC', "
+                                f"modes='F1N1D1'), got {spec!r}")
+        unknown = sorted(set(spec) - {"root", "target", "modes"})
+        if unknown:
+            raise PipelineError(f"{where}: unknown key(s) {unknown}; known: ['modes', 'root', 'target']")
+        try:
+            target, modes = check_target(spec["target"]), check_modes(spec.get("modes") or "F1N1D1")
+        except IJBError as e:
+            raise PipelineError(f"{where}: {e}") from None
+        out.append({"root": ctx.resolve(spec["root"]), "target": target, "modes": modes})
+    return out
+
+
+def verify_settings(ctx: Context) -> dict[str, Any]:
+    v = dict(ctx.recipe.verification)
+    # No IJB block: the settings stay what they were before IJB existed, so finished runs keep their fingerprint.
+    if not v.get("ijb"):
+        v.pop("ijb", None)
+    return v
+
+
+def run_verify(ctx: Context) -> VerifyResult:
+    from scoremix_plugin.verification.ijb import evaluate_ijb
+    from scoremix_plugin.verification.report import write_ijb_report, write_report
+
+    runs = ("baseline", "scoremix")
+    results = {run: verify_recogniser(ctx, ctx.result(run)) for run in runs}
     paths = write_report(ctx.dir("verify"), results, title=f"{ctx.recipe.name}: baseline vs ScoreMix")
+    ijb: dict[str, dict[str, Any]] = {}
+    for spec in ijb_targets(ctx):
+        found = {run: evaluate_ijb(spec["root"], spec["target"], load_embedder_of(ctx, ctx.result(run)),
+                                   spec["modes"], batch_size=ctx.recipe.verification.batch_size,
+                                   progress=ctx.progress) for run in runs}
+        files = write_ijb_report(ctx.dir("verify") / spec["target"].lower(), found,
+                                 title=f"{ctx.recipe.name}: {spec['target']}, baseline vs ScoreMix",
+                                 meta={"root": str(spec["root"])})
+        ijb[spec["target"]] = {"far": list(found["baseline"].fars), "json": str(files["json"]),
+                               "markdown": str(files["markdown"]), "roc": str(files["roc"]),
+                               **{run: {m: r.to_dict() for m, r in res.modes.items()} for run, res in found.items()}}
     return VerifyResult(
         {run: {t: float(r.accuracy_mean) for t, r in res.items()} for run, res in results.items()},
         {run: {t: float(r.accuracy_std) for t, r in res.items()} for run, res in results.items()},
-        str(paths["roc"]), str(paths["json"]), str(paths["markdown"]))
+        str(paths["roc"]), str(paths["json"]), str(paths["markdown"]), ijb)
 
 
 # Stage: align.
@@ -278,7 +358,8 @@ def _stage(name, run, needs, settings, outputs, result, help, **kw) -> Stage:  #
     return Stage(name, run, needs, settings, outputs, help=help, result=result, **kw)
 
 
-REPORT_NEEDS = ("data", "baseline", "generator", "select", "generate", "scoremix", "verify", "align")
+REPORT_NEEDS = ("data", "baseline", "generator", "select", "generate", "dataset_report", "scoremix", "verify",
+                "align")
 
 STAGES: tuple[Stage, ...] = (
     _stage("data", run_data, (), data_settings, data_outputs, DataResult, "toy identities or a real folder"),
@@ -295,14 +376,17 @@ STAGES: tuple[Stage, ...] = (
     _stage("generate", run_generate, ("data", "generator", "centres", "select"),
            lambda ctx: {**ctx.recipe.generation, "seed": ctx.recipe.seed}, _out("generate/manifest.json"),
            GenerateResult, "ScoreMix identities into shards"),
+    _stage("dataset_report", run_dataset_report, ("data", "centres", "generate"),
+           lambda ctx: {**ctx.recipe.dataset_report, "quality_gate": ctx.recipe.quality_gate, "seed": ctx.recipe.seed},
+           _out("dataset_report/report.json"), DatasetReportResult,
+           "EER / d' / FDR, leak checks and the quality gate of the synthetic set"),
     _stage("merge", run_merge, ("data", "generate"), lambda ctx: dict(ctx.recipe.merge),
            _out("merged/train.rec", "merged/train.idx"), MergeResult, "real + synthetic as one arcface_torch folder",
            folder="merged"),
     _stage("scoremix", lambda ctx: run_recogniser(ctx, "scoremix"), ("data", "generate"),
            recogniser_settings("scoremix"), _out("scoremix/model.pt"), RecogniserResult,
            "recogniser on real + synthetic", files=_recogniser_file),
-    _stage("verify", run_verify, ("data", "baseline", "scoremix"), lambda ctx: dict(ctx.recipe.verification),
-           _out("verify/verification.json"), VerifyResult, "verification of both recognisers"),
+    _stage("verify", run_verify, ("data", "baseline", "scoremix"), verify_settings, _out("verify/verification.json"), VerifyResult, "verification of both recognisers"),
     _stage("align", run_align, ("centres",), lambda ctx: {"seed": ctx.recipe.seed}, _out("align/alignment.json"),
            AlignResult, "CKA of generator conditions vs recogniser centres"),
 )

@@ -28,6 +28,16 @@ def _window(text: str | None):
     return (lo, hi)
 
 
+def _weights(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--mix-weights {text!r}: expected comma-separated numbers") from None
+    if not values:
+        raise argparse.ArgumentTypeError("--mix-weights: no values")
+    return values
+
+
 # ----------------------------------------------------------------------------------------------
 # select
 
@@ -79,6 +89,12 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance-scale", type=float, default=1.0)
     p.add_argument("--guide", default=None, help="reference generator for autoguidance")
     p.add_argument("--mix-window", type=_window, default=None, help="'sigma_lo,sigma_hi': mix only inside")
+    p.add_argument("--mix-space", choices=("score", "condition"), default="score",
+                   help="score: mix denoiser outputs (ScoreMix); condition: one forward on the weighted class "
+                        "embeddings (AugGen)")
+    p.add_argument("--mix-weights", type=_weights, default=None,
+                   help="mixing weights for every identity instead of the pairs file's, e.g. 0.7,0.7 (AugGen's "
+                        "condition weights; score mixing needs convex ones)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64, help="images per sampler call")
     p.add_argument("--device", default=None)
@@ -110,7 +126,8 @@ def run_generate(args) -> int:
         ckpt=args.ckpt, pairs=args.pairs, real=args.real, images_per_identity=args.images_per_identity,
         shard_size=args.shard_size, steps=args.steps, solver=args.solver, guidance=args.guidance,
         guidance_scale=args.guidance_scale, guide=args.guide, mix_window=args.mix_window, seed=args.seed,
-        batch_size=args.batch_size, bf16=args.bf16,
+        batch_size=args.batch_size, bf16=args.bf16, mix_space=args.mix_space,
+        mix_weights=tuple(args.mix_weights) if args.mix_weights else None,
     )
     manifest = generate(settings, args.out, device=args.device, grids=not args.no_grids)
     if manifest is None:  # a non-zero rank

@@ -65,6 +65,8 @@ class GenerateSettings:
     seed: int = 0
     batch_size: int = 64  # images per sampler call (part of the plan: batches shape the float maths)
     bf16: bool = False  # network under bfloat16 autocast
+    mix_space: str = "score"  # score: mix denoiser outputs (ScoreMix); condition: mix class embeddings (AugGen)
+    mix_weights: tuple[float, ...] | None = None  # every identity's weights instead of the pairs file's
 
 
 def shard_name(s: int) -> str:
@@ -101,6 +103,9 @@ def _fingerprint(st: GenerateSettings, c_real: int) -> dict[str, Any]:
         "batch_size": int(st.batch_size),
         "bf16": bool(st.bf16),
         "output_size": OUTPUT_SIZE,
+        # Only when not the default: folders generated before these options existed still resume.
+        **({"mix_space": st.mix_space} if st.mix_space != "score" else {}),
+        **({"mix_weights": [float(w) for w in st.mix_weights]} if st.mix_weights is not None else {}),
     }
 
 
@@ -192,8 +197,20 @@ class _Run:
             raise InputError(f"--batch-size must be >= 1, got {st.batch_size}")
         if st.steps < 1:
             raise InputError(f"--steps must be >= 1, got {st.steps}")
+        if st.mix_space not in ("score", "condition"):
+            raise InputError(f"--mix-space must be 'score' or 'condition', got {st.mix_space!r}")
         plan_shards(0, st.shard_size)  # checks --shard-size before the inputs load
         self.sel = read_pairs(st.pairs)
+        self.weights = self.sel.weights
+        if st.mix_weights is not None:
+            w = np.asarray(st.mix_weights, dtype=np.float64)
+            if w.shape != (self.sel.k,) or not np.isfinite(w).all():
+                raise InputError(f"--mix-weights {list(st.mix_weights)}: need {self.sel.k} finite numbers, one per "
+                                 f"class column of {st.pairs}")
+            if st.mix_space == "score" and ((w < 0).any() or abs(w.sum() - 1) > 1e-5):
+                raise InputError(f"--mix-weights {list(st.mix_weights)}: score mixing needs convex weights (each >= 0, "
+                                 "summing to 1); non-convex ones (AugGen's 0.7,0.7) are for --mix-space condition")
+            self.weights = np.broadcast_to(w, self.sel.weights.shape)
         self.pairs_meta = read_pairs_meta(st.pairs)
         self.real = FaceRecFolder(st.real)
         self.c_real = int(self.real.num_classes)
@@ -271,6 +288,8 @@ class _Run:
                      "guide": {"checkpoint": _rel(st.guide, self.out), "sha256": self.fp["guide_sha256"]}
                      if st.guide else None,
                      "mix_window": list(st.mix_window) if st.mix_window is not None else None,
+                     "mix_space": st.mix_space,
+                     "mix_weights": [float(w) for w in st.mix_weights] if st.mix_weights is not None else None,
                      "seed": st.seed, "batch_size": st.batch_size, "bf16": st.bf16,
                      "images_per_identity": st.images_per_identity, "shard_size": st.shard_size,
                      "output_size": OUTPUT_SIZE,
@@ -314,10 +333,11 @@ class _Run:
                     ids = [n for n, _ in batch]
                     images = sample(
                         self.denoiser, torch.as_tensor(self.sel.classes[ids]),
-                        torch.as_tensor(self.sel.weights[ids], dtype=torch.float32),
+                        torch.as_tensor(self.weights[ids], dtype=torch.float32),
                         generators=[image_generator(st.seed, n, i, dev) for n, i in batch],
                         num_steps=st.steps, solver=st.solver, guidance=st.guidance,
-                        guidance_scale=st.guidance_scale, guide=self.guide, mix_window=st.mix_window)
+                        guidance_scale=st.guidance_scale, guide=self.guide, mix_window=st.mix_window,
+                        mix_space=st.mix_space)
                     for (n, i), img in zip(batch, to_uint8(images)):
                         img = _resize(img)
                         w.write(img, self.c_real + n)
