@@ -70,6 +70,8 @@ def build_recipe(args: argparse.Namespace) -> dict:
         "merge": {"name": "scoremix_merged", "config_overrides": None},
         "verification": {"targets": None, "batch_size": 64},
         "report": {"grid_pairs": 6, "grid_images": 6},
+        # Used when a run asks for the dataset_report stage; an experiment measures, it does not gate.
+        "dataset_report": {"far": 1e-4, "min_share": 0.5}, "quality_gate": False,
         "_path": str(HERE / "ablation.py"),
     }
 
@@ -84,12 +86,13 @@ def seeded_recogniser_config(src: str, run_dir: Path, seed: int) -> Path:
 
 
 def run_arm(arm: str, seed: int, shared, out: Path, progress: bool, *, arms: dict | None = None,
-            results_dir: Path | None = None, extra=None) -> dict:
+            results_dir: Path | None = None, extra=None, dataset_report: bool = False) -> dict:
     """One (arm, seed): select -> generate -> train -> verify; returns and writes its result.
 
     ``arms``: {arm: None (real only) | selection overrides, optionally with a "generation" dict of
     generation overrides}; default :data:`ARMS`. ``results_dir``: where ``<arm>-s<seed>.json`` goes
     (default ``OUT/results``). ``extra(ctx, run_dir) -> dict``: more measurements merged into the result.
+    ``dataset_report``: also run the pipeline's dataset_report stage on the synthetic set (never gating).
     """
     from easydict import EasyDict as edict
 
@@ -108,7 +111,8 @@ def run_arm(arm: str, seed: int, shared, out: Path, progress: bool, *, arms: dic
         spec = dict((arms or ARMS)[arm])
         recipe.generation.update(spec.pop("generation", {}))
         recipe.selection.update(spec)
-        wanted, train_stage = ["select", "generate", "scoremix"], "scoremix"
+        wanted, train_stage = ["select", "generate"] + (["dataset_report"] if dataset_report else []) + [
+            "scoremix"], "scoremix"
     ctx = Context(recipe=recipe, out=run_dir, progress=progress)
     # The shared stages' results are this run's inputs: its stages fingerprint their run ids.
     ctx.adopt(shared, ("data", "generator", "centres") + (("baseline",) if arm != "baseline" else ()))

@@ -7,7 +7,8 @@ auggen-far      the far (embedding) pairs, mixed in the generator's CONDITION sp
                 of mixing denoiser outputs; needs the sampler's ``mix_space="condition"``
 =============== ==================================================================================
 
-plus, per (arm, seed), the dataset report of the synthetic set (EER / FDR / d', leak counts) and,
+plus, per (arm, seed), the pipeline's dataset_report stage on the synthetic set (EER / FDR / d', leak counts;
+quality gate off) and,
 shared, the alignment (linear CKA, mutual kNN) of condition vs embedding space (the ``align`` stage).
 
 Designs (``--design``): ``earlier`` is the first ablation's sizes (5 arms x 3 seeds, 40 identities);
@@ -33,7 +34,6 @@ import json
 import math
 import os
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -52,8 +52,9 @@ COMPARISONS = [("random", "baseline"), ("near", "baseline"), ("far", "baseline")
                ("far", "auggen-far")]
 # Seconds per unit at 40 identities x 16 images on the 2-core build machine, from the earlier design's
 # runs (docs/results.md, "Cost"): used when no result JSON with timings exists yet.
-# The generator's 1,200 s were 2,200 steps (its time cap stopped it).
-EARLIER_SECONDS = {"generator_step": 1200.0 / 2200, "baseline": 150.0, "scoremix": 240.0, "report": 120.0}
+# The generator step: 2.35 CPU s (tiny-cpu, float32, one thread; docs/results.md, issue 13), the more
+# cautious of it and the earlier run's 1,200 s wall for 2,200 bf16 steps on 2 threads (0.55 s).
+EARLIER_SECONDS = {"generator_step": 2.35, "baseline": 150.0, "scoremix": 240.0, "report": 120.0}
 
 
 def ablation():
@@ -250,8 +251,7 @@ def budget(design: dict, arms: list[str], seeds: list[int], results_dir: Path) -
     per_unit, source = {}, {}
     for arm in arms:
         kind = "baseline" if arm == "baseline" else "scoremix"
-        measured = [r["seconds"] + (r.get("datareport") or {}).get("seconds", 0.0)
-                    for r in done.get(arm, {}).values() if r.get("seconds")]
+        measured = [r["seconds"] for r in done.get(arm, {}).values() if r.get("seconds")]  # report included
         if measured:
             per_unit[arm], source[arm] = sum(measured) / len(measured), f"measured ({len(measured)} runs)"
         else:
@@ -275,21 +275,14 @@ def format_budget(b: dict) -> str:
 
 
 def dataset_report(ctx, run_dir: Path) -> dict:
-    """The synthetic set's dataset report (EER / FDR / d', leak counts), for ScoreMix arms."""
-    from scoremix_plugin.datareport.report import report_dataset
-    from scoremix_plugin.pipeline.stages import verification_targets
-
-    if "generate" not in ctx.markers:
+    """The pipeline's dataset_report stage's numbers (EER / FDR / d', leak counts) of a ScoreMix arm's set."""
+    if "dataset_report" not in ctx.markers:
         return {}
-    t0 = time.perf_counter()
-    report_dataset(ctx.result("generate").manifest, ctx.result("centres").onnx, run_dir / "datareport",
-                         bins={t: Path(p) for t, p in verification_targets(ctx).items()}, device=ctx.recipe.device,
-                         progress=ctx.progress)
-    js = json.loads((run_dir / "datareport" / "report.json").read_text())
+    js = json.loads(Path(ctx.result("dataset_report").json).read_text())
     st = js["data"]["stats"]
     return {"datareport": {"eer": st.get("eer"), "fdr": st.get("fdr"), "d_prime": st.get("d_prime"),
-                           "leak_counts": js.get("leak_counts", {}), "path": str(run_dir / "datareport"),
-                           "seconds": round(time.perf_counter() - t0, 1)}}
+                           "leak_counts": js.get("leak_counts", {}), "path": ctx.result("dataset_report").report,
+                           "seconds": ctx.markers["dataset_report"].get("seconds")}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -352,7 +345,7 @@ def run(args, design: dict, arms: list[str], seeds: list[int], results: Path) ->
                 print(f"[{arm} seed {seed}] complete, skipped", file=sys.stderr)
                 continue
             r = ab.run_arm(arm, seed, shared, out, progress=not args.no_progress, arms=table, results_dir=results,
-                           extra=lambda ctx, d: {"design": args.design, "alignment": alignment,
+                           dataset_report=True, extra=lambda ctx, d: {"design": args.design, "alignment": alignment,
                                                  **dataset_report(ctx, d)})
             print(f"[{arm} seed {seed}] " + ", ".join(f"{t} {100 * a:.2f}" for t, a in r["accuracy"].items())
                   + f" ({r['seconds']:.0f} s)", file=sys.stderr)

@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from scoremix_plugin.errors import InputError
+
 BN_EPS = 1e-5
 
 
@@ -80,7 +82,7 @@ class IResNet(nn.Module):
     ):
         super().__init__()
         if len(layers) != 4 or len(widths) != 4:
-            raise ValueError(f"IResNet needs 4 stages, got layers={list(layers)} widths={list(widths)}")
+            raise InputError(f"IResNet needs 4 stages, got layers={list(layers)} widths={list(widths)}")
         self.fp16 = bool(fp16)
         self.num_features = int(num_features)
         self.conv1 = nn.Conv2d(
@@ -158,20 +160,20 @@ def get_backbone(name: str, num_features: int = 512, fp16: bool = False, dropout
     try:
         ctor = BACKBONES[name]
     except KeyError:
-        raise ValueError(f"unknown network {name!r}; choices: {', '.join(BACKBONES)}") from None
+        raise InputError(f"unknown network {name!r}; choices: {', '.join(BACKBONES)}") from None
     return ctor(num_features=num_features, dropout=dropout, fp16=fp16)
 
 
 def _backbone_state_dict(obj: Any, path: Path) -> dict:
     """The backbone weights from a host ``model.pt`` or a checkpoint dict that holds them."""
     if not isinstance(obj, dict):
-        raise ValueError(f"{path}: expected a state dict, got {type(obj).__name__}")
+        raise InputError(f"{path}: expected a state dict, got {type(obj).__name__}")
     for key in ("state_dict_backbone", "backbone"):
         if isinstance(obj.get(key), dict):
             obj = obj[key]
             break
     if not obj or not all(hasattr(v, "shape") for v in obj.values()):
-        raise ValueError(f"{path}: no backbone state dict found (keys: {sorted(obj)[:8]})")
+        raise InputError(f"{path}: no backbone state dict found (keys: {sorted(obj)[:8]})")
     # DistributedDataParallel prefixes every name with "module."
     if all(k.startswith("module.") for k in obj):
         obj = {k[len("module."):]: v for k, v in obj.items()}
@@ -180,10 +182,11 @@ def _backbone_state_dict(obj: Any, path: Path) -> dict:
 
 def load_backbone(model_path: str | os.PathLike, network: str) -> IResNet:
     """A ``.pt`` / ``.pth`` state dict loaded (strict) into ``get_backbone(network)``, in eval mode, on the CPU."""
-    from scoremix_plugin.io_utils import load_torch_safe
+    from scoremix_plugin.io_utils import check_finite_weights, load_torch_safe
 
     p = Path(model_path)
     sd = _backbone_state_dict(load_torch_safe(p), p)
+    check_finite_weights(sd, p)
     kwargs = {}
     # The embedding size is in the weights (fc: [D, 512*7*7] in the host's IResNets).
     if "fc.weight" in sd and len(sd["fc.weight"].shape) == 2:
@@ -192,5 +195,6 @@ def load_backbone(model_path: str | os.PathLike, network: str) -> IResNet:
     try:
         module.load_state_dict(sd, strict=True)
     except RuntimeError as e:
-        raise ValueError(f"{p}: weights do not fit backbone '{network}': {e}") from e
+        detail = " ".join(str(e).split("\n")[:2]).strip()  # the full list of mismatches can be pages long
+        raise InputError(f"{p}: weights do not fit backbone '{network}' (--network): {detail[:300]}") from e
     return module.eval()

@@ -6,13 +6,20 @@ Modules are imported only for the subcommand being run, so ``scoremix --help`` s
 and no stage's dependencies (torch, onnxruntime, diffusers) load unless needed.
 
 Under torchrun: ``torchrun --nproc_per_node=N -m scoremix_plugin train CONFIG``.
+
+Every command runs inside one error boundary (``main``): a user's mistake (the project's error types,
+``scoremix_plugin.errors``, and OS errors on the user's files) prints ``scoremix CMD: error: MESSAGE``
+and exits 2; anything else is a bug: its traceback is printed and the exit code is 1.
+``scoremix --debug CMD ...`` (or ``SCOREMIX_DEBUG=1``) prints the traceback of user errors too.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import traceback
 
 # name -> (module, stem, one-line help). Order is the pipeline's order.
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -40,6 +47,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scoremix", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true",
+                        help="print the traceback of every error, not only of bugs (also SCOREMIX_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, (module, stem, help_) in COMMANDS.items():
@@ -57,8 +66,41 @@ def main(argv: list[str] | None = None) -> int:
     chosen = next((a for a in argv if a in COMMANDS), None)
     parser = build_parser(chosen)
     args = parser.parse_args(argv)
-    rc = args._run(args)
+    name = " ".join(x for x in (args.command, getattr(args, "rec_command", None)) if x)
+    debug = args.debug or os.environ.get("SCOREMIX_DEBUG", "") not in ("", "0")
+    try:
+        rc = args._run(args)
+    except KeyboardInterrupt:
+        print(f"scoremix {name}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - the one boundary: every error leaves through here
+        user = user_error_message(e)
+        if user is None:
+            traceback.print_exc()
+            print(f"scoremix {name}: internal error: {type(e).__name__}: {e}\n"
+                  "This is a bug in scoremix, not in your input: please report it with the traceback above.",
+                  file=sys.stderr)
+            return 1
+        if debug:
+            traceback.print_exc()
+        print(f"scoremix {name}: error: {user}", file=sys.stderr)
+        return 2
     return int(rc or 0)
+
+
+def user_error_message(e: BaseException) -> str | None:
+    """The one-line message for a user's mistake, or None when ``e`` is a bug."""
+    from scoremix_plugin.errors import ScoreMixError
+
+    if isinstance(e, ScoreMixError):
+        text = str(e)
+    elif isinstance(e, OSError):
+        # A file the user named (missing, unreadable, read-only, disk full): the OS says which and why.
+        where = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
+        text = f"{where}: {e.strerror}" if where and e.strerror else str(e)
+    else:
+        return None
+    return " ".join(text.split("\n")).strip() or type(e).__name__
 
 
 if __name__ == "__main__":

@@ -10,14 +10,17 @@ reported in ONE warning that names them; only the ``scoremix`` block is validate
 from __future__ import annotations
 
 import copy
+import math
 import os
 import runpy
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
 from easydict import EasyDict as edict
+
+from scoremix_plugin.errors import ScoreMixError
 
 # The host's configs/base.py defaults, with the host's meaning for each key.
 HOST_BASE: dict[str, Any] = {
@@ -75,7 +78,7 @@ SCOREMIX_BLOCK_DEFAULTS: dict[str, Any] = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(ScoreMixError, ValueError):
     """A config file or key is wrong; the message names the file and the key."""
 
 
@@ -89,7 +92,10 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
         p = p.with_name(p.name + ".py")
     if not p.is_file():
         raise ConfigError(f"config file not found: {path}")
-    ns = runpy.run_path(str(p), run_name=f"scoremix_config_{p.stem}")
+    try:
+        ns = runpy.run_path(str(p), run_name=f"scoremix_config_{p.stem}")
+    except Exception as e:  # noqa: BLE001 - the user's config code failed: name the file and the error
+        raise ConfigError(f"{p}: running the config file failed: {type(e).__name__}: {e}") from e
     cfg = ns.get("config")
     if not isinstance(cfg, Mapping):
         raise ConfigError(f"{p}: defines no `config` mapping (expected `config = edict(...)`)")
@@ -146,6 +152,51 @@ def validate_scoremix_block(cfg: Mapping[str, Any], source: str = "config") -> e
     return out
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_recogniser_config(cfg: MutableMapping[str, Any], source: str = "config") -> None:
+    """Check a merged recogniser config's values before any work, naming the key; normalise ``val_targets``.
+
+    A host recipe passes unchanged (these are the host's own types); what fails here would otherwise
+    fail late (``lr=nan`` after a few steps), or not at all (``max_steps=-5`` wrote an untrained model).
+    """
+    def need(key: str, ok: bool, what: str) -> None:
+        if not ok:
+            raise ConfigError(f"{source}: config.{key} must be {what}, got {cfg.get(key)!r}")
+
+    for key in ("num_classes", "num_image", "num_epoch", "batch_size", "gradient_acc", "embedding_size", "verbose",
+                "frequent", "eval_batch_size"):
+        need(key, _is_int(cfg.get(key)) and cfg[key] >= 1, "an integer >= 1")
+    for key in ("warmup_epoch", "num_workers"):
+        need(key, _is_int(cfg.get(key)) and cfg[key] >= 0, "an integer >= 0")
+    need("seed", _is_int(cfg.get("seed")), "an integer")
+    need("lr", _is_number(cfg.get("lr")) and cfg["lr"] > 0, "a finite number > 0")
+    for key in ("momentum", "weight_decay"):
+        need(key, _is_number(cfg.get(key)) and cfg[key] >= 0, "a finite number >= 0")
+    need("sample_rate", _is_number(cfg.get("sample_rate")) and 0 < cfg["sample_rate"] <= 1, "a number in (0, 1]")
+    need("max_steps", cfg.get("max_steps") is None or (_is_int(cfg["max_steps"]) and cfg["max_steps"] >= 1),
+         "None or an integer >= 1")
+    need("grad_clip", cfg.get("grad_clip") is None or (_is_number(cfg["grad_clip"]) and cfg["grad_clip"] > 0),
+         "None or a finite number > 0")
+    need("image_degrade", cfg.get("image_degrade") is None or (_is_int(cfg["image_degrade"]) and cfg["image_degrade"] >= 1),
+         "None or an integer >= 1")
+    need("rec", isinstance(cfg.get("rec"), (str, os.PathLike)), "a folder path")
+    need("output", isinstance(cfg.get("output"), (str, os.PathLike)), "a folder path")
+    targets = cfg.get("val_targets")
+    if isinstance(targets, str):
+        # One target written without brackets: iterating the string would ask for 'l', 'f', 'w'.
+        cfg["val_targets"] = targets = [targets] if targets else []
+    need("val_targets", targets is None or (isinstance(targets, (list, tuple))
+                                            and all(isinstance(t, str) and t for t in targets)),
+         "a list of target names (e.g. ['lfw', 'cfp_fp'])")
+
+
 def recogniser_config(job: Mapping[str, Any], source: str = "config") -> edict:
     """A recogniser job (host recipe keys + ours) merged over the host's base defaults, and checked."""
     cfg = merge_config(
@@ -155,6 +206,7 @@ def recogniser_config(job: Mapping[str, Any], source: str = "config") -> edict:
         required=HOST_JOB_KEYS,
     )
     cfg.scoremix = validate_scoremix_block(cfg, source=source)
+    check_recogniser_config(cfg, source=source)
     return cfg
 
 

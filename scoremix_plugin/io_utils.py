@@ -1,4 +1,4 @@
-"""Small file helpers shared by every writer: atomic writes, checksums, safe checkpoint loads.
+"""Small file helpers shared by every writer: atomic writes, checksums, safe checkpoint loads, output guards.
 
 Every file the project writes goes through a temporary name in the same folder and is renamed
 when complete, so an interrupted run never leaves a half-written file under its final name.
@@ -14,6 +14,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from scoremix_plugin.errors import CheckpointError, MissingInputError, OutputExistsError
 
 
 def tmp_name(path: str | os.PathLike) -> Path:
@@ -73,11 +75,16 @@ def load_torch_safe(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
 
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {p}")
+        raise MissingInputError(f"checkpoint not found: {p}")
     try:
         return torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - re-raised with the file named
-        raise ValueError(f"{p}: cannot be loaded with torch.load(weights_only=True): {e}") from e
+        # torch's message is a page long and suggests weights_only=False, which would run code from the
+        # file: keep only the reason (the line after "WeightsUnpickler error:", else the first line).
+        text = str(e)
+        reason = text.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()[0] if text.strip() else ""
+        raise CheckpointError(f"{p}: not a checkpoint torch.load(weights_only=True) can read "
+                              f"({type(e).__name__}: {reason[:200]})") from e
 
 
 def atomic_tempdir(final_dir: str | os.PathLike) -> tempfile.TemporaryDirectory:
@@ -87,6 +94,51 @@ def atomic_tempdir(final_dir: str | os.PathLike) -> tempfile.TemporaryDirectory:
     return tempfile.TemporaryDirectory(prefix=f".{final.name}.tmp-", dir=final.parent)
 
 
+def refuse_output_overlapping_inputs(out: str | os.PathLike, inputs: dict[str, Any], *, what: str = "--out") -> None:
+    """Refuse an output folder that is, holds or lies inside one of the command's inputs.
+
+    Writing there would replace or mix into the data the command reads (``merge --out`` onto the real
+    folder, onto a shard of its own synthetic input, ``generate --out`` into the real folder).
+    """
+    o = Path(out).resolve()
+    for flag, path in inputs.items():
+        if path is None:
+            continue
+        i = Path(path).resolve()
+        if o == i or i in o.parents or o in i.parents:
+            relation = "is" if o == i else ("lies inside" if i in o.parents else "contains")
+            raise OutputExistsError(f"{what} {out} {relation} {flag} {path}: the output must not overlap an input "
+                                    "the command reads (choose another folder)")
+
+
+def refuse_existing_output(folder: str | os.PathLike, patterns: tuple[str, ...], *, hint: str,
+                           what: str = "--out") -> None:
+    """Refuse to write into ``folder`` when it already holds files matching ``patterns`` (a user's data)."""
+    f = Path(folder)
+    if not f.is_dir():
+        return
+    hits = sorted({p.name for pat in patterns for p in f.glob(pat)})
+    if hits:
+        more = f" and {len(hits) - 5} more" if len(hits) > 5 else ""
+        raise OutputExistsError(f"{what} {f} already holds {', '.join(hits[:5])}{more}; {hint}")
+
+
+def check_finite_weights(state: Any, path: str | os.PathLike, prefix: str = "") -> None:
+    """Refuse a state dict with NaN/inf in a floating tensor (a diverged run), naming the file and the key.
+
+    Every value computed from such weights is NaN: centres, embeddings and samples would be written as
+    if they were results.
+    """
+    import torch
+
+    for key, value in state.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            check_finite_weights(value, path, prefix=f"{name}.")
+        elif isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise CheckpointError(f"{path}: key '{name}' holds {bad} non-finite value(s) (NaN/inf) of {value.numel()}: "
+                                  "the weights are unusable (did the training run diverge?)")
 def pyplot():
     """``matplotlib.pyplot`` drawing to files only (the Agg backend: no display, also on a headless server)."""
     import matplotlib

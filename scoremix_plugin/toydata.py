@@ -33,6 +33,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from scoremix_plugin.errors import InputError
+
 # Canonical drawing frame: 112 x 112, face centre here (the host's aligned crops put the eyes
 # at about y = 52 and the mouth at about y = 92 in a 112 px crop).
 FRAME = 112.0
@@ -519,9 +521,9 @@ def write_toy_dataset(out_dir: str | os.PathLike, *, num_identities: int = 40, i
     for name, v in (("num_identities", num_identities), ("images_per_identity", images_per_identity),
                     ("num_pairs", num_pairs), ("size", size)):
         if int(v) < 1:
-            raise ValueError(f"write_toy_dataset: {name} must be >= 1, got {v}")
+            raise InputError(f"write_toy_dataset: {name} must be >= 1, got {v}")
     if num_test_identities < 2:
-        raise ValueError(f"write_toy_dataset: num_test_identities must be >= 2 (different pairs), got {num_test_identities}")
+        raise InputError(f"write_toy_dataset: num_test_identities must be >= 2 (different pairs), got {num_test_identities}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     train_ids = make_identities(num_identities, seed, TRAIN_GROUP)
@@ -574,9 +576,20 @@ def add_toy_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pairs", type=int, default=300, help="pairs per verification file (half same)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", type=int, default=112, help="image side in pixels")
+    parser.add_argument("--overwrite", action="store_true", help="write into an --out folder that holds files")
 
 
 def run_toy_data(args: argparse.Namespace) -> int:
+    from scoremix_plugin.io_utils import refuse_existing_output
+
+    for flag, value, low in (("--identities", args.identities, 1), ("--images-per-identity", args.images_per_identity, 1),
+                             ("--test-identities", args.test_identities, 2), ("--pairs", args.pairs, 1),
+                             ("--size", args.size, 1)):
+        if value < low:
+            raise InputError(f"{flag} must be >= {low}, got {value}")
+    if not args.overwrite:
+        refuse_existing_output(args.out, ("*",), hint="pass --overwrite to write the toy dataset over them, or "
+                                                     "choose an empty folder")
     s = write_toy_dataset(args.out, num_identities=args.identities, images_per_identity=args.images_per_identity,
                           num_test_identities=args.test_identities, num_pairs=args.pairs, seed=args.seed,
                           size=args.size, progress=True)

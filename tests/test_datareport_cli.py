@@ -174,7 +174,6 @@ def test_generate_drop_leaks_prints_the_verdict(syn_inputs, tmp_path, capsys):
     import torch
 
     from scoremix_plugin.cli import main
-    from scoremix_plugin.datareport.report import ReportError
     from scoremix_plugin.recognition.backbones import get_backbone
     from scoremix_plugin.synthesis.manifest import verify_manifest
     from test_synthesis_generate import NUM_IDS, _args, _generate_here
@@ -182,8 +181,8 @@ def test_generate_drop_leaks_prints_the_verdict(syn_inputs, tmp_path, capsys):
     inp = syn_inputs
     out = tmp_path / "out"
     _generate_here(inp, out)
-    with pytest.raises(ReportError, match="--drop-leaks needs --embedder"):
-        main(_args(inp, tmp_path / "never", "--drop-leaks"))
+    assert main(_args(inp, tmp_path / "never", "--drop-leaks")) == 2  # the CLI's boundary: a user error
+    assert "scoremix generate: error: --drop-leaks needs --embedder" in capsys.readouterr().err
     assert not (tmp_path / "never").exists()  # refused before anything was made
     torch.manual_seed(0)
     torch.save(get_backbone("r10_tiny", num_features=32).state_dict(), tmp_path / "model.pt")

@@ -75,6 +75,10 @@ def test_pairs_all_and_sampled():
     assert got == [(0, 1), (0, 3), (1, 3), (2, 4)] and gp.total == 4 and not gp.sampled
     ip = M.impostor_pairs(labels, cap=100)
     assert ip.total == 15 - 4 == len(ip.a) and np.all(labels[ip.a] != labels[ip.b])
+    assert len({tuple(sorted(p)) for p in zip(ip.a.tolist(), ip.b.tolist())}) == 11  # each pair once
+    lopsided = np.r_[np.zeros(200_000, int), 1, 2]  # one identity holds nearly every image
+    lp = M.impostor_pairs(lopsided, cap=10**6)
+    assert lp.total == 2 * 200_000 + 1 == len(lp.a) and not lp.sampled
     big = np.repeat(np.arange(300), 5)  # 3000 genuine, ~1.1M impostor pairs
     gs, is_ = M.genuine_pairs(big, cap=1000, seed=1), M.impostor_pairs(big, cap=10**5, seed=1)
     assert gs.sampled and gs.total == 3000 and len(gs.a) == 1000

@@ -213,3 +213,15 @@ def test_mix_window_outside_uses_the_base_column():
     means = [sample(den, classes, weights, mix_window=(0, hi), outside_window=0, generators=gens(), **kw).mean().item()
              for hi in (0.01, 0.1, 1.0)]
     assert single.mean().item() < means[0] < means[1] < means[2] < mix.mean().item()
+
+
+def test_bf16_autocast_only_where_the_cpu_has_kernels_for_it(monkeypatch):
+    from scoremix_plugin.generation.edm import autocast_dtype
+
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    with pytest.warns(UserWarning, match="no AVX-512"):
+        assert autocast_dtype(torch.bfloat16, "cpu") is None
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert autocast_dtype(torch.bfloat16, "cpu") is torch.bfloat16
+    assert autocast_dtype(None, "cpu") is None
+    assert autocast_dtype(torch.bfloat16, "cuda:0") is torch.bfloat16  # GPUs keep what was asked

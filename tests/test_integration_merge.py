@@ -80,17 +80,18 @@ def test_generated_config_matches(merged):
     assert not list(out.parent.glob(".merged.tmp-*"))
 
 
-def test_refuses_bad_inputs(merged, toy_data, tmp_path):
+def test_refuses_bad_inputs(merged, toy_data, tmp_path, capsys):
     out, manifest, _, _ = merged
-    with pytest.raises(FileExistsError, match="--overwrite"):
-        scoremix_main(["merge", "--real", str(toy_data), "--synthetic", str(manifest), "--out", str(out),
-                       "--no-progress"])
+    assert scoremix_main(["merge", "--real", str(toy_data), "--synthetic", str(manifest), "--out", str(out),
+                          "--no-progress"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
     copy = tmp_path / "syn"
     shutil.copytree(manifest.parent, copy)
     edit_manifest(copy / "manifest.json", real={"num_classes": C_REAL, "num_image": N_REAL + 1, "rec": None})
+    from scoremix_plugin.integration.merge import merge
+
     with pytest.raises(ManifestError, match=r"real\.num_image = 97.*holds 96"):
-        scoremix_main(["merge", "--real", str(toy_data), "--synthetic", str(copy / "manifest.json"),
-                       "--out", str(tmp_path / "m2"), "--no-progress"])
+        merge(toy_data, copy / "manifest.json", tmp_path / "m2", progress=False)
     assert not (tmp_path / "m2").exists() and not list(tmp_path.glob(".m2.tmp-*"))
 
 

@@ -143,6 +143,7 @@ config = edict(
     generation=edict(images_per_identity=2, steps=2, batch_size=4, bf16=False),
     verification=edict(targets=["toy_lfw", "toy_cfp_fp"], batch_size=32, ijb=edict(root="IJBC", target="ijbc")),
     report=edict(grid_pairs=2, grid_images=2),
+    quality_gate=False,  # the tiny generator's identities are no identities; the gate is tested below
 )
 """
 MINI_REC = """
@@ -184,6 +185,11 @@ def test_mini_recipe_end_to_end_then_rerun_skips(tmp_path):
     assert (out / "figures/ijb_ijbc_roc.png").is_file()
     # The recipe's own stage: run, recorded, reported.
     c_real, n_syn = 4, 2  # toy identities, selection.num_identities (2 images each)
+    # The dataset report's headline (both sets) and the gate's verdict, as the dataset_report stage wrote them.
+    dsr = json.loads((out / "dataset_report/report.json").read_text())
+    assert report["dataset_report"]["headline"]["data"]["eer"] == dsr["data"]["stats"]["eer"]
+    assert report["dataset_report"]["headline"]["real"]["identities"] == c_real
+    assert "## The synthetic set beside the real one" in (out / "report.md").read_text()
     share = 2 * n_syn / (2 * c_real + 2 * n_syn)
     assert report["added_stages"] == {"synthetic_share": {"share": share, "real_images": 2 * c_real}}
     assert "## Added stage: synthetic_share" in (out / "report.md").read_text()
@@ -220,6 +226,15 @@ def test_mini_recipe_end_to_end_then_rerun_skips(tmp_path):
     assert {v["status"] for v in status.values()} == {"skipped"}
     changed = [p for p, t in mtimes.items() if p.stat().st_mtime_ns != t and p.name != "timings.json"]
     assert changed == []
+
+    # The quality gate: a set judged unfit stops the run at dataset_report, before merge and ScoreMix
+    # training (an impossible share makes the verdict FAIL whatever the tiny networks learnt).
+    strict = MINI.replace("quality_gate=False", "quality_gate=True, dataset_report=edict(far=0.5, min_share=1e9)")
+    (tmp_path / "mini.py").write_text(textwrap.dedent(strict))
+    with pytest.raises(PipelineError, match="quality gate FAIL"):
+        run_recipe(tmp_path / "mini.py", out, progress=False, log=lambda s: None)
+    assert (out / "scoremix/model.pt").stat().st_mtime_ns == mtimes[out / "scoremix/model.pt"]
+    assert not read_marker(out, "dataset_report")
 
 
 def test_real_folder_data_stage(tmp_path, toy_data):

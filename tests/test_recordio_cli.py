@@ -69,7 +69,7 @@ def test_from_folder_refuses_wrong_size_unless_resize(tmp_path, capsys):
     src = tmp_path / "src" / "only"
     src.mkdir(parents=True)
     cv2.imwrite(str(src / "a.jpg"), _draw(np.random.default_rng(1), size=96))
-    assert main(["rec", "from-folder", str(tmp_path / "src"), str(tmp_path / "out"), "--no-progress"]) == 1
+    assert main(["rec", "from-folder", str(tmp_path / "src"), str(tmp_path / "out"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "a.jpg: image is 96x96, expected 112x112" in err and "--resize" in err
     assert not (tmp_path / "out" / "train.rec").exists() and not list((tmp_path / "out").glob(".*tmp*"))

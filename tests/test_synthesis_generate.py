@@ -285,3 +285,18 @@ def test_guidance_window_and_bad_inputs(syn_inputs, reference_run, tmp_path):
     (tmp_path / "m" / "manifest.json").write_text(json.dumps(man))
     with pytest.raises(ManifestError, match="overlap"):
         verify_manifest(tmp_path / "m", check_sha=False)
+
+
+def test_condition_mixing_reaches_the_sampler(syn_inputs, reference_run, tmp_path):
+    # AugGen's condition mixing with its non-convex weights: same plan, other bytes, recorded in manifest and settings.
+    m = _generate_here(syn_inputs, tmp_path / "cond", mix_space="condition", mix_weights=(0.7, 0.7))
+    assert m.complete and m.sampler["mix_space"] == "condition" and m.sampler["mix_weights"] == [0.7, 0.7]
+    settings = json.loads((tmp_path / "cond" / "settings.json").read_text())
+    assert settings["mix_space"] == "condition" and settings["mix_weights"] == [0.7, 0.7]
+    assert "mix_space" not in json.loads((reference_run / "settings.json").read_text())  # old folders still resume
+    a = (tmp_path / "cond" / "shard-00000" / "train.rec").read_bytes()
+    assert a != (reference_run / "shard-00000" / "train.rec").read_bytes()
+    with pytest.raises(ValueError, match="convex"):
+        _generate_here(syn_inputs, tmp_path / "bad", mix_weights=(0.7, 0.7))
+    with pytest.raises(ValueError, match="2 finite numbers"):
+        _generate_here(syn_inputs, tmp_path / "bad3", mix_space="condition", mix_weights=(0.5, 0.3, 0.2))

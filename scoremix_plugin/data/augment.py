@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..config import ConfigError
+from ..errors import InputError
 
 Transform = Callable[[np.ndarray], np.ndarray]
 
@@ -117,7 +118,7 @@ class Augmentation:
     def __call__(self, img: np.ndarray) -> np.ndarray:
         out = self._get()(image=img)["image"]
         if out.shape != img.shape or out.dtype != np.uint8:
-            raise ValueError(f"{self.key}: the pipeline must keep RGB uint8 {img.shape}, it returned "
+            raise InputError(f"{self.key}: the pipeline must keep RGB uint8 {img.shape}, it returned "
                              f"{out.dtype} {out.shape}")
         return out
 

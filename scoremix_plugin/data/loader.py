@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..config import ConfigError, validate_scoremix_block
 from .augment import DegradeResize
+from ..errors import InputError
 
 
 # Datasets.
@@ -119,7 +120,7 @@ def make_train_loader(dataset: Dataset, batch_size: int, seed: int, num_workers:
                       device: torch.device | str) -> DeviceDataLoader:
     """The training DataLoader (both trainers): sharded, seeded, fixed batch, batches on ``device``."""
     if len(dataset) < batch_size * world:
-        raise ValueError(f"{len(dataset)} samples give no full batch of {batch_size} on each of {world} process(es)")
+        raise InputError(f"{len(dataset)} samples give no full batch of {batch_size} on each of {world} process(es)")
     device = torch.device(device)
     sampler = EpochSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
     return DeviceDataLoader(

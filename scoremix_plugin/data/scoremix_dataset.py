@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import InputError
 from ..recordio import RecordIOError
 from ..recordio.dataset import FaceRecDataset
 from ..synthesis.manifest import Manifest, ManifestError
@@ -38,7 +39,7 @@ def _draw(pool: int, n: int, rng: np.random.Generator) -> np.ndarray:
     if n == 0:
         return np.zeros(0, dtype=np.int64)
     if pool == 0:
-        raise ValueError(f"cannot draw {n} samples from an empty pool")
+        raise InputError(f"cannot draw {n} samples from an empty pool")
     full, rest = divmod(n, pool)
     parts = [rng.permutation(pool) for _ in range(full)]
     parts.append(rng.choice(pool, size=rest, replace=False))
@@ -67,7 +68,7 @@ class ScoreMixDataset(torch.utils.data.Dataset):
         self.seed = int(seed)
         if ratio is not None and not (isinstance(ratio, (int, float)) and not isinstance(ratio, bool)
                                       and 0 < ratio < 1):
-            raise ValueError(f"ratio must be None or a number in (0, 1), got {ratio!r}")
+            raise InputError(f"ratio must be None or a number in (0, 1), got {ratio!r}")
         self.ratio = ratio
         t_real = chain(transform, build_augmentation(aug_real, key="config.scoremix.aug_real"))
         t_syn = chain(transform, build_augmentation(aug_synthetic, key="config.scoremix.aug_synthetic"))
@@ -97,15 +98,15 @@ class ScoreMixDataset(torch.utils.data.Dataset):
         self.num_synthetic = int(sizes[1:].sum())
         self.num_image = self.num_real + self.num_synthetic
         if self.num_synthetic != m.num_synthetic_images:
-            raise ValueError(f"{m.path}: the shards hold {self.num_synthetic} images, "
+            raise InputError(f"{m.path}: the shards hold {self.num_synthetic} images, "
                              f"num_synthetic_images says {m.num_synthetic_images}")
         self.pool_labels = np.concatenate([s.labels for s in self.sources]).astype(np.int64)
         if ratio is not None:
             self.num_synthetic_per_epoch = int(round(ratio * self.num_image))
             if self.num_synthetic_per_epoch and not self.num_synthetic:
-                raise ValueError(f"ratio {ratio} asks for synthetic samples but {m.path} lists no synthetic images")
+                raise InputError(f"ratio {ratio} asks for synthetic samples but {m.path} lists no synthetic images")
             if self.num_image - self.num_synthetic_per_epoch and not self.num_real:
-                raise ValueError(f"ratio {ratio} asks for real samples but {self.real_root} holds no images")
+                raise InputError(f"ratio {ratio} asks for real samples but {self.real_root} holds no images")
         else:
             self.num_synthetic_per_epoch = self.num_synthetic
         self.epoch = -1

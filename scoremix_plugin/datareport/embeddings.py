@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from scoremix_plugin.errors import InputError
 from scoremix_plugin.io_utils import atomic_path
 
 if TYPE_CHECKING:
@@ -175,7 +176,7 @@ def embed_set(embedder, images: ImageSet, *, cache: EmbeddingCache | None = None
                 cache.put([digests[i] for i in idx], e)
             bar.update(len(idx))
     if out is None:
-        raise ValueError(f"{images.path}: no images to embed")
+        raise InputError(f"{images.path}: no images to embed")
     if cache is not None:
         cache.save()
     return out

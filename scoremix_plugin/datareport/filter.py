@@ -19,6 +19,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from scoremix_plugin.errors import InputError
 from scoremix_plugin.io_utils import atomic_tempdir, sha256_file, write_json_atomic
 
 FILTERED_NAME = "leak-free"
@@ -41,12 +42,12 @@ def drop_identities(manifest_path: str | os.PathLike, drop: dict[int, list[str]]
     c_real, n_syn = m.real_num_classes, m.num_synthetic_classes
     bad = [lab for lab in drop if not c_real <= lab < c_real + n_syn]
     if bad:
-        raise ValueError(f"{m.path}: labels {bad[:5]} to drop are not synthetic labels [{c_real}, {c_real + n_syn})")
+        raise InputError(f"{m.path}: labels {bad[:5]} to drop are not synthetic labels [{c_real}, {c_real + n_syn})")
     sel_path = root / m.selection["file"]
     sel = read_pairs(sel_path)
     kept = [n for n in range(n_syn) if c_real + n not in drop]
     if not kept:
-        raise ValueError(f"{m.path}: all {n_syn} synthetic identities would be dropped; nothing to write")
+        raise InputError(f"{m.path}: all {n_syn} synthetic identities would be dropped; nothing to write")
     new_of = {c_real + n: c_real + j for j, n in enumerate(kept)}
     shards_out = []
     with atomic_tempdir(out) as holder:

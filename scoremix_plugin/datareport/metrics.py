@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from scoremix_plugin.errors import InputError
+
 DEFAULT_FMRS = (1e-2, 1e-3, 1e-4)
 
 
@@ -110,9 +112,13 @@ def impostor_pairs(labels: np.ndarray, cap: int, seed: int = 0) -> Pairs:
     _, counts = np.unique(labels, return_counts=True)
     total = n * (n - 1) // 2 - int((counts.astype(np.int64) * (counts - 1) // 2).sum())
     if total <= cap:
-        a, b = np.triu_indices(n, 1)
-        keep = labels[a] != labels[b]
-        return Pairs(a[keep].astype(np.int64), b[keep].astype(np.int64), total, False)
+        # Class by class against every later class: O(pairs), even when one identity holds most images
+        # (a triu of all n images would be n^2 / 2 candidates for a handful of impostor pairs).
+        order = np.argsort(labels, kind="stable")
+        _, starts, counts = np.unique(labels[order], return_index=True, return_counts=True)
+        a = [np.repeat(order[s : s + c], n - s - c) for s, c in zip(starts, counts)]
+        b = [np.tile(order[s + c :], c) for s, c in zip(starts, counts)]
+        return Pairs(np.concatenate(a).astype(np.int64), np.concatenate(b).astype(np.int64), total, False)
     rng = np.random.default_rng([seed, 2])
     a_parts, b_parts, got = [], [], 0
     while got < cap:  # rejection: same-identity draws are rare unless one identity dominates the set
@@ -140,10 +146,10 @@ def pair_scores(emb: np.ndarray, pairs: Pairs, chunk: int = 1 << 15) -> np.ndarr
 def threshold_at_far(impostor: np.ndarray, far: float) -> Threshold:
     """The cosine above which at most ``far`` of the impostor scores lie (see the module docstring)."""
     if not 0 < far < 1:
-        raise ValueError(f"far must be in (0, 1), got {far}")
+        raise InputError(f"far must be in (0, 1), got {far}")
     imp = np.asarray(impostor, np.float64)
     if len(imp) == 0:
-        raise ValueError("no impostor pairs: a threshold needs at least two identities")
+        raise InputError("no impostor pairs: a threshold needs at least two identities")
     k = int(np.floor(far * len(imp)))
     t = float(-np.partition(-imp, k)[k])
     return Threshold(far=float(far), cosine=t, achieved_far=float(np.mean(imp > t)), impostor_pairs=len(imp),
@@ -185,7 +191,7 @@ def score_stats(genuine: np.ndarray, impostor: np.ndarray, *, genuine_total: int
                 impostor_total: int | None = None, fmrs=DEFAULT_FMRS) -> ScoreStats:
     g, i = np.asarray(genuine, np.float64), np.asarray(impostor, np.float64)
     if len(g) == 0 or len(i) == 0:
-        raise ValueError(f"need genuine and impostor pairs, got {len(g)} and {len(i)}")
+        raise InputError(f"need genuine and impostor pairs, got {len(g)} and {len(i)}")
     eer, eer_t = equal_error_rate(g, i)
     d_prime, fdr = separation(g, i)
     return ScoreStats(

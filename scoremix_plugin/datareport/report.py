@@ -53,6 +53,7 @@ import numpy as np
 
 from scoremix_plugin.datareport import metrics as M
 from scoremix_plugin.datareport.embeddings import ImageSet
+from scoremix_plugin.errors import ScoreMixError
 from scoremix_plugin.datareport.leaks import GateVerdict, Leak, Threshold
 
 FORMAT = "scoremix-dataset-report/1"
@@ -60,7 +61,7 @@ WORST = 20  # identities in the worst-consistency grid
 LEAK_KINDS = ("training_source", "training_other", "evaluation", "real_evaluation")
 
 
-class ReportError(ValueError):
+class ReportError(ScoreMixError, ValueError):
     """Bad input to the dataset report (a missing target, a manifest without its selection, ...)."""
 
 

@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from scoremix_plugin.errors import CheckpointError
+
 CHECKPOINT_FORMAT = "scoremix-generator/1"
 CHECKPOINT_NAME = "generator.pt"
 REQUIRED_KEYS = ("format", "step", "net", "ema", "config", "num_classes", "resolution", "network_kwargs",
@@ -47,11 +49,11 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     ckpt = load_torch_safe(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ValueError(f"{path}: not a scoremix generator checkpoint (expected format {CHECKPOINT_FORMAT!r}, "
+        raise CheckpointError(f"{path}: not a scoremix generator checkpoint (expected format {CHECKPOINT_FORMAT!r}, "
                          f"found {found!r}; it should come from `scoremix train-generator`)")
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
     if missing:
-        raise ValueError(f"{path}: generator checkpoint lacks key(s) {missing}")
+        raise CheckpointError(f"{path}: generator checkpoint lacks key(s) {missing}")
     return ckpt
 
 
@@ -60,9 +62,9 @@ def check_compatible(ckpt: Mapping[str, Any], path, *, num_classes: int, resolut
     """A resumed run must build the same network: same classes, resolution and architecture."""
     for key, want in (("num_classes", num_classes), ("resolution", resolution)):
         if int(ckpt[key]) != int(want):
-            raise ValueError(f"{path}: checkpoint {key} is {ckpt[key]}, this run has {want}")
+            raise CheckpointError(f"{path}: checkpoint {key} is {ckpt[key]}, this run has {want}")
     if plain(ckpt["network_kwargs"]) != plain(network_kwargs):
-        raise ValueError(f"{path}: checkpoint network {ckpt['network_kwargs']} differs from this run's "
+        raise CheckpointError(f"{path}: checkpoint network {ckpt['network_kwargs']} differs from this run's "
                          f"{dict(network_kwargs)} (another preset?)")
 
 
@@ -84,13 +86,20 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu", 
     ``amp=torch.bfloat16`` runs the network under autocast (the preconditioning stays float32).
     ``config`` is the training config plus ``step``, ``preset`` and ``path``.
     """
+    from scoremix_plugin.io_utils import check_finite_weights
+
     ckpt = load_checkpoint(path)
+    weights = ckpt["ema" if ema else "net"]
+    if isinstance(weights, Mapping):
+        check_finite_weights(weights, path, prefix="ema." if ema else "net.")
     try:
         denoiser = build_denoiser(ckpt, ema=ema)
     except (RuntimeError, KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"{path}: the weights do not fit the network the checkpoint describes: {e}") from e
+        raise CheckpointError(f"{path}: the weights do not fit the network the checkpoint describes: {e}") from e
     denoiser = denoiser.to(device).eval().requires_grad_(False)
-    denoiser.amp_dtype = amp
+    from scoremix_plugin.generation.edm import autocast_dtype
+
+    denoiser.amp_dtype = autocast_dtype(amp, device)
     config = dict(ckpt["config"])
     config.update(step=int(ckpt["step"]), preset=ckpt.get("preset"), path=str(Path(path)))
     return denoiser, config

@@ -4,7 +4,9 @@ magnitude-preserving U-Net (network_edm2.py; presets ``edm2-*``, kwargs with ``a
 The class table is UNet2DModel's own ``class_embedding`` (an ``nn.Embedding`` added to the time
 embedding, as with ``class_embed_type=None, num_class_embeds=...``), with ``num_classes + 1`` rows:
 the last row is the null class used by label dropout and classifier-free guidance. It is exported
-by ``scoremix export-conditions`` (``class_table``).
+by ``scoremix export-conditions`` (``class_table``). Besides integer labels the network takes label
+weights (float ``[B, num_classes + 1]``): the embedding is then the weighted sum of table rows, which
+is AugGen's condition mixing (the sampler's ``mix_space="condition"``).
 
 Presets are plain keyword dicts for UNet2DModel (or EDM2UNet), so a checkpoint can store the exact arguments it
 was built with and be rebuilt even if a preset changes later.
@@ -16,6 +18,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from scoremix_plugin.errors import InputError
 
 # name -> UNet2DModel keyword arguments (besides sample_size and num_class_embeds) and the
 # resolution it was designed for. Every down-block but the last halves the image, so the
@@ -76,7 +80,7 @@ PRESETS.update({name: dict(kw, arch="edm2") for name, kw in EDM2_PRESETS.items()
 def _edm2_kwargs(preset: str, kw: dict[str, Any], num_classes: int, res: int) -> dict[str, Any]:
     levels = len(kw["channel_mult"])
     if res % 2 ** (levels - 1):
-        raise ValueError(f"preset {preset!r} halves the image {levels - 1} times: "
+        raise InputError(f"preset {preset!r} halves the image {levels - 1} times: "
                          f"resolution {res} must be a multiple of {2 ** (levels - 1)}")
     attn = [res >> level for level in kw.pop("attn_levels")]
     return {k: list(v) if isinstance(v, tuple) else v for k, v in kw.items()} | {
@@ -86,17 +90,17 @@ def _edm2_kwargs(preset: str, kw: dict[str, Any], num_classes: int, res: int) ->
 def network_kwargs(preset: str, num_classes: int, resolution: int | None = None) -> dict[str, Any]:
     """The plain (checkpoint-safe) keyword arguments that build a preset for ``num_classes`` real classes."""
     if preset not in PRESETS:
-        raise ValueError(f"unknown generator preset {preset!r}; choose one of {sorted(PRESETS)}")
+        raise InputError(f"unknown generator preset {preset!r}; choose one of {sorted(PRESETS)}")
     kw = dict(PRESETS[preset])
     res = int(resolution or kw.pop("resolution"))
     kw.pop("resolution", None)
     if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        raise InputError(f"num_classes must be >= 1, got {num_classes}")
     if kw.get("arch") == "edm2":
         return _edm2_kwargs(preset, kw, num_classes, res)
     halvings = len(kw["block_out_channels"]) - 1
     if res % 2**halvings:
-        raise ValueError(f"preset {preset!r} halves the image {halvings} times: "
+        raise InputError(f"preset {preset!r} halves the image {halvings} times: "
                          f"resolution {res} must be a multiple of {2**halvings}")
     # Lists, not tuples: the kwargs go into checkpoints and configs as plain data.
     return {k: list(v) if isinstance(v, tuple) else v for k, v in kw.items()} | {
@@ -108,6 +112,23 @@ def network_resolution(kwargs: dict[str, Any]) -> int:
     return int(kwargs["img_resolution"] if kwargs.get("arch") == "edm2" else kwargs["sample_size"])
 
 
+class SoftLabelEmbedding(nn.Embedding):
+    """``nn.Embedding`` that also takes label weights (float ``[B, num_embeddings]``): ``weights @ table``.
+
+    Same parameter name (``weight``) as the embedding it replaces, so checkpoints are unchanged. The
+    product is taken in float32 outside autocast: a one-hot row then gives exactly the looked-up row.
+    """
+
+    def forward(self, labels: torch.Tensor) -> torch.Tensor:
+        if not labels.is_floating_point():
+            return super().forward(labels)
+        if labels.shape[-1] != self.num_embeddings:
+            raise ValueError(f"label weights have {labels.shape[-1]} columns, the class table {self.num_embeddings} "
+                             "rows (real classes + the null class)")
+        with torch.autocast(device_type=labels.device.type, enabled=False):
+            return labels.float() @ self.weight.float()
+
+
 class ClassConditionalUNet(nn.Module):
     """F(x_in, c_noise, class_labels): UNet2DModel fed EDM's c_noise as its (continuous) time step."""
 
@@ -117,6 +138,8 @@ class ClassConditionalUNet(nn.Module):
 
         kw = {k: tuple(v) if isinstance(v, list) else v for k, v in unet_kwargs.items()}
         self.unet = UNet2DModel(in_channels=3, out_channels=3, class_embed_type=None, **kw)
+        table = self.unet.class_embedding  # _weight: reuse the initialised rows (no second random draw)
+        self.unet.class_embedding = SoftLabelEmbedding(*table.weight.shape, _weight=table.weight)
         self.kwargs = dict(unet_kwargs)
 
     @property
@@ -129,6 +152,7 @@ class ClassConditionalUNet(nn.Module):
         return self.class_table.weight
 
     def forward(self, x_in: torch.Tensor, c_noise: torch.Tensor, class_labels: torch.Tensor) -> torch.Tensor:
+        """``class_labels``: int64 ``[B]`` or label weights float ``[B, num_classes + 1]``."""
         return self.unet(x_in, c_noise, class_labels=class_labels, return_dict=False)[0]
 
 

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from scoremix_plugin.errors import InputError
+
 POSTHOC_DIR = "posthoc"
 POSTHOC_FORMAT = "scoremix-posthoc-ema/1"
 SIGMA_REL_MAX = 0.2886  # sigma_rel of gamma = 0 (a uniform average over [0, t]): sqrt(1 / 12)
@@ -32,7 +34,7 @@ SIGMA_REL_MAX = 0.2886  # sigma_rel of gamma = 0 (a uniform average over [0, t])
 
 def check_sigma_rel(value: Any, what: str = "sigma_rel") -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < SIGMA_REL_MAX:
-        raise ValueError(f"{what} must be a number in (0, {SIGMA_REL_MAX}), got {value!r}")
+        raise InputError(f"{what} must be a number in (0, {SIGMA_REL_MAX}), got {value!r}")
     return float(value)
 
 
@@ -109,16 +111,16 @@ def reconstruct(ckpt_dir: str | os.PathLike, sigma_rel: float, step: int | None 
     base = load_checkpoint(base_path)
     snaps = list_snapshots(ckpt_dir)
     if not snaps:
-        raise ValueError(f"{Path(ckpt_dir) / POSTHOC_DIR}: no posthoc-NNNNNNN.pt snapshots (train with "
+        raise InputError(f"{Path(ckpt_dir) / POSTHOC_DIR}: no posthoc-NNNNNNN.pt snapshots (train with "
                          "config.posthoc_ema = [0.05, 0.10])")
     target = int(step) if step is not None else snaps[-1][0]
     snaps = [(s, p) for s, p in snaps if s <= target]
     if not snaps or (step is not None and snaps[-1][0] != target):
         have = [s for s, _ in list_snapshots(ckpt_dir)]
-        raise ValueError(f"{Path(ckpt_dir) / POSTHOC_DIR}: no snapshot at step {target} (have {have})")
+        raise InputError(f"{Path(ckpt_dir) / POSTHOC_DIR}: no snapshot at step {target} (have {have})")
     sigma_rels = [float(v) for v in base["config"].get("posthoc_ema") or []]
     if not sigma_rels:
-        raise ValueError(f"{base_path}: config.posthoc_ema is not set in this run")
+        raise InputError(f"{base_path}: config.posthoc_ema is not set in this run")
     gammas = [sigma_rel_to_gamma(v) for v in sigma_rels]
     t_in = [s for s, _ in snaps for _ in gammas]
     g_in = [g for _ in snaps for g in gammas]
@@ -135,14 +137,14 @@ def reconstruct(ckpt_dir: str | os.PathLike, sigma_rel: float, step: int | None 
     for s, path in it:
         snap = load_torch_safe(path)
         if not isinstance(snap, dict) or snap.get("format") != POSTHOC_FORMAT:
-            raise ValueError(f"{path}: not a post-hoc EMA snapshot (format {POSTHOC_FORMAT!r})")
+            raise InputError(f"{path}: not a post-hoc EMA snapshot (format {POSTHOC_FORMAT!r})")
         if int(snap["step"]) != s or [float(v) for v in snap["sigma_rels"]] != sigma_rels:
-            raise ValueError(f"{path}: holds step {snap['step']} sigma_rels {snap['sigma_rels']}, expected "
+            raise InputError(f"{path}: holds step {snap['step']} sigma_rels {snap['sigma_rels']}, expected "
                              f"step {s} sigma_rels {sigma_rels}")
         for state in snap["emas"]:
             for name in param_names:
                 if name not in state:
-                    raise ValueError(f"{path}: snapshot lacks parameter {name!r}")
+                    raise InputError(f"{path}: snapshot lacks parameter {name!r}")
                 term = state[name].double() * float(coef[i])
                 acc[name] = term if name not in acc else acc[name] + term
             i += 1

@@ -9,6 +9,19 @@ same mix under a weaker "guide" network (autoguidance, Karras et al. 2024).
 All conditions of one solver stage (B*K class inputs, plus B null inputs for CFG) go through ONE
 batched forward per network, as DiT does for CFG: K-way mixing costs one bigger batch, not K calls.
 
+``mix_space="condition"`` is AugGen's alternative (Rahimi et al. 2025): ONE forward per image on the
+interpolated class embedding ``sum_k w_k c_k`` (label weights through the network's class table; AugGen
+used w = 0.7, 0.7, not convex) instead of K forwards whose outputs are mixed. Network inputs per image
+and solver stage (``network_evaluations``):
+
+=========== ======================= ==========================
+guidance    mix_space="score"       mix_space="condition"
+=========== ======================= ==========================
+none        K                       1
+cfg         K + 1 (null class)      2
+autoguidance K main + K guide       1 main + 1 guide
+=========== ======================= ==========================
+
 Every image's initial noise comes from its own torch.Generator (``image_generator``), so an image can
 be regenerated alone and does not depend on which batch it was drawn in.
 """
@@ -23,6 +36,7 @@ from scoremix_plugin.generation.edm import RHO, SIGMA_MAX, SIGMA_MIN, sigma_step
 
 SOLVERS = ("heun", "euler")
 GUIDANCE = ("none", "cfg", "autoguidance")
+MIX_SPACES = ("score", "condition")
 
 
 def image_generator(seed: int, identity: int, index: int, device: str | torch.device = "cpu") -> torch.Generator:
@@ -80,6 +94,7 @@ def sample(
     mix_window: tuple[float, float] | None = None,
     outside_window: str | int = "mix",
     allow_nonconvex: bool = False,
+    mix_space: str = "score",
     progress: bool = False,
 ) -> torch.Tensor:
     """Sample B images, image b from the mix of classes[b, :] with weights[b, :]; float32 [B,3,R,R] in [-1,1].
@@ -88,12 +103,18 @@ def sample(
     mix too (``outside_window="mix"``) or only the class in column ``outside_window`` (an int).
     ``guidance``: "none"; "cfg" (reference = null class, one null input per image whatever K);
     "autoguidance" (reference = the same mix under ``guide``). ``guidance_scale`` is w (1 = no guidance).
+    ``mix_space``: "score" mixes denoiser outputs (ScoreMix; weights must be convex unless
+    ``allow_nonconvex``); "condition" feeds the weighted class embeddings to one forward (AugGen; any finite
+    weights, since they scale an embedding, not an image). The network must then take label weights
+    ``[B, num_classes + 1]`` as ``class_labels`` (generation/network.py does).
     """
     # 1. Check the request.
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
     if guidance not in GUIDANCE:
         raise ValueError(f"guidance must be one of {GUIDANCE}, got {guidance!r}")
+    if mix_space not in MIX_SPACES:
+        raise ValueError(f"mix_space must be one of {MIX_SPACES}, got {mix_space!r}")
     classes = torch.as_tensor(classes)
     weights = torch.as_tensor(weights, dtype=torch.float32)
     if classes.ndim != 2 or weights.shape != classes.shape:
@@ -107,7 +128,7 @@ def sample(
     if (classes < 0).any() or (classes >= num_classes).any():
         raise ValueError(f"class labels must be in [0, {num_classes}) (the null class {num_classes} is not a "
                          f"source class); got {classes.min().item()}..{classes.max().item()}")
-    _check_weights(weights, allow_nonconvex)
+    _check_weights(weights, allow_nonconvex or mix_space == "condition")
     if guidance == "autoguidance":
         if guide is None:
             raise ValueError("guidance='autoguidance' needs guide= (a weaker denoiser of the same classes)")
@@ -135,6 +156,8 @@ def sample(
         else:
             cls, w = classes[:, outside_window : outside_window + 1], torch.ones(B, 1, device=device)
         k = cls.shape[1]
+        if mix_space == "condition":
+            return conditioned(x, t, cls, w)
         x_rep = x.unsqueeze(0).expand(k, *x.shape).reshape(k * B, *x.shape[1:])
         labels = cls.t().reshape(-1)  # condition-major: rows [k*B:(k+1)*B] are column k
         if guided and guidance == "cfg":
@@ -151,6 +174,22 @@ def sample(
         else:
             ref = guide(x_rep, sigma, labels).float()
             D_ref = (w_view * ref.reshape(k, *x.shape)).sum(0)
+        return D_ref + float(guidance_scale) * (D_mix - D_ref)
+
+    def conditioned(x: torch.Tensor, t: float, cls: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """AugGen: one input per image whose label weights are sum_k w_k onehot(c_k)."""
+        soft = torch.zeros(B, num_classes + 1, device=device).scatter_add_(1, cls, w.float())
+        x_in, labels = x, soft
+        if guided and guidance == "cfg":
+            null = torch.zeros_like(soft)
+            null[:, num_classes] = 1
+            x_in, labels = torch.cat([x, x]), torch.cat([soft, null])
+        sigma = torch.full((x_in.shape[0],), t, device=device, dtype=torch.float32)
+        out = denoiser(x_in, sigma, labels).float()
+        D_mix = out[:B]
+        if not guided:
+            return D_mix
+        D_ref = out[B:] if guidance == "cfg" else guide(x, sigma, soft).float()
         return D_ref + float(guidance_scale) * (D_mix - D_ref)
 
     # 3. Initial noise, image by image from its own generator, then the solver (EDM Algorithm 1).
@@ -173,10 +212,11 @@ def sample(
 
 
 def network_evaluations(num_steps: int, solver: str, num_conditions: int, guidance: str = "none",
-                        guidance_scale: float = 1.0) -> int:
-    """Network evaluations per image (per input in the batch, counting each condition)."""
+                        guidance_scale: float = 1.0, mix_space: str = "score") -> int:
+    """Network evaluations per image (per input in the batch, counting each condition and the guide's)."""
     stages = 2 * num_steps - 1 if solver == "heun" else num_steps
     guided = guidance != "none" and float(guidance_scale) != 1.0
-    per_stage = num_conditions + (1 if guided and guidance == "cfg" else 0)
-    per_stage += num_conditions if guided and guidance == "autoguidance" else 0
+    inputs = num_conditions if mix_space == "score" else 1  # condition mixing: one input whatever K
+    per_stage = inputs + (1 if guided and guidance == "cfg" else 0)
+    per_stage += inputs if guided and guidance == "autoguidance" else 0
     return stages * per_stage

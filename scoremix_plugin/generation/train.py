@@ -29,9 +29,10 @@ import numpy as np
 import torch
 
 from scoremix_plugin.config import ConfigError, merge_config, read_config_file
+from scoremix_plugin.errors import InputError
 from scoremix_plugin.generation.checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_NAME, check_compatible,
                                                    load_checkpoint, plain)
-from scoremix_plugin.generation.edm import EDMPrecond, edm_loss, precond_coefficients, sample_training_sigma
+from scoremix_plugin.generation.edm import EDMPrecond, autocast_dtype, edm_loss, precond_coefficients, sample_training_sigma
 from scoremix_plugin.generation.network import PRESETS, build_network, network_kwargs
 from scoremix_plugin.generation.posthoc_ema import (POSTHOC_FORMAT, check_sigma_rel, power_ema_beta, sigma_rel_to_gamma,
                                                     snapshot_path)
@@ -56,7 +57,7 @@ GENERATOR_DEFAULTS: dict[str, Any] = {
     "posthoc_every": 500,  # steps between post-hoc EMA snapshots (and the last step)
     "posthoc_dtype": "float32",  # snapshot precision: "float32", "float16" or "bfloat16" (EDM2 stores float16)
     "loss_weighting": "edm",  # "edm": lambda(sigma); "uncertainty": EDM2's learned u(sigma) on top of it
-    "bf16": True,  # bfloat16 autocast for the network (GPU; also CPU, where it measured 1.47x faster)
+    "bf16": True,  # bfloat16 autocast for the network (GPU; CPU only with AVX-512, else float32: generation.edm.autocast_dtype)
     "seed": 0,
     "output": "work_dirs/generator",
     "checkpoint_every": 500,  # steps; the last step always writes one
@@ -96,7 +97,7 @@ class GeneratorImages(torch.utils.data.Dataset):
         self.labels = self.folder.labels.astype(np.int64)
         self.num_classes = int(self.folder.num_classes)
         if len(self.labels) == 0:
-            raise ValueError(f"{rec}: the RecordIO folder holds no images")
+            raise InputError(f"{rec}: the RecordIO folder holds no images")
         size = len(self.labels) * self.resolution**2 * 3
         self.cache: np.ndarray | None = None
         if cache is True or (cache == "auto" and size <= CACHE_LIMIT_BYTES):
@@ -141,7 +142,7 @@ class StepBatches(torch.utils.data.Sampler):
         self.start_step, self.end_step = start_step, end_step
         self.steps_per_epoch = n // (batch_size * world)
         if self.steps_per_epoch < 1:
-            raise ValueError(f"the dataset has {n} images, fewer than one global batch "
+            raise InputError(f"the dataset has {n} images, fewer than one global batch "
                              f"(batch_size {batch_size} x {world} processes)")
 
     def __len__(self) -> int:
@@ -170,7 +171,7 @@ def _check_config(cfg, source: str) -> None:
         need(key, isinstance(cfg[key], int) and not isinstance(cfg[key], bool) and cfg[key] >= 1, "an integer >= 1")
     for key in ("checkpoint_every", "snapshot_every", "sample_every"):
         need(key, cfg[key] is None or (isinstance(cfg[key], int) and cfg[key] >= 1), "None or an integer >= 1")
-    need("lr", isinstance(cfg.lr, (int, float)) and cfg.lr > 0, "a positive number")
+    need("lr", isinstance(cfg.lr, (int, float)) and math.isfinite(cfg.lr) and cfg.lr > 0, "a finite positive number")
     need("lr_warmup", isinstance(cfg.lr_warmup, int) and cfg.lr_warmup >= 0, "an integer >= 0")
     need("lr_decay_ref", cfg.lr_decay_ref is None or (isinstance(cfg.lr_decay_ref, (int, float))
                                                        and not isinstance(cfg.lr_decay_ref, bool)
@@ -200,6 +201,47 @@ def _check_config(cfg, source: str) -> None:
     need("resume", isinstance(cfg.resume, (bool, str, os.PathLike)), "True, False or a checkpoint path")
 
 
+def activation_bytes(preset: str, resolution: int, batch_size: int) -> int:
+    """A rough estimate of the activation memory one training step keeps for the backward pass.
+
+    Per image and U-Net level l (side R/2^l, C_l channels): ~12 saved tensors per ResNet layer, down
+    path and up path (2 * layers + 1 layers), plus heads * (R/2^l)^4 for attention scores where
+    there is attention; float32. It is meant to catch impossible settings before anything is
+    allocated (resolution 100000 asked for 30 GB per image), not to size a batch exactly.
+    """
+    kw = PRESETS[preset]
+    if kw.get("arch") == "edm2":  # channels = model_channels * channel_mult[l]; attention at attn_levels
+        chans = [int(kw["model_channels"]) * int(m) for m in kw["channel_mult"]]
+        attn = [level in tuple(kw.get("attn_levels", ())) for level in range(len(chans))]
+        layers, head_dim = 2 * int(kw["num_blocks"]) + 1, int(kw.get("channels_per_head", 64))
+    else:  # diffusers UNet2DModel presets
+        chans = list(kw["block_out_channels"])
+        attn = [block.startswith("Attn") for block in kw["down_block_types"]]
+        layers, head_dim = 2 * int(kw["layers_per_block"]) + 1, int(kw["attention_head_dim"])
+    per_image = 0.0
+    for level, (ch, has_attn) in enumerate(zip(chans, attn)):
+        side2 = (resolution / 2**level) ** 2
+        per_image += 12 * layers * ch * side2
+        if has_attn:
+            per_image += layers * max(ch // head_dim, 1) * side2**2
+    return int(4 * per_image * batch_size)
+
+
+def _device_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def _check_memory(cfg, device: torch.device, source: str) -> None:
+    """Refuse a resolution / batch size whose activations cannot fit the device, before loading anything."""
+    need, have = activation_bytes(cfg.preset, cfg.resolution, cfg.batch_size), _device_memory(device)
+    # A factor 4 of slack: the estimate is rough (bf16 halves it), and a refusal must never hit a run that fits.
+    if need > 4 * have:
+        raise ConfigError(
+            f"{source}: config.resolution={cfg.resolution} with config.batch_size={cfg.batch_size} (preset "
+            f"{cfg.preset!r}) needs about {need / 2**30:,.0f} GiB of activations per step, over four times the "
+            f"{have / 2**30:,.0f} GiB of {device}; lower config.resolution or config.batch_size")
 def learning_rate(cfg: Mapping[str, Any], step: int) -> float:
     """The rate for the step after ``step`` completed ones: linear warm-up, then EDM2's 1/sqrt decay."""
     lr = float(cfg["lr"])
@@ -249,6 +291,7 @@ def train_generator(config: Mapping[str, Any] | str | os.PathLike, **overrides: 
         torch.set_num_threads(cfg.threads)
     env = init_distributed(cfg.device)
     device = env.device
+    _check_memory(cfg, device, source)
     if env.is_main:
         out.mkdir(parents=True, exist_ok=True)
 
@@ -261,7 +304,7 @@ def train_generator(config: Mapping[str, Any] | str | os.PathLike, **overrides: 
     net_kwargs = network_kwargs(cfg.preset, num_classes, cfg.resolution)
     denoiser = EDMPrecond(build_network(net_kwargs), num_classes=num_classes, resolution=cfg.resolution,
                           sigma_data=cfg.sigma_data).to(device)
-    denoiser.amp_dtype = torch.bfloat16 if cfg.bf16 else None
+    denoiser.amp_dtype = autocast_dtype(torch.bfloat16 if cfg.bf16 else None, device)
     ema = copy.deepcopy(denoiser).eval().requires_grad_(False)
     uncertainty = None
     if cfg.loss_weighting == "uncertainty":
@@ -288,11 +331,11 @@ def train_generator(config: Mapping[str, Any] | str | os.PathLike, **overrides: 
         check_compatible(ckpt, resume_path, num_classes=num_classes, resolution=cfg.resolution,
                          network_kwargs=net_kwargs)
         if "optimizer" not in ckpt:
-            raise ValueError(f"{resume_path}: holds no optimiser state (a `scoremix ema` output?); resume from "
+            raise InputError(f"{resume_path}: holds no optimiser state (a `scoremix ema` output?); resume from "
                              "the run's generator.pt")
         for key, have in (("uncertainty", uncertainty is not None), ("posthoc", bool(posthoc))):
             if (key in ckpt) != have:
-                raise ValueError(f"{resume_path}: checkpoint {'has' if key in ckpt else 'lacks'} {key!r} state; "
+                raise InputError(f"{resume_path}: checkpoint {'has' if key in ckpt else 'lacks'} {key!r} state; "
                                  "this run's config.loss_weighting / config.posthoc_ema differ")
         denoiser.net.load_state_dict(ckpt["net"])
         ema.net.load_state_dict(ckpt["ema"])
@@ -300,7 +343,7 @@ def train_generator(config: Mapping[str, Any] | str | os.PathLike, **overrides: 
             uncertainty.load_state_dict(ckpt["uncertainty"])
         if posthoc:
             if sorted(ckpt["posthoc"]) != sorted(str(r) for r, _, _ in posthoc):
-                raise ValueError(f"{resume_path}: post-hoc EMA profiles {sorted(ckpt['posthoc'])} differ from "
+                raise InputError(f"{resume_path}: post-hoc EMA profiles {sorted(ckpt['posthoc'])} differ from "
                                  f"config.posthoc_ema {cfg.posthoc_ema}")
             for r, _, net in posthoc:
                 net.load_state_dict(ckpt["posthoc"][str(r)])

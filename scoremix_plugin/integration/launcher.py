@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, validate_scoremix_block
+from ..errors import MissingInputError
 
 
 
@@ -115,7 +116,7 @@ def run_host(arcface_root: str | os.PathLike, config: str, host_args: Sequence[s
     root = Path(arcface_root).expanduser().resolve()
     train_py = root / "train_v2.py"
     if not train_py.is_file():
-        raise FileNotFoundError(f"--arcface-root {arcface_root}: no train_v2.py there (expected the "
+        raise MissingInputError(f"--arcface-root {arcface_root}: no train_v2.py there (expected the "
                                 "recognition/arcface_torch folder of an insightface checkout)")
     config_arg = host_config_arg(config, root)
     source = str(root / f"{config_arg}.py")

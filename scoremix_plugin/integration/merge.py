@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from ..config import HOST_BASE
-from ..io_utils import sha256_file, write_json_atomic, write_text_atomic
+from ..errors import InputError, MissingInputError, OutputExistsError
+from ..io_utils import refuse_output_overlapping_inputs, sha256_file, write_json_atomic, write_text_atomic
 from ..data.scoremix_dataset import check_source
 from ..synthesis.manifest import Manifest, ManifestError
 
@@ -61,7 +62,7 @@ def render_config(name: str, values: dict[str, Any]) -> str:
     unknown = sorted(set(values) - set(HOST_BASE) - {"rec", "num_classes", "num_image", "num_epoch",
                                                     "warmup_epoch", "val_targets"})
     if unknown:
-        raise ValueError(f"render_config: keys the host does not read: {unknown}")
+        raise InputError(f"render_config: keys the host does not read: {unknown}")
     lines += [f"config.{k} = {v!r}" for k, v in values.items()]
     return "\n".join(lines) + "\n"
 
@@ -84,17 +85,20 @@ def merge(real_dir: str | os.PathLike, manifest: str | os.PathLike, out_dir: str
 
     real_dir, out = Path(real_dir).resolve(), Path(out_dir).resolve()
     if not name.isidentifier():
-        raise ValueError(f"--name {name!r} must be a Python identifier (the host imports configs.{name})")
+        raise InputError(f"--name {name!r} must be a Python identifier (the host imports configs.{name})")
     config_dir = None
     if arcface_root is not None:
         config_dir = Path(arcface_root).expanduser().resolve() / "configs"
         if not config_dir.is_dir():
-            raise FileNotFoundError(f"--arcface-root {arcface_root}: no configs/ folder there")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"--out {out} exists and is not empty (pass --overwrite to replace it)")
+            raise MissingInputError(f"--arcface-root {arcface_root}: no configs/ folder there")
 
     # Sources, checked against the manifest before anything is written.
     view = Manifest.read(manifest).validate()  # a complete run: checksums, label ranges, totals
+    # --overwrite replaces --out: never when that would delete or mix into what this merge reads.
+    refuse_output_overlapping_inputs(out, {"--real": real_dir, "--synthetic": view.path.parent,
+                                           **{f"shard {s.path}": s.path for s in view.shards}})
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise OutputExistsError(f"--out {out} exists and is not empty (pass --overwrite to replace it)")
     real = FaceRecFolder(real_dir)
     if real.num_classes != view.real_num_classes:
         raise ManifestError(f"{view.path}: real.num_classes = {view.real_num_classes}, but {real_dir} has "

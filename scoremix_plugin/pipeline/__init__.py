@@ -3,8 +3,9 @@
 ``scoremix pipeline RECIPE --out DIR [--stage NAME | --from NAME] [--force] [--list]``
 
 - ``runner.py``: Stage, Context, fingerprints, markers, skip-when-complete (knows no ScoreMix);
-- ``stages.py``: the stages (data -> baseline, generator -> centres -> select -> generate -> merge,
-  scoremix -> verify, align), each a few lines over the library, returning a typed result
+- ``stages.py``: the stages (data -> baseline, generator -> centres -> select -> generate ->
+  dataset_report (the quality gate) -> merge, scoremix -> verify (.bin sets, IJB-B/C), align), each a few
+  lines over the library, returning a typed result
   (``results.py``);
 - ``report.py``: the last stage, ``DIR/report.md`` + ``report.json`` + ``figures/``;
 - ``recipe.py``: the recipe format and its defaults; ``cli.py``: the subcommand.

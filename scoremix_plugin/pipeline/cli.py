@@ -24,18 +24,15 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_pipeline(args: argparse.Namespace) -> int:
-    from scoremix_plugin.pipeline import PipelineError, run_recipe, stage_states
+    from scoremix_plugin.pipeline import run_recipe, stage_states
 
-    try:
-        if args.list:
-            for name, state in stage_states(args.recipe, args.out).items():
-                print(f"{name:10s} {state}")
-            return 0
-        t0 = time.perf_counter()
-        run_recipe(args.recipe, args.out, stage=args.stage, start=args.start, force=args.force)
-    except PipelineError as e:  # a wrong recipe key or stage name: say which, like argparse would
-        print(f"scoremix pipeline: error: {e}", file=sys.stderr)
-        return 2
+    # A wrong recipe key or stage name raises PipelineError: the CLI's boundary prints it (exit 2).
+    if args.list:
+        for name, state in stage_states(args.recipe, args.out).items():
+            print(f"{name:10s} {state}")
+        return 0
+    t0 = time.perf_counter()
+    run_recipe(args.recipe, args.out, stage=args.stage, start=args.start, force=args.force)
     report = Path(args.out).resolve() / "report.md"
     print(f"pipeline finished in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     if report.is_file():

@@ -24,6 +24,11 @@ Paths inside are relative to the recipe's folder. Keys (defaults in RECIPE_DEFAU
                          shard_size=1000, batch_size=16, bf16=True),
         scoremix=edict(ratio=None, aug_real=None, aug_synthetic=None,  # -> config.scoremix block
                        same_steps=True),  # ScoreMix run gets the baseline's optimiser steps
+        dataset_report=edict(far=1e-4,     # leak / gate threshold: the cosine where real impostor
+                             min_share=0.5),  # pairs reach this FAR; the gate's share (relative to
+                                              # the real identities recognised at that threshold)
+        quality_gate=True,                 # stop before the ScoreMix stage when the synthetic
+                                           # identities fail the gate (False: report it, go on)
         merge=edict(name="scoremix_merged",     # DIR/merged/NAME.py: the host's job config
                     config_overrides=None),     # e.g. {"network": "r50", "num_epoch": 20}
         verification=edict(targets=["toy_lfw", "toy_cfp_fp"], batch_size=64,
@@ -59,6 +64,8 @@ RECIPE_DEFAULTS: dict[str, Any] = {
     "generation": {"images_per_identity": 16, "solver": "heun", "steps": 8, "guidance": "cfg",
                    "guidance_scale": 2.5, "mix_window": None, "shard_size": 1000, "batch_size": 16, "bf16": True},
     "scoremix": {"ratio": None, "aug_real": None, "aug_synthetic": None, "same_steps": True},
+    "dataset_report": {"far": 1e-4, "min_share": 0.5},
+    "quality_gate": True,
     "merge": {"name": "scoremix_merged", "config_overrides": None},
     "verification": {"targets": None, "batch_size": 64, "ijb": None},
     "report": {"grid_pairs": 6, "grid_images": 6},

@@ -96,6 +96,7 @@ def run_report(ctx: Context, added: Sequence[str] = ()) -> ReportResult:
     figs = ctx.out / "figures"
     figs.mkdir(parents=True, exist_ok=True)
     data, ver, align, gen = (ctx.result(s) for s in ("data", "verify", "align", "generate"))
+    dsr = ctx.result("dataset_report")
     base, mix, sel, generator = (ctx.result(s) for s in ("baseline", "scoremix", "select", "generator"))
     g = ctx.recipe.generation
 
@@ -106,6 +107,7 @@ def run_report(ctx: Context, added: Sequence[str] = ()) -> ReportResult:
         "accuracy": accuracy_plot(ver.accuracy, ver.accuracy_std, figs / "accuracy.png"),
         "alignment": _copy(align.png, figs / "alignment.png"),
         "quality": _copy(ctx.dir("generate") / "quality.png", figs / "quality.png"),
+        "dataset_scores": _copy(Path(dsr.report).parent / "scores.png", figs / "dataset_scores.png"),
     }
     samples = sorted((ctx.dir("generator") / "samples").glob("*.png"))
     if samples:
@@ -127,6 +129,8 @@ def run_report(ctx: Context, added: Sequence[str] = ()) -> ReportResult:
                       "sampler": {k: g[k] for k in ("solver", "steps", "guidance", "guidance_scale", "mix_window")},
                       "quality": gen.quality},
         "alignment": {k: v for k, v in to_json(align).items() if k not in ("json", "png")},
+        "dataset_report": {"headline": dsr.headline, "gate_passed": dsr.gate_passed, "gate": dsr.gate,
+                           "report": str(Path(dsr.report).relative_to(ctx.out))},
         "recognisers": {"baseline": to_json(base), "scoremix": to_json(mix)},
         "added_stages": {name: ctx.markers[name]["summary"] for name in added},
         "figures": {k: (None if v is None else str(Path(v).relative_to(ctx.out))) for k, v in figures.items()},
@@ -199,6 +203,24 @@ def ijb_markdown(ijb: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def dataset_markdown(d: Mapping[str, Any] | None) -> list[str]:
+    """The dataset report's headline: both sets' verification statistics, the leak counts, the gate."""
+    if not d:
+        return []
+    h = d["headline"]
+    sets = [(name, h[key]) for name, key in (("synthetic", "data"), ("real", "real")) if h.get(key)]
+    keys = [k for k in sets[0][1] if k not in ("images", "identities")]
+    lines = ["## The synthetic set beside the real one (baseline recogniser)", "",
+             "| set | images | identities | " + " | ".join(keys) + " |", "|---|---:|---:|" + "---:|" * len(keys)]
+    for name, v in sets:
+        lines.append(f"| {name} | {v['images']} | {v['identities']} | " + " | ".join(_fmt(v[k]) for k in keys) + " |")
+    leaks = ", ".join(f"{k.replace('_', ' ')} {n}" for k, n in (h.get("leaks") or {}).items())
+    lines += ["", f"Leaks at cosine > {_fmt(h['threshold'])} (where real impostor pairs reach FAR {h['far']:g}), "
+              f"identities found: {leaks}.", "", "**Quality gate:** " + d["gate"].replace("\n", "  \n"), "",
+              f"Full report: [{d['report']}]({d['report']}).", ""]
+    return lines
+
+
 def report_markdown(r: Mapping[str, Any]) -> str:
     degrade = r["image_degrade"]
     syn, al, sel, data = r["synthetic"], r["alignment"], r["selection"], r["data"]
@@ -244,7 +266,8 @@ def report_markdown(r: Mapping[str, Any]) -> str:
                          *((f"ijb_{t.lower()}", f"{t} ROC (log FAR), baseline vs ScoreMix") for t in r.get("ijb") or {}),
                          ("generator_samples", "Generator samples (rows: classes; last row: a 2-way mix)"),
                          ("alignment", "Generator conditions vs recogniser centres"),
-                         ("quality", "Synthetic identities under the baseline recogniser")):
+                         ("quality", "Synthetic identities under the baseline recogniser"),
+                         ("dataset_scores", "Genuine vs impostor cosine, synthetic and real sets")):
         if figs.get(key):
             lines += [f"![{caption}]({figs[key]})", "", f"*{caption}.*", ""]
     lines += ["## Alignment of the generator's conditions with the recogniser's class centres", "",
@@ -252,6 +275,7 @@ def report_markdown(r: Mapping[str, Any]) -> str:
     for m in ("linear_cka", "rbf_cka", "mutual_knn"):
         lines.append(f"| {m} | {_fmt(al.get(m))} | {_fmt(al.get(m + '_shuffled'))} |")
     lines += ["", f"{al.get('num_matched')} classes matched by label.", ""]
+    lines += dataset_markdown(r.get("dataset_report"))
     q = _flatten(syn.get("quality") or {})
     if q:
         lines += ["## Synthetic identities (measured with the baseline recogniser)", "",

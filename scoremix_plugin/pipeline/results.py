@@ -79,6 +79,15 @@ class GenerateResult:
 
 
 @dataclass(frozen=True)
+class DatasetReportResult:
+    report: str  # DIR/dataset_report/report.md (+ report.json and figures beside it)
+    json: str
+    headline: dict[str, Any]  # EER / FNMR@FMR / d' / FDR of the synthetic and the real set, leak counts, gate
+    gate_passed: bool | None  # None: no verdict (no synthetic identities to judge)
+    gate: str  # the verdict in words, with what to change when it failed
+
+
+@dataclass(frozen=True)
 class MergeResult:
     folder: str
     config: str | None

@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scoremix_plugin.errors import ScoreMixError
 from scoremix_plugin.io_utils import sha256_file, write_json_atomic
 
 MARKER_DIR = ".stages"
 
 
-class PipelineError(RuntimeError):
+class PipelineError(ScoreMixError, RuntimeError):
     """A recipe key, a stage name or a stage's inputs are wrong; the message names which."""
 
 

@@ -6,6 +6,8 @@ import argparse
 import glob
 import json
 
+from scoremix_plugin.errors import InputError, MissingInputError
+
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     from scoremix_plugin.backbones import BACKBONES
@@ -15,6 +17,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--network", choices=list(BACKBONES), help="override config.network")
     p.add_argument("--max-steps", type=int, help="override config.max_steps (stop after N global steps)")
     p.add_argument("--resume", action="store_true", help="set config.resume = True (continue from the run folder)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start a new run in an output folder that holds one (its files are replaced)")
     p.add_argument("--json", help="write the run summary (steps, verification) to this JSON file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -33,6 +37,7 @@ def run_train(args: argparse.Namespace) -> int:
             cfg[key] = value
     if args.resume:
         cfg.resume = True
+    check_config_output(cfg, overwrite=args.overwrite)
     try:
         summary = train(cfg, progress=not args.no_progress)
         if args.json and (not dist.is_initialized() or dist.get_rank() == 0):
@@ -41,6 +46,24 @@ def run_train(args: argparse.Namespace) -> int:
         if dist.is_initialized():
             dist.destroy_process_group()
     return 0
+
+
+# What a recogniser run leaves in its output folder (train.py): a new run would replace these.
+RUN_FILES = ("model.pt", "checkpoint_rank*.pt", "checkpoint_gpu_*.pt")
+
+
+def check_config_output(cfg, *, overwrite: bool) -> None:
+    """Refuse (on rank 0, before anything is written) a fresh run into a folder holding a run, or onto the data."""
+    import os
+
+    from scoremix_plugin.io_utils import refuse_existing_output, refuse_output_overlapping_inputs
+
+    if os.environ.get("RANK", "0") != "0":  # the other ranks wait for rank 0, which stops the job on refusal
+        return
+    refuse_output_overlapping_inputs(cfg.output, {"config.rec": cfg.rec}, what="config.output")
+    if not cfg.resume and not overwrite:
+        refuse_existing_output(cfg.output, RUN_FILES + (str(cfg.log_json or "train_log.jsonl"),), what="config.output",
+                               hint="pass --resume to continue that run, or --overwrite to start a new one over it")
 
 
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
@@ -91,13 +114,13 @@ def run_embed(args: argparse.Namespace) -> int:
         for item in args.checkpoint:
             hits = sorted(glob.glob(item)) if glob.has_magic(item) else [item]
             if not hits:
-                raise FileNotFoundError(f"--checkpoint {item!r} matches no file")
+                raise MissingInputError(f"--checkpoint {item!r} matches no file")
             paths += hits
         c = write_head_centres(paths, args.out)
         print(f"wrote {args.out}: {len(c)} class weights (space 'head') from {len(paths)} checkpoint file(s)")
         return 0
     if not args.data:
-        raise SystemExit("scoremix embed: --model needs --data (the RecordIO folder)")
+        raise InputError("--model needs --data (the RecordIO folder whose classes get a centre)")
     from scoremix_plugin.verification.evaluate import load_embedder
 
     embedder = load_embedder(args.model, network=args.network, device=args.device)

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from scoremix_plugin.centres import Centres, save_centres
-from scoremix_plugin.io_utils import load_torch_safe
+from scoremix_plugin.errors import CheckpointError, InputError
+from scoremix_plugin.io_utils import check_finite_weights, load_torch_safe
 
 
 def embedding_centres(
@@ -38,7 +39,7 @@ def embedding_centres(
     try:
         n = len(folder)
         if n == 0:
-            raise ValueError(f"{data}: the folder holds no images")
+            raise InputError(f"{data}: the folder holds no images")
         labels_all = np.asarray(folder.labels, dtype=np.int64)
         classes, inverse, counts = np.unique(labels_all, return_inverse=True, return_counts=True)
         sums: np.ndarray | None = None
@@ -51,6 +52,9 @@ def embedding_centres(
             idx = range(start, min(n, start + chunk))
             images = np.stack([folder.image(i) for i in idx])
             emb, _ = embed_images(embedder, images, batch_size=batch_size, flip=True)
+            if not np.isfinite(emb).all():
+                raise InputError(f"{data}: the model gives non-finite embeddings (NaN/inf) for images {start}.."
+                                 f"{start + len(idx) - 1}: are its weights finite?")
             if sums is None:
                 sums = np.zeros((len(classes), emb.shape[1]), dtype=np.float64)
             np.add.at(sums, inverse[start : start + len(idx)], emb.astype(np.float64))
@@ -59,7 +63,7 @@ def embedding_centres(
     norms = np.linalg.norm(sums, axis=1, keepdims=True)
     if np.any(norms == 0):
         bad = classes[(norms[:, 0] == 0)][:5].tolist()
-        raise ValueError(f"{data}: classes {bad} have a zero mean embedding (images that cancel out)")
+        raise InputError(f"{data}: classes {bad} have a zero mean embedding (images that cancel out)")
     return classes, (sums / norms).astype(np.float32), counts.astype(np.int64)
 
 
@@ -75,43 +79,46 @@ def head_centres(checkpoints: list[str | os.PathLike]) -> tuple[np.ndarray, np.n
     from scoremix_plugin.recognition.losses import class_slice
 
     if not checkpoints:
-        raise ValueError("no checkpoint given")
+        raise InputError("no checkpoint given")
     slices = []
     for p in map(Path, checkpoints):
         ck = load_torch_safe(p)
         if not isinstance(ck, dict):
-            raise ValueError(f"{p}: not a checkpoint dict")
-        if ck.get("format", "").startswith("scoremix-recogniser/"):
-            w = ck["head"]["weight"]
+            raise CheckpointError(f"{p}: not a checkpoint dict (found {type(ck).__name__})")
+        if str(ck.get("format", "")).startswith("scoremix-recogniser/"):
+            if not isinstance(ck.get("head"), dict) or "weight" not in ck["head"]:
+                raise CheckpointError(f"{p}: scoremix recogniser checkpoint without key 'head.weight'")
+            key, w = "head.weight", ck["head"]["weight"]
             meta = (int(ck["rank"]), int(ck["world_size"]), int(ck["num_classes"]), int(ck["class_start"]))
         elif isinstance(ck.get("state_dict_softmax_fc"), dict) and "weight" in ck["state_dict_softmax_fc"]:
-            w = ck["state_dict_softmax_fc"]["weight"]
+            key, w = "state_dict_softmax_fc.weight", ck["state_dict_softmax_fc"]["weight"]
             rank = _rank_from_name(p)
             if rank is None:
                 if len(checkpoints) > 1:
-                    raise ValueError(f"{p}: a host checkpoint among several must be named checkpoint_gpu_{{rank}}.pt")
+                    raise InputError(f"{p}: a host checkpoint among several must be named checkpoint_gpu_{{rank}}.pt")
                 rank = 0
             meta = (rank, None, None, None)
         else:
-            raise ValueError(f"{p}: neither a scoremix checkpoint nor a host checkpoint_gpu_*.pt (keys {sorted(ck)[:8]})")
+            raise InputError(f"{p}: neither a scoremix checkpoint nor a host checkpoint_gpu_*.pt (keys {sorted(ck)[:8]})")
         if not isinstance(w, torch.Tensor) or w.ndim != 2:
-            raise ValueError(f"{p}: class weights must be a 2-d tensor")
+            raise CheckpointError(f"{p}: class weights '{key}' must be a 2-d tensor")
+        check_finite_weights({key: w}, p)
         slices.append((meta, w.float().cpu().numpy(), p))
     slices.sort(key=lambda s: s[0][0])
     ranks = [m[0] for m, _, _ in slices]
     world = len(slices)
     if ranks != list(range(world)):
-        raise ValueError(f"checkpoints cover ranks {ranks}; need every rank 0..{max(ranks)} exactly once")
+        raise InputError(f"checkpoints cover ranks {ranks}; need every rank 0..{max(ranks)} exactly once")
     total = sum(w.shape[0] for _, w, _ in slices)
     for (rank, ck_world, ck_classes, ck_start), w, p in slices:
         if ck_world is not None and (ck_world != world or ck_classes != total):
-            raise ValueError(
+            raise InputError(
                 f"{p}: made by rank {rank} of {ck_world} process(es) with {ck_classes} classes; "
                 f"given {world} file(s) holding {total} classes"
             )
         start, num_local = class_slice(total, rank, world)
         if w.shape[0] != num_local or (ck_start is not None and ck_start != start):
-            raise ValueError(f"{p}: rank {rank} holds {w.shape[0]} classes; expected {num_local} starting at {start}")
+            raise InputError(f"{p}: rank {rank} holds {w.shape[0]} classes; expected {num_local} starting at {start}")
     weights = np.concatenate([w for _, w, _ in slices])
     return np.arange(total, dtype=np.int64), weights
 

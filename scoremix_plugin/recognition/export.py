@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from scoremix_plugin.backbones import load_backbone  # noqa: F401 - the .pt loader, used below and re-exported
+from scoremix_plugin.errors import InputError
 from scoremix_plugin.io_utils import atomic_path
 
 INPUT_NAME = "data"
@@ -30,7 +31,7 @@ def export_onnx(module: torch.nn.Module, out: str | os.PathLike, *, opset: int =
     """Write ``module`` (eval mode, CPU) as ONNX to ``out`` atomically. Uses the TorchScript-based exporter
     (``dynamo=False``): it gives a plain Conv/BN-folded graph with a symbolic batch for opset 11..18."""
     if opset < 11:
-        raise ValueError(f"opset must be >= 11 (the host exports opset 11), got {opset}")
+        raise InputError(f"opset must be >= 11 (the host exports opset 11), got {opset}")
     module = module.eval().cpu()
     out = Path(out)
     with atomic_path(out) as tmp, warnings.catch_warnings():
@@ -63,13 +64,13 @@ def check_onnx(module: torch.nn.Module, onnx_path: str | os.PathLike, *, batch: 
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     inputs, outputs = sess.get_inputs(), sess.get_outputs()
     if len(inputs) != 1 or len(outputs) != 1 or inputs[0].name != INPUT_NAME:
-        raise ValueError(f"{onnx_path}: expected one input '{INPUT_NAME}' and one output")
+        raise InputError(f"{onnx_path}: expected one input '{INPUT_NAME}' and one output")
     x = np.random.default_rng(seed).uniform(-1, 1, size=(batch, 3, 112, 112)).astype(np.float32)
     got = sess.run(None, {INPUT_NAME: x})[0]
     with torch.inference_mode():
         ref = module.eval().cpu()(torch.from_numpy(x)).float().numpy()
     if got.shape != ref.shape:
-        raise ValueError(f"{onnx_path}: output shape {got.shape}, torch gives {ref.shape}")
+        raise InputError(f"{onnx_path}: output shape {got.shape}, torch gives {ref.shape}")
     g, r = got.astype(np.float64), ref.astype(np.float64)  # float64: untrained nets can reach 1e20
     cos = np.sum(g * r, axis=1) / (np.linalg.norm(g, axis=1) * np.linalg.norm(r, axis=1) + 1e-300)
     report = {
@@ -79,7 +80,7 @@ def check_onnx(module: torch.nn.Module, onnx_path: str | os.PathLike, *, batch: 
         "output_dim": int(got.shape[1]),
     }
     if not report["min_cosine"] >= MIN_COSINE:  # NaN fails too
-        raise ValueError(f"{onnx_path}: onnxruntime and torch disagree (min cosine {report['min_cosine']:.6f})")
+        raise InputError(f"{onnx_path}: onnxruntime and torch disagree (min cosine {report['min_cosine']:.6f})")
     return report
 
 

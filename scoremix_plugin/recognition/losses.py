@@ -16,6 +16,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.functional import linear, normalize
 
+from scoremix_plugin.errors import InputError
+
 
 class CombinedMarginLoss(nn.Module):
     """Margin on the target cosine, then scale: ArcFace ``cos(theta + m2)`` or CosFace ``cos(theta) - m3``.
@@ -39,14 +41,14 @@ class CombinedMarginLoss(nn.Module):
     ):
         super().__init__()
         if m1 != 1.0:
-            raise ValueError(f"margin_list m1={m1}: only m1 = 1.0 is supported (ArcFace or CosFace), like the host")
+            raise InputError(f"margin_list m1={m1}: only m1 = 1.0 is supported (ArcFace or CosFace), like the host")
         if m3 > 0 and m2 != 0:
-            raise ValueError(
+            raise InputError(
                 f"margin_list ({m1}, {m2}, {m3}): combining an angular m2 and an additive m3 is not supported; "
                 "the host would silently ignore m2 (use (1.0, 0.5, 0.0) ArcFace or (1.0, 0.0, 0.4) CosFace)"
             )
         if m2 < 0 or m3 < 0:
-            raise ValueError(f"margin_list ({m1}, {m2}, {m3}): margins must be >= 0")
+            raise InputError(f"margin_list ({m1}, {m2}, {m3}): margins must be >= 0")
         self.s, self.m1, self.m2, self.m3 = float(s), float(m1), float(m2), float(m3)
         self.interclass_filtering_threshold = float(interclass_filtering_threshold)
 
@@ -163,7 +165,7 @@ class MarginSoftmaxHead(nn.Module):
         self.rank, self.world_size, self.fp16 = rank, world_size, bool(fp16)
         self.class_start, self.num_local = class_slice(num_classes, rank, world_size)
         if self.num_local == 0:
-            raise ValueError(f"num_classes={num_classes} < world size {world_size}: rank {rank} would hold no class")
+            raise InputError(f"num_classes={num_classes} < world size {world_size}: rank {rank} would hold no class")
         self.weight = nn.Parameter(self._init_slice(seed))
 
     def _init_slice(self, seed: int, chunk: int = 1 << 16) -> torch.Tensor:
@@ -189,7 +191,7 @@ class MarginSoftmaxHead(nn.Module):
         local_labels = local_labels.reshape(-1).long()
         lo_hi = torch.stack([local_labels.min(), local_labels.max()]).tolist()
         if lo_hi[0] < 0 or lo_hi[1] >= self.num_classes:
-            raise ValueError(f"labels out of range: min {lo_hi[0]}, max {lo_hi[1]}; num_classes is {self.num_classes}")
+            raise InputError(f"labels out of range: min {lo_hi[0]}, max {lo_hi[1]}; num_classes is {self.num_classes}")
         distributed = self.world_size > 1
         if distributed:
             embeddings = _AllGatherWithGrad.apply(local_embeddings)
@@ -211,8 +213,8 @@ class MarginSoftmaxHead(nn.Module):
 def margin_loss_from_config(margin_list, interclass_filtering_threshold: float = 0.0, s: float = 64.0) -> CombinedMarginLoss:
     """The host's ``CombinedMarginLoss(64, *margin_list, threshold)``."""
     if len(margin_list) != 3:
-        raise ValueError(f"config.margin_list must be (m1, m2, m3), got {margin_list!r}")
+        raise InputError(f"config.margin_list must be (m1, m2, m3), got {margin_list!r}")
     m1, m2, m3 = (float(v) for v in margin_list)
     if not all(math.isfinite(v) for v in (m1, m2, m3)):
-        raise ValueError(f"config.margin_list must be finite, got {margin_list!r}")
+        raise InputError(f"config.margin_list must be finite, got {margin_list!r}")
     return CombinedMarginLoss(s, m1, m2, m3, interclass_filtering_threshold)

@@ -39,10 +39,13 @@ import numpy as np
 import torch
 from easydict import EasyDict as edict
 
-from scoremix_plugin.config import ConfigError
+from scoremix_plugin.config import ConfigError, check_recogniser_config
+from scoremix_plugin.errors import CheckpointError, InputError, MissingInputError
 from scoremix_plugin.io_utils import load_torch_safe, save_torch_atomic
 
 CHECKPOINT_FORMAT = "scoremix-recogniser/1"
+HOST_CHECKPOINT_KEYS = ("epoch", "global_step", "state_dict_backbone", "state_dict_softmax_fc", "state_optimizer",
+                        "state_lr_scheduler")
 
 
 def checkpoint_path(output: str | Path, rank: int) -> Path:
@@ -151,7 +154,8 @@ def train(cfg: edict | str | os.PathLike, *, progress: bool = True, **overrides:
     from scoremix_plugin.backbones import get_backbone
     from scoremix_plugin.recognition.losses import MarginSoftmaxHead, margin_loss_from_config
 
-    # Section: processes, seeds, output folder.
+    # Section: processes, seeds, output folder (config values checked first: nothing is written for a bad one).
+    check_recogniser_config(cfg, source=str(cfg.get("config_file") or "config"))
     env = init_distributed(cfg.get("device"))
     device, rank, world = env.device, env.rank, env.world_size
     use_cuda = device.type == "cuda"
@@ -185,7 +189,7 @@ def train(cfg: edict | str | os.PathLike, *, progress: bool = True, **overrides:
     for target in cfg.val_targets or []:
         path = Path(cfg.rec) / f"{target}.bin"
         if not path.is_file():
-            raise FileNotFoundError(f"config.val_targets names {target!r} but {path} does not exist")
+            raise MissingInputError(f"config.val_targets names {target!r} but {path} does not exist")
         val_bins[target] = path
 
     # Section: data.
@@ -278,10 +282,12 @@ def train(cfg: edict | str | os.PathLike, *, progress: bool = True, **overrides:
         ours, host = checkpoint_path(output, rank), host_checkpoint_path(output, rank)
         if ours.is_file():
             ck = load_torch_safe(ours, map_location=device)
-            if ck.get("format") != CHECKPOINT_FORMAT:
-                raise ValueError(f"{ours}: not a scoremix recogniser checkpoint (format {ck.get('format')!r})")
+            if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
+                found = ck.get("format") if isinstance(ck, dict) else type(ck).__name__
+                raise CheckpointError(f"{ours}: not a scoremix recogniser checkpoint (found {found!r}, expected "
+                                      f"format {CHECKPOINT_FORMAT!r})")
             if ck["world_size"] != world or ck["num_classes"] != int(cfg.num_classes):
-                raise ValueError(
+                raise InputError(
                     f"{ours}: made with {ck['world_size']} process(es) and {ck['num_classes']} classes; this run has "
                     f"{world} and {cfg.num_classes} (the class weights are split per process)"
                 )
@@ -294,13 +300,16 @@ def train(cfg: edict | str | os.PathLike, *, progress: bool = True, **overrides:
             start_epoch, global_step, step_in_epoch = ck["epoch"], ck["global_step"], ck["step_in_epoch"]
         elif host.is_file():
             ck = load_torch_safe(host, map_location=device)
+            missing = [k for k in HOST_CHECKPOINT_KEYS if not isinstance(ck, dict) or k not in ck]
+            if missing:
+                raise CheckpointError(f"{host}: not a host checkpoint_gpu_*.pt (lacks {missing})")
             backbone.load_state_dict(ck["state_dict_backbone"])
             head.load_state_dict(ck["state_dict_softmax_fc"])
             opt.load_state_dict(ck["state_optimizer"])
             scheduler.load_state_dict(ck["state_lr_scheduler"])
             start_epoch, global_step = int(ck["epoch"]), int(ck["global_step"])
         else:
-            raise FileNotFoundError(f"config.resume is True but neither {ours} nor {host} exists")
+            raise MissingInputError(f"config.resume is True but neither {ours} nor {host} exists")
         del ck
 
     # Section: logging and verification helpers.

@@ -4,6 +4,8 @@
     scoremix rec to-folder DIR OUT                # OUT/<label>/<key>.jpg, stored bytes verbatim
     scoremix rec info DIR [--json [FILE]]         # counts, layout, label range (JSON to stdout or FILE)
     scoremix rec check DIR [--decode]             # exit 0 when sound, 1 naming the first problem
+
+Bad input (a missing folder, a refused image) exits 2 through the CLI's error boundary.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def add_rec_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,7 +73,10 @@ def run_rec(args: argparse.Namespace) -> int:
             s = convert.check_rec(args.rec, decode=args.decode, progress=not args.no_progress)
             print(f"ok: {s['path']}: {s['records']} records, {s['index_keys']} index keys, {s['images']} images "
                   f"({s['layout']} layout)")
-    except (RecordIOError, ValueError, FileNotFoundError) as e:
-        print(f"scoremix rec {args.rec_command}: error: {e}", file=sys.stderr)
+    except RecordIOError as e:
+        if args.rec_command != "check" or not Path(args.rec).is_dir():
+            raise  # the CLI's error boundary: a user error, exit 2
+        # A check that finds a problem reports it and exits 1 (the folder exists but is not sound).
+        print(f"scoremix rec check: error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import MissingInputError
 from .folder import FaceRecFolder, read_property, resolve_folder
 from .format import RecordIOError, decode_image, decode_image_strict, image_size, read_framed, unpack
 from .writer import FaceRecWriter
@@ -34,15 +35,15 @@ def list_image_folder(src: str | os.PathLike) -> list[tuple[str, list[Path]]]:
     """[(identity name, sorted image files)] for each sub-folder of ``src``, in sorted name order."""
     src = Path(src)
     if not src.is_dir():
-        raise FileNotFoundError(f"image folder not found: {src}")
+        raise MissingInputError(f"image folder not found: {src}")
     classes = []
     for d in sorted(p for p in src.iterdir() if p.is_dir() and not p.name.startswith(".")):
         files = sorted(f for f in d.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
         if not files:
-            raise ValueError(f"{d}: identity folder has no images ({', '.join(IMAGE_EXTENSIONS)})")
+            raise RecordIOError(f"{d}: identity folder has no images ({', '.join(IMAGE_EXTENSIONS)})")
         classes.append((d.name, files))
     if not classes:
-        raise ValueError(f"{src}: no identity sub-folders (expected SRC/<identity>/<image>)")
+        raise RecordIOError(f"{src}: no identity sub-folders (expected SRC/<identity>/<image>)")
     return classes
 
 

@@ -24,6 +24,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from scoremix_plugin.errors import ScoreMixError
+
 MAGIC = 0xCED7230A
 MAGIC_BYTES = struct.pack("<I", MAGIC)
 LENGTH_MASK = (1 << 29) - 1
@@ -37,7 +39,7 @@ _LREC = struct.Struct("<II")
 _IR = struct.Struct(IR_FORMAT)
 
 
-class RecordIOError(ValueError):
+class RecordIOError(ScoreMixError, ValueError):
     """Bad RecordIO input. The message names the file, the key and the byte offset where known."""
 
     def __init__(self, message: str, *, file=None, key=None, offset=None):

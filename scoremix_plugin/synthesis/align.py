@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from scoremix_plugin.errors import InputError
 from scoremix_plugin.io_utils import pyplot, save_figure, write_json_atomic
 
 
@@ -29,7 +30,7 @@ def _centre(x: np.ndarray) -> np.ndarray:
 def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
     """Linear CKA of two [n, *] matrices (rows matched). Invariant to orthogonal transforms and scale."""
     if x.shape[0] != y.shape[0]:
-        raise ValueError(f"linear_cka: row counts differ ({x.shape[0]} vs {y.shape[0]})")
+        raise InputError(f"linear_cka: row counts differ ({x.shape[0]} vs {y.shape[0]})")
     xc, yc = _centre(x), _centre(y)
     # Feature-space form: p x q products, never n x n.
     num = np.linalg.norm(yc.T @ xc) ** 2
@@ -87,7 +88,7 @@ def mutual_knn(x: np.ndarray, y: np.ndarray, k: int = 10) -> float:
     n = x.shape[0]
     k = min(k, n - 1)
     if k < 1:
-        raise ValueError("mutual_knn needs at least 2 items")
+        raise InputError("mutual_knn needs at least 2 items")
     return _overlap(knn_indices(x, k), knn_indices(y, k))
 
 
@@ -102,7 +103,7 @@ def alignment(x: np.ndarray, y: np.ndarray, *, k: int = 10, permutations: int = 
     """Every metric on matched rows, plus its shuffled-rows baseline (mean over ``permutations``)."""
     n = x.shape[0]
     if n < 3:
-        raise ValueError(f"alignment needs at least 3 matched classes, got {n}")
+        raise InputError(f"alignment needs at least 3 matched classes, got {n}")
     rng = np.random.default_rng(seed)
     sub = np.sort(rng.choice(n, size=max_items, replace=False)) if n > max_items else np.arange(n)
     m = len(sub)
@@ -138,7 +139,7 @@ def run_alignment(a_path, b_path, *, out_dir=None, json_path=None, k=10, permuta
     a, b = load_centres(a_path), load_centres(b_path)
     labels, x, y = match_by_label(a, b)
     if len(labels) < 3:
-        raise ValueError(
+        raise InputError(
             f"{a_path} and {b_path} share {len(labels)} labels; alignment needs at least 3 matched classes"
         )
     res = {"a": str(a_path), "b": str(b_path), "space_a": a.space, "space_b": b.space,

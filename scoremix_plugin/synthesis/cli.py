@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+
+from scoremix_plugin.errors import InputError
 
 
 def _window(text: str | None):
@@ -25,6 +26,16 @@ def _window(text: str | None):
     if not 0 <= lo <= hi:
         raise argparse.ArgumentTypeError(f"--mix-window {text!r}: need 0 <= sigma_lo <= sigma_hi")
     return (lo, hi)
+
+
+def _weights(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--mix-weights {text!r}: expected comma-separated numbers") from None
+    if not values:
+        raise argparse.ArgumentTypeError("--mix-weights: no values")
+    return values
 
 
 # ----------------------------------------------------------------------------------------------
@@ -46,16 +57,16 @@ def add_select_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_select(args) -> int:
-    from scoremix_plugin.synthesis.select import SelectionError, parse_weights, run_selection
+    from scoremix_plugin.synthesis.select import parse_weights, run_selection
 
+    for flag, value, low in (("--num-identities", args.num_identities, 1), ("--max-uses", args.max_uses, 1),
+                             ("--k", args.k, 2), ("--chunk-size", args.chunk_size, 1), ("--margin", args.margin, 0)):
+        if value < low:
+            raise InputError(f"{flag} must be >= {low}, got {value}")
     weights = parse_weights(args.weights, args.k)
-    try:
-        sel = run_selection(args.centres, args.out, strategy=args.strategy, num_identities=args.num_identities,
-                            max_uses=args.max_uses, k=args.k, weights=weights, seed=args.seed,
-                            chunk_size=args.chunk_size, margin=args.margin, device=args.device)
-    except SelectionError as e:
-        print(f"scoremix select: {e}", file=sys.stderr)
-        return 2
+    sel = run_selection(args.centres, args.out, strategy=args.strategy, num_identities=args.num_identities,
+                        max_uses=args.max_uses, k=args.k, weights=weights, seed=args.seed,
+                        chunk_size=args.chunk_size, margin=args.margin, device=args.device)
     d = sel.distance
     print(f"chose {len(sel)} identities ({args.strategy}, k={sel.k}, max uses {args.max_uses}); distance "
           f"min {d.min():.4f} mean {d.mean():.4f} max {d.max():.4f} -> {args.out}")
@@ -78,6 +89,12 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance-scale", type=float, default=1.0)
     p.add_argument("--guide", default=None, help="reference generator for autoguidance")
     p.add_argument("--mix-window", type=_window, default=None, help="'sigma_lo,sigma_hi': mix only inside")
+    p.add_argument("--mix-space", choices=("score", "condition"), default="score",
+                   help="score: mix denoiser outputs (ScoreMix); condition: one forward on the weighted class "
+                        "embeddings (AugGen)")
+    p.add_argument("--mix-weights", type=_weights, default=None,
+                   help="mixing weights for every identity instead of the pairs file's, e.g. 0.7,0.7 (AugGen's "
+                        "condition weights; score mixing needs convex ones)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64, help="images per sampler call")
     p.add_argument("--device", default=None)
@@ -109,7 +126,8 @@ def run_generate(args) -> int:
         ckpt=args.ckpt, pairs=args.pairs, real=args.real, images_per_identity=args.images_per_identity,
         shard_size=args.shard_size, steps=args.steps, solver=args.solver, guidance=args.guidance,
         guidance_scale=args.guidance_scale, guide=args.guide, mix_window=args.mix_window, seed=args.seed,
-        batch_size=args.batch_size, bf16=args.bf16,
+        batch_size=args.batch_size, bf16=args.bf16, mix_space=args.mix_space,
+        mix_weights=tuple(args.mix_weights) if args.mix_weights else None,
     )
     manifest = generate(settings, args.out, device=args.device, grids=not args.no_grids)
     if manifest is None:  # a non-zero rank
@@ -153,6 +171,11 @@ def add_align_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_align(args) -> int:
     from scoremix_plugin.synthesis.align import run_alignment
+
+    for flag, value, low in (("--k", args.k, 1), ("--permutations", args.permutations, 0),
+                             ("--max-items", args.max_items, 3)):
+        if value < low:
+            raise InputError(f"{flag} must be >= {low}, got {value}")
 
     res = run_alignment(args.a, args.b, out_dir=args.out, json_path=args.json, k=args.k,
                         permutations=args.permutations, max_items=args.max_items, seed=args.seed)

@@ -17,10 +17,12 @@ Output folder::
     OUT/manifest.json           contracts.md; rewritten (atomically) by rank 0 as shards complete
 
 A shard is written under a temporary folder name and renamed when closed; the rank that made it then
-writes its ``done.json`` (checksums). Only rank 0 writes the manifest, merging those records, so no two
-processes ever write the same file. A killed run restarted with the same command skips the shards in the
-manifest (or with a done.json whose checksums hold), throws away partial ones and redoes them: the result
-is byte-identical to an uninterrupted run.
+writes its ``done.json`` (sizes and checksums). Only rank 0 writes the manifest, merging those records, so
+no two processes ever write the same file. A killed run restarted with the same command checks every
+finished shard against its done.json (sizes, then sha256) and keeps those that hold, throws away partial
+or damaged ones (saying so) and redoes them: the result is byte-identical to an uninterrupted run.
+Rank 0 holds an exclusive ``flock`` on ``OUT/.lock`` while it runs (the kernel releases it when the
+process ends, even by SIGKILL), so a second ``generate`` on the same folder stops with the holder's pid.
 """
 
 from __future__ import annotations
@@ -34,12 +36,15 @@ from typing import Any
 
 import numpy as np
 
-from scoremix_plugin.io_utils import sha256_file, write_json_atomic
+from scoremix_plugin.errors import InputError, OutputLockedError
+from scoremix_plugin.io_utils import refuse_output_overlapping_inputs, sha256_file, write_json_atomic
 from scoremix_plugin.synthesis.manifest import FORMAT, Manifest, ManifestError, Shard
 
 OUTPUT_SIZE = 112  # recognisers always take 112x112 (contracts.md, "Resolution")
 SETTINGS_NAME = "settings.json"
 DONE_NAME = "done.json"
+LOCK_NAME = ".lock"
+SHARD_FILES = (("train.rec", "rec_sha256", "rec_size"), ("train.idx", "idx_sha256", "idx_size"))
 GRID_IDENTITIES = 4  # rows of a shard's grid
 GRID_IMAGES = 6  # mixes per row
 
@@ -60,6 +65,8 @@ class GenerateSettings:
     seed: int = 0
     batch_size: int = 64  # images per sampler call (part of the plan: batches shape the float maths)
     bf16: bool = False  # network under bfloat16 autocast
+    mix_space: str = "score"  # score: mix denoiser outputs (ScoreMix); condition: mix class embeddings (AugGen)
+    mix_weights: tuple[float, ...] | None = None  # every identity's weights instead of the pairs file's
 
 
 def shard_name(s: int) -> str:
@@ -69,7 +76,7 @@ def shard_name(s: int) -> str:
 def plan_shards(num_identities: int, shard_size: int) -> list[tuple[int, int]]:
     """[first, end) identity ranges (new labels) of each shard."""
     if shard_size < 1:
-        raise ValueError(f"--shard-size must be >= 1, got {shard_size}")
+        raise InputError(f"--shard-size must be >= 1, got {shard_size}")
     return [(f, min(f + shard_size, num_identities)) for f in range(0, num_identities, shard_size)]
 
 
@@ -96,6 +103,9 @@ def _fingerprint(st: GenerateSettings, c_real: int) -> dict[str, Any]:
         "batch_size": int(st.batch_size),
         "bf16": bool(st.bf16),
         "output_size": OUTPUT_SIZE,
+        # Only when not the default: folders generated before these options existed still resume.
+        **({"mix_space": st.mix_space} if st.mix_space != "score" else {}),
+        **({"mix_weights": [float(w) for w in st.mix_weights]} if st.mix_weights is not None else {}),
     }
 
 
@@ -104,15 +114,54 @@ def _check_settings(out: Path, fp: dict[str, Any]) -> bool:
     f = out / SETTINGS_NAME
     if not f.is_file():
         if (out / "manifest.json").is_file():
-            raise ValueError(f"{out} holds a manifest but no {SETTINGS_NAME}: not a folder this command can resume")
+            raise InputError(f"{out} holds a manifest but no {SETTINGS_NAME}: not a folder this command can resume")
         return False
     old = json.loads(f.read_text())
     if old != fp:
         diff = sorted(k for k in set(old) | set(fp) if old.get(k) != fp.get(k))
         detail = "; ".join(f"{k}: {old.get(k)!r} -> {fp.get(k)!r}" for k in diff)
-        raise ValueError(f"{out} was generated with other settings ({detail}); refusing to resume into it. "
+        raise InputError(f"{out} was generated with other settings ({detail}); refusing to resume into it. "
                          "Use a new --out folder, or rerun with the original settings.")
     return True
+
+
+def _lock_output(out: Path):
+    """Take the folder's writer lock (rank 0) or raise naming the process that holds it; returns the open file."""
+    import fcntl
+
+    f = open(out / LOCK_NAME, "a+")  # noqa: SIM115 - held open for the whole run: closing it releases the lock
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "unknown"
+        f.close()
+        raise OutputLockedError(f"{out} is being written by another `scoremix generate` (pid {holder}, lock file "
+                                f"{out / LOCK_NAME}); wait for it or stop it, then rerun to resume") from None
+    f.truncate(0)
+    f.write(str(os.getpid()))
+    f.flush()
+    return f
+
+
+def _unlock_output(f) -> None:
+    # Emptied before release: the folder's bytes do not depend on which process wrote it last.
+    f.truncate(0)
+    f.close()
+
+
+def shard_problem(folder: Path, rec: dict) -> str | None:
+    """Why a finished shard does not match its done.json record (None when it does)."""
+    for name, sha_key, size_key in SHARD_FILES:
+        f = folder / name
+        if not f.is_file():
+            return f"{f} is missing"
+        size = f.stat().st_size
+        if size_key in rec and size != rec[size_key]:  # records written before sizes were kept have only sha256
+            return f"{f} has {size} bytes, done.json records {rec[size_key]} (truncated?)"
+        if sha256_file(f) != rec[sha_key]:
+            return f"{f} does not match the sha256 in done.json (damaged)"
+    return None
 
 
 def _clean_stale(out: Path) -> None:
@@ -143,10 +192,25 @@ class _Run:
 
         self.st, self.out, self.env, self.grids, self.progress = st, out, env, grids, progress
         if st.images_per_identity < 1:
-            raise ValueError(f"--images-per-identity must be >= 1, got {st.images_per_identity}")
+            raise InputError(f"--images-per-identity must be >= 1, got {st.images_per_identity}")
         if st.batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1, got {st.batch_size}")
+            raise InputError(f"--batch-size must be >= 1, got {st.batch_size}")
+        if st.steps < 1:
+            raise InputError(f"--steps must be >= 1, got {st.steps}")
+        if st.mix_space not in ("score", "condition"):
+            raise InputError(f"--mix-space must be 'score' or 'condition', got {st.mix_space!r}")
+        plan_shards(0, st.shard_size)  # checks --shard-size before the inputs load
         self.sel = read_pairs(st.pairs)
+        self.weights = self.sel.weights
+        if st.mix_weights is not None:
+            w = np.asarray(st.mix_weights, dtype=np.float64)
+            if w.shape != (self.sel.k,) or not np.isfinite(w).all():
+                raise InputError(f"--mix-weights {list(st.mix_weights)}: need {self.sel.k} finite numbers, one per "
+                                 f"class column of {st.pairs}")
+            if st.mix_space == "score" and ((w < 0).any() or abs(w.sum() - 1) > 1e-5):
+                raise InputError(f"--mix-weights {list(st.mix_weights)}: score mixing needs convex weights (each >= 0, "
+                                 "summing to 1); non-convex ones (AugGen's 0.7,0.7) are for --mix-space condition")
+            self.weights = np.broadcast_to(w, self.sel.weights.shape)
         self.pairs_meta = read_pairs_meta(st.pairs)
         self.real = FaceRecFolder(st.real)
         self.c_real = int(self.real.num_classes)
@@ -156,14 +220,14 @@ class _Run:
         g_classes = int(self.denoiser.num_classes)
         top = int(self.sel.classes.max())
         if top >= g_classes or top >= self.c_real:
-            raise ValueError(f"{st.pairs}: class {top} is outside the generator's {g_classes} classes "
+            raise InputError(f"{st.pairs}: class {top} is outside the generator's {g_classes} classes "
                              f"({st.ckpt}) or the real folder's {self.c_real} ({st.real})")
         if g_classes != self.c_real:
             print(f"warning: generator {st.ckpt} has {g_classes} classes, real folder {st.real} has {self.c_real}")
         self.guide = None
         if st.guidance == "autoguidance":
             if not st.guide:
-                raise ValueError("--guidance autoguidance needs --guide (a weaker generator checkpoint)")
+                raise InputError("--guidance autoguidance needs --guide (a weaker generator checkpoint)")
             self.guide, _ = load_generator(st.guide, device=env.device, amp=amp)
         self.plan = plan_shards(len(self.sel), st.shard_size)
         self.fp = _fingerprint(st, self.c_real)
@@ -178,13 +242,33 @@ class _Run:
         f = self.record_path(s)
         if not f.is_file():
             return None
-        rec = json.loads(f.read_text())
-        if verify:
-            d = self.out / shard_name(s)
-            for name, key in (("train.rec", "rec_sha256"), ("train.idx", "idx_sha256")):
-                if not (d / name).is_file() or sha256_file(d / name) != rec[key]:
-                    return None
+        try:
+            rec = json.loads(f.read_text())
+        except ValueError:  # a done.json cut short: the shard is not finished
+            return None
+        if verify and shard_problem(self.out / shard_name(s), rec) is not None:
+            return None
         return rec
+
+    def verify_finished(self, listed: set[str], log) -> None:
+        """Rank 0 on resume: keep the finished shards whose files match done.json; drop the others to redo.
+
+        Each shard is hashed once here and then trusted (listed) by merge(): hashing reads every byte, so
+        a resume costs one read of the finished shards, not one per manifest rewrite.
+        """
+        for s in range(len(self.plan)):
+            name = shard_name(s)
+            rec = self.read_record(s, verify=False)
+            problem = "its done.json is missing or unreadable" if rec is None else shard_problem(self.out / name, rec)
+            if rec is None and name not in listed:
+                continue  # never finished: planned as usual
+            if problem is None:
+                listed.add(name)
+                continue
+            log(f"generate: {name}: {problem}; redoing this shard")
+            listed.discard(name)
+            self.record_path(s).unlink(missing_ok=True)
+            shutil.rmtree(self.out / name, ignore_errors=True)
 
     def manifest(self, records: list[dict]) -> Manifest:
         st, n = self.st, len(self.sel)
@@ -204,6 +288,8 @@ class _Run:
                      "guide": {"checkpoint": _rel(st.guide, self.out), "sha256": self.fp["guide_sha256"]}
                      if st.guide else None,
                      "mix_window": list(st.mix_window) if st.mix_window is not None else None,
+                     "mix_space": st.mix_space,
+                     "mix_weights": [float(w) for w in st.mix_weights] if st.mix_weights is not None else None,
                      "seed": st.seed, "batch_size": st.batch_size, "bf16": st.bf16,
                      "images_per_identity": st.images_per_identity, "shard_size": st.shard_size,
                      "output_size": OUTPUT_SIZE,
@@ -247,10 +333,11 @@ class _Run:
                     ids = [n for n, _ in batch]
                     images = sample(
                         self.denoiser, torch.as_tensor(self.sel.classes[ids]),
-                        torch.as_tensor(self.sel.weights[ids], dtype=torch.float32),
+                        torch.as_tensor(self.weights[ids], dtype=torch.float32),
                         generators=[image_generator(st.seed, n, i, dev) for n, i in batch],
                         num_steps=st.steps, solver=st.solver, guidance=st.guidance,
-                        guidance_scale=st.guidance_scale, guide=self.guide, mix_window=st.mix_window)
+                        guidance_scale=st.guidance_scale, guide=self.guide, mix_window=st.mix_window,
+                        mix_space=st.mix_space)
                     for (n, i), img in zip(batch, to_uint8(images)):
                         img = _resize(img)
                         w.write(img, self.c_real + n)
@@ -265,8 +352,9 @@ class _Run:
             for n in sorted(grid_ids):
                 rows.append([self._real_image(int(c)) for c in self.sel.classes[n]] + kept[n])
             write_png(out / "grids" / f"{name}.png", image_grid(rows))
-        rec = {"path": name, "labels": [self.c_real + first, self.c_real + end], "images": len(items),
-               "rec_sha256": sha256_file(final / "train.rec"), "idx_sha256": sha256_file(final / "train.idx")}
+        rec = {"path": name, "labels": [self.c_real + first, self.c_real + end], "images": len(items)}
+        for fname, sha_key, size_key in SHARD_FILES:
+            rec[sha_key], rec[size_key] = sha256_file(final / fname), (final / fname).stat().st_size
         write_json_atomic(self.record_path(s), rec)  # written last: the shard is now complete
         return rec
 
@@ -288,16 +376,22 @@ def generate(settings: GenerateSettings, out: str | os.PathLike, *, device: str 
     out = Path(out)
     opened = not dist.is_initialized()
     env = init_distributed(device)
+    lock = None
     try:
+        refuse_output_overlapping_inputs(out, {"--real": settings.real})
         run = _Run(settings, out, env, grids=grids, progress=progress)
+        if env.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            lock = _lock_output(out)
         # Every rank checks the settings before anyone writes, so a refusal cannot strand a rank at a barrier.
         resuming = _check_settings(out, run.fp)
         if env.is_main:
-            out.mkdir(parents=True, exist_ok=True)
             _clean_stale(out)
             if not resuming:
                 write_json_atomic(out / SETTINGS_NAME, run.fp)
             listed = _listed(out)
+            if resuming:
+                run.verify_finished(listed, log=print)
             run.merge(listed)
         barrier(env)
         listed = _listed(out)
@@ -322,6 +416,8 @@ def generate(settings: GenerateSettings, out: str | os.PathLike, *, device: str 
             raise ManifestError(f"{out}: shards {missing[:5]} did not complete")
         return m
     finally:
+        if lock is not None:
+            _unlock_output(lock)
         if opened and env.distributed and dist.is_initialized():
             dist.destroy_process_group()
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from scoremix_plugin.errors import ScoreMixError
 from scoremix_plugin.io_utils import sha256_file, write_json_atomic
 
 FORMAT = "scoremix-shards/1"
@@ -29,7 +30,7 @@ def _abs(path: str | os.PathLike) -> Path:
     return Path(os.path.abspath(path))
 
 
-class ManifestError(ValueError):
+class ManifestError(ScoreMixError, ValueError):
     """A manifest or one of its shards is missing, malformed or does not match its checksums."""
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from scoremix_plugin.datareport.metrics import identity_stats, topk_similar  # noqa: F401 - identity_stats re-exported
+from scoremix_plugin.errors import InputError
 from scoremix_plugin.io_utils import pyplot, save_figure, write_json_atomic
 
 
@@ -69,7 +70,7 @@ def quality_report(out_dir: str | os.PathLike, embedder, *, network: str | None 
     if real_centres is not None:
         real = load_centres(real_centres)
         if real.centres.shape[1] != centres.shape[1]:
-            raise ValueError(f"{real_centres}: {real.centres.shape[1]}-d centres, the embedder gives {centres.shape[1]}-d")
+            raise InputError(f"{real_centres}: {real.centres.shape[1]}-d centres, the embedder gives {centres.shape[1]}-d")
         r_idx, r_cos = _nearest(centres, real.centres, exclude_self=False)
     keep = np.ones(len(uniq), bool)
     reasons: list[list[str]] = [[] for _ in uniq]
@@ -79,7 +80,7 @@ def quality_report(out_dir: str | os.PathLike, embedder, *, network: str | None 
             reasons[i].append(f"intra {intra[i]:.3f} < {filter_min_intra}")
     if filter_real_cos is not None:
         if real is None:
-            raise ValueError("--filter-real-cos needs --real-centres")
+            raise InputError("--filter-real-cos needs --real-centres")
         for i in np.flatnonzero(r_cos >= filter_real_cos):
             keep[i] = False
             reasons[i].append(f"real class {int(real.labels[r_idx[i]])} at cosine {r_cos[i]:.3f} >= {filter_real_cos}")

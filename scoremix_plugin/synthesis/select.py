@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from scoremix_plugin.errors import InputError, MissingInputError, ScoreMixError
 from scoremix_plugin.io_utils import sha256_file, write_json_atomic, write_text_atomic
 
 STRATEGIES = ("far", "near", "random")
@@ -51,7 +52,7 @@ _EPS = 5e-5
 _CLIQUE_MAX = 3000
 
 
-class SelectionError(ValueError):
+class SelectionError(ScoreMixError, ValueError):
     """The requested selection cannot be made (e.g. more identities than the cap allows)."""
 
 
@@ -384,25 +385,25 @@ def select(
     fewer than ``num_identities`` tuples can be chosen under ``max_uses``.
     """
     if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+        raise InputError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     if k < 2:
-        raise ValueError(f"k must be >= 2, got {k}")
+        raise InputError(f"k must be >= 2, got {k}")
     if max_uses < 1:
-        raise ValueError(f"max_uses must be >= 1, got {max_uses}")
+        raise InputError(f"max_uses must be >= 1, got {max_uses}")
     x = np.ascontiguousarray(centres, dtype=np.float32)
     C = x.shape[0]
     n = int(num_identities)
     if n < 1:
-        raise ValueError(f"num_identities must be >= 1, got {n}")
+        raise InputError(f"num_identities must be >= 1, got {n}")
     limit = max_pairs(C, max_uses)
     if k == 2 and n > limit:
         raise SelectionError(
-            f"{n} pairs are impossible with {C} classes and --max-uses {max_uses}: at most {limit} pairs exist "
+            f"--num-identities {n}: {n} pairs are impossible with {C} classes and --max-uses {max_uses}: at most {limit} pairs exist "
             f"(each class in at most {max_uses} pair(s), no pair twice)"
         )
     if n * k > C * max_uses:
         raise SelectionError(
-            f"{n} tuples of {k} classes need {n * k} class uses, more than {C} classes x --max-uses {max_uses}"
+            f"--num-identities {n}: {n} tuples of {k} classes need {n * k} class uses, more than {C} classes x --max-uses {max_uses}"
         )
     rng = np.random.default_rng(seed)
     if strategy == "random":
@@ -457,37 +458,37 @@ def read_pairs(path: str | os.PathLike) -> Selection:
     """Read and validate a pairs file: header, contiguous new labels from 0, distinct classes, convex weights."""
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"pairs file not found: {p}")
+        raise MissingInputError(f"pairs file not found: {p}")
     with open(p, newline="") as f:
         rows = list(csv.reader(f))
     if not rows:
-        raise ValueError(f"{p}: empty pairs file (expected header {','.join(pairs_header(2))})")
+        raise InputError(f"{p}: empty pairs file (expected header {','.join(pairs_header(2))})")
     header = rows[0]
     k = (len(header) - 2) // 2
     if k < 2 or header != pairs_header(k):
-        raise ValueError(f"{p}: bad header {','.join(header)!r}; expected {','.join(pairs_header(2))} (K-tuples add class_c, weight_c, ...)")
+        raise InputError(f"{p}: bad header {','.join(header)!r}; expected {','.join(pairs_header(2))} (K-tuples add class_c, weight_c, ...)")
     classes, weights, dist = [], [], []
     for line, row in enumerate(rows[1:], start=2):
         if len(row) != len(header):
-            raise ValueError(f"{p}:{line}: {len(row)} fields, header has {len(header)}")
+            raise InputError(f"{p}:{line}: {len(row)} fields, header has {len(header)}")
         try:
             nl = int(row[0])
             cl = [int(v) for v in row[1 : 1 + k]]
             wt = [float(v) for v in row[1 + k : 1 + 2 * k]]
             d = float(row[-1])
         except ValueError as e:
-            raise ValueError(f"{p}:{line}: {e}") from e
+            raise InputError(f"{p}:{line}: {e}") from e
         if nl != line - 2:
-            raise ValueError(f"{p}:{line}: new_label {nl}, expected {line - 2} (labels must run 0, 1, 2, ... in order)")
+            raise InputError(f"{p}:{line}: new_label {nl}, expected {line - 2} (labels must run 0, 1, 2, ... in order)")
         if min(cl) < 0 or len(set(cl)) != k:
-            raise ValueError(f"{p}:{line}: classes {cl} must be distinct non-negative labels")
+            raise InputError(f"{p}:{line}: classes {cl} must be distinct non-negative labels")
         if min(wt) < 0 or abs(sum(wt) - 1.0) > 1e-6 or not all(math.isfinite(v) for v in wt):
-            raise ValueError(f"{p}:{line}: weights {wt} must be >= 0 and sum to 1 (convex mix)")
+            raise InputError(f"{p}:{line}: weights {wt} must be >= 0 and sum to 1 (convex mix)")
         classes.append(cl)
         weights.append(wt)
         dist.append(d)
     if not classes:
-        raise ValueError(f"{p}: no identities after the header")
+        raise InputError(f"{p}: no identities after the header")
     return Selection(np.asarray(classes, dtype=np.int64), np.asarray(weights, dtype=np.float64), np.asarray(dist))
 
 
@@ -508,7 +509,7 @@ def convex_weights(weights, k: int) -> np.ndarray:
         raise TypeError(f"mixing weights {weights!r}: pass numbers, not text (parse_weights reads text)")
     w = np.asarray(weights, dtype=np.float64)
     if w.shape != (k,) or not np.isfinite(w).all() or (w < 0).any() or abs(w.sum() - 1.0) > 1e-6:
-        raise ValueError(f"mixing weights {w.tolist()}: need {k} non-negative values summing to 1")
+        raise InputError(f"mixing weights {w.tolist()}: need {k} non-negative values summing to 1")
     return w
 
 
@@ -519,7 +520,7 @@ def parse_weights(text: str | None, k: int) -> np.ndarray:
     try:
         return convex_weights([float(v) for v in text.split(",")], k)
     except ValueError as e:
-        raise ValueError(f"--weights {text!r}: {e}") from e
+        raise InputError(f"--weights {text!r}: {e}") from e
 
 
 def run_selection(centres_path, out, *, strategy="far", num_identities, max_uses=1, k=2, weights=None, seed=0,

@@ -247,7 +247,7 @@ def sample_pairs(labels: np.ndarray, num_pairs: int, seed: int) -> tuple[np.ndar
     """
     labels = np.asarray(labels, dtype=np.int64)
     if num_pairs < 2:
-        raise ValueError(f"num_pairs must be >= 2, got {num_pairs}")
+        raise BinFileError(f"num_pairs must be >= 2, got {num_pairs}")
     rng = np.random.default_rng(seed)
     classes, counts = np.unique(labels, return_counts=True)
     by_label = np.argsort(labels, kind="stable")
@@ -257,11 +257,11 @@ def sample_pairs(labels: np.ndarray, num_pairs: int, seed: int) -> tuple[np.ndar
     multi = classes[counts >= 2]
     possible_same = int(sum(n * (n - 1) // 2 for n in counts))
     if multi.size == 0 or possible_same < n_same:
-        raise ValueError(f"{n_same} same pairs asked but only {possible_same} exist "
+        raise BinFileError(f"{n_same} same pairs asked but only {possible_same} exist "
                          f"({multi.size} classes with >= 2 images)")
     possible_diff = (labels.size**2 - int(np.sum(counts.astype(np.int64) ** 2))) // 2
     if classes.size < 2 or possible_diff < n_diff:
-        raise ValueError(f"{n_diff} different pairs asked but only {possible_diff} exist ({classes.size} classes)")
+        raise BinFileError(f"{n_diff} different pairs asked but only {possible_diff} exist ({classes.size} classes)")
 
     def draw(make, n, kind, possible):
         seen: set[tuple[int, int]] = set()
@@ -272,7 +272,7 @@ def sample_pairs(labels: np.ndarray, num_pairs: int, seed: int) -> tuple[np.ndar
             a, b = make()
             seen.add((min(a, b), max(a, b)))
         if len(seen) < n:
-            raise ValueError(f"could not draw {n} distinct {kind} pairs out of {possible}; ask for fewer pairs")
+            raise BinFileError(f"could not draw {n} distinct {kind} pairs out of {possible}; ask for fewer pairs")
         return sorted(seen)
 
     def make_same():

@@ -17,6 +17,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from scoremix_plugin.errors import InputError, MissingInputError
+
 DEFAULT_TARGETS = "lfw,cfp_fp,agedb_30"
 
 
@@ -39,24 +41,24 @@ def add_verify_arguments(p: argparse.ArgumentParser) -> None:
 
 def _bins_from_args(args: argparse.Namespace) -> dict[str, Path]:
     if args.bins and args.data:
-        raise SystemExit("scoremix verify: give --data/--targets or --bins, not both")
+        raise InputError("give --data/--targets or --bins, not both")
     if args.bins:
         bins = {}
         for b in args.bins:
             p = Path(b)
             if p.stem in bins:
-                raise SystemExit(f"scoremix verify: two .bin files named '{p.stem}' ({bins[p.stem]}, {p})")
+                raise InputError(f"two .bin files named '{p.stem}' ({bins[p.stem]}, {p})")
             bins[p.stem] = p
     elif args.data:
         targets = [t.strip() for t in args.targets.split(",") if t.strip()]
         if not targets:
-            raise SystemExit("scoremix verify: --targets is empty")
+            raise InputError("--targets is empty")
         bins = {t: Path(args.data) / f"{t}.bin" for t in targets}
     else:
-        raise SystemExit("scoremix verify: --model needs --data DIR (with --targets) or --bins FILE ...")
+        raise InputError("--model needs --data DIR (with --targets) or --bins FILE ...")
     missing = [str(p) for p in bins.values() if not p.is_file()]
     if missing:
-        raise SystemExit(f"scoremix verify: missing verification file(s): {', '.join(missing)}")
+        raise MissingInputError(f"missing verification file(s): {', '.join(missing)}")
     return bins
 
 
@@ -65,13 +67,6 @@ def _summary(results) -> dict:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    try:
-        return _run_verify(args)
-    except (ValueError, OSError) as e:  # bad input: the message names the file; no traceback for users
-        raise SystemExit(f"scoremix verify: {e}") from e
-
-
-def _run_verify(args: argparse.Namespace) -> int:
     import numpy as np
 
     from scoremix_plugin.io_utils import write_json_atomic
@@ -83,12 +78,15 @@ def _run_verify(args: argparse.Namespace) -> int:
     if args.embeddings:
         path = Path(args.embeddings)
         if not path.is_file():
-            raise SystemExit(f"scoremix verify: embeddings file not found: {path}")
+            raise MissingInputError(f"embeddings file not found: {path}")
         with np.load(path, allow_pickle=False) as z:
             missing = {"embeddings", "issame"} - set(z.files)
             if missing:
-                raise SystemExit(f"scoremix verify: {path} lacks array(s) {sorted(missing)}")
-            results = {path.stem: evaluate_embeddings(z["embeddings"], z["issame"], fars=fars)}
+                raise InputError(f"{path} lacks array(s) {sorted(missing)}")
+            try:
+                results = {path.stem: evaluate_embeddings(z["embeddings"], z["issame"], fars=fars)}
+            except InputError as e:  # the protocol's checks do not know the file
+                raise InputError(f"{path}: {e}") from e
         meta["embeddings"] = str(path)
     else:
         from scoremix_plugin.verification.evaluate import load_embedder, verify_bins
@@ -121,22 +119,15 @@ def add_make_bin_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_make_bin(args: argparse.Namespace) -> int:
-    try:
-        return _run_make_bin(args)
-    except (ValueError, OSError) as e:  # bad input: the message names the file; no traceback for users
-        raise SystemExit(f"scoremix make-bin: {e}") from e
-
-
-def _run_make_bin(args: argparse.Namespace) -> int:
     from scoremix_plugin.verification.binfile import bin_from_pairs, bin_from_rec
 
     if args.pairs:
         if not args.images:
-            raise SystemExit("scoremix make-bin: --pairs needs --images ROOT")
+            raise InputError("--pairs needs --images ROOT")
         n = bin_from_pairs(args.pairs, args.images, args.out)
     else:
         if not args.num_pairs:
-            raise SystemExit("scoremix make-bin: --rec needs --num-pairs N")
+            raise InputError("--rec needs --num-pairs N")
         n = bin_from_rec(args.rec, args.out, num_pairs=args.num_pairs, seed=args.seed)
     print(f"wrote {args.out}: {n} pairs", file=sys.stderr)
     return 0

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from scoremix_plugin.errors import InputError, MissingInputError
 from scoremix_plugin.verification.protocol import DEFAULT_FARS, VerificationResult, evaluate_embeddings
 
 Embedder = Callable[[np.ndarray], np.ndarray]
@@ -41,11 +42,11 @@ class OnnxEmbedder:
 
         self.path = Path(path)
         if not self.path.is_file():
-            raise FileNotFoundError(f"ONNX model not found: {self.path}")
+            raise MissingInputError(f"ONNX model not found: {self.path}")
         try:
             graph = onnx.load(str(self.path), load_external_data=False).graph
         except Exception as e:  # noqa: BLE001 - re-raised with the file named
-            raise ValueError(f"{self.path}: not a readable ONNX model: {e}") from e
+            raise InputError(f"{self.path}: not a readable ONNX model: {e}") from e
         names = [n.name for n in graph.node[:8]]
         has_sub = any(n.startswith(("Sub", "_minus")) for n in names)
         has_mul = any(n.startswith(("Mul", "_mul")) for n in names)
@@ -58,19 +59,19 @@ class OnnxEmbedder:
             self.session = ort.InferenceSession(str(self.path), providers=providers)
         except Exception as e:  # noqa: BLE001 - a CUDA provider that cannot start falls back to CPU
             if providers == ["CPUExecutionProvider"]:
-                raise ValueError(f"{self.path}: onnxruntime cannot load the model: {e}") from e
+                raise InputError(f"{self.path}: onnxruntime cannot load the model: {e}") from e
             warnings.warn(f"{self.path}: providers {providers} failed ({e}); using CPUExecutionProvider")
             self.session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
         self.providers = self.session.get_providers()
 
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
-            raise ValueError(f"{self.path}: expected one input, the model has {len(inputs)}")
+            raise InputError(f"{self.path}: expected one input, the model has {len(inputs)}")
         inp = inputs[0]
         self.input_name = inp.name
         shape = list(inp.shape)
         if len(shape) != 4 or shape[1] != 3 or any(isinstance(s, int) and s != 112 for s in shape[2:]):
-            raise ValueError(f"{self.path}: input '{inp.name}' has shape {shape}, expected [batch, 3, 112, 112]")
+            raise InputError(f"{self.path}: input '{inp.name}' has shape {shape}, expected [batch, 3, 112, 112]")
         # A fixed integer batch dimension (e.g. exported with batch 1) means chunks of exactly that size.
         self.fixed_batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
         self.input_dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
@@ -124,11 +125,11 @@ def load_embedder(model_path: str | os.PathLike, network: str | None = None, dev
         return OnnxEmbedder(p, providers=providers)
     if suffix in (".pt", ".pth"):
         if not network:
-            raise ValueError(f"{p}: a torch state dict needs --network (the backbone name, e.g. r50)")
+            raise InputError(f"{p}: a torch state dict needs --network (the backbone name, e.g. r50)")
         from scoremix_plugin.backbones import load_backbone
 
         return TorchEmbedder(load_backbone(p, network), device)
-    raise ValueError(f"{p}: unknown model format '{suffix}' (expected .onnx, .pt or .pth)")
+    raise InputError(f"{p}: unknown model format '{suffix}' (expected .onnx, .pt or .pth)")
 
 
 def embed_images(
@@ -153,9 +154,9 @@ def _embed_float64(embedder: Embedder, images: np.ndarray, batch_size: int, flip
     # threshold then compare the same way as the host's.
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[3] != 3 or images.dtype != np.uint8:
-        raise ValueError(f"images must be RGB uint8 [N, H, W, 3], got {images.dtype} {images.shape}")
+        raise InputError(f"images must be RGB uint8 [N, H, W, 3], got {images.dtype} {images.shape}")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
     n = images.shape[0]
     starts = range(0, n, batch_size)
     if progress:
@@ -171,13 +172,13 @@ def _embed_float64(embedder: Embedder, images: np.ndarray, batch_size: int, flip
             views.append(np.asarray(embedder(np.ascontiguousarray(x[..., ::-1])), dtype=np.float64))
         for v in views:
             if v.ndim != 2 or v.shape[0] != x.shape[0]:
-                raise ValueError(f"embedder returned shape {v.shape} for a batch of {x.shape[0]}")
+                raise InputError(f"embedder returned shape {v.shape} for a batch of {x.shape[0]}")
         if summed is None:
             summed = np.zeros((n, views[0].shape[1]), dtype=np.float64)
         summed[start:start + x.shape[0]] = sum(views)
         norms[start:start + x.shape[0]] = np.mean([np.linalg.norm(v, axis=1) for v in views], axis=0)
     if summed is None:
-        raise ValueError("no images to embed")
+        raise InputError("no images to embed")
     length = np.linalg.norm(summed, axis=1, keepdims=True)
     normalised = summed / np.maximum(length, 1e-12)  # sklearn's normalize leaves zero rows at zero too
     return normalised, norms

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from scoremix_plugin.errors import InputError
+
 IMAGE_SIZE = 112
 
 def arcface_template() -> np.ndarray:
@@ -37,15 +39,15 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     src = np.asarray(src, dtype=np.float32)
     dst = np.asarray(dst, dtype=np.float32)
     if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 2 or src.shape[0] < 2:
-        raise ValueError(f"need two [K, 2] point sets of the same shape (K >= 2), got {src.shape} and {dst.shape}")
+        raise InputError(f"need two [K, 2] point sets of the same shape (K >= 2), got {src.shape} and {dst.shape}")
     if not (np.isfinite(src).all() and np.isfinite(dst).all()):
-        raise ValueError(f"landmarks {src.tolist()} are not finite")
+        raise InputError(f"landmarks {src.tolist()} are not finite")
     src_mean, dst_mean = src.mean(axis=0), dst.mean(axis=0)
     src_c, dst_c = src - src_mean, dst - dst_mean
     cov = dst_c.T @ src_c / src.shape[0]  # eq. 38
     u, sigma, vt = np.linalg.svd(cov)
     if not sigma[0] > 0:
-        raise ValueError(f"landmarks {src.tolist()} are degenerate (all at one point): no transform fits them")
+        raise InputError(f"landmarks {src.tolist()} are degenerate (all at one point): no transform fits them")
     # eqs. 39-43: flip the last axis when that is what keeps the rotation proper (det +1).
     collinear = sigma[1] <= sigma[0] * 2 * np.finfo(np.float64).eps
     if collinear:
@@ -83,7 +85,7 @@ def _remap_maps(matrix: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
          + np.rint(m[3] * steps * ab_scale).astype(np.int64)[None, :]) >> 5
     coords = np.stack([x >> 5, y >> 5], axis=-1)
     if np.abs(coords).max() > np.iinfo(np.int16).max:
-        raise ValueError(f"transform {matrix.tolist()} maps the crop outside any image (coordinates beyond int16)")
+        raise InputError(f"transform {matrix.tolist()} maps the crop outside any image (coordinates beyond int16)")
     return coords.astype(np.int16), ((y & 31) * 32 + (x & 31)).astype(np.uint16)
 
 
@@ -94,7 +96,7 @@ def _five_points(landmarks: np.ndarray) -> np.ndarray:
     if lmk.shape == (68, 2):  # the 68-point layout: eye centres, nose tip, mouth corners
         lmk = np.stack([(lmk[36] + lmk[39]) / 2, (lmk[42] + lmk[45]) / 2, lmk[30], lmk[48], lmk[54]])
     if lmk.shape != (5, 2):
-        raise ValueError(f"landmarks must be [5, 2] (or [68, 2]), got shape {np.shape(landmarks)}")
+        raise InputError(f"landmarks must be [5, 2] (or [68, 2]), got shape {np.shape(landmarks)}")
     return lmk
 
 
@@ -107,7 +109,7 @@ def align_face(img_bgr: np.ndarray, landmarks5: np.ndarray) -> tuple[np.ndarray,
 
     img = np.asarray(img_bgr)
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8 or min(img.shape[:2]) < 1:
-        raise ValueError(f"image must be BGR uint8 [H, W, 3], got {img.dtype} {img.shape}")
+        raise InputError(f"image must be BGR uint8 [H, W, 3], got {img.dtype} {img.shape}")
     matrix = similarity_transform(_five_points(landmarks5), arcface_template())
     coords, table = _remap_maps(matrix, IMAGE_SIZE)
     crop = cv2.remap(img, coords, table, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)

@@ -17,11 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from scoremix_plugin.errors import ScoreMixError
+
 TARGETS: tuple[str, ...] = ("IJBB", "IJBC")
 MAX_LISTED = 10  # problems named in one message; the rest are counted
 
 
-class IJBError(ValueError):
+class IJBError(ScoreMixError, ValueError):
     """Bad IJB input (meta files, pairs, features, images); the message names the file and line."""
 
 

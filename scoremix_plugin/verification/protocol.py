@@ -22,6 +22,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from scoremix_plugin.errors import InputError
+
 DEFAULT_FARS: tuple[float, ...] = (1e-3,)
 
 
@@ -33,9 +35,9 @@ def thresholds_grid() -> np.ndarray:
 def kfold_test_slices(n: int, nrof_folds: int = 10) -> list[slice]:
     """Contiguous test folds in order, sized like scikit-learn ``KFold(shuffle=False)``."""
     if nrof_folds < 2:
-        raise ValueError(f"nrof_folds must be >= 2, got {nrof_folds}")
+        raise InputError(f"nrof_folds must be >= 2, got {nrof_folds}")
     if n < nrof_folds:
-        raise ValueError(f"cannot split {n} pairs into {nrof_folds} folds (need at least one pair per fold)")
+        raise InputError(f"cannot split {n} pairs into {nrof_folds} folds (need at least one pair per fold)")
     sizes = np.full(nrof_folds, n // nrof_folds, dtype=np.int64)
     sizes[: n % nrof_folds] += 1
     ends = np.cumsum(sizes)
@@ -46,7 +48,7 @@ def pair_distances(embeddings: np.ndarray) -> np.ndarray:
     """Squared L2 distance of pairs (rows 2i and 2i+1), computed in the embeddings' own dtype like the host."""
     emb = np.asarray(embeddings)
     if emb.ndim != 2 or emb.shape[0] % 2:
-        raise ValueError(f"embeddings must be [2N, D] with pairs interleaved, got shape {emb.shape}")
+        raise InputError(f"embeddings must be [2N, D] with pairs interleaved, got shape {emb.shape}")
     diff = np.subtract(emb[0::2], emb[1::2])
     return np.sum(np.square(diff), 1)
 
@@ -116,7 +118,7 @@ def tar_at_far(dist: np.ndarray, issame: np.ndarray, fars=DEFAULT_FARS) -> dict[
     for far in fars:
         far = float(far)
         if not 0.0 < far <= 1.0:
-            raise ValueError(f"FAR must be in (0, 1], got {far}")
+            raise InputError(f"FAR must be in (0, 1], got {far}")
         few = neg.size < 1.0 / far
         if pos.size == 0:
             out[far] = TarAtFar(float("nan"), few)
@@ -185,13 +187,13 @@ def evaluate_embeddings(
     """Verification numbers for ``embeddings`` [2N, D] (normalised, pairs interleaved) and ``issame`` [N]."""
     issame = np.asarray(issame)
     if issame.ndim != 1 or (issame.dtype != bool and not np.isin(issame, (0, 1)).all()):
-        raise ValueError(f"issame must be a 1-D array of booleans, got shape {issame.shape} dtype {issame.dtype}")
+        raise InputError(f"issame must be a 1-D array of booleans, got shape {issame.shape} dtype {issame.dtype}")
     issame = issame.astype(bool)
     dist = pair_distances(embeddings)
     if dist.shape[0] != issame.shape[0]:
-        raise ValueError(f"{dist.shape[0]} embedding pairs but {issame.shape[0]} issame flags")
+        raise InputError(f"{dist.shape[0]} embedding pairs but {issame.shape[0]} issame flags")
     if not np.all(np.isfinite(dist)):
-        raise ValueError("embeddings contain NaN or infinite values")
+        raise InputError("embeddings contain NaN or infinite values")
     n = dist.shape[0]
     thresholds = thresholds_grid()
 

@@ -40,8 +40,10 @@ from typing import Any
 
 import numpy as np
 
+from scoremix_plugin.errors import ScoreMixError
 
-class BinFileError(ValueError):
+
+class BinFileError(ScoreMixError, ValueError):
     """A ``.bin`` file (or its inputs) is malformed; the message names the file and what is wrong."""
 
 

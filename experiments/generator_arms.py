@@ -1,0 +1,499 @@
+"""Generator arms at equal CPU compute: which generator makes identities, and how soon? (issue 13)
+
+Arms (the generator and the sampler; the recogniser that judges them is fixed per scale):
+
+========= =========================================================================================
+a         the demo's generator: tiny UNet2DModel (recipes/demo/generator.py), standard EMA, CFG 2.5
+b         an EDM2 magnitude-preserving network of similar cost, post-hoc EMA, CFG 2.5
+c-snap    b + autoguidance, the guide an early snapshot of b's own run (no extra training)
+c-xs      b + autoguidance, the guide a smaller EDM2 network trained for a fraction of b's steps
+========= =========================================================================================
+
+(d), AugGen condition mixing vs ScoreMix score mixing, is measured inside every unit: the same far pairs
+are mixed both ways on the same generator.
+
+A unit is (arm, scale, steps). Training runs once per (network, scale) and is extended segment by
+segment (exact resume), keeping ``gen-NNNNNNN.pt`` at each unit's step count and the CPU seconds
+(``time.process_time``, one torch thread) spent to get there, so a curve of fidelity against CPU
+minutes comes out of one run. Every unit writes ``experiments/results/generator_arms/<arm>-<scale>-<steps>.json``
+(committed); checkpoints and data stay under ``--out`` (ignored). Rerunning skips finished units::
+
+    python experiments/generator_arms.py run --arm a --scale s40 --steps 300 600 1200 2400
+    python experiments/generator_arms.py summary
+
+Metrics (all in the baseline recogniser's embedding space: there is no Inception network here, so the
+"Frechet distance" is between real and generated recogniser embeddings, not an FID):
+
+- class fidelity of single-class samples: nearest-centre top-1 accuracy against the real class centres,
+  mean intra-class cosine, Frechet distance to the real embeddings;
+- far-pair mixes (pairs far apart in the same space): intra-identity cosine (self-consistency) and
+  novelty (cosine to the nearest real class; how often that class is one of the two sources), for
+  ScoreMix score mixing (0.5 / 0.5) and AugGen condition mixing (0.7 / 0.7, AugGen's non-convex choice).
+
+Real references use the same 32-px round trip as generated images (area down to 32 px as the generator
+sees them, bicubic back up to 112 as ``scoremix generate`` writes them), so blur is not scored as infidelity.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = HERE / "results" / "generator_arms"
+
+SCALES = {
+    # The demo's data: fidelity on all 40 classes x 4 images, 20 far pairs (each class once) x 4 images. Small
+    # samples because the 2 shared cores were ~7x oversubscribed when this ran; real-image values use the same n.
+    "s40": dict(identities=40, images=16, recogniser_epochs=30, classes=40, per_class=4, pairs=20, max_uses=1,
+                per_mix=4),
+    # 400 identities x 12 images: fidelity on a 100-class subset, 100 far pairs, each class used once.
+    "s400": dict(identities=400, images=12, recogniser_epochs=4, classes=100, per_class=4, pairs=100, max_uses=1,
+                 per_mix=4),
+}
+TEST_IDENTITIES, TEST_PAIRS = 40, 1000
+LOW_RES = 32  # the generators' resolution
+CFG_SCALE = 2.5  # the demo's guidance scale, kept for every arm
+AUGGEN_WEIGHTS = (0.7, 0.7)  # AugGen's condition coefficients (not convex)
+SCOREMIX_WEIGHTS = (0.5, 0.5)
+SAMPLER = dict(num_steps=8, solver="heun")  # the demo's sampler
+
+# Networks trained per scale: config overrides over recipes/demo/generator.py.
+NETWORKS = {
+    "tiny": {},
+    # EDM2's recipe on the demo's budget: MP U-Net, learned loss weighting u(sigma), Adam at EDM2's higher
+    # rate (MP layers keep weights at unit norm, so the rate is relative) with 1/sqrt decay, power-function
+    # EMA (sigma_rel 0.10 tracked) and post-hoc EMA snapshots of two profiles every 50 steps.
+    "edm2": dict(preset="edm2-cpu", lr=1e-2, lr_warmup=100, lr_decay_ref=1000, loss_weighting="uncertainty",
+                 ema_sigma_rel=0.10, posthoc_ema=[0.05, 0.10], posthoc_every=50),
+}
+# arm -> (network, guidance, guide: None | "snapshot" | network name)
+ARMS = {
+    "a": ("tiny", "cfg", None),
+    "b": ("edm2", "cfg", None),
+    "c-snap": ("edm2", "autoguidance", "snapshot"),
+}
+SIGMA_REL = 0.10  # post-hoc EMA length the EDM2 arms sample with (reconstructed from the snapshots)
+GUIDE_FRACTION = 0.25  # the snapshot guide: the post-hoc EMA at a quarter of the main run's steps
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def locked(path: Path):
+    """One process at a time prepares a scale's shared data and recogniser (others wait)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# Shared per scale: toy data, baseline recogniser, real references.
+
+
+def prepare_data(out: Path, scale: str) -> Path:
+    """The scale's toy data (written once)."""
+    from scoremix_plugin.toydata import write_toy_dataset
+
+    sc, d = SCALES[scale], out / scale
+    data = d / "data"
+    with locked(d / ".lock-data"):
+        if not (data / "toy_meta.json").is_file():
+            log(f"{scale}: toy data {sc['identities']} x {sc['images']}")
+            write_toy_dataset(data, num_identities=sc["identities"], images_per_identity=sc["images"],
+                              num_test_identities=TEST_IDENTITIES, num_pairs=TEST_PAIRS, seed=0)
+    return data
+
+
+def prepare_scale(out: Path, scale: str) -> dict:
+    """Toy data and the baseline recogniser of one scale (made once, resumable; later calls read them)."""
+    from scoremix_plugin.io_utils import write_json_atomic
+
+    sc, d = SCALES[scale], out / scale
+    done = d / "shared.json"
+    data = prepare_data(out, scale)
+    with locked(d / ".lock"):
+        if done.is_file():
+            return json.loads(done.read_text())
+        from scoremix_plugin.config import load_recogniser_config, read_config_file
+        from scoremix_plugin.recognition.train import train
+
+        rec_dir = d / "recogniser"
+        model = rec_dir / "model.pt"
+        cpu0 = time.process_time()
+        log(f"{scale}: baseline recogniser ({sc['recogniser_epochs']} epochs)")
+        cfg = read_config_file(ROOT / "recipes" / "demo" / "recogniser.py")
+        cfg.update(rec=str(data), num_classes=sc["identities"], num_image=sc["identities"] * sc["images"],
+                   output=str(rec_dir), val_targets=[], dataset="rec", num_epoch=sc["recogniser_epochs"],
+                   device="cpu", resume=(rec_dir / "checkpoint_rank0.pt").is_file())
+        path = write_config(rec_dir / "config.py", cfg)
+        train(load_recogniser_config(path), progress=False)
+        shared = {"data": str(data), "recogniser": str(model), "network": "r18_cpu",
+                  "recogniser_cpu_s_last_session": round(time.process_time() - cpu0, 1)}
+        write_json_atomic(done, shared)
+        return shared
+
+
+def write_config(path: Path, cfg: dict) -> Path:
+    from scoremix_plugin.io_utils import write_text_atomic
+
+    body = "".join(f"config.{k} = {v!r}\n" for k, v in cfg.items())
+    write_text_atomic(path, "# experiments/generator_arms.py\nfrom easydict import EasyDict as edict\n\n"
+                      "config = edict()\n" + body)
+    return path
+
+
+# Training: one run per (network, scale), extended to each unit's step count.
+
+
+def train_to(out: Path, scale: str, network: str, steps: int, shared: dict) -> tuple[Path, float]:
+    """``gen-{steps}.pt`` of this run and the cumulative training CPU seconds to reach it."""
+    run = out / scale / f"gen-{network}"
+    with locked(run / ".lock"):
+        return _train_to(run, network, steps, shared)
+
+
+def _train_to(run: Path, network: str, steps: int, shared: dict) -> tuple[Path, float]:
+    import shutil
+
+    import torch
+
+    from scoremix_plugin.config import read_config_file
+    from scoremix_plugin.generation.train import train_generator
+    from scoremix_plugin.io_utils import write_json_atomic
+
+    snap = run / f"gen-{steps:07d}.pt"
+    cpu_file = run / "cpu.json"
+    cpu = json.loads(cpu_file.read_text()) if cpu_file.is_file() else {}
+    if snap.is_file() and str(steps) in cpu:
+        return snap, float(cpu[str(steps)])
+    cfg = read_config_file(ROOT / "recipes" / "demo" / "generator.py")
+    cfg.update(NETWORKS[network])
+    cfg.update(rec=shared["data"], output=str(run), total_steps=int(steps), duration=None, resume=True, seed=0,
+               device="cpu", threads=1, sample_every=None, sample_steps=4, sample_classes=2,
+               checkpoint_every=10**9, log_every=50,
+               # float32: this machine's CPU (AVX2, no AVX512-BF16) ran bf16 autocast ~50x slower than expected
+               bf16=False)
+    torch.set_num_threads(1)
+    prev = max((int(s) for s in cpu if int(s) < steps), default=0)
+    log(f"{run.parent.name} {network}: train {prev} -> {steps} steps")
+    c0 = time.process_time()
+    train_generator(cfg)
+    spent = time.process_time() - c0
+    shutil.copyfile(run / "generator.pt", snap)
+    cpu[str(steps)] = float(cpu.get(str(prev), 0.0)) + spent
+    write_json_atomic(cpu_file, cpu)
+    return snap, cpu[str(steps)]
+
+
+# Measurement.
+
+
+def _embedder(shared: dict):
+    from scoremix_plugin.verification.evaluate import load_embedder
+
+    return load_embedder(shared["recogniser"], network=shared["network"], device="cpu")
+
+
+def _round_trip(img: np.ndarray) -> np.ndarray:
+    """112 -> 32 px (area, as the generator's training data) -> 112 px (bicubic, as `scoremix generate`)."""
+    import cv2
+
+    low = cv2.resize(img, (LOW_RES, LOW_RES), interpolation=cv2.INTER_AREA)
+    return cv2.resize(low, (112, 112), interpolation=cv2.INTER_CUBIC)
+
+
+def real_reference(out: Path, scale: str, shared: dict) -> dict:
+    """Embeddings of every real image (32-px round trip), split per class into A (first ``per_class``) and B (rest).
+
+    B is the reference: its class centres are "the real classes", and generated images are compared with
+    it; A (disjoint from B, as many images per class as generated) gives the real-data value of each metric.
+    """
+    from scoremix_plugin.recordio import FaceRecFolder
+    from scoremix_plugin.verification.evaluate import embed_images
+
+    f = out / scale / "real_ref.npz"
+    if f.is_file():
+        z = np.load(f)
+        return {k: z[k] for k in z.files}
+    folder = FaceRecFolder(shared["data"])
+    labels = np.asarray(folder.labels, np.int64)
+    images = np.stack([_round_trip(folder.image(i)) for i in range(len(folder))])
+    folder.close()
+    emb, _ = embed_images(_embedder(shared), images, batch_size=64, flip=True)
+    rank = np.zeros(len(labels), np.int64)  # index of the image within its class
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        rank[idx] = np.arange(len(idx))
+    in_a = rank < SCALES[scale]["per_class"]
+    ref = {"emb": emb.astype(np.float32), "labels": labels, "in_a": in_a}
+    np.savez(f, **ref)
+    return ref
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def class_centres(emb: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    sums = np.zeros((num_classes, emb.shape[1]))
+    np.add.at(sums, labels, emb)
+    return unit_rows(sums)
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2)) between two embedding samples (rows)."""
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    # The eigenvalues of S_a S_b (a product of PSD matrices) are real and >= 0: tr sqrt = sum of their roots.
+    eig = np.linalg.eigvals(s_a @ s_b).real.clip(min=0)
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a) + np.trace(s_b) - 2 * np.sqrt(eig).sum())
+
+
+def mean_intra(emb: np.ndarray, labels: np.ndarray) -> float:
+    from scoremix_plugin.synthesis.quality import identity_stats
+
+    return float(np.nanmean(identity_stats(emb, labels)[2]))
+
+
+def fidelity(emb: np.ndarray, labels: np.ndarray, centres: np.ndarray, reference: np.ndarray) -> dict:
+    """Top-1 of the nearest real centre, mean intra-class cosine and Frechet distance to ``reference``."""
+    pred = np.argmax(emb @ centres.T, axis=1)
+    return {"top1": float(np.mean(pred == labels)), "intra": mean_intra(emb, labels),
+            "frechet": frechet_distance(emb.astype(np.float64), reference.astype(np.float64)), "n": int(len(emb))}
+
+
+def mix_metrics(emb: np.ndarray, ident: np.ndarray, pairs: np.ndarray, centres: np.ndarray) -> dict:
+    """Self-consistency (intra) and novelty (nearest real class) of mixed identities."""
+    from scoremix_plugin.synthesis.quality import identity_stats
+
+    uniq, cen, intra = identity_stats(emb, ident)
+    sim = cen @ centres.T
+    nearest = np.argmax(sim, axis=1)
+    is_source = [int(nearest[i]) in pairs[u].tolist() for i, u in enumerate(uniq)]
+    return {"intra": float(np.nanmean(intra)), "nearest_real_cos": float(sim.max(1).mean()),
+            "nearest_real_is_source": float(np.mean(is_source)), "identities": int(len(uniq))}
+
+
+def sample_images(denoiser, classes, weights, seeds, *, guidance: str, guide=None, mix_space: str = "score",
+                  batch: int = 64) -> np.ndarray:
+    """RGB uint8 [N,112,112,3]: the sampler's images after the 32 -> 112 px step of `scoremix generate`."""
+    import cv2
+    import torch
+
+    from scoremix_plugin.generation.images import to_uint8
+    from scoremix_plugin.generation.sampler import image_generator, sample
+
+    out = []
+    for b0 in range(0, len(classes), batch):
+        sl = slice(b0, b0 + batch)
+        x = sample(denoiser, torch.as_tensor(classes[sl]), torch.as_tensor(weights[sl], dtype=torch.float32),
+                   generators=[image_generator(*s) for s in seeds[sl]], guidance=guidance,
+                   guidance_scale=CFG_SCALE, guide=guide, mix_space=mix_space, **SAMPLER)
+        out += [cv2.resize(im, (112, 112), interpolation=cv2.INTER_CUBIC) for im in to_uint8(x)]
+    return np.stack(out)
+
+
+def measure(denoiser, guide, guidance: str, scale: str, ref: dict, shared: dict, grid: Path | None = None) -> dict:
+    """Every metric of one generator + sampler setting (the unit's numbers)."""
+    from scoremix_plugin.synthesis.select import select
+    from scoremix_plugin.verification.evaluate import embed_images
+
+    sc = SCALES[scale]
+    embedder = _embedder(shared)
+    C = sc["identities"]
+    emb, labels, in_a = ref["emb"], ref["labels"], ref["in_a"]
+    centres = class_centres(emb[~in_a], labels[~in_a], C)
+    chosen = np.unique(np.round(np.linspace(0, C - 1, sc["classes"])).astype(np.int64))
+    on = np.isin(labels, chosen)
+    reference = emb[~in_a & on]
+    res = {"real": fidelity(emb[in_a & on], labels[in_a & on], centres, reference)}
+    t0 = time.process_time()
+    # Single-class samples.
+    cls = np.repeat(chosen, sc["per_class"])
+    seeds = [(1000, int(c), i) for c in chosen for i in range(sc["per_class"])]
+    imgs = sample_images(denoiser, cls[:, None], np.ones((len(cls), 1)), seeds, guidance=guidance, guide=guide)
+    e, _ = embed_images(embedder, imgs, batch_size=64, flip=True)
+    res["single"] = fidelity(e, cls, centres, reference)
+    shown = [imgs[cls == c][:6] for c in chosen[:6]]
+    # Far pairs in the same space, mixed both ways from the same noise.
+    pairs, dist = select(centres, sc["pairs"], "far", max_uses=sc["max_uses"], seed=0)
+    n = np.repeat(np.arange(len(pairs)), sc["per_mix"])
+    seeds = [(2000, int(i), j) for i in range(len(pairs)) for j in range(sc["per_mix"])]
+    res["pairs"] = {"n": int(len(pairs)), "distance_mean": float(dist.mean())}
+    for space, w in (("score", SCOREMIX_WEIGHTS), ("condition", AUGGEN_WEIGHTS)):
+        imgs = sample_images(denoiser, pairs[n], np.tile(w, (len(n), 1)), seeds, guidance=guidance, guide=guide,
+                             mix_space=space)
+        e, _ = embed_images(embedder, imgs, batch_size=64, flip=True)
+        res[f"mix_{space}"] = mix_metrics(e, n, pairs, centres) | {"weights": list(w)}
+        shown += [imgs[n == i][:6] for i in range(3)]
+    res["measure_cpu_s"] = round(time.process_time() - t0, 1)
+    if grid is not None:
+        from scoremix_plugin.generation.images import save_grid
+        import torch
+
+        rows = np.concatenate(shown)
+        save_grid(grid, torch.from_numpy(rows).permute(0, 3, 1, 2).float() / 127.5 - 1, ncol=6)
+    return res
+
+
+def load_denoiser(out: Path, scale: str, network: str, steps: int):
+    """The sampling denoiser of a run at ``steps``: its EMA (tiny), or the post-hoc EMA at SIGMA_REL (EDM2)."""
+    from scoremix_plugin.generation.checkpoint import build_denoiser, load_generator
+
+    run = out / scale / f"gen-{network}"
+    if not NETWORKS[network].get("posthoc_ema"):
+        return load_generator(run / f"gen-{steps:07d}.pt")[0]  # float32, as trained (see _train_to)
+    from scoremix_plugin.generation.posthoc_ema import reconstruct
+
+    return build_denoiser(reconstruct(run, SIGMA_REL, step=steps), ema=True).eval().requires_grad_(False)
+
+
+def run_unit(out: Path, arm: str, scale: str, steps: int) -> dict | None:
+    """Measure one (arm, scale, steps) if its generator exists; write and return the result."""
+    from scoremix_plugin.io_utils import write_json_atomic
+
+    name = f"{arm}-{scale}-{steps}"
+    dest = RESULTS / f"{name}.json"
+    if dest.is_file():
+        log(f"{name}: done, skipped")
+        return json.loads(dest.read_text())
+    network, guidance, guide_kind = ARMS[arm]
+    run = out / scale / f"gen-{network}"
+    cpu = json.loads((run / "cpu.json").read_text()) if (run / "cpu.json").is_file() else {}
+    if str(steps) not in cpu:
+        log(f"{name}: generator not trained to {steps} steps yet, skipped")
+        return None
+    shared = prepare_scale(out, scale)
+    ref = real_reference(out, scale, shared)
+    den = load_denoiser(out, scale, network, steps)
+    guide, guide_info, train_cpu = None, None, float(cpu[str(steps)])
+    if guide_kind == "snapshot":
+        every = int(NETWORKS[network]["posthoc_every"])
+        g_step = max(every, int(round(GUIDE_FRACTION * steps / every)) * every)
+        guide = load_denoiser(out, scale, network, g_step)
+        guide_info = {"kind": "snapshot", "step": g_step, "sigma_rel": SIGMA_REL}
+    log(f"{name}: measuring")
+    res = measure(den, guide, guidance, scale, ref, shared, grid=RESULTS / "grids" / f"{name}.png")
+    result = {"arm": arm, "scale": scale, "steps": steps, "network": network,
+              "preset": NETWORKS[network].get("preset", "tiny-cpu"), "guidance": guidance,
+              "guidance_scale": CFG_SCALE, "guide": guide_info, "sampler": SAMPLER,
+              "train_cpu_s": round(train_cpu, 1), "threads": 1, **res}
+    write_json_atomic(dest, result)
+    s = res["single"]
+    log(f"{name}: top1 {s['top1']:.3f} intra {s['intra']:.3f} FD {s['frechet']:.3f}; score-mix intra "
+        f"{res['mix_score']['intra']:.3f} novelty {res['mix_score']['nearest_real_cos']:.3f}; condition-mix intra "
+        f"{res['mix_condition']['intra']:.3f} novelty {res['mix_condition']['nearest_real_cos']:.3f}")
+    return result
+
+
+def summarise() -> dict:
+    """Tables (Markdown) and curves (PNG) of every finished unit: RESULTS/summary.md, summary.json, curves.png."""
+    from scoremix_plugin.io_utils import atomic_path, write_json_atomic, write_text_atomic
+
+    units = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json")) if p.name != "summary.json"]
+    units.sort(key=lambda u: (u["scale"], list(ARMS).index(u["arm"]) if u["arm"] in ARMS else 99, u["steps"]))
+    head = ("| scale | arm | steps | train CPU min | top-1 | intra | Frechet | score-mix intra | score-mix novelty "
+            "| score-mix src | cond-mix intra | cond-mix novelty | cond-mix src |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    reals = {}
+    for u in units:
+        s, ms, mc = u["single"], u["mix_score"], u["mix_condition"]
+        reals[u["scale"]] = u["real"]
+        lines.append(f"| {u['scale']} | {u['arm']} | {u['steps']} | {u['train_cpu_s'] / 60:.1f} | {s['top1']:.3f} | "
+                     f"{s['intra']:.3f} | {s['frechet']:.3f} | {ms['intra']:.3f} | {ms['nearest_real_cos']:.3f} | "
+                     f"{ms['nearest_real_is_source']:.2f} | {mc['intra']:.3f} | {mc['nearest_real_cos']:.3f} | "
+                     f"{mc['nearest_real_is_source']:.2f} |")
+    for scale, r in sorted(reals.items()):
+        lines.append(f"| {scale} | real images | - | - | {r['top1']:.3f} | {r['intra']:.3f} | {r['frechet']:.3f} "
+                     "| | | | | | |")
+    table = "\n".join(lines)
+    write_text_atomic(RESULTS / "summary.md", "# Generator arms (experiments/generator_arms.py)\n\n" + table + "\n")
+    write_json_atomic(RESULTS / "summary.json", {"units": [f"{u['arm']}-{u['scale']}-{u['steps']}" for u in units],
+                                                 "table_markdown": table})
+    if units:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        scales = sorted({u["scale"] for u in units})
+        keys = (("top1", "nearest-centre top-1"), ("intra", "intra-class cosine"), ("frechet", "Frechet distance"))
+        fig, axes = plt.subplots(len(scales), 3, figsize=(12, 3.4 * len(scales)), squeeze=False)
+        for i, scale in enumerate(scales):
+            for j, (key, title) in enumerate(keys):
+                ax = axes[i, j]
+                for arm in ARMS:
+                    pts = [(u["train_cpu_s"] / 60, u["single"][key]) for u in units
+                           if u["scale"] == scale and u["arm"] == arm]
+                    if pts:
+                        ax.plot(*zip(*pts), marker="o", label=arm)
+                if scale in reals:
+                    ax.axhline(reals[scale][key], color="grey", ls="--", label="real images")
+                ax.set_title(f"{scale}: {title}", fontsize=9)
+                ax.set_xlabel("generator training CPU minutes (1 thread)")
+                ax.legend(fontsize=7)
+        fig.tight_layout()
+        with atomic_path(RESULTS / "curves.png") as tmp:
+            fig.savefig(tmp, format="png", dpi=90)
+        plt.close(fig)
+    print(table)
+    return {"units": units, "table": table}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("command", choices=("run", "auto", "recogniser", "train", "summary"))
+    p.add_argument("--arm", choices=list(ARMS))
+    p.add_argument("--network", choices=list(NETWORKS), help="train only (command train)")
+    p.add_argument("--scale", choices=list(SCALES))
+    p.add_argument("--steps", type=int, nargs="+", default=[])
+    p.add_argument("--out", default=str(HERE / "runs" / "generator_arms"))
+    p.add_argument("--plan", nargs="+", default=[], help="auto: units ARM:SCALE:STEPS in priority order")
+    p.add_argument("--deadline", default=None, help="auto: stop starting units at this wall-clock HH:MM")
+    args = p.parse_args(argv)
+    out = Path(args.out).resolve()
+    if args.command == "run":
+        for st in args.steps:
+            run_unit(out, args.arm, args.scale, st)
+    if args.command == "auto":
+        # Measure the planned units in order as their generators become ready, until all are done or the
+        # deadline (a wall-clock HH:MM) passes; a unit already started finishes.
+        plan = [u.split(":") for u in args.plan]
+        while True:
+            todo = [(a, sc, int(st)) for a, sc, st in plan if not (RESULTS / f"{a}-{sc}-{st}.json").is_file()]
+            if not todo or (args.deadline and time.strftime("%H:%M") >= args.deadline):
+                break
+            # The first unit whose generator is ready (run_unit returns None for one that is not); none: wait.
+            if not any(run_unit(out, a, sc, st) is not None for a, sc, st in todo):
+                time.sleep(30)
+        summarise()
+    if args.command == "summary":
+        summarise()
+    if args.command == "recogniser":
+        prepare_scale(out, args.scale)
+    if args.command == "train":
+        shared = {"data": str(prepare_data(out, args.scale))}
+        for s in args.steps:
+            train_to(out, args.scale, args.network, s, shared)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    sys.exit(main())

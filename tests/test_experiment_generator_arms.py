@@ -1,0 +1,60 @@
+"""experiments/generator_arms.py: the metrics against hand computations, and the summary of finished units."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def arms():
+    spec = importlib.util.spec_from_file_location("generator_arms", REPO / "experiments" / "generator_arms.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_frechet_distance_of_gaussians(arms):
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(4000, 3))
+    assert arms.frechet_distance(a, a) == pytest.approx(0, abs=1e-6)
+    # Same covariance, mean shifted by (1, 2, 0): the distance is the squared shift, 5.
+    assert arms.frechet_distance(a, a + [1.0, 2.0, 0.0]) == pytest.approx(5.0, abs=1e-6)
+    # N(0, I) vs N(0, 4 I) in 3-d: tr(I + 4I - 2 * 2I) = 3 (up to sampling noise).
+    b = 2 * rng.normal(size=(4000, 3))
+    assert arms.frechet_distance(a, b) == pytest.approx(3.0, abs=0.3)
+
+
+def test_fidelity_and_mix_metrics_by_hand(arms):
+    centres = np.eye(3)
+    emb = arms.unit_rows(np.array([[1, 0.1, 0], [1, -0.1, 0], [0, 1, 0.2], [0.1, 0, 1]], float))
+    labels = np.array([0, 0, 1, 1])
+    f = arms.fidelity(emb, labels, centres, emb)
+    assert f["top1"] == 0.75 and f["n"] == 4  # the last image is nearest class 2
+    assert f["intra"] == pytest.approx(np.mean([emb[0] @ emb[1], emb[2] @ emb[3]]))
+    m = arms.mix_metrics(emb, np.array([0, 0, 1, 1]), np.array([[0, 2], [0, 2]]), centres)
+    c1 = emb[2] + emb[3]
+    assert m["nearest_real_cos"] == pytest.approx(np.mean([1.0, np.max(c1 / np.linalg.norm(c1))]), abs=1e-6)
+    assert m["nearest_real_is_source"] == 1.0 and m["identities"] == 2
+    np.testing.assert_allclose(arms.class_centres(emb, labels, 3)[0], [1, 0, 0], atol=1e-12)
+
+
+def test_summary_table_and_curves(arms, tmp_path, monkeypatch):
+    monkeypatch.setattr(arms, "RESULTS", tmp_path)
+    metrics = {"top1": 0.5, "intra": 0.4, "frechet": 0.3, "n": 10}
+    mix = {"intra": 0.2, "nearest_real_cos": 0.6, "nearest_real_is_source": 0.5, "identities": 4}
+    for arm, steps, cpu in (("a", 300, 600.0), ("b", 200, 590.0)):
+        (tmp_path / f"{arm}-s40-{steps}.json").write_text(json.dumps({
+            "arm": arm, "scale": "s40", "steps": steps, "train_cpu_s": cpu, "single": metrics, "real": metrics,
+            "mix_score": mix, "mix_condition": mix}))
+    s = arms.summarise()
+    rows = s["table"].splitlines()
+    assert rows[2].startswith("| s40 | a | 300 | 10.0 | 0.500") and rows[3].startswith("| s40 | b | 200 | 9.8")
+    assert rows[-1].startswith("| s40 | real images")
+    assert (tmp_path / "curves.png").stat().st_size > 1000 and (tmp_path / "summary.md").is_file()
