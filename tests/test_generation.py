@@ -10,8 +10,9 @@ import torch
 
 from scoremix_plugin.generation.edm import (EDMPrecond, edm_loss, precond_coefficients, sample_training_sigma,
                                             sigma_steps)
-from scoremix_plugin.generation.network import build_network, network_kwargs
 from scoremix_plugin.generation.sampler import image_generator, network_evaluations, sample
+
+from denoisers import Counting, micro_denoiser
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
@@ -138,20 +139,7 @@ def test_mix_of_gaussians_is_the_gaussian_of_the_mixed_mean():
 
 @pytest.fixture(scope="module")
 def micro():
-    torch.manual_seed(0)
-    return EDMPrecond(build_network(network_kwargs("test-micro", 5)), num_classes=5, resolution=16).eval()
-
-
-class Counting(torch.nn.Module):
-    def __init__(self, inner):
-        super().__init__()
-        self.inner, self.calls, self.batch_sizes = inner, 0, []
-        self.num_classes, self.resolution = inner.num_classes, inner.resolution
-
-    def forward(self, x, sigma, labels):
-        self.calls += 1
-        self.batch_sizes.append(x.shape[0])
-        return self.inner(x, sigma, labels)
+    return micro_denoiser()
 
 
 def test_one_hot_weights_give_the_single_class_sample(micro):

@@ -7,32 +7,16 @@ import copy
 import pytest
 import torch
 
-from scoremix_plugin.generation.edm import EDMPrecond
-from scoremix_plugin.generation.network import build_network, network_kwargs
 from scoremix_plugin.generation.sampler import image_generator, network_evaluations, sample
+
+from denoisers import Counting, micro_denoiser
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 
 
 @pytest.fixture(scope="module")
 def micro():
-    torch.manual_seed(0)
-    return EDMPrecond(build_network(network_kwargs("test-micro", 5)), num_classes=5, resolution=16).eval()
-
-
-class Counting(torch.nn.Module):
-    """Counts calls and inputs (rows of the batch) going through a denoiser."""
-
-    def __init__(self, inner):
-        super().__init__()
-        self.inner, self.calls, self.inputs, self.label_kinds = inner, 0, 0, set()
-        self.num_classes, self.resolution = inner.num_classes, inner.resolution
-
-    def forward(self, x, sigma, labels):
-        self.calls += 1
-        self.inputs += x.shape[0]
-        self.label_kinds.add("weights" if labels.is_floating_point() else "labels")
-        return self.inner(x, sigma, labels)
+    return micro_denoiser()
 
 
 def _gens(n, seed=0):
@@ -53,7 +37,7 @@ def test_forwards_per_step_are_the_documented_numbers(micro, mix_space, guidance
     # Per image and stage: score K (+1 null for CFG), condition 1 (+1 null); autoguidance repeats them in the guide.
     per_image = {("score", "none"): K, ("score", "cfg"): K + 1, ("score", "autoguidance"): 2 * K,
                  ("condition", "none"): 1, ("condition", "cfg"): 2, ("condition", "autoguidance"): 2}
-    assert (main.inputs + guide.inputs) == B * stages * per_image[mix_space, guidance]
+    assert (sum(main.batch_sizes) + sum(guide.batch_sizes)) == B * stages * per_image[mix_space, guidance]
     assert network_evaluations(N, solver, K, guidance, 2.0, mix_space) == stages * per_image[mix_space, guidance]
     assert main.label_kinds == {"weights" if mix_space == "condition" else "labels"}
 
