@@ -1,7 +1,8 @@
 """The CPU demo: `make demo` = `scoremix pipeline recipes/demo.py --out demo_out`.
 
 Toy identities -> baseline recogniser -> EDM generator -> far pairs -> ScoreMix identities ->
-recogniser on real + synthetic -> verification of both -> alignment -> demo_out/report.md.
+dataset report (quality gate) -> recogniser on real + synthetic -> verification of both -> alignment
+-> demo_out/report.md.
 
 Budget: `make demo` should finish in about 15 minutes on a fresh 2-core machine, 1-2 minutes of
 which are the install. Per stage: the estimate for a 2-core machine at the project's reference
@@ -25,6 +26,11 @@ machine; it then trains fewer steps (B: 900 of 1,200).
   align        <1 s      0 s      0.3 s    CKA / mutual kNN of generator conditions vs recogniser centres
   report       <1 s      0 s      0.3 s    report.md, report.json, figures/*.png
   total      ~10.5 min  ~6 min  ~13 min
+(C) a much slower 2-core machine (AVX2 only, so float32 instead of bf16; a test suite running beside it):
+recogniser ~30-90 images/s, generator ~0.2 steps/s, i.e. 70 of 1,200 generator steps in the 400 s cap;
+26 min 41 s up to the dataset report, whose quality gate then judged 0 of 40 synthetic identities
+recognisable (intra-identity cosine 0.22 vs 0.82 for real identities). On such a machine the demo checks
+the pipeline, not the method: the gate's verdict is in the report, and the run goes on (below).
 """
 
 from easydict import EasyDict as edict
@@ -44,6 +50,10 @@ config = edict(
     generation=edict(images_per_identity=16, solver="heun", steps=8, guidance="cfg", guidance_scale=2.5,
                      mix_window=None, shard_size=1000, batch_size=16, bf16=True),
     scoremix=edict(ratio=None, aug_real=None, aug_synthetic=None, same_steps=True),
+    # The demo always runs to its report: a CPU budget may leave the generator too short for identities
+    # (machine C above), and the report then shows the gate's FAIL verdict with what to change. Real runs
+    # keep the default (True): the pipeline stops before training on identities that are not identities.
+    quality_gate=False,
     verification=edict(targets=["toy_lfw", "toy_cfp_fp"], batch_size=64),
     report=edict(grid_pairs=6, grid_images=6),
 )
