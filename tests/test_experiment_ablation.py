@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+
+from scripts import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def ablation():
-    spec = importlib.util.spec_from_file_location("ablation", REPO / "experiments" / "ablation.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("experiments/ablation.py")
 
 
 def _result(out: Path, arm: str, seed: int, acc: float, distance: float | None = None) -> None:
@@ -52,10 +50,7 @@ def test_summary_pairs_each_seed_with_its_own_baseline(ablation, tmp_path):
 
 @pytest.fixture(scope="module")
 def powered():
-    spec = importlib.util.spec_from_file_location("powered", REPO / "experiments" / "powered.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("experiments/powered.py")
 
 
 def test_paired_stats_match_scipy_t_interval_and_count_signs(powered):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import warnings
 from pathlib import Path
 
 import pytest
+
+from scripts import load_script
 
 from scoremix_plugin.config import load_recogniser_config, merge_config, read_config_file
 
@@ -44,10 +45,7 @@ def test_recipe_files_load_cleanly(name):
 
 
 def _make_subset():
-    spec = importlib.util.spec_from_file_location("make_subset", RECIPES / "webface160k" / "make_subset.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("recipes/webface160k/make_subset.py")
 
 
 def test_make_subset_is_reproducible(tmp_path):
