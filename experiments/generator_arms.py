@@ -66,6 +66,7 @@ CFG_SCALE = 2.5  # the demo's guidance scale, kept for every arm
 AUGGEN_WEIGHTS = (0.7, 0.7)  # AugGen's condition coefficients (not convex)
 SCOREMIX_WEIGHTS = (0.5, 0.5)
 SAMPLER = dict(num_steps=8, solver="heun")  # the demo's sampler
+LEAK_FAR = 1e-4  # the dataset report's default FAR for its leak threshold
 
 # Networks trained per scale: config overrides over recipes/demo/generator.py.
 NETWORKS = {
@@ -289,6 +290,30 @@ def mix_metrics(emb: np.ndarray, ident: np.ndarray, pairs: np.ndarray, centres: 
             "nearest_real_is_source": float(np.mean(is_source)), "identities": int(len(uniq))}
 
 
+def leak_threshold(emb: np.ndarray, labels: np.ndarray, far: float = LEAK_FAR) -> dict:
+    """The dataset report's one leak threshold: the cosine where real impostor image pairs reach ``far``."""
+    from scoremix_plugin.datareport.metrics import impostor_pairs, pair_scores, threshold_at_far
+
+    t = threshold_at_far(pair_scores(emb, impostor_pairs(labels, 10**6, seed=0)), far)
+    return {"far": t.far, "cosine": t.cosine, "impostor_pairs": t.impostor_pairs}
+
+
+def leak_counts(emb: np.ndarray, ident: np.ndarray, pairs: np.ndarray, real_emb: np.ndarray, real_labels: np.ndarray,
+                threshold: float) -> dict:
+    """Training leaks of mixed identities by the dataset report's rule (datareport/leaks.py ``training_leaks``):
+    identity means above ``threshold`` to a source class (a near-copy) or to another real class."""
+    from scoremix_plugin.datareport.leaks import training_leaks
+    from scoremix_plugin.datareport.metrics import identity_means
+
+    uniq, means = identity_means(emb, ident)
+    real_lab, real_means = identity_means(real_emb, real_labels)
+    leaks, extra = training_leaks(uniq, means, pairs[uniq], real_lab, real_means, threshold)
+    return {"leaks_source": sum(lk.kind == "training_source" for lk in leaks),
+            "leaks_other": sum(lk.kind == "training_other" for lk in leaks),
+            "leaked_identities": len({lk.label for lk in leaks}),
+            "source_cos_max_mean": float(np.max(extra["source_cos"], axis=1).mean())}
+
+
 def sample_images(denoiser, classes, weights, seeds, *, guidance: str, guide=None, mix_space: str = "score",
                   batch: int = 64) -> np.ndarray:
     """RGB uint8 [N,112,112,3]: the sampler's images after the 32 -> 112 px step of `scoremix generate`."""
@@ -335,12 +360,24 @@ def measure(denoiser, guide, guidance: str, scale: str, ref: dict, shared: dict,
     n = np.repeat(np.arange(len(pairs)), sc["per_mix"])
     seeds = [(2000, int(i), j) for i in range(len(pairs)) for j in range(sc["per_mix"])]
     res["pairs"] = {"n": int(len(pairs)), "distance_mean": float(dist.mean())}
+    thr = leak_threshold(emb, labels)
+    res["leak_threshold"] = thr
     for space, w in (("score", SCOREMIX_WEIGHTS), ("condition", AUGGEN_WEIGHTS)):
         imgs = sample_images(denoiser, pairs[n], np.tile(w, (len(n), 1)), seeds, guidance=guidance, guide=guide,
                              mix_space=space)
         e, _ = embed_images(embedder, imgs, batch_size=64, flip=True)
-        res[f"mix_{space}"] = mix_metrics(e, n, pairs, centres) | {"weights": list(w)}
+        res[f"mix_{space}"] = (mix_metrics(e, n, pairs, centres) | {"weights": list(w)}
+                               | leak_counts(e, n, pairs, emb, labels, thr["cosine"]))
         shown += [imgs[n == i][:6] for i in range(3)]
+    # Near pairs, score-mixed from the same noise: the dataset report's training-leak check should find more
+    # near-copies of a source here than among the far mixes (issue 16), since a near mix has two close parents.
+    near, near_d = select(centres, sc["pairs"], "near", max_uses=sc["max_uses"], seed=0)
+    res["pairs"]["near_distance_mean"] = float(near_d.mean())
+    imgs = sample_images(denoiser, near[n], np.tile(SCOREMIX_WEIGHTS, (len(n), 1)), seeds, guidance=guidance,
+                         guide=guide)
+    e, _ = embed_images(embedder, imgs, batch_size=64, flip=True)
+    res["mix_score_near"] = (mix_metrics(e, n, near, centres) | {"weights": list(SCOREMIX_WEIGHTS)}
+                             | leak_counts(e, n, near, emb, labels, thr["cosine"]))
     res["measure_cpu_s"] = round(time.process_time() - t0, 1)
     if grid is not None:
         from scoremix_plugin.generation.images import save_grid
@@ -401,6 +438,191 @@ def run_unit(out: Path, arm: str, scale: str, steps: int) -> dict | None:
     return result
 
 
+# Downstream: baseline vs + far ScoreMix identities from each arm's generator, paired by seed.
+
+DOWNSTREAM = dict(identities=20, images=16, max_uses=1)  # each real class in at most one far pair
+DOWNSTREAM_RESULTS = RESULTS / "downstream"
+
+
+def _ablation():
+    """experiments/ablation.py as a module (experiments/ is not a package): its per-(arm, seed) run."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("scoremix_ablation", HERE / "ablation.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def export_unit(out: Path, arm: str, scale: str, steps: int) -> tuple[Path, Path | None, str]:
+    """(generator .pt, guide .pt or None, guidance) of a unit, as files the pipeline's generator stage takes."""
+    from scoremix_plugin.io_utils import save_torch_atomic
+
+    network, guidance, guide_kind = ARMS[arm]
+    run, exp = out / scale / f"gen-{network}", out / scale / "export"
+    exp.mkdir(parents=True, exist_ok=True)
+    if not NETWORKS[network].get("posthoc_ema"):
+        return run / f"gen-{steps:07d}.pt", None, guidance
+    from scoremix_plugin.generation.posthoc_ema import reconstruct
+
+    def ema_at(step: int) -> Path:
+        dest = exp / f"{network}-{step:07d}-sr{SIGMA_REL}.pt"
+        if not dest.is_file():
+            save_torch_atomic(reconstruct(run, SIGMA_REL, step=step), dest)
+        return dest
+
+    guide = None
+    if guide_kind == "snapshot":
+        every = int(NETWORKS[network]["posthoc_every"])
+        guide = ema_at(max(every, int(round(GUIDE_FRACTION * steps / every)) * every))
+    return ema_at(steps), guide, guidance
+
+
+def downstream_recipe(out: Path, scale: str, shared: dict) -> dict:
+    """The pipeline recipe of the downstream runs: the scale's data and recogniser, the demo's sampler."""
+    from scoremix_plugin.config import read_config_file, write_config_file
+
+    sc = SCALES[scale]
+    cfg = read_config_file(ROOT / "recipes" / "demo" / "recogniser.py")
+    cfg["num_epoch"] = sc["recogniser_epochs"]
+    rec_cfg = write_config_file(out / scale / "downstream" / "recogniser.py", cfg,
+                                "experiments/generator_arms.py: the downstream recogniser (the demo's)")
+    return {
+        "name": f"generator arms downstream ({scale})", "seed": 0, "device": "cpu",
+        "data": {"toy": None, "rec": shared["data"]}, "recogniser": str(rec_cfg), "generator": None,
+        "generator_sigma_rel": None, "guide": None, "centres": {"batch_size": 64},
+        "selection": {"strategy": "far", "space": "embedding", "num_identities": DOWNSTREAM["identities"],
+                      "max_uses": DOWNSTREAM["max_uses"], "k": 2, "weights": None},
+        "generation": {"images_per_identity": DOWNSTREAM["images"], "solver": SAMPLER["solver"],
+                       "steps": SAMPLER["num_steps"], "guidance": "cfg", "guidance_scale": CFG_SCALE,
+                       "mix_window": None, "shard_size": 1000, "batch_size": 32, "bf16": False},
+        "scoremix": {"ratio": None, "aug_real": None, "aug_synthetic": None, "same_steps": True},
+        "merge": {"name": "scoremix_merged", "config_overrides": None},
+        "verification": {"targets": None, "batch_size": 64, "ijb": None},
+        "report": {"grid_pairs": 6, "grid_images": 6},
+        "dataset_report": {"far": LEAK_FAR, "min_share": 0.5}, "quality_gate": False, "stages": [],
+        "_path": str(HERE / "generator_arms.py"),
+    }
+
+
+def run_downstream(out: Path, units: list[tuple[str, str, int]], seeds: list[int]) -> None:
+    """Per seed: the baseline recogniser, then + far ScoreMix identities from each unit's generator.
+
+    Everything but the generator is shared: data, selection rule, recogniser config and steps (same_steps),
+    so the paired difference to the baseline of the same seed measures the generator. Resumable: a finished
+    (arm, seed) has ``RESULTS/downstream/<name>-s<seed>.json`` and is skipped.
+    """
+    import copy
+
+    from easydict import EasyDict as edict
+
+    from scoremix_plugin.io_utils import write_json_atomic
+    from scoremix_plugin.pipeline import STAGES, Context, run_stages, verify_recogniser
+
+    abl = _ablation()
+    by_name = {s.name: s for s in STAGES}
+    for scale in sorted({u[1] for u in units}):
+        shared = prepare_scale(out, scale)
+        base_recipe = downstream_recipe(out, scale, shared)
+        root = out / scale / "downstream"
+        base_ctx = Context(recipe=edict(copy.deepcopy(base_recipe)), out=root / "shared", progress=False)
+        base_ctx.out.mkdir(parents=True, exist_ok=True)
+        run_stages([by_name["data"], by_name["baseline"]], base_ctx, log=log)
+        for seed in seeds:
+            dest = DOWNSTREAM_RESULTS / f"baseline-{scale}-s{seed}.json"
+            if dest.is_file():
+                continue
+            ctx = base_ctx  # the shared baseline IS seed 0's (same config and seed): verified, not retrained
+            if seed != 0:
+                recipe = edict(copy.deepcopy(base_recipe))
+                ctx = Context(recipe=recipe, out=root / f"baseline-s{seed}", progress=False)
+                ctx.out.mkdir(parents=True, exist_ok=True)
+                recipe.recogniser = str(abl.seeded_recogniser_config(base_recipe["recogniser"], ctx.out, seed))
+                ctx.adopt(base_ctx, ("data",))
+                run_stages([by_name["baseline"]], ctx, log=log)
+            res = verify_recogniser(ctx, ctx.result("baseline"))
+            write_json_atomic(dest, {"arm": "baseline", "scale": scale, "seed": seed,
+                                     "accuracy": {t: float(r.accuracy_mean) for t, r in res.items()},
+                                     "accuracy_std_folds": {t: float(r.accuracy_std) for t, r in res.items()}})
+            log(f"downstream baseline {scale} seed {seed}: " + ", ".join(
+                f"{t} {100 * r.accuracy_mean:.2f}" for t, r in res.items()))
+        for arm, sc_name, steps in units:
+            if sc_name != scale:
+                continue
+            name = f"{arm}-{scale}-{steps}"
+            todo = [s for s in seeds if not (DOWNSTREAM_RESULTS / f"{name}-s{s}.json").is_file()]
+            if not todo:
+                continue
+            gen, guide, guidance = export_unit(out, arm, scale, steps)
+            recipe = copy.deepcopy(base_recipe)
+            recipe.update(generator=str(gen), guide=None if guide is None else str(guide))
+            recipe["generation"]["guidance"] = guidance
+            ctx = Context(recipe=edict(recipe), out=root / name / "shared", progress=False)
+            ctx.out.mkdir(parents=True, exist_ok=True)
+            ctx.adopt(base_ctx, ("data", "baseline"))
+            run_stages([by_name["generator"], by_name["centres"]], ctx, log=log)
+            for seed in todo:
+                r = abl.run_arm(name, seed, ctx, root / name, progress=False, results_dir=root / name / "results",
+                                arms={name: {"strategy": "far", "space": "embedding"}}, dataset_report=True,
+                                extra=lambda c, d: {"dataset_report": c.result("dataset_report").headline})
+                write_json_atomic(DOWNSTREAM_RESULTS / f"{name}-s{seed}.json",
+                                  r | {"unit": name, "scale": scale, "guidance": guidance,
+                                       "guide": None if guide is None else guide.name})
+                log(f"downstream {name} seed {seed}: " + ", ".join(f"{t} {100 * a:.2f}"
+                                                                   for t, a in r["accuracy"].items()))
+
+
+def summarise_downstream() -> str:
+    """Per unit and target: mean accuracy and the paired difference to the same seed's baseline (t-interval)."""
+    from scipy.stats import t as student
+
+    rows = [json.loads(p.read_text()) for p in sorted(DOWNSTREAM_RESULTS.glob("*.json"))]
+    base = {(r["scale"], r["seed"]): r for r in rows if r["arm"] == "baseline"}
+    units = sorted({r["unit"] for r in rows if r["arm"] != "baseline"})
+    targets = sorted({t for r in rows for t in r["accuracy"]})
+    head = "| generator | seeds | " + " | ".join(f"{t} | Δ {t} (95% CI, wins)" for t in targets) + " |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for scale in sorted({s for s, _ in base}):
+        seeds = sorted(s for sc, s in base if sc == scale)
+        acc = {t: np.array([base[(scale, s)]["accuracy"][t] for s in seeds]) for t in targets}
+        lines.append(f"| baseline ({scale}) | {len(seeds)} | " + " | ".join(
+            f"{100 * acc[t].mean():.2f} | -" for t in targets) + " |")
+    for unit in units:
+        runs = {r["seed"]: r for r in rows if r.get("unit") == unit}
+        scale = next(iter(runs.values()))["scale"]
+        seeds = sorted(s for s in runs if (scale, s) in base)
+        cells = []
+        for t in targets:
+            a = np.array([runs[s]["accuracy"][t] for s in seeds])
+            d = a - np.array([base[(scale, s)]["accuracy"][t] for s in seeds])
+            half = (float(student.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1
+                    else float("nan"))
+            cells.append(f"{100 * a.mean():.2f} | {100 * d.mean():+.2f} ± {100 * half:.2f} ({int((d > 0).sum())}/"
+                         f"{len(d)})")
+        lines.append(f"| {unit} | {len(seeds)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def leak_table(units: list[dict]) -> str:
+    """Per unit: identities leaking into the training classes among far score-mixes, near score-mixes and far
+    condition-mixes (as a near-copy of a source / another class), and the mean best source cosine."""
+    head = ("| scale | arm | steps | threshold | far: leaked / ids (source, other) | near: leaked / ids (source, other) "
+            "| cond-mix far: leaked / ids | best source cos far / near |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for u in units:
+        f, n, c = u["mix_score"], u.get("mix_score_near"), u["mix_condition"]
+        if n is None or "leaked_identities" not in f:
+            continue  # measured before the leak counts existed
+
+        def cell(m):
+            return f"{m['leaked_identities']} / {m['identities']} ({m['leaks_source']}, {m['leaks_other']})"
+
+        lines.append(f"| {u['scale']} | {u['arm']} | {u['steps']} | {u['leak_threshold']['cosine']:.3f} | {cell(f)} "
+                     f"| {cell(n)} | {c['leaked_identities']} / {c['identities']} | "
+                     f"{f['source_cos_max_mean']:.3f} / {n['source_cos_max_mean']:.3f} |")
+    return "\n".join(lines)
+
+
 def summarise() -> dict:
     """Tables (Markdown) and curves (PNG) of every finished unit: RESULTS/summary.md, summary.json, curves.png."""
     from scoremix_plugin.io_utils import atomic_path, write_json_atomic, write_text_atomic
@@ -422,9 +644,16 @@ def summarise() -> dict:
         lines.append(f"| {scale} | real images | - | - | {r['top1']:.3f} | {r['intra']:.3f} | {r['frechet']:.3f} "
                      "| | | | | | |")
     table = "\n".join(lines)
-    write_text_atomic(RESULTS / "summary.md", "# Generator arms (experiments/generator_arms.py)\n\n" + table + "\n")
+    leaks = leak_table(units)
+    downstream = summarise_downstream() if DOWNSTREAM_RESULTS.is_dir() else ""
+    write_text_atomic(RESULTS / "summary.md", "# Generator arms (experiments/generator_arms.py)\n\n" + table + "\n\n"
+                      "## Training leaks of the mixes (dataset report rule, one threshold at FAR "
+                      f"{LEAK_FAR:g})\n\n" + leaks + "\n"
+                      + (f"\n## Downstream: baseline vs + far ScoreMix identities\n\n{downstream}\n" if downstream
+                         else ""))
     write_json_atomic(RESULTS / "summary.json", {"units": [f"{u['arm']}-{u['scale']}-{u['steps']}" for u in units],
-                                                 "table_markdown": table})
+                                                 "table_markdown": table, "leaks_markdown": leaks,
+                                                 "downstream_markdown": downstream})
     if units:
         import matplotlib
 
@@ -457,7 +686,9 @@ def summarise() -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("command", choices=("run", "auto", "recogniser", "train", "summary"))
+    p.add_argument("command", choices=("run", "auto", "recogniser", "train", "downstream", "summary"))
+    p.add_argument("--units", nargs="+", default=[], help="downstream: ARM:SCALE:STEPS generators to compare")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="downstream: seeds")
     p.add_argument("--arm", choices=list(ARMS))
     p.add_argument("--network", choices=list(NETWORKS), help="train only (command train)")
     p.add_argument("--scale", choices=list(SCALES))
@@ -483,6 +714,9 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(30)
         summarise()
     if args.command == "summary":
+        summarise()
+    if args.command == "downstream":
+        run_downstream(out, [(a, sc, int(st)) for a, sc, st in (u.split(":") for u in args.units)], args.seeds)
         summarise()
     if args.command == "recogniser":
         prepare_scale(out, args.scale)

@@ -56,3 +56,33 @@ def test_summary_table_and_curves(arms, tmp_path, monkeypatch):
     assert rows[2].startswith("| s40 | a | 300 | 10.0 | 0.500") and rows[3].startswith("| s40 | b | 200 | 9.8")
     assert rows[-1].startswith("| s40 | real images")
     assert (tmp_path / "curves.png").stat().st_size > 1000 and (tmp_path / "summary.md").is_file()
+
+
+def test_leak_counts_find_a_near_copy_of_a_source_and_no_leak_between_strangers(arms):
+    real = np.repeat(np.eye(4), 3, axis=0)  # 4 orthogonal real classes, 3 identical images each
+    real_labels = np.repeat(np.arange(4), 3)
+    # Identity 0 (mixed from classes 0, 1) sits on class 0: a near-copy of a source. Identity 1 (from 2, 3)
+    # sits halfway between its sources, 0.71 from each: under the threshold of 0.8.
+    emb = arms.unit_rows(np.array([[1, 0.05, 0, 0], [1, -0.05, 0, 0], [0, 0, 1, 1], [0, 0, 1, 1.0]]))
+    m = arms.leak_counts(emb, np.array([0, 0, 1, 1]), np.array([[0, 1], [2, 3]]), real, real_labels, 0.8)
+    assert (m["leaks_source"], m["leaks_other"], m["leaked_identities"]) == (1, 0, 1)
+    assert m["source_cos_max_mean"] == pytest.approx((emb[0, 0] + emb[2, 2]) / 2, abs=1e-6)
+    # The same identity 0 credited to sources (2, 3): it now copies class 0, a class it was not made from.
+    m = arms.leak_counts(emb[:2], np.array([0, 0]), np.array([[2, 3]]), real, real_labels, 0.8)
+    assert (m["leaks_source"], m["leaks_other"]) == (0, 1)
+
+
+def test_downstream_summary_pairs_each_unit_with_the_same_seed_baseline(arms, tmp_path, monkeypatch):
+    monkeypatch.setattr(arms, "DOWNSTREAM_RESULTS", tmp_path)
+    base = {0: 0.80, 1: 0.82, 2: 0.78}
+    gain = {0: 0.02, 1: 0.01, 2: 0.03}
+    for s in base:
+        (tmp_path / f"baseline-s40-s{s}.json").write_text(json.dumps(
+            {"arm": "baseline", "scale": "s40", "seed": s, "accuracy": {"toy_lfw": base[s]}}))
+        (tmp_path / f"b-s40-600-s{s}.json").write_text(json.dumps(
+            {"arm": "b-s40-600", "unit": "b-s40-600", "scale": "s40", "seed": s,
+             "accuracy": {"toy_lfw": base[s] + gain[s]}}))
+    rows = arms.summarise_downstream().splitlines()
+    assert rows[2] == "| baseline (s40) | 3 | 80.00 | - |"
+    # Paired differences 2, 1, 3 points: mean 2, sd 1, t(0.975, 2) = 4.303 -> half-width 4.303 / sqrt(3) = 2.48.
+    assert rows[3] == "| b-s40-600 | 3 | 82.00 | +2.00 ± 2.48 (3/3) |"
