@@ -77,11 +77,14 @@ NETWORKS = {
     "edm2": dict(preset="edm2-cpu", lr=1e-2, lr_warmup=100, lr_decay_ref=1000, loss_weighting="uncertainty",
                  ema_sigma_rel=0.10, posthoc_ema=[0.05, 0.10], posthoc_every=50),
 }
+# The smaller-network guide: edm2's recipe on edm2-cpu-xs (half the width), trained for GUIDE_FRACTION of the steps.
+NETWORKS["edm2-xs"] = dict(NETWORKS["edm2"], preset="edm2-cpu-xs")
 # arm -> (network, guidance, guide: None | "snapshot" | network name)
 ARMS = {
     "a": ("tiny", "cfg", None),
     "b": ("edm2", "cfg", None),
     "c-snap": ("edm2", "autoguidance", "snapshot"),
+    "c-xs": ("edm2", "autoguidance", "edm2-xs"),
 }
 SIGMA_REL = 0.10  # post-hoc EMA length the EDM2 arms sample with (reconstructed from the snapshots)
 GUIDE_FRACTION = 0.25  # the snapshot guide: the post-hoc EMA at a quarter of the main run's steps
@@ -400,6 +403,11 @@ def load_denoiser(out: Path, scale: str, network: str, steps: int):
     return build_denoiser(reconstruct(run, SIGMA_REL, step=steps), ema=True).eval().requires_grad_(False)
 
 
+def guide_steps(steps: int) -> int:
+    """Training steps of a smaller-network guide for a main run of ``steps``."""
+    return max(1, int(round(GUIDE_FRACTION * steps)))
+
+
 def run_unit(out: Path, arm: str, scale: str, steps: int) -> dict | None:
     """Measure one (arm, scale, steps) if its generator exists; write and return the result."""
     from scoremix_plugin.io_utils import write_json_atomic
@@ -424,6 +432,17 @@ def run_unit(out: Path, arm: str, scale: str, steps: int) -> dict | None:
         g_step = max(every, int(round(GUIDE_FRACTION * steps / every)) * every)
         guide = load_denoiser(out, scale, network, g_step)
         guide_info = {"kind": "snapshot", "step": g_step, "sigma_rel": SIGMA_REL}
+    elif guide_kind is not None:  # a smaller network trained for GUIDE_FRACTION of the steps; its CPU counts
+        g_step = guide_steps(steps)
+        g_cpu = json.loads((out / scale / f"gen-{guide_kind}" / "cpu.json").read_text()) \
+            if (out / scale / f"gen-{guide_kind}" / "cpu.json").is_file() else {}
+        if str(g_step) not in g_cpu:
+            log(f"{name}: guide {guide_kind} not trained to {g_step} steps yet, skipped")
+            return None
+        guide = load_denoiser(out, scale, guide_kind, g_step)
+        train_cpu += float(g_cpu[str(g_step)])
+        guide_info = {"kind": "smaller", "network": guide_kind, "preset": NETWORKS[guide_kind]["preset"],
+                      "step": g_step, "sigma_rel": SIGMA_REL, "train_cpu_s": round(float(g_cpu[str(g_step)]), 1)}
     log(f"{name}: measuring")
     res = measure(den, guide, guidance, scale, ref, shared, grid=RESULTS / "grids" / f"{name}.png")
     result = {"arm": arm, "scale": scale, "steps": steps, "network": network,
@@ -465,16 +484,18 @@ def export_unit(out: Path, arm: str, scale: str, steps: int) -> tuple[Path, Path
         return run / f"gen-{steps:07d}.pt", None, guidance
     from scoremix_plugin.generation.posthoc_ema import reconstruct
 
-    def ema_at(step: int) -> Path:
-        dest = exp / f"{network}-{step:07d}-sr{SIGMA_REL}.pt"
+    def ema_at(step: int, net: str = network) -> Path:
+        dest = exp / f"{net}-{step:07d}-sr{SIGMA_REL}.pt"
         if not dest.is_file():
-            save_torch_atomic(reconstruct(run, SIGMA_REL, step=step), dest)
+            save_torch_atomic(reconstruct(out / scale / f"gen-{net}", SIGMA_REL, step=step), dest)
         return dest
 
     guide = None
     if guide_kind == "snapshot":
         every = int(NETWORKS[network]["posthoc_every"])
         guide = ema_at(max(every, int(round(GUIDE_FRACTION * steps / every)) * every))
+    elif guide_kind is not None:
+        guide = ema_at(guide_steps(steps), guide_kind)
     return ema_at(steps), guide, guidance
 
 
@@ -505,7 +526,7 @@ def downstream_recipe(out: Path, scale: str, shared: dict) -> dict:
     }
 
 
-def run_downstream(out: Path, units: list[tuple[str, str, int]], seeds: list[int]) -> None:
+def run_downstream(out: Path, units: list[tuple[str, str, int]], seeds: list[int], scales: tuple[str, ...] = ()) -> None:
     """Per seed: the baseline recogniser, then + far ScoreMix identities from each unit's generator.
 
     Everything but the generator is shared: data, selection rule, recogniser config and steps (same_steps),
@@ -521,7 +542,7 @@ def run_downstream(out: Path, units: list[tuple[str, str, int]], seeds: list[int
 
     abl = _ablation()
     by_name = {s.name: s for s in STAGES}
-    for scale in sorted({u[1] for u in units}):
+    for scale in sorted({u[1] for u in units} | set(scales)):  # a scale alone: its baselines only
         shared = prepare_scale(out, scale)
         base_recipe = downstream_recipe(out, scale, shared)
         root = out / scale / "downstream"
@@ -716,7 +737,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "summary":
         summarise()
     if args.command == "downstream":
-        run_downstream(out, [(a, sc, int(st)) for a, sc, st in (u.split(":") for u in args.units)], args.seeds)
+        run_downstream(out, [(a, sc, int(st)) for a, sc, st in (u.split(":") for u in args.units)], args.seeds,
+                       (args.scale,) if args.scale else ())
         summarise()
     if args.command == "recogniser":
         prepare_scale(out, args.scale)
