@@ -94,18 +94,21 @@ def atomic_tempdir(final_dir: str | os.PathLike) -> tempfile.TemporaryDirectory:
     return tempfile.TemporaryDirectory(prefix=f".{final.name}.tmp-", dir=final.parent)
 
 
-def refuse_output_overlapping_inputs(out: str | os.PathLike, inputs: dict[str, Any], *, what: str = "--out") -> None:
+def refuse_output_overlapping_inputs(out: str | os.PathLike, inputs: dict[str, Any], *, what: str = "--out",
+                                     may_contain: bool = False) -> None:
     """Refuse an output folder that is, holds or lies inside one of the command's inputs.
 
     Writing there would replace or mix into the data the command reads (``merge --out`` onto the real
     folder, onto a shard of its own synthetic input, ``generate --out`` into the real folder).
+    ``may_contain``: an output that holds an input is fine (the command only adds its own named files
+    beside it, e.g. ``rec from-folder images/ .`` writes train.rec next to images/).
     """
     o = Path(out).resolve()
     for flag, path in inputs.items():
         if path is None:
             continue
         i = Path(path).resolve()
-        if o == i or i in o.parents or o in i.parents:
+        if o == i or i in o.parents or (o in i.parents and not may_contain):
             relation = "is" if o == i else ("lies inside" if i in o.parents else "contains")
             raise OutputExistsError(f"{what} {out} {relation} {flag} {path}: the output must not overlap an input "
                                     "the command reads (choose another folder)")

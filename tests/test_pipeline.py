@@ -140,7 +140,8 @@ config = edict(
     data=edict(toy=edict(identities=4, images_per_identity=2, test_identities=4, pairs=20)),
     recogniser="rec.py", generator="gen.py",
     selection=edict(num_identities=2),
-    generation=edict(images_per_identity=2, steps=2, batch_size=4, bf16=False),
+    generation=edict(images_per_identity=2, steps=2, batch_size=4, bf16=False, guidance="autoguidance"),
+    guide=edict(kind="snapshot", fraction=0.5),  # autoguidance from the main run's step-1 snapshot
     verification=edict(targets=["toy_lfw", "toy_cfp_fp"], batch_size=32, ijb=edict(root="IJBC", target="ijbc")),
     report=edict(grid_pairs=2, grid_images=2),
     quality_gate=False,  # the tiny generator's identities are no identities; the gate is tested below
@@ -196,6 +197,14 @@ def test_mini_recipe_end_to_end_then_rerun_skips(tmp_path):
     assert report["image_degrade"] == 32
     md = (out / "report.md").read_text()
     assert "32-px down-and-up resize" in md
+    # Autoguidance ran, with the generator stage's guide, and the report says so.
+    gen_res = read_marker(out, "generator")["summary"]
+    assert (gen_res["guide_kind"], gen_res["guide_step"], gen_res["step"]) == ("snapshot", 1, 2)
+    settings = json.loads((out / "generate/settings.json").read_text())
+    from scoremix_plugin.io_utils import sha256_file
+
+    assert settings["guide_sha256"] == sha256_file(gen_res["guide"]) and settings["guidance"] == "autoguidance"
+    assert "Guidance: autoguidance (w=2.5), the guide an early snapshot of the main run (step 1)" in md
     for fig in report["figures"].values():
         assert fig is None or (out / fig).is_file()
     assert (out / "figures/roc.png").is_file() and (out / "figures/mixes.png").is_file()
@@ -265,4 +274,68 @@ def test_a_recipe_adds_a_stage_before_the_report(tmp_path):
     bad.write_text("from easydict import EasyDict as edict\n"
                    "config = edict(recogniser='r.py', generator='g.py', stages=['count'])\n")
     with pytest.raises(PipelineError, match="recipe.stages"):
+        load_recipe(bad)
+
+
+GUIDE_GEN = """
+from easydict import EasyDict as edict
+config = edict(preset="test-micro", resolution=16, batch_size=8, total_steps=8, lr_warmup=1, checkpoint_every=None,
+               sample_every=None, num_workers=0, cache_images=True, bf16=False,
+               posthoc_ema=[0.05, 0.10], posthoc_every=2)
+"""
+
+
+def _guide_recipe(tmp_path: Path, generator: str, guide: str, extra: str = "") -> Path:
+    (tmp_path / "rec.py").write_text(textwrap.dedent(MINI_REC))
+    (tmp_path / "gen.py").write_text(textwrap.dedent(GUIDE_GEN))
+    path = tmp_path / "r.py"
+    path.write_text("from easydict import EasyDict as edict\n"
+                    f"config = edict(device='cpu', recogniser='rec.py', generator={generator!r}, guide={guide},\n"
+                    "    data=edict(toy=edict(identities=4, images_per_identity=2, test_identities=4, pairs=20)),\n"
+                    f"    generation=edict(guidance='autoguidance'){extra})\n")
+    return path
+
+
+def test_generator_stage_makes_the_guide_from_post_hoc_ema_snapshots_or_a_smaller_network(tmp_path):
+    """The guide of each kind: an early post-hoc EMA reconstruction of the main run, or a smaller network
+    trained on the same data for a fraction of the steps, beside a generator trained elsewhere (a .pt)."""
+    from scoremix_plugin.generation.checkpoint import load_checkpoint
+
+    run = lambda r, o: [run_recipe(r, o, stage=s, progress=False, log=lambda m: None) for s in ("data", "generator")]
+    recipe = _guide_recipe(tmp_path, "gen.py", "edict(kind='snapshot', fraction=0.25)",
+                           ", generator_sigma_rel=0.10")
+    run(recipe, tmp_path / "a")
+    res = read_marker(tmp_path / "a", "generator")["summary"]
+    main, guide = load_checkpoint(res["checkpoint"]), load_checkpoint(res["guide"])
+    assert Path(res["checkpoint"]).name == "generator-ema.pt" and res["sigma_rel"] == 0.10
+    assert main["posthoc_ema"]["sigma_rel"] == guide["posthoc_ema"]["sigma_rel"] == 0.10
+    # A quarter of 8 steps: the snapshot at step 2, reconstructed from the snapshots up to it only.
+    assert (res["guide_step"], guide["step"], guide["posthoc_ema"]["snapshot_steps"]) == (2, 2, [2])
+    assert main["step"] == 8 and main["posthoc_ema"]["snapshot_steps"] == [2, 4, 6, 8]
+
+    # The main generator as a checkpoint from elsewhere; the guide a smaller network trained here.
+    trained = tmp_path / "a" / "generator" / "generator.pt"
+    recipe = _guide_recipe(tmp_path, str(trained), "edict(kind='smaller', preset='test-micro', fraction=0.5)")
+    run(recipe, tmp_path / "b")
+    res = read_marker(tmp_path / "b", "generator")["summary"]
+    assert res["checkpoint"] == str(trained) and res["trained"] is False and res["guide_kind"] == "smaller"
+    guide = load_checkpoint(res["guide"])
+    assert guide["step"] == res["guide_step"] == 4 and guide["config"]["preset"] == "test-micro"
+    assert not (tmp_path / "b" / "generator" / "generator.pt").exists()  # the main one was not retrained
+
+
+@pytest.mark.parametrize("body, message", [
+    ("generation=edict(guidance='autoguidance')", "needs recipe.guide"),
+    ("guide=edict(kind='snapshot')", "only used with guidance = 'autoguidance'"),
+    ("guide=edict(kind='early'), generation=edict(guidance='autoguidance')", "recipe.guide.kind must be one of"),
+    ("guide=edict(kind='smaller'), generation=edict(guidance='autoguidance')", "needs recipe.guide.preset"),
+    ("guide=edict(kind='snapshot', fraction=1.5), generation=edict(guidance='autoguidance')",
+     r"recipe.guide.fraction must be in \(0, 1\)"),
+    ("generator_sigma_rel=0.5", "recipe.generator_sigma_rel must be a number"),
+])
+def test_guide_settings_are_checked_when_the_recipe_loads(tmp_path, body, message):
+    bad = tmp_path / "r.py"
+    bad.write_text("from easydict import EasyDict as edict\n"
+                   f"config = edict(recogniser='r.py', generator='g.py', {body})\n")
+    with pytest.raises(PipelineError, match=message):
         load_recipe(bad)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from scoremix_plugin.cli import main
+from scoremix_plugin.errors import OutputExistsError
 from scoremix_plugin.recordio import FaceRecFolder, IRHeader, RecordIOError, ShardWriter, encode_jpeg, pack, unpack_img
 from scoremix_plugin.recordio import writer as writer_module
 from scoremix_plugin.recordio.convert import check_rec, folder_to_rec, rec_to_folder
@@ -186,10 +187,19 @@ def test_from_folder_refuses_an_existing_dataset_unless_overwrite(image_src, tmp
 def test_from_folder_never_writes_into_its_input(image_src, where, capsys):
     out = image_src if where == "same" else image_src / "a" / "rec"
     before = sorted(p.relative_to(image_src) for p in image_src.rglob("*"))
-    with pytest.raises(RecordIOError, match="inside the input folder"):
+    relation = "is" if where == "same" else "lies inside"
+    with pytest.raises(OutputExistsError, match=f"{relation} the input folder"):
         folder_to_rec(image_src, out, progress=False, overwrite=True)
-    _cli_fails(["rec", "from-folder", str(image_src), str(out), "--overwrite", "--no-progress"], capsys, "inside the input")
+    _cli_fails(["rec", "from-folder", str(image_src), str(out), "--overwrite", "--no-progress"], capsys,
+               f"{relation} the input folder")
     assert sorted(p.relative_to(image_src) for p in image_src.rglob("*")) == before
+
+
+def test_from_folder_may_write_beside_its_input(image_src):
+    """An output folder that HOLDS the image folder is fine: train.rec / .idx go beside it, not into it."""
+    out = image_src.parent
+    folder_to_rec(image_src, out, progress=False)
+    assert (out / "train.rec").is_file() and not list(image_src.rglob("train.*"))
 
 
 class _FullDisk:

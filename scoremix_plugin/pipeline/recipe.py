@@ -14,7 +14,15 @@ Paths inside are relative to the recipe's folder. Keys (defaults in RECIPE_DEFAU
                                            # image_degrade, ... (rec / num_classes / num_image /
                                            # output are filled in per run; val_targets is
                                            # emptied: the verify stage scores both runs)
-        generator="demo/generator.py",     # generator training config (data / classes filled in)
+        generator="demo/generator.py",     # generator training config (data / classes filled in),
+                                           # or a generator checkpoint (.pt) trained elsewhere: used as is
+        generator_sigma_rel=None,          # e.g. 0.10: sample with the post-hoc EMA of this length
+                                           # (a run trained with config.posthoc_ema)
+        guide=None,                        # autoguidance's weaker model, for generation.guidance=
+                                           # "autoguidance": edict(kind="snapshot", fraction=0.25) (an
+                                           # early snapshot of the main run: no extra training),
+                                           # edict(kind="smaller", preset="edm2-test", fraction=0.25)
+                                           # (a smaller network trained here), or a checkpoint (.pt)
         centres=edict(batch_size=64),      # embedding of the real images for the class centres
         selection=edict(strategy="far", space="embedding", num_identities=40, max_uses=2,
                         k=2, weights=None),  # space: "embedding", "head" or "condition";
@@ -58,6 +66,8 @@ RECIPE_DEFAULTS: dict[str, Any] = {
     "data": {"toy": {"identities": 40, "images_per_identity": 16, "test_identities": 20, "pairs": 300}, "rec": None},
     "recogniser": None,
     "generator": None,
+    "generator_sigma_rel": None,
+    "guide": None,
     "centres": {"batch_size": 64},
     "selection": {"strategy": "far", "space": "embedding", "num_identities": 40, "max_uses": 1, "k": 2,
                   "weights": None},
@@ -96,8 +106,43 @@ def load_recipe(path: str | os.PathLike) -> edict:
     for key in ("recogniser", "generator"):
         if not recipe[key]:
             raise PipelineError(f"{p}: recipe.{key} (a config file, relative to the recipe) is required")
+    check_guide(recipe, p)
     bad = [s for s in recipe["stages"] if not isinstance(s, Stage)]
     if bad:
         raise PipelineError(f"{p}: recipe.stages must hold scoremix_plugin.pipeline.Stage objects, got {bad!r}")
     recipe["_path"] = str(p.resolve())
     return edict(recipe)
+
+
+def check_guide(recipe: Mapping[str, Any], path: Path) -> None:
+    """recipe.guide and generation.guidance agree, and a guide spec is complete (before anything trains)."""
+    from scoremix_plugin.generation.guide import GUIDE_KINDS
+    from scoremix_plugin.generation.posthoc_ema import check_sigma_rel
+
+    guide, guidance = recipe["guide"], recipe["generation"]["guidance"]
+    if guidance == "autoguidance" and guide is None:
+        raise PipelineError(f"{path}: generation.guidance = 'autoguidance' needs recipe.guide (e.g. "
+                            "edict(kind='snapshot', fraction=0.25))")
+    if guide is not None and guidance != "autoguidance":
+        raise PipelineError(f"{path}: recipe.guide is set but generation.guidance is {guidance!r}; the guide is "
+                            "only used with guidance = 'autoguidance'")
+    if recipe["generator_sigma_rel"] is not None:
+        try:
+            check_sigma_rel(recipe["generator_sigma_rel"], "recipe.generator_sigma_rel")
+        except ValueError as e:
+            raise PipelineError(f"{path}: {e}") from None
+    if guide is None or isinstance(guide, (str, os.PathLike)):
+        return
+    if not isinstance(guide, Mapping):
+        raise PipelineError(f"{path}: recipe.guide must be a checkpoint path or edict(kind=..., fraction=...), got "
+                            f"{type(guide).__name__}")
+    unknown = sorted(set(guide) - {"kind", "fraction", "preset"})
+    kind, fraction = guide.get("kind"), guide.get("fraction", 0.25)
+    if unknown:
+        raise PipelineError(f"{path}: unknown key(s) in recipe.guide: {unknown}; known: ['fraction', 'kind', 'preset']")
+    if kind not in GUIDE_KINDS:
+        raise PipelineError(f"{path}: recipe.guide.kind must be one of {list(GUIDE_KINDS)}, got {kind!r}")
+    if not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+        raise PipelineError(f"{path}: recipe.guide.fraction must be in (0, 1), got {fraction!r}")
+    if kind == "smaller" and not guide.get("preset"):
+        raise PipelineError(f"{path}: recipe.guide.kind 'smaller' needs recipe.guide.preset (a smaller network)")

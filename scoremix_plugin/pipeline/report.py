@@ -123,7 +123,9 @@ def run_report(ctx: Context, added: Sequence[str] = ()) -> ReportResult:
         "data": {"rec": data.rec, "num_classes": data.num_classes, "num_image": data.num_image, "toy": data.toy},
         "image_degrade": base.image_degrade,
         "generator": {"step": generator.step, "final_loss": generator.final_loss,
-                      "stopped_early": generator.stopped_early},
+                      "stopped_early": generator.stopped_early, "trained": generator.trained,
+                      "sigma_rel": generator.sigma_rel, "guide_kind": generator.guide_kind,
+                      "guide_step": generator.guide_step},
         "selection": to_json(sel),
         "synthetic": {"identities": gen.num_synthetic_classes, "images": gen.num_synthetic_images,
                       "sampler": {k: g[k] for k in ("solver", "steps", "guidance", "guidance_scale", "mix_window")},
@@ -146,6 +148,19 @@ def report_stage(needs: Sequence[str], added: Sequence[str] = ()) -> Stage:
     return Stage("report", lambda ctx: run_report(ctx, added), tuple(needs) + added,
                  lambda ctx: dict(ctx.recipe.report), lambda ctx: [ctx.out / "report.md", ctx.out / "report.json"],
                  help="report.md + figures", folder="", result=ReportResult)
+
+
+def guidance_sentence(sampler: dict, gen: dict) -> str:
+    """Which guidance ran, and with what guide (autoguidance), in words for the report."""
+    w = sampler["guidance_scale"]
+    if sampler["guidance"] == "autoguidance":
+        kinds = {"snapshot": "an early snapshot of the main run", "smaller": "a smaller network trained for a "
+                 "fraction of the main run's steps", "checkpoint": "a checkpoint named by the recipe"}
+        return (f" Guidance: autoguidance (w={w}), the guide {kinds.get(gen.get('guide_kind'), 'unknown')} "
+                f"(step {gen.get('guide_step')}).")
+    if sampler["guidance"] == "cfg":
+        return f" Guidance: classifier-free (w={w}, the null class)."
+    return " Guidance: none."
 
 
 def _fmt(v: Any, pct: bool = False) -> str:
@@ -249,7 +264,10 @@ def report_markdown(r: Mapping[str, Any]) -> str:
     gen = r["generator"]
     lines += [f"Generator: {gen['step']} training steps"
               + (" (stopped by its time cap)" if gen.get("stopped_early") else "")
-              + f", final loss {_fmt(gen.get('final_loss'))}.", ""]
+              + (f", final loss {_fmt(gen.get('final_loss'))}" if gen.get("trained", True) else
+                 " (trained elsewhere, recipe.generator)")
+              + (f"; sampled with its post-hoc EMA at sigma_rel {gen['sigma_rel']}" if gen.get("sigma_rel") else "")
+              + "." + guidance_sentence(syn["sampler"], gen), ""]
     lines += ["## Verification accuracy (%)", "",
               "| target | baseline | ScoreMix | difference |", "|---|---:|---:|---:|"]
     std = r["accuracy_std"]

@@ -34,11 +34,16 @@ class RecogniserResult:
 
 @dataclass(frozen=True)
 class GeneratorResult:
-    checkpoint: str
+    checkpoint: str  # what generation samples with (the post-hoc EMA reconstruction when one was asked for)
     step: int
     num_classes: int
     final_loss: float
     stopped_early: bool
+    trained: bool = True  # False: recipe.generator named a checkpoint trained elsewhere
+    sigma_rel: float | None = None  # post-hoc EMA length of ``checkpoint`` (None: the run's own EMA)
+    guide: str | None = None  # autoguidance guide checkpoint (None: no guide)
+    guide_kind: str | None = None  # "snapshot" | "smaller" | "checkpoint"
+    guide_step: int | None = None
 
 
 @dataclass(frozen=True)

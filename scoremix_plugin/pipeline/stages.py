@@ -142,21 +142,95 @@ def recogniser_settings(stage: str) -> Callable[[Context], Any]:
 
 
 def run_generator(ctx: Context) -> GeneratorResult:
-    from scoremix_plugin.config import read_config_file, write_config_file
-    from scoremix_plugin.generation.train import train_generator
+    """Train the generator (recipe.generator a config) or take a trained one (a ``.pt``); then, as the recipe
+    asks, reconstruct its post-hoc EMA (``generator_sigma_rel``) and make the autoguidance guide (``guide``)."""
+    import math
 
-    src = ctx.resolve(ctx.recipe.generator)
-    cfg = read_config_file(src)
-    cfg.update(rec=ctx.result("data").rec, output=str(ctx.dir("generator")))
-    cfg.setdefault("seed", ctx.recipe.seed)
-    if ctx.recipe.device:
-        cfg["device"] = ctx.recipe.device
-    write_config_file(ctx.dir("generator") / "config.py", cfg, f"Written by `scoremix pipeline` (stage generator) "
-                      f"from {src}.")
-    res = train_generator(cfg)
-    # bool()/float()/int(): the result goes into a JSON marker, and these may come back as 0-d tensors.
-    return GeneratorResult(str(res["checkpoint"]), int(res["step"]), int(res["num_classes"]),
-                           float(res["final_loss"]), bool(res.get("stopped_early")))
+    from scoremix_plugin.config import read_config_file, write_config_file
+    from scoremix_plugin.generation.checkpoint import load_checkpoint
+
+    src, out, data = ctx.resolve(ctx.recipe.generator), ctx.dir("generator"), ctx.result("data")
+    spec = guide_spec(ctx.recipe)
+    sigma_rel = ctx.recipe.generator_sigma_rel
+    if src.suffix == ".pt":
+        ckpt = load_checkpoint(src)
+        if int(ckpt["num_classes"]) != data.num_classes:
+            raise PipelineError(f"recipe.generator {src}: trained on {ckpt['num_classes']} classes, the data stage "
+                                f"has {data.num_classes}")
+        cfg = dict(ckpt["config"], rec=data.rec)  # a guide trained here learns the same data
+        run_dir, step, loss, stopped, trained = src.parent, int(ckpt["step"]), math.nan, False, False
+    else:
+        from scoremix_plugin.generation.train import train_generator
+
+        cfg = read_config_file(src)
+        cfg.update(rec=data.rec, output=str(out))
+        cfg.setdefault("seed", ctx.recipe.seed)
+        if ctx.recipe.device:
+            cfg["device"] = ctx.recipe.device
+        if spec and spec["kind"] == "snapshot" and sigma_rel is None and not cfg.get("snapshot_every"):
+            # The early snapshot autoguidance uses: keep one every fraction of the run.
+            cfg["snapshot_every"] = max(1, round(spec["fraction"] * int(cfg.get("total_steps", 1))))
+        write_config_file(out / "config.py", cfg, f"Written by `scoremix pipeline` (stage generator) from {src}.")
+        res = train_generator(cfg)
+        # bool()/float()/int(): the result goes into a JSON marker, and these may come back as 0-d tensors.
+        run_dir, step, loss, stopped, trained = out, int(res["step"]), float(res["final_loss"]), \
+            bool(res.get("stopped_early")), True
+        src = Path(res["checkpoint"])
+    checkpoint = src
+    if sigma_rel is not None:
+        checkpoint = _posthoc_checkpoint(run_dir, float(sigma_rel), None, out / "generator-ema.pt")
+    guide, guide_step = None, None
+    if spec is not None:
+        guide, guide_step = _make_guide(spec, run_dir, step, sigma_rel, cfg, out, ctx)
+    return GeneratorResult(str(checkpoint), step, data.num_classes, loss, stopped, trained,
+                           None if sigma_rel is None else float(sigma_rel), None if guide is None else str(guide),
+                           None if spec is None else spec["kind"], guide_step)
+
+
+def guide_spec(recipe: Any) -> dict[str, Any] | None:
+    """recipe.guide as ``{"kind": "checkpoint", "path"} | {"kind": "snapshot"|"smaller", "fraction", "preset"}``.
+
+    Checked at recipe load (``recipe.check_guide``) so a bad guide fails before anything trains.
+    """
+    g = recipe.get("guide")
+    if g is None:
+        return None
+    if isinstance(g, (str, Path)):
+        return {"kind": "checkpoint", "path": str(g)}
+    return {"kind": g["kind"], "fraction": float(g.get("fraction", 0.25)), "preset": g.get("preset")}
+
+
+def _posthoc_checkpoint(run_dir: Path, sigma_rel: float, step: int | None, dest: Path) -> Path:
+    from scoremix_plugin.generation.posthoc_ema import reconstruct
+    from scoremix_plugin.io_utils import save_torch_atomic
+
+    save_torch_atomic(reconstruct(run_dir, sigma_rel, step=step), dest)
+    return dest
+
+
+def _make_guide(spec: dict, run_dir: Path, step: int, sigma_rel, cfg: dict, out: Path, ctx: Context):
+    """(guide checkpoint, its step): autoguidance's weaker model, by the kind the recipe names."""
+    from scoremix_plugin.generation.checkpoint import load_checkpoint
+    from scoremix_plugin.generation.guide import guide_snapshot, train_guide
+
+    if spec["kind"] == "checkpoint":
+        path = ctx.resolve(spec["path"])
+        return path, int(load_checkpoint(path)["step"])
+    if spec["kind"] == "snapshot":
+        if sigma_rel is not None:
+            # A post-hoc EMA run: the guide is the same EMA length reconstructed at an early snapshot step.
+            from scoremix_plugin.generation.posthoc_ema import list_snapshots
+
+            steps = [s for s, _ in list_snapshots(run_dir) if s < step]
+            if not steps:
+                raise PipelineError(f"recipe.guide: {run_dir} has no post-hoc EMA snapshot before step {step}")
+            g_step = min(steps, key=lambda s: (abs(s - spec["fraction"] * step), s))
+            return _posthoc_checkpoint(run_dir, float(sigma_rel), g_step, out / "guide.pt"), g_step
+        path = guide_snapshot(run_dir, spec["fraction"], main_step=step)
+        return path, int(load_checkpoint(path)["step"])
+    overrides = {"device": ctx.recipe.device} if ctx.recipe.device else {}
+    res = train_guide(cfg, preset=spec["preset"], fraction=spec["fraction"], output=out / "guide", **overrides)
+    return Path(res["checkpoint"]), int(res["step"])
 
 
 # Stage: centres (export the baseline, embed the real classes, the generator's conditions).
@@ -208,7 +282,7 @@ def run_generate(ctx: Context) -> GenerateResult:
     settings = GenerateSettings(
         ckpt=ctx.result("generator").checkpoint, pairs=ctx.result("select").pairs, real=ctx.result("data").rec,
         images_per_identity=g.images_per_identity, shard_size=g.shard_size, steps=g.steps, solver=g.solver,
-        guidance=g.guidance, guidance_scale=g.guidance_scale, guide=None,
+        guidance=g.guidance, guidance_scale=g.guidance_scale, guide=ctx.result("generator").guide,
         mix_window=None if g.mix_window is None else tuple(g.mix_window), seed=ctx.recipe.seed,
         batch_size=g.batch_size, bf16=g.bf16,
         # Only when asked: AugGen's condition mixing (mix_space "condition") needs a sampler that has it.
@@ -354,6 +428,24 @@ def _recogniser_file(ctx: Context) -> list[Path]:
     return [ctx.resolve(ctx.recipe.recogniser)]
 
 
+def generator_settings(ctx: Context) -> dict[str, Any]:
+    return {"device": ctx.recipe.device, "guide": guide_spec(ctx.recipe), "sigma_rel": ctx.recipe.generator_sigma_rel}
+
+
+def generator_outputs(ctx: Context) -> list[Path]:
+    """What must still exist for the stage to count as complete (a trained-elsewhere generator is an input)."""
+    out = [] if ctx.resolve(ctx.recipe.generator).suffix == ".pt" else [ctx.out / "generator/generator.pt"]
+    if ctx.recipe.generator_sigma_rel is not None:
+        out.append(ctx.out / "generator/generator-ema.pt")
+    return out
+
+
+def generator_files(ctx: Context) -> list[Path]:
+    spec = guide_spec(ctx.recipe)
+    return [ctx.resolve(ctx.recipe.generator)] + ([ctx.resolve(spec["path"])] if spec and spec["kind"] ==
+                                                  "checkpoint" else [])
+
+
 def _stage(name, run, needs, settings, outputs, result, help, **kw) -> Stage:  # noqa: A002 - Stage's own name
     return Stage(name, run, needs, settings, outputs, help=help, result=result, **kw)
 
@@ -365,9 +457,8 @@ STAGES: tuple[Stage, ...] = (
     _stage("data", run_data, (), data_settings, data_outputs, DataResult, "toy identities or a real folder"),
     _stage("baseline", lambda ctx: run_recogniser(ctx, "baseline"), ("data",), recogniser_settings("baseline"),
            _out("baseline/model.pt"), RecogniserResult, "recogniser on real data", files=_recogniser_file),
-    _stage("generator", run_generator, ("data",), lambda ctx: {"device": ctx.recipe.device},
-           _out("generator/generator.pt"), GeneratorResult, "class-conditional EDM generator",
-           files=lambda ctx: [ctx.resolve(ctx.recipe.generator)]),
+    _stage("generator", run_generator, ("data",), generator_settings, generator_outputs, GeneratorResult,
+           "class-conditional EDM generator (and its autoguidance guide)", files=generator_files),
     _stage("centres", run_centres, ("data", "baseline", "generator"), lambda ctx: dict(ctx.recipe.centres),
            _out("centres/baseline.onnx", "centres/embedding.npz", "centres/condition.npz"), CentresResult,
            "ONNX export, class centres, generator conditions"),

@@ -52,14 +52,11 @@ DATASET_FILES = ("train.rec", "train.idx", "property")
 
 def _check_output(src: Path, out: Path, overwrite: bool) -> None:
     """Refuse an output that is (inside) the input, or that already holds a dataset unless ``overwrite``."""
-    s, o = src.resolve(), out.resolve()
-    if o == s or s in o.parents:
-        raise RecordIOError(f"output {out} is inside the input folder {src}: choose a folder outside it",
-                            file=out)
-    held = [name for name in DATASET_FILES if (out / name).exists()]
-    if held and not overwrite:
-        raise RecordIOError(f"output already holds a dataset ({', '.join(held)}); pass --overwrite to replace it",
-                            file=out)
+    from ..io_utils import refuse_existing_output, refuse_output_overlapping_inputs
+
+    refuse_output_overlapping_inputs(out, {"the input folder": src}, what="output", may_contain=True)
+    if not overwrite:
+        refuse_existing_output(out, DATASET_FILES, hint="pass --overwrite to replace it", what="output")
 
 
 def folder_to_rec(src: str | os.PathLike, out: str | os.PathLike, *, resize: bool = False, quality: int = 95,
