@@ -3,7 +3,7 @@
 Arms (the generator and the sampler; the recogniser that judges them is fixed per scale):
 
 ========= =========================================================================================
-a         the demo's generator: tiny UNet2DModel (recipes/demo/generator.py), standard EMA, CFG 2.5
+a         the demo's former generator: tiny UNet2DModel (generator_arms/generator.py), standard EMA, CFG 2.5
 b         an EDM2 magnitude-preserving network of similar cost, post-hoc EMA, CFG 2.5
 c-snap    b + autoguidance, the guide an early snapshot of b's own run (no extra training)
 c-xs      b + autoguidance, the guide a smaller EDM2 network trained for a fraction of b's steps
@@ -68,7 +68,8 @@ SCOREMIX_WEIGHTS = (0.5, 0.5)
 SAMPLER = dict(num_steps=8, solver="heun")  # the demo's sampler
 LEAK_FAR = 1e-4  # the dataset report's default FAR for its leak threshold
 
-# Networks trained per scale: config overrides over recipes/demo/generator.py.
+# Networks trained per scale: config overrides over experiments/generator_arms/generator.py (arm a: the demo's
+# generator as measured; the demo has since moved to arm b).
 NETWORKS = {
     "tiny": {},
     # EDM2's recipe on the demo's budget: MP U-Net, learned loss weighting u(sigma), Adam at EDM2's higher
@@ -185,7 +186,7 @@ def _train_to(run: Path, network: str, steps: int, shared: dict) -> tuple[Path, 
     cpu = json.loads(cpu_file.read_text()) if cpu_file.is_file() else {}
     if snap.is_file() and str(steps) in cpu:
         return snap, float(cpu[str(steps)])
-    cfg = read_config_file(ROOT / "recipes" / "demo" / "generator.py")
+    cfg = read_config_file(HERE / "generator_arms" / "generator.py")
     cfg.update(NETWORKS[network])
     cfg.update(rec=shared["data"], output=str(run), total_steps=int(steps), duration=None, resume=True, seed=0,
                device="cpu", threads=1, sample_every=None, sample_steps=4, sample_classes=2,

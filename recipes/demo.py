@@ -15,8 +15,10 @@ machine; it then trains fewer steps (B: 900 of 1,200).
   stage       estimate    A        B
   data          ~5 s      2.6 s    6.0 s   40 identities x 16 images + 2 x 300 verification pairs
   baseline     ~70 s     52 s    116 s     quarter-width IResNet-18, strided stem, 300 steps of 64, 32-px degrade
-  generator   ~330 s    206 s    412 s     UNet2DModel (32,64,64,128), 3.2M params, 32 px, batch 32, bf16, CFG
-                                           label dropout 10%, lr 1e-3, EMA warm-up: 1,200 steps, capped at 400 s
+  generator   ~330 s    206 s    412 s     (A, B: the former UNet2DModel, 3.2M params.) Now EDM2 edm2-cpu, 3.0M
+                                           params, 32 px, batch 32, bf16, CFG label dropout 10%, lr 1e-2 with
+                                           1/sqrt decay, post-hoc EMA: 1,200 steps, capped at 400 s; ~0.9x the
+                                           former's CPU per step (generator arms), so ~300 s estimated
   centres     ~10 s      1 s      2.8 s    ONNX export, class centres of the real images, generator conditions
   select       <1 s      0 s      0 s      40 far pairs (each real class in at most 2)
   generate   ~130 s     43 s    113 s     40 identities x 16 images, Heun-8 + CFG 2.5, mix in one batched forward
@@ -42,11 +44,14 @@ config = edict(
     data=edict(toy=edict(identities=40, images_per_identity=16, test_identities=20, pairs=300), rec=None),
     recogniser="demo/recogniser.py",
     generator="demo/generator.py",
+    generator_sigma_rel=0.10,  # sample the post-hoc EMA of this length (as the measured arm b did)
     centres=edict(batch_size=64),
     # Far in the recogniser's embedding space (the paper's best strategy); 40 pairs of 40 classes need each
     # class in up to 2 pairs.
     selection=edict(strategy="far", space="embedding", num_identities=40, max_uses=2, k=2, weights=None),
     # Heun-8 looked like Heun-16 at this quality and costs half; CFG w = 2.5 is what makes identities show.
+    # Autoguidance (guidance="autoguidance", guide=edict(kind="snapshot", fraction=0.25)) lost to CFG at this
+    # scale (docs/results.md, "Generator arms"), so the demo keeps CFG.
     generation=edict(images_per_identity=16, solver="heun", steps=8, guidance="cfg", guidance_scale=2.5,
                      mix_window=None, shard_size=1000, batch_size=16, bf16=True),
     scoremix=edict(ratio=None, aug_real=None, aug_synthetic=None, same_steps=True),
