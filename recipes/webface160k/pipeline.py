@@ -24,6 +24,8 @@ config = edict(
     # 4,000 far pairs x 50 images = 0.2M synthetic images (the paper's amount); each real class joins
     # at most one pair, so 8,000 of the ~10K real classes take part.
     selection=edict(strategy="far", space="embedding", num_identities=4000, max_uses=1, k=2, weights=None),
+    # CFG, as in casia_r50/pipeline.py (autoguidance: guidance="autoguidance" + guide=edict(kind="smaller",
+    # preset="edm2-xs", fraction=0.25); it lost to CFG at toy scale, docs/results.md).
     generation=edict(images_per_identity=50, solver="heun", steps=32, guidance="cfg", guidance_scale=2.0,
                      mix_window=None, shard_size=500, batch_size=256, bf16=True),
     scoremix=edict(ratio=None, aug_real=None, aug_synthetic=None, same_steps=False),
