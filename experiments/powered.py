@@ -52,9 +52,9 @@ COMPARISONS = [("random", "baseline"), ("near", "baseline"), ("far", "baseline")
                ("far", "auggen-far")]
 # Seconds per unit at 40 identities x 16 images on the 2-core build machine, from the earlier design's
 # runs (docs/results.md, "Cost"): used when no result JSON with timings exists yet.
-# The generator step: 2.35 CPU s (tiny-cpu, float32, one thread; docs/results.md, issue 13), the more
-# cautious of it and the earlier run's 1,200 s wall for 2,200 bf16 steps on 2 threads (0.55 s).
-EARLIER_SECONDS = {"generator_step": 2.35, "baseline": 150.0, "scoremix": 240.0, "report": 120.0}
+# The generator step: 1.82 CPU s (edm2-cpu, float32, one thread: 2,182 s for 1,200 steps in the generator arms,
+# docs/results.md, issue 13).
+EARLIER_SECONDS = {"generator_step": 1.82, "baseline": 150.0, "scoremix": 240.0, "report": 120.0}
 
 
 def ablation():

@@ -339,3 +339,15 @@ def test_guide_settings_are_checked_when_the_recipe_loads(tmp_path, body, messag
                    f"config = edict(recogniser='r.py', generator='g.py', {body})\n")
     with pytest.raises(PipelineError, match=message):
         load_recipe(bad)
+
+
+def test_generator_fingerprint_settings_unchanged_without_guide_or_posthoc_ema(tmp_path):
+    """A recipe that sets neither key keeps its old generator settings (finished runs stay complete), and a
+    recipe built as a plain dict without the keys (experiments/) works."""
+    from scoremix_plugin.pipeline.stages import generator_settings
+
+    ctx = _ctx(tmp_path, device="cpu")
+    assert generator_settings(ctx) == {"device": "cpu"}
+    ctx = _ctx(tmp_path, device="cpu", guide={"kind": "snapshot", "fraction": 0.25}, generator_sigma_rel=0.1)
+    assert generator_settings(ctx) == {"device": "cpu", "sigma_rel": 0.1,
+                                       "guide": {"kind": "snapshot", "fraction": 0.25, "preset": None}}

@@ -151,7 +151,7 @@ def run_generator(ctx: Context) -> GeneratorResult:
 
     src, out, data = ctx.resolve(ctx.recipe.generator), ctx.dir("generator"), ctx.result("data")
     spec = guide_spec(ctx.recipe)
-    sigma_rel = ctx.recipe.generator_sigma_rel
+    sigma_rel = ctx.recipe.get("generator_sigma_rel")  # .get: experiments build recipes without the newer keys
     if src.suffix == ".pt":
         ckpt = load_checkpoint(src)
         if int(ckpt["num_classes"]) != data.num_classes:
@@ -429,13 +429,16 @@ def _recogniser_file(ctx: Context) -> list[Path]:
 
 
 def generator_settings(ctx: Context) -> dict[str, Any]:
-    return {"device": ctx.recipe.device, "guide": guide_spec(ctx.recipe), "sigma_rel": ctx.recipe.generator_sigma_rel}
+    extra = {"guide": guide_spec(ctx.recipe), "sigma_rel": ctx.recipe.get("generator_sigma_rel")}
+    # Only keys that are set: a recipe without a guide or post-hoc EMA keeps the fingerprint it had before
+    # they existed, so its finished generator stage stays complete.
+    return {"device": ctx.recipe.device, **{k: v for k, v in extra.items() if v is not None}}
 
 
 def generator_outputs(ctx: Context) -> list[Path]:
     """What must still exist for the stage to count as complete (a trained-elsewhere generator is an input)."""
     out = [] if ctx.resolve(ctx.recipe.generator).suffix == ".pt" else [ctx.out / "generator/generator.pt"]
-    if ctx.recipe.generator_sigma_rel is not None:
+    if ctx.recipe.get("generator_sigma_rel") is not None:
         out.append(ctx.out / "generator/generator-ema.pt")
     return out
 
