@@ -33,6 +33,8 @@ recogniser ~30-90 images/s, generator ~0.2 steps/s, i.e. 70 of 1,200 generator s
 26 min 41 s up to the dataset report, whose quality gate then judged 0 of 40 synthetic identities
 recognisable (intra-identity cosine 0.22 vs 0.82 for real identities). On such a machine the demo checks
 the pipeline, not the method: the gate's verdict is in the report, and the run goes on (below).
+(D) the same AVX2 machine idle, with the EDM2 generator (float32, ~1 step/s): `make demo` 17 min 56 s with
+the venv already installed; baseline 167 s, generator 400 of 1,200 steps in the cap, generate 5 min.
 """
 
 from easydict import EasyDict as edict
