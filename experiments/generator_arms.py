@@ -476,19 +476,17 @@ def _ablation():
 
 def export_unit(out: Path, arm: str, scale: str, steps: int) -> tuple[Path, Path | None, str]:
     """(generator .pt, guide .pt or None, guidance) of a unit, as files the pipeline's generator stage takes."""
-    from scoremix_plugin.io_utils import save_torch_atomic
-
     network, guidance, guide_kind = ARMS[arm]
     run, exp = out / scale / f"gen-{network}", out / scale / "export"
     exp.mkdir(parents=True, exist_ok=True)
     if not NETWORKS[network].get("posthoc_ema"):
         return run / f"gen-{steps:07d}.pt", None, guidance
-    from scoremix_plugin.generation.posthoc_ema import reconstruct
+    from scoremix_plugin.generation.posthoc_ema import write_reconstruction
 
     def ema_at(step: int, net: str = network) -> Path:
         dest = exp / f"{net}-{step:07d}-sr{SIGMA_REL}.pt"
         if not dest.is_file():
-            save_torch_atomic(reconstruct(out / scale / f"gen-{net}", SIGMA_REL, step=step), dest)
+            write_reconstruction(out / scale / f"gen-{net}", SIGMA_REL, dest, step)
         return dest
 
     guide = None

@@ -49,8 +49,18 @@ def guide_snapshot(run_dir: str | os.PathLike, fraction: float = 0.25, main_step
     if not snaps:
         raise MissingInputError(f"{run}: no snapshot generator-NNNNNNN.pt before step {main_step}; train the main "
                                 "run with config.snapshot_every set (e.g. a quarter of total_steps)")
-    target = fraction * main_step
-    return snaps[min(snaps, key=lambda s: (abs(s - target), s))]
+    return snaps[nearest_earlier_step(snaps, fraction, main_step)]
+
+
+def nearest_earlier_step(steps, fraction: float, main_step: int) -> int:
+    """Of the stored ``steps`` before ``main_step``, the one nearest ``fraction * main_step`` (ties: earlier).
+
+    The step of an early-snapshot guide, whether the snapshots are generator-NNNNNNN.pt or post-hoc EMA ones.
+    """
+    before = [int(s) for s in steps if 0 < int(s) < main_step]
+    if not before:
+        raise MissingInputError(f"no stored snapshot before step {main_step}")
+    return min(before, key=lambda s: (abs(s - fraction * main_step), s))
 
 
 def guide_config(main_config: Mapping[str, Any] | str | os.PathLike, *, preset: str, fraction: float = 0.25,

@@ -167,11 +167,18 @@ def add_ema_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="generator checkpoint to write (loads like generator.pt)")
 
 
-def run_ema(args: argparse.Namespace) -> int:
+def write_reconstruction(ckpt_dir: str | os.PathLike, sigma_rel: float, out: str | os.PathLike,
+                         step: int | None = None, progress: bool = False) -> dict[str, Any]:
+    """``reconstruct`` and save it atomically to ``out`` (a checkpoint that loads like generator.pt)."""
     from scoremix_plugin.io_utils import save_torch_atomic
 
-    ckpt = reconstruct(args.ckpt_dir, args.sigma_rel, args.step, progress=True)
-    save_torch_atomic(ckpt, args.out)
+    ckpt = reconstruct(ckpt_dir, sigma_rel, step, progress=progress)
+    save_torch_atomic(ckpt, out)
+    return ckpt
+
+
+def run_ema(args: argparse.Namespace) -> int:
+    ckpt = write_reconstruction(args.ckpt_dir, args.sigma_rel, args.out, args.step, progress=True)
     info = ckpt["posthoc_ema"]
     print(f"{args.out}: sigma_rel {info['sigma_rel']} (gamma {info['gamma']:.2f}) at step {ckpt['step']} from "
           f"{len(info['snapshot_steps'])} snapshots x {len(info['snapshot_sigma_rels'])} profiles")

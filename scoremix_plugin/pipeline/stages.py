@@ -201,17 +201,16 @@ def guide_spec(recipe: Any) -> dict[str, Any] | None:
 
 
 def _posthoc_checkpoint(run_dir: Path, sigma_rel: float, step: int | None, dest: Path) -> Path:
-    from scoremix_plugin.generation.posthoc_ema import reconstruct
-    from scoremix_plugin.io_utils import save_torch_atomic
+    from scoremix_plugin.generation.posthoc_ema import write_reconstruction
 
-    save_torch_atomic(reconstruct(run_dir, sigma_rel, step=step), dest)
+    write_reconstruction(run_dir, sigma_rel, dest, step)
     return dest
 
 
 def _make_guide(spec: dict, run_dir: Path, step: int, sigma_rel, cfg: dict, out: Path, ctx: Context):
     """(guide checkpoint, its step): autoguidance's weaker model, by the kind the recipe names."""
     from scoremix_plugin.generation.checkpoint import load_checkpoint
-    from scoremix_plugin.generation.guide import guide_snapshot, train_guide
+    from scoremix_plugin.generation.guide import guide_snapshot, nearest_earlier_step, train_guide
 
     if spec["kind"] == "checkpoint":
         path = ctx.resolve(spec["path"])
@@ -224,7 +223,7 @@ def _make_guide(spec: dict, run_dir: Path, step: int, sigma_rel, cfg: dict, out:
             steps = [s for s, _ in list_snapshots(run_dir) if s < step]
             if not steps:
                 raise PipelineError(f"recipe.guide: {run_dir} has no post-hoc EMA snapshot before step {step}")
-            g_step = min(steps, key=lambda s: (abs(s - spec["fraction"] * step), s))
+            g_step = nearest_earlier_step(steps, spec["fraction"], step)
             return _posthoc_checkpoint(run_dir, float(sigma_rel), g_step, out / "guide.pt"), g_step
         path = guide_snapshot(run_dir, spec["fraction"], main_step=step)
         return path, int(load_checkpoint(path)["step"])
