@@ -303,6 +303,15 @@ def leak_threshold(emb: np.ndarray, labels: np.ndarray, far: float = LEAK_FAR) -
     return {"far": t.far, "cosine": t.cosine, "impostor_pairs": t.impostor_pairs}
 
 
+def recognised(emb: np.ndarray, ident: np.ndarray, threshold: float) -> dict:
+    """The quality gate's per-identity rule (datareport/leaks.py): an identity is recognised as itself when more
+    than half of its own image pairs score above ``threshold`` (the real impostor cosine at LEAK_FAR)."""
+    from scoremix_plugin.datareport.leaks import recognised_share
+
+    k, n = recognised_share(emb, ident, threshold)
+    return {"recognised": k, "recognised_of": n, "recognised_share": k / n if n else float("nan")}
+
+
 def leak_counts(emb: np.ndarray, ident: np.ndarray, pairs: np.ndarray, real_emb: np.ndarray, real_labels: np.ndarray,
                 threshold: float) -> dict:
     """Training leaks of mixed identities by the dataset report's rule (datareport/leaks.py ``training_leaks``):
@@ -352,27 +361,28 @@ def measure(denoiser, guide, guidance: str, scale: str, ref: dict, shared: dict,
     on = np.isin(labels, chosen)
     reference = emb[~in_a & on]
     res = {"real": fidelity(emb[in_a & on], labels[in_a & on], centres, reference)}
+    thr = leak_threshold(emb, labels)
+    res["leak_threshold"] = thr
+    res["real"] |= recognised(emb[in_a & on], labels[in_a & on], thr["cosine"])
     t0 = time.process_time()
     # Single-class samples.
     cls = np.repeat(chosen, sc["per_class"])
     seeds = [(1000, int(c), i) for c in chosen for i in range(sc["per_class"])]
     imgs = sample_images(denoiser, cls[:, None], np.ones((len(cls), 1)), seeds, guidance=guidance, guide=guide)
     e, _ = embed_images(embedder, imgs, batch_size=64, flip=True)
-    res["single"] = fidelity(e, cls, centres, reference)
+    res["single"] = fidelity(e, cls, centres, reference) | recognised(e, cls, thr["cosine"])
     shown = [imgs[cls == c][:6] for c in chosen[:6]]
     # Far pairs in the same space, mixed both ways from the same noise.
     pairs, dist = select(centres, sc["pairs"], "far", max_uses=sc["max_uses"], seed=0)
     n = np.repeat(np.arange(len(pairs)), sc["per_mix"])
     seeds = [(2000, int(i), j) for i in range(len(pairs)) for j in range(sc["per_mix"])]
     res["pairs"] = {"n": int(len(pairs)), "distance_mean": float(dist.mean())}
-    thr = leak_threshold(emb, labels)
-    res["leak_threshold"] = thr
     for space, w in (("score", SCOREMIX_WEIGHTS), ("condition", AUGGEN_WEIGHTS)):
         imgs = sample_images(denoiser, pairs[n], np.tile(w, (len(n), 1)), seeds, guidance=guidance, guide=guide,
                              mix_space=space)
         e, _ = embed_images(embedder, imgs, batch_size=64, flip=True)
         res[f"mix_{space}"] = (mix_metrics(e, n, pairs, centres) | {"weights": list(w)}
-                               | leak_counts(e, n, pairs, emb, labels, thr["cosine"]))
+                               | leak_counts(e, n, pairs, emb, labels, thr["cosine"]) | recognised(e, n, thr["cosine"]))
         shown += [imgs[n == i][:6] for i in range(3)]
     # Near pairs, score-mixed from the same noise: the dataset report's training-leak check should find more
     # near-copies of a source here than among the far mixes (issue 16), since a near mix has two close parents.
@@ -382,7 +392,7 @@ def measure(denoiser, guide, guidance: str, scale: str, ref: dict, shared: dict,
                          guide=guide)
     e, _ = embed_images(embedder, imgs, batch_size=64, flip=True)
     res["mix_score_near"] = (mix_metrics(e, n, near, centres) | {"weights": list(SCOREMIX_WEIGHTS)}
-                             | leak_counts(e, n, near, emb, labels, thr["cosine"]))
+                             | leak_counts(e, n, near, emb, labels, thr["cosine"]) | recognised(e, n, thr["cosine"]))
     res["measure_cpu_s"] = round(time.process_time() - t0, 1)
     if grid is not None:
         from scoremix_plugin.generation.images import save_grid
@@ -644,6 +654,28 @@ def leak_table(units: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def gate_table(units: list[dict]) -> str:
+    """Per unit: identities recognised as themselves by the quality gate's rule (datareport/leaks.py), and whether
+    the gate would pass (at least half the real identities' share), for single-class samples and the far mixes.
+    "Become identities" in docs/results.md means a pass."""
+    head = ("| scale | arm | steps | train CPU min | real recognised | single-class recognised | far score-mix recognised "
+            "| far condition-mix recognised |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for u in units:
+        if "recognised_share" not in u["single"]:
+            continue  # measured before the gate's rule was applied to units
+        real = u["real"]["recognised_share"]
+
+        def cell(m):
+            verdict = "pass" if m["recognised_share"] >= 0.5 * real else "fail"
+            return f"{m['recognised']} / {m['recognised_of']} ({100 * m['recognised_share']:.0f} %, {verdict})"
+
+        lines.append(f"| {u['scale']} | {u['arm']} | {u['steps']} | {u['train_cpu_s'] / 60:.1f} "
+                     f"| {u['real']['recognised']} / {u['real']['recognised_of']} ({100 * real:.0f} %) "
+                     f"| {cell(u['single'])} | {cell(u['mix_score'])} | {cell(u['mix_condition'])} |")
+    return "\n".join(lines)
+
+
 def summarise() -> dict:
     """Tables (Markdown) and curves (PNG) of every finished unit: RESULTS/summary.md, summary.json, curves.png."""
     from scoremix_plugin.io_utils import atomic_path, write_json_atomic, write_text_atomic
@@ -666,14 +698,17 @@ def summarise() -> dict:
                      "| | | | | | |")
     table = "\n".join(lines)
     leaks = leak_table(units)
+    gates = gate_table(units)
     downstream = summarise_downstream() if DOWNSTREAM_RESULTS.is_dir() else ""
     write_text_atomic(RESULTS / "summary.md", "# Generator arms (experiments/generator_arms.py)\n\n" + table + "\n\n"
                       "## Training leaks of the mixes (dataset report rule, one threshold at FAR "
                       f"{LEAK_FAR:g})\n\n" + leaks + "\n"
+                      "\n## Identities recognised as themselves (the quality gate's rule, same threshold)\n\n"
+                      + gates + "\n"
                       + (f"\n## Downstream: baseline vs + far ScoreMix identities\n\n{downstream}\n" if downstream
                          else ""))
     write_json_atomic(RESULTS / "summary.json", {"units": [f"{u['arm']}-{u['scale']}-{u['steps']}" for u in units],
-                                                 "table_markdown": table, "leaks_markdown": leaks,
+                                                 "table_markdown": table, "leaks_markdown": leaks, "gate_markdown": gates,
                                                  "downstream_markdown": downstream})
     if units:
         import matplotlib

@@ -100,3 +100,23 @@ def test_published_units_show_near_mixes_leak_more_than_far_ones():
     assert all(n >= f for n, f in zip(near, far)) and sum(near) > sum(far)
     # The same rule and threshold in every unit: the real impostor cosine at FAR 1e-4.
     assert {u["leak_threshold"]["far"] for u in units} == {1e-4}
+
+
+def test_recognised_and_gate_table_follow_the_quality_gates_rule(arms):
+    # Two identities of 3 images: the first tight (every pair above 0.9), the second with one stray image, so 2
+    # of its 3 pairs fall under the threshold: not recognised (the rule needs MORE than half of the pairs).
+    emb = arms.unit_rows(np.array([[1, 0.1, 0], [1, 0, 0.1], [1, 0.05, 0.05], [0, 1, 0], [0, 1, 0.1], [0, 0, 1]]))
+    r = arms.recognised(emb, np.array([0, 0, 0, 1, 1, 1]), 0.9)
+    assert (r["recognised"], r["recognised_of"], r["recognised_share"]) == (1, 2, 0.5)
+
+    def share(k, n):
+        return {"recognised": k, "recognised_of": n, "recognised_share": k / n}
+
+    unit = {"scale": "s400", "arm": "b", "steps": 600, "train_cpu_s": 600.0, "real": share(8, 10),
+            "single": share(4, 10), "mix_score": share(3, 10), "mix_condition": share(0, 10)}
+    old = dict(unit, single={"top1": 0.1})  # a unit measured before the rule existed is left out
+    rows = arms.gate_table([unit, old]).splitlines()
+    assert len(rows) == 3
+    # 0.4 >= 0.5 * 0.8 passes; 0.3 and 0.0 do not.
+    assert rows[2] == ("| s400 | b | 600 | 10.0 | 8 / 10 (80 %) | 4 / 10 (40 %, pass) | 3 / 10 (30 %, fail) "
+                       "| 0 / 10 (0 %, fail) |")
