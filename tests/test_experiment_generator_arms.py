@@ -104,19 +104,25 @@ def test_published_units_show_near_mixes_leak_more_than_far_ones():
 
 def test_recognised_and_gate_table_follow_the_quality_gates_rule(arms):
     # Two identities of 3 images: the first tight (every pair above 0.9), the second with one stray image, so 2
-    # of its 3 pairs fall under the threshold: not recognised (the rule needs MORE than half of the pairs).
+    # of its 3 pairs fall under 0.9: not recognised (the rule needs MORE than half of the pairs).
     emb = arms.unit_rows(np.array([[1, 0.1, 0], [1, 0, 0.1], [1, 0.05, 0.05], [0, 1, 0], [0, 1, 0.1], [0, 0, 1]]))
-    r = arms.recognised(emb, np.array([0, 0, 0, 1, 1, 1]), 0.9)
-    assert (r["recognised"], r["recognised_of"], r["recognised_share"]) == (1, 2, 0.5)
+    r = arms.recognised(emb, np.array([0, 0, 0, 1, 1, 1]), [{"far": 1e-4, "cosine": 0.9},
+                                                            {"far": 1e-2, "cosine": -0.5}])["recognised_at"]
+    assert r["0.0001"] == {"recognised": 1, "of": 2, "share": 0.5}
+    assert r["0.01"] == {"recognised": 2, "of": 2, "share": 1.0}
 
-    def share(k, n):
-        return {"recognised": k, "recognised_of": n, "recognised_share": k / n}
+    def at(k1, k2, n=10):  # recognised at FAR 1e-4 and 1e-2
+        return {"recognised_at": {"0.0001": {"recognised": k1, "of": n, "share": k1 / n},
+                                  "0.01": {"recognised": k2, "of": n, "share": k2 / n}}}
 
-    unit = {"scale": "s400", "arm": "b", "steps": 600, "train_cpu_s": 600.0, "real": share(8, 10),
-            "single": share(4, 10), "mix_score": share(3, 10), "mix_condition": share(0, 10)}
+    gates = [{"far": 1e-4, "cosine": 0.93}, {"far": 1e-2, "cosine": 0.61}]
+    unit = {"scale": "s400", "arm": "b", "steps": 600, "train_cpu_s": 600.0, "gate_thresholds": gates,
+            "real": at(1, 8), "single": at(0, 4), "mix_score": at(0, 3), "mix_condition": at(0, 0)}
     old = dict(unit, single={"top1": 0.1})  # a unit measured before the rule existed is left out
-    rows = arms.gate_table([unit, old]).splitlines()
-    assert len(rows) == 3
-    # 0.4 >= 0.5 * 0.8 passes; 0.3 and 0.0 do not.
-    assert rows[2] == ("| s400 | b | 600 | 10.0 | 8 / 10 (80 %) | 4 / 10 (40 %, pass) | 3 / 10 (30 %, fail) "
-                       "| 0 / 10 (0 %, fail) |")
+    weak = dict(unit, real=at(1, 4))  # the recogniser recognises under half the real identities at every FAR
+    rows = arms.gate_table([unit, old, weak]).splitlines()
+    assert len(rows) == 4
+    # Judged at 1e-2, the first FAR where >= half the real identities are recognised: 0.4 >= 0.5 * 0.8 passes.
+    assert rows[2] == ("| s400 | b | 600 | 10.0 | 0.01 (0.610) | 8 / 10 (80 %) | 4 / 10 (40 %, pass) "
+                       "| 3 / 10 (30 %, fail) | 0 / 10 (0 %, fail) |")
+    assert "none conclusive" in rows[3]
