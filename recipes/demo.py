@@ -54,7 +54,7 @@ config = edict(
     # Heun-8 looked like Heun-16 at this quality and costs half; CFG w = 2.5 is what makes identities show.
     # Autoguidance (guidance="autoguidance", guide=edict(kind="snapshot", fraction=0.25)) lost to CFG at this
     # scale (docs/results.md, "Generator arms"), so the demo keeps CFG.
-    generation=edict(images_per_identity=16, solver="heun", steps=8, guidance="cfg", guidance_scale=2.5,
+    generation=edict(images_per_identity=10, solver="heun", steps=8, guidance="cfg", guidance_scale=2.5,
                      mix_window=None, shard_size=1000, batch_size=16, bf16=True),
     scoremix=edict(ratio=None, aug_real=None, aug_synthetic=None, same_steps=True),
     # The demo always runs to its report: a CPU budget may leave the generator too short for identities
