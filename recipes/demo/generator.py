@@ -15,7 +15,7 @@ config.lr_warmup = 100
 config.lr_decay_ref = 1000
 config.loss_weighting = "uncertainty"  # EDM2's learned u(sigma)
 config.total_steps = 1200  # ~0.9x the former tiny-cpu step cost (~300 s at its ~3.7 steps/s, 2 cores, bf16)
-config.duration = 400  # seconds: a cap, so a slower machine still keeps the demo's budget
+config.duration = 320  # seconds: a cap, so a slower machine still keeps the demo's budget (run E, recipes/demo.py)
 config.label_dropout = 0.1  # null class for classifier-free guidance (w = 2.5 at sampling)
 config.ema_sigma_rel = 0.10  # generator.pt's EMA: a power-function EMA (EDM2)
 config.posthoc_ema = [0.05, 0.10]  # post-hoc EMA snapshots (`scoremix ema --sigma-rel S` rebuilds any length)
