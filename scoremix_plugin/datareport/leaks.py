@@ -179,6 +179,18 @@ def recognised_share(emb: np.ndarray, labels: np.ndarray, threshold: float) -> t
     return int(np.sum(rate[ok] > 0.5)), int(ok.sum())
 
 
+def gate_passes(share: float, real_share: float | None, min_share: float = 0.5) -> bool:
+    """The gate's relative rule: synthetic identities recognised at least ``min_share`` times as often as real ones
+    at the same threshold (``min_share`` of all of them when there is no real set)."""
+    return share >= min_share * (1.0 if real_share is None else real_share)
+
+
+def gate_conclusive(real_share: float | None) -> bool:
+    """Whether the recogniser recognises at least half the REAL identities at the threshold (else the verdict
+    says little: at a strict FAR a weak recogniser rejects real identities too)."""
+    return real_share is None or real_share >= 0.5
+
+
 def quality_gate(emb: np.ndarray, labels: np.ndarray, threshold: Threshold, *, threshold_from: str = "real",
                  min_share: float = 0.5, real_emb: np.ndarray | None = None, real_labels: np.ndarray | None = None,
                  real_genuine: np.ndarray | None = None, synthetic_genuine=None,
@@ -196,11 +208,11 @@ def quality_gate(emb: np.ndarray, labels: np.ndarray, threshold: Threshold, *, t
     if synthetic_genuine is None:
         synthetic_genuine = pair_scores(emb, genuine_pairs(labels, 10**6))
     _, _, intra = identity_stats(emb, labels)
-    passed = n > 0 and share >= min_share * (1.0 if real_share is None else real_share)
+    passed = n > 0 and gate_passes(share, real_share, min_share)
     return GateVerdict(
         passed=passed, far=threshold.far, threshold=threshold.cosine, threshold_from=threshold_from, identities=n,
         recognised=recognised, share=float(share), min_share=float(min_share), real_share=real_share,
-        conclusive=real_share is None or real_share >= 0.5,
+        conclusive=gate_conclusive(real_share),
         synthetic_genuine_median=float(np.median(synthetic_genuine)) if len(synthetic_genuine) else float("nan"),
         real_genuine_median=None if real_genuine is None else float(np.median(real_genuine)),
         synthetic_intra_mean=float(np.nanmean(intra)) if np.isfinite(intra).any() else float("nan"),
