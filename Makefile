@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export NO_ALBUMENTATIONS_UPDATE := 1
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: install demo test bench clean
+.PHONY: install demo demo-full test bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -17,8 +17,12 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# The demo samples the generator shipped in the package (pretrained:toy40); demo-full trains one here instead.
 demo: $(STAMP)
-	$(BIN)/scoremix pipeline recipes/demo.py --out demo_out
+	$(BIN)/scoremix demo --out demo_out
+
+demo-full: $(STAMP)
+	$(BIN)/scoremix demo --full --out demo_full_out
 
 test: $(STAMP)
 	$(BIN)/python -m pytest --durations=15 -q
@@ -27,4 +31,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/recordio_read.py
 
 clean:
-	rm -rf $(VENV) demo_out .pytest_cache
+	rm -rf $(VENV) demo_out demo_full_out .pytest_cache

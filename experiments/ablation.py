@@ -59,7 +59,8 @@ def build_recipe(args: argparse.Namespace) -> dict:
         "data": {"toy": {"identities": args.identities, "images_per_identity": args.images,
                          "test_identities": args.test_identities, "pairs": args.pairs}, "rec": None},
         "recogniser": str(Path(args.recogniser).resolve()),
-        "generator": str(Path(args.generator).resolve()),
+        # a generator config or checkpoint, or "pretrained:NAME" (shipped in the package) as it is
+        "generator": args.generator if args.generator.startswith("pretrained:") else str(Path(args.generator).resolve()),
         "centres": {"batch_size": 64},
         "selection": {"strategy": "far", "space": "embedding", "num_identities": args.identities,
                       "max_uses": args.max_uses, "k": 2, "weights": None},

@@ -60,6 +60,13 @@ SCALES = {
     # 40 far pairs x 4 images, each class used once; ~900 samples a unit, ~11 CPU min (0.75 CPU s a sample).
     "s400": dict(identities=400, images=12, recogniser_epochs=4, classes=100, per_class=3, pairs=40, max_uses=1,
                  per_mix=4),
+    # The shipped generators (experiments/pretrained.py): d40 judges with the demo's own recogniser (its 25
+    # epochs) and the demo's selection (40 far pairs, each class in up to 2); d200 with the powered design's
+    # baseline recogniser (30 epochs), single-class samples of 100 of the 200 classes, 50 far pairs.
+    "d40": dict(identities=40, images=16, recogniser_epochs=25, classes=40, per_class=4, pairs=40, max_uses=2,
+                per_mix=4),
+    "d200": dict(identities=200, images=16, recogniser_epochs=30, classes=100, per_class=3, pairs=50, max_uses=1,
+                 per_mix=4),
 }
 TEST_IDENTITIES, TEST_PAIRS = 40, 1000
 LOW_RES = 32  # the generators' resolution
@@ -146,7 +153,7 @@ def prepare_scale(out: Path, scale: str) -> dict:
         model = rec_dir / "model.pt"
         cpu0 = time.process_time()
         log(f"{scale}: baseline recogniser ({sc['recogniser_epochs']} epochs)")
-        cfg = read_config_file(ROOT / "recipes" / "demo" / "recogniser.py")
+        cfg = read_config_file(ROOT / "scoremix_plugin" / "recipes" / "demo" / "recogniser.py")
         cfg.update(rec=str(data), num_classes=sc["identities"], num_image=sc["identities"] * sc["images"],
                    output=str(rec_dir), val_targets=[], dataset="rec", num_epoch=sc["recogniser_epochs"],
                    device="cpu", resume=(rec_dir / "checkpoint_rank0.pt").is_file())
@@ -337,7 +344,7 @@ def leak_counts(emb: np.ndarray, ident: np.ndarray, pairs: np.ndarray, real_emb:
 
 
 def sample_images(denoiser, classes, weights, seeds, *, guidance: str, guide=None, mix_space: str = "score",
-                  batch: int = 64) -> np.ndarray:
+                  batch: int = 64, sampler: dict | None = None, guidance_scale: float = CFG_SCALE) -> np.ndarray:
     """RGB uint8 [N,112,112,3]: the sampler's images after the 32 -> 112 px step of `scoremix generate`."""
     import cv2
     import torch
@@ -350,13 +357,21 @@ def sample_images(denoiser, classes, weights, seeds, *, guidance: str, guide=Non
         sl = slice(b0, b0 + batch)
         x = sample(denoiser, torch.as_tensor(classes[sl]), torch.as_tensor(weights[sl], dtype=torch.float32),
                    generators=[image_generator(*s) for s in seeds[sl]], guidance=guidance,
-                   guidance_scale=CFG_SCALE, guide=guide, mix_space=mix_space, **SAMPLER)
+                   guidance_scale=guidance_scale, guide=guide, mix_space=mix_space, **(sampler or SAMPLER))
         out += [cv2.resize(im, (112, 112), interpolation=cv2.INTER_CUBIC) for im in to_uint8(x)]
     return np.stack(out)
 
 
-def measure(denoiser, guide, guidance: str, scale: str, ref: dict, shared: dict, grid: Path | None = None) -> dict:
-    """Every metric of one generator + sampler setting (the unit's numbers)."""
+MEASURE_PARTS = ("single", "mix_score", "mix_condition", "mix_score_near")
+
+
+def measure(denoiser, guide, guidance: str, scale: str, ref: dict, shared: dict, grid: Path | None = None, *,
+            sampler: dict | None = None, guidance_scale: float = CFG_SCALE, parts=MEASURE_PARTS) -> dict:
+    """Every metric of one generator + sampler setting (the unit's numbers); ``parts`` of MEASURE_PARTS only.
+
+    The same noise for every generator and setting: image seeds depend on the class / pair and the image index.
+    """
+    kw = dict(guidance=guidance, guide=guide, sampler=sampler, guidance_scale=guidance_scale)
     from scoremix_plugin.synthesis.select import select
     from scoremix_plugin.verification.evaluate import embed_images
 
@@ -377,33 +392,36 @@ def measure(denoiser, guide, guidance: str, scale: str, ref: dict, shared: dict,
     # Single-class samples.
     cls = np.repeat(chosen, sc["per_class"])
     seeds = [(1000, int(c), i) for c in chosen for i in range(sc["per_class"])]
-    imgs = sample_images(denoiser, cls[:, None], np.ones((len(cls), 1)), seeds, guidance=guidance, guide=guide)
-    e, _ = embed_images(embedder, imgs, batch_size=64, flip=True)
-    res["single"] = fidelity(e, cls, centres, reference) | recognised(e, cls, gates)
-    shown = [imgs[cls == c][:6] for c in chosen[:6]]
+    shown = []
+    if "single" in parts:
+        imgs = sample_images(denoiser, cls[:, None], np.ones((len(cls), 1)), seeds, **kw)
+        e, _ = embed_images(embedder, imgs, batch_size=64, flip=True)
+        res["single"] = fidelity(e, cls, centres, reference) | recognised(e, cls, gates)
+        shown += [imgs[cls == c][:6] for c in chosen[:6]]
     # Far pairs in the same space, mixed both ways from the same noise.
     pairs, dist = select(centres, sc["pairs"], "far", max_uses=sc["max_uses"], seed=0)
     n = np.repeat(np.arange(len(pairs)), sc["per_mix"])
     seeds = [(2000, int(i), j) for i in range(len(pairs)) for j in range(sc["per_mix"])]
     res["pairs"] = {"n": int(len(pairs)), "distance_mean": float(dist.mean())}
     for space, w in (("score", SCOREMIX_WEIGHTS), ("condition", AUGGEN_WEIGHTS)):
-        imgs = sample_images(denoiser, pairs[n], np.tile(w, (len(n), 1)), seeds, guidance=guidance, guide=guide,
-                             mix_space=space)
+        if f"mix_{space}" not in parts:
+            continue
+        imgs = sample_images(denoiser, pairs[n], np.tile(w, (len(n), 1)), seeds, mix_space=space, **kw)
         e, _ = embed_images(embedder, imgs, batch_size=64, flip=True)
         res[f"mix_{space}"] = (mix_metrics(e, n, pairs, centres) | {"weights": list(w)}
                                | leak_counts(e, n, pairs, emb, labels, thr["cosine"]) | recognised(e, n, gates))
         shown += [imgs[n == i][:6] for i in range(3)]
     # Near pairs, score-mixed from the same noise: the dataset report's training-leak check should find more
     # near-copies of a source here than among the far mixes (issue 16), since a near mix has two close parents.
-    near, near_d = select(centres, sc["pairs"], "near", max_uses=sc["max_uses"], seed=0)
-    res["pairs"]["near_distance_mean"] = float(near_d.mean())
-    imgs = sample_images(denoiser, near[n], np.tile(SCOREMIX_WEIGHTS, (len(n), 1)), seeds, guidance=guidance,
-                         guide=guide)
-    e, _ = embed_images(embedder, imgs, batch_size=64, flip=True)
-    res["mix_score_near"] = (mix_metrics(e, n, near, centres) | {"weights": list(SCOREMIX_WEIGHTS)}
-                             | leak_counts(e, n, near, emb, labels, thr["cosine"]) | recognised(e, n, gates))
+    if "mix_score_near" in parts:
+        near, near_d = select(centres, sc["pairs"], "near", max_uses=sc["max_uses"], seed=0)
+        res["pairs"]["near_distance_mean"] = float(near_d.mean())
+        imgs = sample_images(denoiser, near[n], np.tile(SCOREMIX_WEIGHTS, (len(n), 1)), seeds, **kw)
+        e, _ = embed_images(embedder, imgs, batch_size=64, flip=True)
+        res["mix_score_near"] = (mix_metrics(e, n, near, centres) | {"weights": list(SCOREMIX_WEIGHTS)}
+                                 | leak_counts(e, n, near, emb, labels, thr["cosine"]) | recognised(e, n, gates))
     res["measure_cpu_s"] = round(time.process_time() - t0, 1)
-    if grid is not None:
+    if grid is not None and shown:
         from scoremix_plugin.generation.images import save_grid
         import torch
 
@@ -523,7 +541,7 @@ def downstream_recipe(out: Path, scale: str, shared: dict) -> dict:
     from scoremix_plugin.config import read_config_file, write_config_file
 
     sc = SCALES[scale]
-    cfg = read_config_file(ROOT / "recipes" / "demo" / "recogniser.py")
+    cfg = read_config_file(ROOT / "scoremix_plugin" / "recipes" / "demo" / "recogniser.py")
     cfg["num_epoch"] = sc["recogniser_epochs"]
     rec_cfg = write_config_file(out / scale / "downstream" / "recogniser.py", cfg,
                                 "experiments/generator_arms.py: the downstream recogniser (the demo's)")

@@ -44,7 +44,9 @@ DESIGNS = {
                 "generator": "ablation/generator.py", "generator_steps": 2200},
     "powered": {"identities": 200, "images": 16, "test_identities": 100, "pairs": 3000, "seeds": [0, 1, 2, 3, 4],
                 "arms": ["baseline", "random", "near", "far", "far-condition", "auggen-far"],
-                "generator": "powered/generator.py", "generator_steps": 10000},
+                # Amended 2026-12-03, before any unit ran: the shipped 200-identity generator (issue 23), sampled,
+                # not trained here (docs/results.md, "Pre-registered design": its sha256 and quality).
+                "generator": "pretrained:toy200", "generator_steps": 0},
 }
 # The comparisons fixed in advance: (arm, reference arm), each a paired difference over seeds.
 COMPARISONS = [("random", "baseline"), ("near", "baseline"), ("far", "baseline"), ("far-condition", "baseline"),
@@ -330,7 +332,8 @@ def run(args, design: dict, arms: list[str], seeds: list[int], results: Path) ->
     ns = argparse.Namespace(device=args.device, identities=design["identities"], images=design["images"],
                             test_identities=design["test_identities"], pairs=design["pairs"], max_uses=3,
                             recogniser=str(HERE / design.get("recogniser", "ablation/recogniser.py")),
-                            generator=str(HERE / design["generator"]))
+                            generator=design["generator"] if design["generator"].startswith("pretrained:")
+                            else str(HERE / design["generator"]))
     shared = Context(recipe=edict(ab.build_recipe(ns)), out=out / "shared", progress=not args.no_progress)
     shared.out.mkdir(parents=True, exist_ok=True)
     run_stages([s for s in STAGES if s.name in ("data", "baseline", "generator", "centres", "align")], shared,

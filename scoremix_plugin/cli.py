@@ -41,7 +41,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "report-dataset": ("scoremix_plugin.datareport.cli", "report_dataset", "dataset report: EER, d', FDR, consistency, leak checks"),
     "merge": ("scoremix_plugin.integration.cli", "merge", "merge real + synthetic into one arcface_torch folder"),
     "arcface-train": ("scoremix_plugin.integration.cli", "arcface_train", "run the unchanged arcface_torch train_v2.py with the scoremix loader"),
-    "pipeline": ("scoremix_plugin.pipeline.cli", "pipeline", "run a pipeline recipe end to end (the demo)"),
+    "pipeline": ("scoremix_plugin.pipeline.cli", "pipeline", "run a pipeline recipe end to end"),
+    "demo": ("scoremix_plugin.pipeline.cli", "demo", "the CPU demo end to end on the embedded toy data"),
 }
 
 

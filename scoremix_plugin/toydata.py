@@ -565,6 +565,35 @@ def write_toy_dataset(out_dir: str | os.PathLike, *, num_identities: int = 40, i
     return summary
 
 
+# Fingerprint: what a generator trained on a toy folder depends on.
+
+# Bump when the renderer's output changes on purpose (drawing, identity prior, nuisance presets): every
+# generator shipped for the toy data records the version and the fingerprint it was trained on.
+RENDERER_VERSION = 1
+
+
+def toy_fingerprint(*, num_identities: int, images_per_identity: int, seed: int = 0, size: int = 112) -> dict[str, Any]:
+    """The training half of a toy folder in a few hundred bytes: settings, and sha256 of the identity vectors
+    and of the pixels of two rendered images per identity (the first and the last).
+
+    A generator learns the training images, so this is what must not change under a shipped one; the
+    verification pairs (test identities, pair count) are drawn from another group and do not enter. Pixels,
+    not JPEG bytes: the encoder's version must not make shipped weights look stale.
+    """
+    import hashlib
+
+    ids = make_identities(num_identities, seed, TRAIN_GROUP)
+    vec = hashlib.sha256(np.asarray([idt.vector() for idt in ids], np.float64).tobytes()).hexdigest()
+    pix = hashlib.sha256()
+    for label, idt in enumerate(ids):
+        for j in sorted({0, images_per_identity - 1}):
+            img = render_face(idt, np.random.default_rng([seed, TRAIN_GROUP, label, j]), NORMAL, size)
+            pix.update(np.ascontiguousarray(img).tobytes())
+    return {"renderer_version": RENDERER_VERSION, "identities": int(num_identities),
+            "images_per_identity": int(images_per_identity), "seed": int(seed), "size": int(size),
+            "identities_sha256": vec, "images_sha256": pix.hexdigest()}
+
+
 # CLI.
 
 

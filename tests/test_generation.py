@@ -213,3 +213,75 @@ def test_bf16_autocast_only_where_the_cpu_has_kernels_for_it(monkeypatch):
     assert autocast_dtype(torch.bfloat16, "cpu") is torch.bfloat16
     assert autocast_dtype(None, "cpu") is None
     assert autocast_dtype(torch.bfloat16, "cuda:0") is torch.bfloat16  # GPUs keep what was asked
+
+
+# Fewer evaluations: DPM-Solver++(2M) and guidance in a limited interval.
+
+def _order_errors(solver, steps=(16, 32, 64, 128)):
+    den = GaussianDenoiser([0.3, -0.4])
+    B = 32
+    classes, weights = torch.zeros(B, 1, dtype=torch.long), torch.ones(B, 1)
+    noise = torch.stack([torch.randn(3, 8, 8, generator=g) for g in _gens(B)]).double()
+    exact = 0.3 + (80 * noise - 0.3) * 0.2 / math.sqrt(0.04 + 6400)
+    inside = exact.abs() < 1
+    return [(sample(den, classes, weights, generators=_gens(B), num_steps=n, solver=solver).double() - exact)[inside]
+            .abs().max().item() for n in steps]
+
+
+@pytest.mark.parametrize("solver, order", [("euler", 1), ("heun", 2), ("dpm2m", 2)])
+def test_solver_converges_at_its_order_on_the_exact_ode(solver, order):
+    errs = _order_errors(solver)
+    measured = [math.log2(a / b) for a, b in zip(errs, errs[1:])]
+    # doubling the steps divides the error by 2^order (measured: euler 0.97-0.99, heun 2.07-2.22, dpm2m 2.06-2.18)
+    assert all(order - 0.15 < m < order + 0.3 for m in measured), measured
+
+
+def test_dpm2m_is_one_evaluation_per_step_and_beats_heun_at_equal_evaluations():
+    den = GaussianDenoiser([0.3, -0.4])
+    classes, weights = torch.zeros(4, 1, dtype=torch.long), torch.ones(4, 1)
+    sample(den, classes, weights, generators=_gens(4), num_steps=12, solver="dpm2m")
+    assert den.calls == 12 == network_evaluations(12, "dpm2m", 1)
+    (dpm_32,), (heun_16,) = _order_errors("dpm2m", (32,)), _order_errors("heun", (16,))  # 32 vs 31 evaluations
+    assert dpm_32 < 0.5 * heun_16
+
+
+@pytest.mark.parametrize("solver", ["heun", "euler", "dpm2m"])
+@pytest.mark.parametrize("guidance", ["cfg", "autoguidance"])
+def test_guidance_interval_skips_the_reference_outside_and_is_counted(micro, solver, guidance):
+    from scoremix_plugin.generation.sampler import stage_sigmas
+
+    main, guide = Counting(micro), Counting(micro)
+    B, K, N, interval = 2, 2, 6, (0.28, 2.9)
+    kw = dict(num_steps=N, solver=solver, guidance=guidance, guidance_scale=2.0,
+              guide=guide if guidance == "autoguidance" else None)
+    sample(main, torch.tensor([[0, 1], [2, 3]]), torch.full((B, K), 0.5), generators=_gens(B),
+           guidance_interval=interval, **kw)
+    sigmas = stage_sigmas(N, solver)
+    inside = sum(interval[0] < t <= interval[1] for t in sigmas)
+    assert 0 < inside < len(sigmas)
+    inputs = main.batch_sizes + guide.batch_sizes  # every network input, main and guide
+    assert sum(inputs) / B == network_evaluations(N, solver, K, guidance, 2.0, guidance_interval=interval)
+    ref = 1 if guidance == "cfg" else K
+    assert sum(inputs) / B == len(sigmas) * K + inside * ref
+    assert network_evaluations(N, solver, K, guidance, 2.0) == len(sigmas) * (K + ref)  # no interval: everywhere
+
+
+def test_guidance_interval_everywhere_equals_plain_guidance_and_nowhere_equals_none(micro):
+    c, w = torch.tensor([[0, 1]]), torch.tensor([[0.5, 0.5]])
+    kw = dict(num_steps=4, solver="dpm2m", guidance="cfg", guidance_scale=2.5)
+    plain = sample(micro, c, w, generators=_gens(1), **kw)
+    torch.testing.assert_close(sample(micro, c, w, generators=_gens(1), guidance_interval=(0, 1e9), **kw), plain)
+    unguided = sample(micro, c, w, generators=_gens(1), num_steps=4, solver="dpm2m")
+    torch.testing.assert_close(sample(micro, c, w, generators=_gens(1), guidance_interval=(1e8, 1e9), **kw), unguided)
+    for bad in ((1.0, 0.5), (-1, 2), (float("nan"), 1.0), "x"):
+        with pytest.raises(ValueError, match="guidance_interval"):
+            sample(micro, c, w, generators=_gens(1), guidance_interval=bad, **kw)
+
+
+@pytest.mark.parametrize("solver", ["heun", "euler", "dpm2m"])
+def test_an_image_is_reproducible_alone_with_every_solver(micro, solver):
+    classes, weights = torch.tensor([[0, 1], [2, 3], [4, 0]]), torch.tensor([[0.5, 0.5], [0.3, 0.7], [0.9, 0.1]])
+    kw = dict(num_steps=5, solver=solver, guidance="cfg", guidance_scale=2.5, guidance_interval=(0.2, 5.0))
+    batch = sample(micro, classes, weights, generators=[image_generator(7, i, 5) for i in (10, 11, 12)], **kw)
+    alone = sample(micro, classes[1:2], weights[1:2], generators=[image_generator(7, 11, 5)], **kw)
+    torch.testing.assert_close(alone[0], batch[1], atol=1e-4, rtol=0)

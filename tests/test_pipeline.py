@@ -111,13 +111,23 @@ def test_recipe_keys_are_checked(tmp_path):
         load_recipe(bad)
 
 
-def test_demo_recipe_loads():
-    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "demo.py")
-    assert recipe.selection.strategy == "far" and recipe.generation.solver == "heun"
+def test_demo_recipes_load_from_the_package():
     from scoremix_plugin.config import read_config_file
+    from scoremix_plugin.pipeline.cli import demo_recipe
 
+    recipe = load_recipe(demo_recipe())
+    assert Path(recipe._path).is_relative_to(Path(__file__).resolve().parents[1] / "scoremix_plugin")
+    assert recipe.selection.strategy == "far" and recipe.generator == "pretrained:toy40"
+    assert recipe.quality_gate and recipe.data.toy.seed == 0
     rec = read_config_file(Path(recipe._path).parent / recipe.recogniser)
     assert rec["image_degrade"] == 32  # real images see the generator's resolution (no blur shortcut)
+    full = load_recipe(demo_recipe(full=True))
+    # one setting away: the same demo with its generator trained here
+    assert full.generator == "demo/generator.py" and (Path(full._path).parent / full.generator).is_file()
+    assert {k: v for k, v in full.items() if k not in ("generator", "generator_sigma_rel", "quality_gate", "name",
+                                                       "_path")} == \
+        {k: v for k, v in recipe.items() if k not in ("generator", "generator_sigma_rel", "quality_gate", "name",
+                                                      "_path")}
 
 
 # A miniature recipe end to end.

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from scoremix_plugin.errors import InputError
+from scoremix_plugin.generation.settings import GUIDANCE, SOLVERS
 
 
 def _int_list(text: str) -> list[int]:
@@ -125,8 +126,8 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n", type=int, default=8, help="images per row (one noise seed per column)")
     parser.add_argument("--out", required=True, help="grid PNG (a JSON with the settings is written beside it)")
     parser.add_argument("--steps", type=int, default=32)
-    parser.add_argument("--solver", choices=("heun", "euler"), default="heun")
-    parser.add_argument("--guidance", choices=("none", "cfg", "autoguidance"), default="none")
+    parser.add_argument("--solver", choices=SOLVERS, default="heun")
+    parser.add_argument("--guidance", choices=GUIDANCE, default="none")
     parser.add_argument("--guidance-scale", type=float, default=1.0, help="w; 1 = no guidance (CPU demo: cfg 2.5)")
     parser.add_argument("--guide", help="weaker checkpoint for --guidance autoguidance")
     parser.add_argument("--mix-window", type=_float_list, help="sigma_lo,sigma_hi: mix only in this noise range")

@@ -1,4 +1,5 @@
-"""The ScoreMix sampler: EDM's deterministic Heun (Algorithm 1, no churn) or Euler over a composed denoiser.
+"""The ScoreMix sampler: EDM's deterministic Heun (Algorithm 1, no churn), Euler, or DPM-Solver++(2M) over a
+composed denoiser.
 
 ScoreMix mixes denoiser OUTPUTS of K source classes (arXiv 2506.10226):
 ``D_mix(x; sigma) = sum_k w_k D(x; sigma, c_k)`` with convex weights (sum 1), which equals mixing
@@ -22,21 +23,34 @@ cfg         K + 1 (null class)      2
 autoguidance K main + K guide       1 main + 1 guide
 =========== ======================= ==========================
 
+Solvers (network evaluations per image = stages x inputs per stage):
+
+- ``heun``: EDM's 2nd-order Heun, 2N - 1 stages for N steps (the last step, to sigma = 0, is Euler's);
+- ``euler``: 1st order, N stages;
+- ``dpm2m``: DPM-Solver++(2M) (Lu et al. 2022, multistep, data prediction) written in EDM's parameterisation
+  (x = y + sigma n, lambda = -log sigma): 2nd order from ONE evaluation per step, reusing the previous
+  step's denoiser output; N stages. Its first step and the last (to sigma = 0) are 1st order.
+
+``guidance_interval=(sigma_lo, sigma_hi)`` applies guidance only where sigma_lo < sigma <= sigma_hi
+(Kynkaanniemi et al. 2024): elsewhere the reference (null class or guide) is not evaluated at all, so the
+count drops. ``stage_sigmas`` lists where the network runs; ``network_evaluations`` counts from it, so the
+count and the sampler cannot disagree.
+
 Every image's initial noise comes from its own torch.Generator (``image_generator``), so an image can
 be regenerated alone and does not depend on which batch it was drawn in.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 
 from scoremix_plugin.generation.edm import RHO, SIGMA_MAX, SIGMA_MIN, sigma_steps
+from scoremix_plugin.generation.settings import GUIDANCE, MIX_SPACES, SOLVERS
 
-SOLVERS = ("heun", "euler")
-GUIDANCE = ("none", "cfg", "autoguidance")
-MIX_SPACES = ("score", "condition")
+__all__ = ["GUIDANCE", "MIX_SPACES", "SOLVERS", "image_generator", "network_evaluations", "sample", "stage_sigmas"]
 
 
 def image_generator(seed: int, identity: int, index: int, device: str | torch.device = "cpu") -> torch.Generator:
@@ -95,6 +109,7 @@ def sample(
     outside_window: str | int = "mix",
     allow_nonconvex: bool = False,
     mix_space: str = "score",
+    guidance_interval: tuple[float, float] | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
     """Sample B images, image b from the mix of classes[b, :] with weights[b, :]; float32 [B,3,R,R] in [-1,1].
@@ -107,6 +122,7 @@ def sample(
     ``allow_nonconvex``); "condition" feeds the weighted class embeddings to one forward (AugGen; any finite
     weights, since they scale an embedding, not an image). The network must then take label weights
     ``[B, num_classes + 1]`` as ``class_labels`` (generation/network.py does).
+    ``guidance_interval=(sigma_lo, sigma_hi)``: guide only where sigma_lo < sigma <= sigma_hi (None: everywhere).
     """
     # 1. Check the request.
     if solver not in SOLVERS:
@@ -142,8 +158,11 @@ def sample(
     if outside_window != "mix":
         if isinstance(outside_window, bool) or not isinstance(outside_window, int) or not 0 <= outside_window < K:
             raise ValueError(f"outside_window must be 'mix' or a column index in [0, {K}), got {outside_window!r}")
+    g_lo, g_hi = check_guidance_interval(guidance_interval)
+    if not math.isfinite(float(guidance_scale)):
+        raise ValueError(f"guidance_scale must be finite, got {guidance_scale}")
     # w = 1 gives D_ref + (D_mix - D_ref) = D_mix: skip the reference's evaluations.
-    guided = guidance != "none" and float(guidance_scale) != 1.0
+    guided_any = guidance != "none" and float(guidance_scale) != 1.0
 
     device = _device_of(denoiser)
     classes, weights = classes.to(device=device, dtype=torch.int64), weights.to(device)
@@ -151,6 +170,7 @@ def sample(
     # 2. The composed denoiser at one noise level: one batched forward per network.
     def composed(x: torch.Tensor, t: float) -> torch.Tensor:
         in_window = mix_window is None or lo <= t <= hi
+        guided = guided_any and g_lo < t <= g_hi
         if in_window or outside_window == "mix":
             cls, w = classes, weights
         else:
@@ -178,6 +198,7 @@ def sample(
 
     def conditioned(x: torch.Tensor, t: float, cls: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """AugGen: one input per image whose label weights are sum_k w_k onehot(c_k)."""
+        guided = guided_any and g_lo < t <= g_hi
         soft = torch.zeros(B, num_classes + 1, device=device).scatter_add_(1, cls, w.float())
         x_in, labels = x, soft
         if guided and guidance == "cfg":
@@ -192,7 +213,7 @@ def sample(
         D_ref = out[B:] if guidance == "cfg" else guide(x, sigma, soft).float()
         return D_ref + float(guidance_scale) * (D_mix - D_ref)
 
-    # 3. Initial noise, image by image from its own generator, then the solver (EDM Algorithm 1).
+    # 3. Initial noise, image by image from its own generator, then the solver.
     t_steps = sigma_steps(num_steps, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho)
     noise = torch.stack([torch.randn(3, R, R, generator=g, device=g.device).to(device) for g in generators])
     x_next = noise * float(t_steps[0])
@@ -201,9 +222,24 @@ def sample(
         from tqdm.auto import tqdm
 
         steps = tqdm(steps, desc=f"{solver}-{num_steps}", leave=False)
+    D_prev, h_prev = None, None  # dpm2m's history: the previous step's denoiser output and its log-sigma step
     for t_cur, t_next in steps:
         x_cur = x_next
-        d_cur = (x_cur - composed(x_cur, t_cur)) / t_cur  # dx/dsigma = (x - D) / sigma
+        D_cur = composed(x_cur, t_cur)
+        if solver == "dpm2m":
+            if t_next == 0:  # lambda = -log sigma is infinite at 0: the last step is 1st order, x = D
+                x_next = D_cur
+                continue
+            h = math.log(t_cur / t_next)  # lambda_next - lambda_cur > 0
+            D_eff = D_cur
+            if D_prev is not None:  # 2nd order: extrapolate D linearly in lambda from the last two outputs
+                r = h_prev / h
+                D_eff = (1 + 1 / (2 * r)) * D_cur - (1 / (2 * r)) * D_prev
+            # Exact integration of the data-prediction ODE with D held at D_eff over the step.
+            x_next = (t_next / t_cur) * x_cur + (1 - t_next / t_cur) * D_eff
+            D_prev, h_prev = D_cur, h
+            continue
+        d_cur = (x_cur - D_cur) / t_cur  # dx/dsigma = (x - D) / sigma
         x_next = x_cur + (t_next - t_cur) * d_cur  # Euler step
         if solver == "heun" and t_next > 0:  # 2nd-order correction (trapezoid), skipped at sigma = 0
             d_prime = (x_next - composed(x_next, t_next)) / t_next
@@ -211,12 +247,41 @@ def sample(
     return x_next.clamp(-1, 1)
 
 
+def check_guidance_interval(interval: tuple[float, float] | None) -> tuple[float, float]:
+    """(lo, hi) with guidance where lo < sigma <= hi; None = everywhere."""
+    if interval is None:
+        return -1.0, math.inf
+    try:
+        lo, hi = (float(v) for v in interval)
+    except (TypeError, ValueError):
+        raise ValueError(f"guidance_interval must be (sigma_lo, sigma_hi), got {interval!r}") from None
+    if not (math.isfinite(lo) and 0 <= lo < hi) or math.isnan(hi):
+        raise ValueError(f"guidance_interval must be (sigma_lo, sigma_hi) with 0 <= lo < hi, got {interval!r}")
+    return lo, hi
+
+
+def stage_sigmas(num_steps: int, solver: str, *, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX,
+                 rho: float = RHO) -> list[float]:
+    """The noise levels at which ``sample`` runs the network, in order (one entry per solver stage)."""
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    t = sigma_steps(num_steps, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho).tolist()
+    out = []
+    for t_cur, t_next in zip(t[:-1], t[1:]):
+        out.append(t_cur)
+        if solver == "heun" and t_next > 0:
+            out.append(t_next)
+    return out
+
+
 def network_evaluations(num_steps: int, solver: str, num_conditions: int, guidance: str = "none",
-                        guidance_scale: float = 1.0, mix_space: str = "score") -> int:
-    """Network evaluations per image (per input in the batch, counting each condition and the guide's)."""
-    stages = 2 * num_steps - 1 if solver == "heun" else num_steps
+                        guidance_scale: float = 1.0, mix_space: str = "score",
+                        guidance_interval: tuple[float, float] | None = None, *, sigma_min: float = SIGMA_MIN,
+                        sigma_max: float = SIGMA_MAX, rho: float = RHO) -> int:
+    """Network inputs per image (counting each condition and the guide's), stage by stage as ``sample`` runs."""
+    lo, hi = check_guidance_interval(guidance_interval)
     guided = guidance != "none" and float(guidance_scale) != 1.0
     inputs = num_conditions if mix_space == "score" else 1  # condition mixing: one input whatever K
-    per_stage = inputs + (1 if guided and guidance == "cfg" else 0)
-    per_stage += inputs if guided and guidance == "autoguidance" else 0
-    return stages * per_stage
+    reference = 1 if guidance == "cfg" else inputs  # CFG: one null input; autoguidance: the guide's inputs
+    return sum(inputs + (reference if guided and lo < t <= hi else 0)
+               for t in stage_sigmas(num_steps, solver, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho))

@@ -1,4 +1,4 @@
-"""The ScoreMix pipeline end to end, driven by one recipe file (the demo is ``recipes/demo.py``).
+"""The ScoreMix pipeline end to end, driven by one recipe file (the demo is ``scoremix_plugin/recipes/demo.py``).
 
 ``scoremix pipeline RECIPE --out DIR [--stage NAME | --from NAME] [--force] [--list]``
 
@@ -13,8 +13,8 @@
 A recipe may add its own stages (``config.stages = [Stage(...)]``): they run before the report, are
 fingerprinted and skipped like the built-in ones, and the report lists their timings and results.
 
-Launch: ``scoremix pipeline recipes/demo.py --out demo_out`` (``make demo``). Every stage runs in this
-one process on one device; for multi-GPU training run that stage's own command under torchrun (e.g.
+Launch: ``scoremix pipeline RECIPE --out DIR``; the demo: ``scoremix demo --out demo_out`` (``make demo``).
+Every stage runs in this one process on one device; for multi-GPU training run that stage's own command under torchrun (e.g.
 ``torchrun --nproc_per_node=8 -m scoremix_plugin train DIR/scoremix/config.py``).
 """
 

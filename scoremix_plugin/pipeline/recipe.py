@@ -7,7 +7,8 @@ Paths inside are relative to the recipe's folder. Keys (defaults in RECIPE_DEFAU
         seed=0,                            # seeds the toy data, selection and generation
         device=None,                       # None: cuda when available, else cpu
         data=edict(
-            toy=edict(identities=40, images_per_identity=16, test_identities=20, pairs=300),
+            toy=edict(identities=40, images_per_identity=16, test_identities=20, pairs=300,
+                      seed=None),          # None: the recipe's seed (a shipped generator fixes it)
             rec=None,                      # OR a real InsightFace folder (then toy is ignored)
         ),
         recogniser="demo/recogniser.py",   # arcface_torch-style config: network, lr, epochs,
@@ -15,7 +16,9 @@ Paths inside are relative to the recipe's folder. Keys (defaults in RECIPE_DEFAU
                                            # output are filled in per run; val_targets is
                                            # emptied: the verify stage scores both runs)
         generator="demo/generator.py",     # generator training config (data / classes filled in),
-                                           # or a generator checkpoint (.pt) trained elsewhere: used as is
+                                           # a generator checkpoint (.pt) trained elsewhere: used as is,
+                                           # or "pretrained:NAME", a generator shipped in the package for
+                                           # the toy data (scoremix_plugin/pretrained/NAME.json)
         generator_sigma_rel=None,          # e.g. 0.10: sample with the post-hoc EMA of this length
                                            # (a run trained with config.posthoc_ema)
         guide=None,                        # autoguidance's weaker model, for generation.guidance=
@@ -28,7 +31,9 @@ Paths inside are relative to the recipe's folder. Keys (defaults in RECIPE_DEFAU
                         k=2, weights=None),  # space: "embedding", "head" or "condition";
                                              # num_identities <= classes * max_uses / k
         generation=edict(images_per_identity=16, solver="heun", steps=8, guidance="cfg",
-                         guidance_scale=2.5, mix_window=None,  # or (sigma_lo, sigma_hi)
+                         guidance_scale=2.5,  # solver: "heun", "euler" or "dpm2m"
+                         guidance_interval=None,  # or (sigma_lo, sigma_hi): guide only there
+                         mix_window=None,  # or (sigma_lo, sigma_hi)
                          shard_size=1000, batch_size=16, bf16=True),
         scoremix=edict(ratio=None, aug_real=None, aug_synthetic=None,  # -> config.scoremix block
                        same_steps=True),  # ScoreMix run gets the baseline's optimiser steps
@@ -63,7 +68,8 @@ RECIPE_DEFAULTS: dict[str, Any] = {
     "name": "pipeline",
     "seed": 0,
     "device": None,
-    "data": {"toy": {"identities": 40, "images_per_identity": 16, "test_identities": 20, "pairs": 300}, "rec": None},
+    "data": {"toy": {"identities": 40, "images_per_identity": 16, "test_identities": 20, "pairs": 300, "seed": None},
+             "rec": None},
     "recogniser": None,
     "generator": None,
     "generator_sigma_rel": None,
@@ -72,7 +78,8 @@ RECIPE_DEFAULTS: dict[str, Any] = {
     "selection": {"strategy": "far", "space": "embedding", "num_identities": 40, "max_uses": 1, "k": 2,
                   "weights": None},
     "generation": {"images_per_identity": 16, "solver": "heun", "steps": 8, "guidance": "cfg",
-                   "guidance_scale": 2.5, "mix_window": None, "shard_size": 1000, "batch_size": 16, "bf16": True},
+                   "guidance_scale": 2.5, "guidance_interval": None, "mix_window": None, "shard_size": 1000,
+                   "batch_size": 16, "bf16": True},
     "scoremix": {"ratio": None, "aug_real": None, "aug_synthetic": None, "same_steps": True},
     "dataset_report": {"far": 1e-4, "min_share": 0.5},
     "quality_gate": True,
@@ -107,11 +114,34 @@ def load_recipe(path: str | os.PathLike) -> edict:
         if not recipe[key]:
             raise PipelineError(f"{p}: recipe.{key} (a config file, relative to the recipe) is required")
     check_guide(recipe, p)
+    check_pretrained(recipe, p)
     bad = [s for s in recipe["stages"] if not isinstance(s, Stage)]
     if bad:
         raise PipelineError(f"{p}: recipe.stages must hold scoremix_plugin.pipeline.Stage objects, got {bad!r}")
     recipe["_path"] = str(p.resolve())
     return edict(recipe)
+
+
+def check_pretrained(recipe: Mapping[str, Any], path: Path) -> None:
+    """A shipped generator exists, and is not asked for what it cannot give: it is already a post-hoc EMA
+    reconstruction and holds no snapshots (no generator_sigma_rel, no snapshot guide)."""
+    from scoremix_plugin.errors import InputError
+    from scoremix_plugin.generation.pretrained import PREFIX, is_pretrained_ref, provenance
+
+    g = recipe["generator"]
+    if not is_pretrained_ref(g):
+        return
+    try:
+        provenance(g[len(PREFIX):])
+    except InputError as e:
+        raise PipelineError(f"{path}: recipe.generator: {e}") from None
+    if recipe["generator_sigma_rel"] is not None:
+        raise PipelineError(f"{path}: recipe.generator_sigma_rel must be None with {g!r} (the shipped file is "
+                            "already its post-hoc EMA; its provenance names the sigma_rel)")
+    guide = recipe["guide"]
+    if isinstance(guide, Mapping) and guide.get("kind") == "snapshot":
+        raise PipelineError(f"{path}: recipe.guide kind 'snapshot' needs the generator's training snapshots, which "
+                            f"{g!r} does not ship; use kind 'smaller' or a guide checkpoint")
 
 
 def check_guide(recipe: Mapping[str, Any], path: Path) -> None:

@@ -125,10 +125,12 @@ def run_report(ctx: Context, added: Sequence[str] = ()) -> ReportResult:
         "generator": {"step": generator.step, "final_loss": generator.final_loss,
                       "stopped_early": generator.stopped_early, "trained": generator.trained,
                       "sigma_rel": generator.sigma_rel, "guide_kind": generator.guide_kind,
-                      "guide_step": generator.guide_step},
+                      "guide_step": generator.guide_step, "pretrained": generator.pretrained,
+                      "sha256": generator.sha256},
         "selection": to_json(sel),
         "synthetic": {"identities": gen.num_synthetic_classes, "images": gen.num_synthetic_images,
-                      "sampler": {k: g[k] for k in ("solver", "steps", "guidance", "guidance_scale", "mix_window")},
+                      "sampler": {k: g[k] for k in ("solver", "steps", "guidance", "guidance_scale", "guidance_interval",
+                                                    "mix_window")} | {"network_inputs_per_image": _inputs(g, ctx.recipe.selection.k)},
                       "quality": gen.quality},
         "alignment": {k: v for k, v in to_json(align).items() if k not in ("json", "png")},
         "dataset_report": {"headline": dsr.headline, "gate_passed": dsr.gate_passed, "gate": dsr.gate,
@@ -194,11 +196,24 @@ def _reading(r: Mapping[str, Any]) -> str:
     if isinstance(intra, Mapping) and intra.get("mean") is not None:
         text += (f" Images of one synthetic identity agree with each other at a mean cosine of "
                  f"{intra['mean']:.2f} under the baseline recogniser (1 = identical).")
-    text += (" New identities can only help when the generator renders each mixed identity consistently; a "
-             f"generator trained for {r['generator']['step']} steps renders coarse traits at best, so a small run "
-             "like this checks the whole pipeline rather than measuring the method's gain (the paper uses an "
-             "EDM2 generator at 112 px).")
+    if not r["generator"].get("pretrained"):
+        text += (" New identities can only help when the generator renders each mixed identity consistently; a "
+                 f"generator trained for {r['generator']['step']} steps on a CPU budget may render coarse traits "
+                 "only, so read the dataset report's quality gate before the accuracies (the paper uses an EDM2 "
+                 "generator at 112 px).")
+    text += (" One run on a few hundred verification pairs is one draw: the spread over seeds "
+             "(docs/results.md) is what says whether a difference is real.")
     return text
+
+
+def _inputs(g: Mapping[str, Any], ctx_k: int) -> int:
+    """Network inputs per synthetic image under the recipe's sampler (generation.sampler.network_evaluations)."""
+    from scoremix_plugin.generation.sampler import network_evaluations
+
+    gi = g.get("guidance_interval")
+    return network_evaluations(int(g.steps), g.solver, int(ctx_k), g.guidance,
+                               float(g.guidance_scale), g.get("mix_space", "score"),
+                               None if gi is None else tuple(gi))
 
 
 def ijb_markdown(ijb: Mapping[str, Any]) -> list[str]:
@@ -247,7 +262,12 @@ def report_markdown(r: Mapping[str, Any]) -> str:
         f"synthetic identities ({syn['images']} images), each mixed from a pair of real classes chosen "
         f"'{sel['strategy']}' in the {sel['space']} space (mean cosine distance {sel['distance_mean']:.3f}), "
         f"sampled with {syn['sampler']['solver']}-{syn['sampler']['steps']}, guidance {syn['sampler']['guidance']} "
-        f"w={syn['sampler']['guidance_scale']}, mixing window {syn['sampler']['mix_window'] or 'the whole trajectory'}.",
+        f"w={syn['sampler']['guidance_scale']}"
+        + (f" for sigma in {tuple(syn['sampler']['guidance_interval'])}" if syn['sampler'].get('guidance_interval')
+           else "")
+        + f", mixing window {syn['sampler']['mix_window'] or 'the whole trajectory'}"
+        + (f"; {syn['sampler']['network_inputs_per_image']} network inputs per image."
+           if syn['sampler'].get('network_inputs_per_image') else "."),
         "",
     ]
     if degrade:
@@ -265,6 +285,8 @@ def report_markdown(r: Mapping[str, Any]) -> str:
     lines += [f"Generator: {gen['step']} training steps"
               + (" (stopped by its time cap)" if gen.get("stopped_early") else "")
               + (f", final loss {_fmt(gen.get('final_loss'))}" if gen.get("trained", True) else
+                 f" (pretrained: {gen['pretrained']}, sha256 {gen['sha256']}; shipped in the package, its "
+                 f"provenance in scoremix_plugin/pretrained/{gen['pretrained']}.json)" if gen.get("pretrained") else
                  " (trained elsewhere, recipe.generator)")
               + (f"; sampled with its post-hoc EMA at sigma_rel {gen['sigma_rel']}" if gen.get("sigma_rel") else "")
               + "." + guidance_sentence(syn["sampler"], gen), ""]

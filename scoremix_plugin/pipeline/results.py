@@ -44,6 +44,8 @@ class GeneratorResult:
     guide: str | None = None  # autoguidance guide checkpoint (None: no guide)
     guide_kind: str | None = None  # "snapshot" | "smaller" | "checkpoint"
     guide_step: int | None = None
+    pretrained: str | None = None  # the shipped generator's name (recipe.generator = "pretrained:NAME")
+    sha256: str | None = None  # its weights' sha256, as its provenance records and the stage checked
 
 
 @dataclass(frozen=True)

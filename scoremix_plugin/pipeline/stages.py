@@ -32,6 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from scoremix_plugin.generation.pretrained import is_pretrained_ref
 from scoremix_plugin.io_utils import write_json_atomic
 from scoremix_plugin.pipeline.results import (AlignResult, CentresResult, DataResult, DatasetReportResult,
                                               GenerateResult,
@@ -60,7 +61,7 @@ def data_settings(ctx: Context) -> Any:
         rec = ctx.resolve(d.rec)
         stat = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(rec.glob("*")) if f.is_file()]
         return {"rec": str(rec), "files": stat}
-    return {"toy": d.toy, "seed": ctx.recipe.seed}
+    return {"toy": d.toy, "seed": toy_seed(ctx.recipe)}
 
 
 def data_outputs(ctx: Context) -> list[Path]:
@@ -82,7 +83,7 @@ def run_data(ctx: Context) -> DataResult:
 
     t = d.toy
     s = write_toy_dataset(out, num_identities=t.identities, images_per_identity=t.images_per_identity,
-                          num_test_identities=t.test_identities, num_pairs=t.pairs, seed=ctx.recipe.seed,
+                          num_test_identities=t.test_identities, num_pairs=t.pairs, seed=toy_seed(ctx.recipe),
                           progress=ctx.progress)
     bins = {name: str(out / b["file"]) for name, b in s["test"]["bins"].items()}
     return DataResult(str(out), s["train"]["num_classes"], s["train"]["num_image"], bins, True)
@@ -149,9 +150,12 @@ def run_generator(ctx: Context) -> GeneratorResult:
     from scoremix_plugin.config import read_config_file, write_config_file
     from scoremix_plugin.generation.checkpoint import load_checkpoint
 
-    src, out, data = ctx.resolve(ctx.recipe.generator), ctx.dir("generator"), ctx.result("data")
+    src, out, data = generator_source(ctx), ctx.dir("generator"), ctx.result("data")
     spec = guide_spec(ctx.recipe)
     sigma_rel = ctx.recipe.get("generator_sigma_rel")  # .get: experiments build recipes without the newer keys
+    pretrained, sha256 = None, None
+    if is_pretrained_ref(ctx.recipe.generator):
+        pretrained, sha256 = check_pretrained_fits(ctx)
     if src.suffix == ".pt":
         ckpt = load_checkpoint(src)
         if int(ckpt["num_classes"]) != data.num_classes:
@@ -182,9 +186,51 @@ def run_generator(ctx: Context) -> GeneratorResult:
     guide, guide_step = None, None
     if spec is not None:
         guide, guide_step = _make_guide(spec, run_dir, step, sigma_rel, cfg, out, ctx)
+    if pretrained is not None:
+        sigma_rel = ckpt.get("posthoc_ema", {}).get("sigma_rel")  # the shipped file is that reconstruction
     return GeneratorResult(str(checkpoint), step, data.num_classes, loss, stopped, trained,
                            None if sigma_rel is None else float(sigma_rel), None if guide is None else str(guide),
-                           None if spec is None else spec["kind"], guide_step)
+                           None if spec is None else spec["kind"], guide_step, pretrained, sha256)
+
+
+def generator_source(ctx: Context) -> Path:
+    """recipe.generator as a file: a training config, a checkpoint, or a shipped generator's ``.pt``."""
+    from scoremix_plugin.generation.pretrained import pretrained_dir
+
+    g = ctx.recipe.generator
+    if is_pretrained_ref(g):
+        return pretrained_dir() / f"{g[len('pretrained:'):]}.pt"
+    return ctx.resolve(g)
+
+
+def check_pretrained_fits(ctx: Context) -> tuple[str, str]:
+    """(name, sha256) of the recipe's shipped generator, after checking that the data stage made the toy data it
+    was trained on: the same identities, images and seed, rendered by the same renderer (its fingerprint)."""
+    from scoremix_plugin.generation.pretrained import resolve
+    from scoremix_plugin.toydata import toy_fingerprint
+
+    ref = ctx.recipe.generator
+    path, prov = resolve(ref)
+    d = ctx.recipe.data
+    if d.rec:
+        raise PipelineError(f"recipe.generator {ref!r} was trained on the toy data; recipe.data.rec ({d.rec}) is "
+                            "another dataset: train a generator on it (recipe.generator = a generator config)")
+    want = prov["toy"]
+    fp = toy_fingerprint(num_identities=d.toy.identities, images_per_identity=d.toy.images_per_identity,
+                         seed=toy_seed(ctx.recipe), size=int(want.get("size", 112)))
+    diff = [k for k in fp if fp[k] != want.get(k)]
+    if diff:
+        raise PipelineError(f"recipe.generator {ref!r}: the toy data here differs from the data it was trained on "
+                            f"in {diff} (recipe: {[fp[k] for k in diff]}, {path.name}: {[want.get(k) for k in diff]}); "
+                            "set recipe.data.toy to its identities / images_per_identity / seed, or train a "
+                            "generator (recipe.generator = a generator config)")
+    return ref[len("pretrained:"):], prov["weights"]["sha256"]
+
+
+def toy_seed(recipe: Any) -> int:
+    """The toy data's seed: recipe.data.toy.seed, else the recipe's seed."""
+    s = recipe.data.toy.get("seed")
+    return int(recipe.seed if s is None else s)
 
 
 def guide_spec(recipe: Any) -> dict[str, Any] | None:
@@ -283,6 +329,7 @@ def run_generate(ctx: Context) -> GenerateResult:
         images_per_identity=g.images_per_identity, shard_size=g.shard_size, steps=g.steps, solver=g.solver,
         guidance=g.guidance, guidance_scale=g.guidance_scale, guide=ctx.result("generator").guide,
         mix_window=None if g.mix_window is None else tuple(g.mix_window), seed=ctx.recipe.seed,
+        guidance_interval=None if g.guidance_interval is None else tuple(g.guidance_interval),
         batch_size=g.batch_size, bf16=g.bf16,
         # Only when asked: AugGen's condition mixing (mix_space "condition") needs a sampler that has it.
         **({"mix_space": g.mix_space} if g.get("mix_space", "score") != "score" else {}),
@@ -436,7 +483,7 @@ def generator_settings(ctx: Context) -> dict[str, Any]:
 
 def generator_outputs(ctx: Context) -> list[Path]:
     """What must still exist for the stage to count as complete (a trained-elsewhere generator is an input)."""
-    out = [] if ctx.resolve(ctx.recipe.generator).suffix == ".pt" else [ctx.out / "generator/generator.pt"]
+    out = [] if generator_source(ctx).suffix == ".pt" else [ctx.out / "generator/generator.pt"]
     if ctx.recipe.get("generator_sigma_rel") is not None:
         out.append(ctx.out / "generator/generator-ema.pt")
     return out
@@ -444,7 +491,7 @@ def generator_outputs(ctx: Context) -> list[Path]:
 
 def generator_files(ctx: Context) -> list[Path]:
     spec = guide_spec(ctx.recipe)
-    return [ctx.resolve(ctx.recipe.generator)] + ([ctx.resolve(spec["path"])] if spec and spec["kind"] ==
+    return [generator_source(ctx)] + ([ctx.resolve(spec["path"])] if spec and spec["kind"] ==
                                                   "checkpoint" else [])
 
 

@@ -14,6 +14,7 @@ import argparse
 import json
 
 from scoremix_plugin.errors import InputError
+from scoremix_plugin.generation.settings import GUIDANCE, SOLVERS
 
 
 def _window(text: str | None):
@@ -84,11 +85,15 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--images-per-identity", type=int, required=True)
     p.add_argument("--shard-size", type=int, default=1000, help="identities per shard")
     p.add_argument("--steps", type=int, default=32)
-    p.add_argument("--solver", choices=("heun", "euler"), default="heun")
-    p.add_argument("--guidance", choices=("none", "cfg", "autoguidance"), default="none")
+    p.add_argument("--solver", choices=SOLVERS, default="heun",
+                   help="heun (2N-1 evaluations), euler or dpm2m (N each; dpm2m is 2nd order)")
+    p.add_argument("--guidance", choices=GUIDANCE, default="none")
     p.add_argument("--guidance-scale", type=float, default=1.0)
     p.add_argument("--guide", default=None, help="reference generator for autoguidance")
     p.add_argument("--mix-window", type=_window, default=None, help="'sigma_lo,sigma_hi': mix only inside")
+    p.add_argument("--guidance-interval", type=_window, default=None,
+                   help="'sigma_lo,sigma_hi': guide only where lo < sigma <= hi (the reference is not evaluated "
+                        "outside: fewer network inputs)")
     p.add_argument("--mix-space", choices=("score", "condition"), default="score",
                    help="score: mix denoiser outputs (ScoreMix); condition: one forward on the weighted class "
                         "embeddings (AugGen)")
@@ -126,6 +131,7 @@ def run_generate(args) -> int:
         ckpt=args.ckpt, pairs=args.pairs, real=args.real, images_per_identity=args.images_per_identity,
         shard_size=args.shard_size, steps=args.steps, solver=args.solver, guidance=args.guidance,
         guidance_scale=args.guidance_scale, guide=args.guide, mix_window=args.mix_window, seed=args.seed,
+        guidance_interval=args.guidance_interval,
         batch_size=args.batch_size, bf16=args.bf16, mix_space=args.mix_space,
         mix_weights=tuple(args.mix_weights) if args.mix_weights else None,
     )

@@ -62,6 +62,7 @@ class GenerateSettings:
     guidance_scale: float = 1.0  # w; 1 = no guidance
     guide: str | None = None  # weaker generator (autoguidance)
     mix_window: tuple[float, float] | None = None  # (sigma_lo, sigma_hi): mix only inside; None = everywhere
+    guidance_interval: tuple[float, float] | None = None  # (sigma_lo, sigma_hi): guide only inside; None = everywhere
     seed: int = 0
     batch_size: int = 64  # images per sampler call (part of the plan: batches shape the float maths)
     bf16: bool = False  # network under bfloat16 autocast
@@ -106,6 +107,8 @@ def _fingerprint(st: GenerateSettings, c_real: int) -> dict[str, Any]:
         # Only when not the default: folders generated before these options existed still resume.
         **({"mix_space": st.mix_space} if st.mix_space != "score" else {}),
         **({"mix_weights": [float(w) for w in st.mix_weights]} if st.mix_weights is not None else {}),
+        **({"guidance_interval": [float(v) for v in st.guidance_interval]} if st.guidance_interval is not None
+           else {}),
     }
 
 
@@ -288,6 +291,7 @@ class _Run:
                      "guide": {"checkpoint": _rel(st.guide, self.out), "sha256": self.fp["guide_sha256"]}
                      if st.guide else None,
                      "mix_window": list(st.mix_window) if st.mix_window is not None else None,
+                     "guidance_interval": list(st.guidance_interval) if st.guidance_interval is not None else None,
                      "mix_space": st.mix_space,
                      "mix_weights": [float(w) for w in st.mix_weights] if st.mix_weights is not None else None,
                      "seed": st.seed, "batch_size": st.batch_size, "bf16": st.bf16,
@@ -337,7 +341,7 @@ class _Run:
                         generators=[image_generator(st.seed, n, i, dev) for n, i in batch],
                         num_steps=st.steps, solver=st.solver, guidance=st.guidance,
                         guidance_scale=st.guidance_scale, guide=self.guide, mix_window=st.mix_window,
-                        mix_space=st.mix_space)
+                        mix_space=st.mix_space, guidance_interval=st.guidance_interval)
                     for (n, i), img in zip(batch, to_uint8(images)):
                         img = _resize(img)
                         w.write(img, self.c_real + n)

@@ -1,0 +1,38 @@
+"""The CPU demo: `scoremix demo --out DIR` (`make demo`), this file inside the installed package.
+
+Toy identities -> baseline recogniser -> the shipped 40-identity generator -> far pairs -> ScoreMix
+identities -> dataset report (quality gate) -> recogniser on real + synthetic -> verification of both ->
+alignment -> DIR/report.md.
+
+The generator is sampled, not trained: `pretrained:toy40` was trained once, to identity quality, on exactly
+this toy data (scoremix_plugin/pretrained/toy40.json says how, on what, for how long, and what it reaches).
+A 2-core CPU cannot train one that good inside a demo's budget; `scoremix demo --full` (demo_full.py) trains
+the generator here instead. Measured runs and their timings: docs/results.md, "The demo".
+"""
+
+from easydict import EasyDict as edict
+
+config = edict(
+    name="ScoreMix CPU demo",
+    seed=0,
+    device=None,  # cuda when available, else cpu
+    # seed=0: the data the shipped generator was trained on (checked against its fingerprint); recipe.seed
+    # varies selection, generation noise and (through experiments/demo_seeds.py) the recogniser.
+    data=edict(toy=edict(identities=40, images_per_identity=16, test_identities=20, pairs=300, seed=0), rec=None),
+    recogniser="demo/recogniser.py",
+    generator="pretrained:toy40",
+    centres=edict(batch_size=64),
+    # Far in the recogniser's embedding space (the paper's best strategy); 40 pairs of 40 classes need each
+    # class in up to 2 pairs.
+    selection=edict(strategy="far", space="embedding", num_identities=40, max_uses=2, k=2, weights=None),
+    # CFG w = 2.5 is what makes identities show at this scale (autoguidance lost to it: docs/results.md,
+    # "Generator arms"); solver and steps: docs/results.md, "Sampling cost".
+    generation=edict(images_per_identity=10, solver="heun", steps=8, guidance="cfg", guidance_scale=2.5,
+                     mix_window=None, shard_size=1000, batch_size=16, bf16=True),
+    scoremix=edict(ratio=None, aug_real=None, aug_synthetic=None, same_steps=True),
+    # The gate is on: with the shipped generator the synthetic identities are identities, and a failing gate
+    # means something broke. demo_full.py turns it off (a CPU-budget generator may not pass).
+    quality_gate=True,
+    verification=edict(targets=["toy_lfw", "toy_cfp_fp"], batch_size=64),
+    report=edict(grid_pairs=6, grid_images=6),
+)
