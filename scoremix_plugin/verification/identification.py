@@ -19,7 +19,9 @@ each chunk's scores only what the metrics need is kept:
   what insightface's IJB 1:N TPIR rule thresholds on.
 
 The score of a probe and a gallery entry is their inner product in the features' dtype (``probe @ gallery.T``,
-as both references compute it).
+as both references compute it). BLAS blocks a chunk of rows differently from the whole matrix, so float32
+scores can differ from the one-matrix scores in the last bit (float64 too, by ~1e-15, for one-row chunks); a
+count changes only where two scores lie within that rounding of each other.
 """
 
 from __future__ import annotations

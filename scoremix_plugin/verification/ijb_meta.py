@@ -261,8 +261,9 @@ def read_template_subjects(path: Path) -> tuple[np.ndarray, np.ndarray]:
     conflict = np.flatnonzero(sids_a != subjects[np.searchsorted(templates, tids_a)])
     if conflict.size:
         i = int(conflict[0])
-        raise IJBError(f"{path}:{i + 2}: template {tids[i]} names subject {sids[i]}, an earlier row another "
-                       f"({conflict.size} such rows)")
+        first_subject = int(subjects[np.searchsorted(templates, tids_a[i])])
+        raise IJBError(f"{path}:{i + 2}: template {tids[i]} names subject {sids[i]}, its first row subject "
+                       f"{first_subject} ({conflict.size} such rows)")
     return templates, subjects
 
 
