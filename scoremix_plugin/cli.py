@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "make-bin": ("scoremix_plugin.verification.cli", "make_bin", "write a verification .bin file"),
     "verify": ("scoremix_plugin.verification.cli", "verify", "evaluate a model on .bin verification sets"),
     "verify-ijb": ("scoremix_plugin.verification.cli", "verify_ijb", "IJB-B / IJB-C template verification (TAR@FAR)"),
+    "verify-tinyface": ("scoremix_plugin.verification.cli", "verify_tinyface", "TinyFace closed-set identification (rank-1/5/20)"),
     "train": ("scoremix_plugin.recognition.cli", "train", "train a recogniser from an arcface_torch config"),
     "export": ("scoremix_plugin.recognition.cli", "export", "export model.pt to ONNX"),
     "embed": ("scoremix_plugin.recognition.cli", "embed", "class centres from a model or a head checkpoint"),

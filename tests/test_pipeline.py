@@ -8,6 +8,7 @@ generator for a few steps, with a stage of the recipe's own; it checks what must
 from __future__ import annotations
 
 import json
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -152,7 +153,8 @@ config = edict(
     selection=edict(num_identities=2),
     generation=edict(images_per_identity=2, steps=2, batch_size=4, bf16=False, guidance="autoguidance"),
     guide=edict(kind="snapshot", fraction=0.5),  # autoguidance from the main run's step-1 snapshot
-    verification=edict(targets=["toy_lfw", "toy_cfp_fp"], batch_size=32, ijb=edict(root="IJBC", target="ijbc")),
+    verification=edict(targets=["toy_lfw", "toy_cfp_fp"], batch_size=32, ijb=edict(root="IJBC", target="ijbc"),
+                       tinyface=edict(root="tinyface")),
     report=edict(grid_pairs=2, grid_images=2),
     quality_gate=False,  # the tiny generator's identities are no identities; the gate is tested below
 )
@@ -176,6 +178,7 @@ def test_mini_recipe_end_to_end_then_rerun_skips(tmp_path):
     for name, text in (("mini.py", MINI), ("rec.py", MINI_REC), ("gen.py", MINI_GEN)):
         (tmp_path / name).write_text(textwrap.dedent(text))
     small_ijb_root(tmp_path)  # tmp_path/IJBC: the recipe's IJB-C target, relative to the recipe
+    shutil.copytree(Path(__file__).parent / "data/golden/tinyface/root", tmp_path / "tinyface")
     out = tmp_path / "out"
     status = run_recipe(tmp_path / "mini.py", out, progress=False, log=lambda s: None)
     assert [k for k, v in status.items() if v["status"] == "ran"] == [*STAGE_NAMES[:-1], "synthetic_share", "report"]
@@ -194,6 +197,13 @@ def test_mini_recipe_end_to_end_then_rerun_skips(tmp_path):
         assert report["ijb"]["IJBC"][run]["F1N1D1"]["tar"] == ijb[run]["modes"]["F1N1D1"]["tar"]
     assert "## IJBC: TAR (%) at FAR" in (out / "report.md").read_text()
     assert (out / "figures/ijb_ijbc_roc.png").is_file()
+    # TinyFace beside them, the same way; the toy targets are none of Avg-H's five sets, so it is absent.
+    tiny = json.loads((out / "verify/tinyface/tinyface.json").read_text())["runs"]
+    for run in ("baseline", "scoremix"):
+        assert report["tinyface"][run]["cmc_count"] == tiny[run]["cmc_count"]
+        assert report["tinyface"][run]["num_probes"] == 113 and report["avg_h"][run] is None
+    assert "## TinyFace: closed-set identification (%)" in (out / "report.md").read_text()
+    assert (out / "figures/tinyface_cmc.png").is_file()
     # The recipe's own stage: run, recorded, reported.
     c_real, n_syn = 4, 2  # toy identities, selection.num_identities (2 images each)
     # The dataset report's headline (both sets) and the gate's verdict, as the dataset_report stage wrote them.

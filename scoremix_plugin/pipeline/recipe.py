@@ -47,6 +47,8 @@ Paths inside are relative to the recipe's folder. Keys (defaults in RECIPE_DEFAU
         verification=edict(targets=["toy_lfw", "toy_cfp_fp"], batch_size=64,
                            ijb=None),      # or edict(root="IJB_ROOT", target="IJBC", modes="F1N1D1")
                                            # (a list for several): IJB TAR@FAR beside the .bin sets
+                           # tinyface=None: or edict(root="TINYFACE_ROOT", aligned_dir="aligned_pad_0.1_pad_high"):
+                           # TinyFace rank-1/5/20 (the paper's third metric) beside them
         report=edict(grid_pairs=6, grid_images=6),
         stages=[],                         # extra Stage objects (scoremix_plugin.pipeline.Stage), run
                                            # before the report, fingerprinted and reported like ours
@@ -84,7 +86,7 @@ RECIPE_DEFAULTS: dict[str, Any] = {
     "dataset_report": {"far": 1e-4, "min_share": 0.5},
     "quality_gate": True,
     "merge": {"name": "scoremix_merged", "config_overrides": None},
-    "verification": {"targets": None, "batch_size": 64, "ijb": None},
+    "verification": {"targets": None, "batch_size": 64, "ijb": None, "tinyface": None},
     "report": {"grid_pairs": 6, "grid_images": 6},
     "stages": [],
 }

@@ -14,6 +14,7 @@ from typing import Any
 from scoremix_plugin.io_utils import pyplot, save_figure, write_bytes_atomic, write_json_atomic, write_text_atomic
 from scoremix_plugin.pipeline.results import ReportResult
 from scoremix_plugin.pipeline.runner import Context, Stage, to_json
+from scoremix_plugin.verification.report import avg_h, avg_h_line
 
 
 def mix_grid(ctx: Context, path: Path) -> Path | None:
@@ -104,6 +105,7 @@ def run_report(ctx: Context, added: Sequence[str] = ()) -> ReportResult:
         "mixes": mix_grid(ctx, figs / "mixes.png"),
         "roc": _copy(ver.roc, figs / "roc.png"),
         **{f"ijb_{t.lower()}": _copy(r["roc"], figs / f"ijb_{t.lower()}_roc.png") for t, r in ver.ijb.items()},
+        **({"tinyface": _copy(ver.tinyface["cmc"], figs / "tinyface_cmc.png")} if ver.tinyface else {}),
         "accuracy": accuracy_plot(ver.accuracy, ver.accuracy_std, figs / "accuracy.png"),
         "alignment": _copy(align.png, figs / "alignment.png"),
         "quality": _copy(ctx.dir("generate") / "quality.png", figs / "quality.png"),
@@ -119,6 +121,9 @@ def run_report(ctx: Context, added: Sequence[str] = ()) -> ReportResult:
         "scoremix": ver.accuracy["scoremix"],
         "accuracy_std": ver.accuracy_std,
         "ijb": {t: {k: v for k, v in r.items() if k not in ("json", "markdown", "roc")} for t, r in ver.ijb.items()},
+        "tinyface": {k: v for k, v in ver.tinyface.items() if k not in ("json", "markdown", "cmc")},
+        # the paper's Avg-H: mean accuracy over the five high-quality .bin sets present (which: "present")
+        "avg_h": {run: avg_h(ver.accuracy[run]) for run in ("baseline", "scoremix")},
         "stages": stages,
         "data": {"rec": data.rec, "num_classes": data.num_classes, "num_image": data.num_image, "toy": data.toy},
         "image_degrade": base.image_degrade,
@@ -233,6 +238,22 @@ def ijb_markdown(ijb: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def tinyface_markdown(t: Mapping[str, Any]) -> list[str]:
+    """TinyFace CMC (%) at each rank, baseline and ScoreMix side by side."""
+    if not t:
+        return []
+    ranks = t["baseline"]["ranks"]
+    lines = ["## TinyFace: closed-set identification (%)", "",
+             "| run | " + " | ".join(f"rank-{k}" for k in ranks) + " | probes | gallery |",
+             "|---|" + "---:|" * (len(ranks) + 2)]
+    for run in ("baseline", "scoremix"):
+        r = t[run]
+        lines.append(f"| {run} | " + " | ".join(f"{100 * v:.2f}" for v in r["cmc"])
+                     + f" | {r['num_probes']} | {r['num_gallery']} |")
+    return lines + ["", "AdaFace's `validation_lq` protocol (the paper's TinyFace rank-1); `verify/tinyface/` holds "
+                    "the open-set DIR and the CMC curve.", ""]
+
+
 def dataset_markdown(d: Mapping[str, Any] | None) -> list[str]:
     """The dataset report's headline: both sets' verification statistics, the leak counts, the gate."""
     if not d:
@@ -298,12 +319,18 @@ def report_markdown(r: Mapping[str, Any]) -> str:
         lines.append(f"| {t} | {100 * b:.2f} +- {100 * std['baseline'][t]:.2f} | {100 * m:.2f} +- "
                      f"{100 * std['scoremix'][t]:.2f} | {100 * (m - b):+.2f} |")
     lines += ["", "10-fold protocol of arcface_torch (mean +- std over folds) on held-out identities.", ""]
+    for run in ("baseline", "scoremix"):
+        line = avg_h_line(r["baseline"] if run == "baseline" else r["scoremix"], run)
+        if line:
+            lines += [line, ""]
     lines += ijb_markdown(r.get("ijb") or {})
+    lines += tinyface_markdown(r.get("tinyface") or {})
     lines += [_reading(r), ""]
     figs = r["figures"]
     for key, caption in (("accuracy", "Accuracy"), ("roc", "ROC curves, baseline vs ScoreMix"),
                          ("mixes", "Real class a | real class b | the synthetic identity mixed from them"),
                          *((f"ijb_{t.lower()}", f"{t} ROC (log FAR), baseline vs ScoreMix") for t in r.get("ijb") or {}),
+                         ("tinyface", "TinyFace CMC, baseline vs ScoreMix"),
                          ("generator_samples", "Generator samples (rows: classes; last row: a 2-way mix)"),
                          ("alignment", "Generator conditions vs recogniser centres"),
                          ("quality", "Synthetic identities under the baseline recogniser"),

@@ -111,6 +111,8 @@ class VerifyResult:
     markdown: str
     # IJB target -> {"far": [...], "baseline": {mode: numbers}, "scoremix": {...}, report files}; {} without IJB
     ijb: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # TinyFace: {"baseline": TinyFaceResult.to_dict(), "scoremix": ..., report files}; {} without TinyFace
+    tinyface: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ merge      real + synthetic merged into one arcface_torch folder with its config
            (``DIR/merged/``: the route for an unchanged host)
 scoremix   recogniser trained on real + synthetic through ``config.dataset = "scoremix"``
 verify     both recognisers on the verification targets (``recipe.verification``: .bin sets, and
-           IJB-B / IJB-C when ``verification.ijb`` names a folder in the IJB release layout)
+           IJB-B / IJB-C when ``verification.ijb`` names a folder in the IJB release layout, TinyFace
+           rank-1/5/20 when ``verification.tinyface`` names a TinyFace root)
 align      linear CKA / mutual kNN of generator conditions vs recogniser centres
 report     ``DIR/report.md`` + ``DIR/report.json`` + figures under ``DIR/figures/``
 ========== ================================================================================
@@ -418,11 +419,29 @@ def ijb_targets(ctx: Context) -> list[dict[str, Any]]:
     return out
 
 
+def tinyface_target(ctx: Context) -> dict[str, Any] | None:
+    """``recipe.verification.tinyface``: ``edict(root=..., aligned_dir="aligned_pad_0.1_pad_high")`` or None."""
+    from scoremix_plugin.verification.tinyface import ALIGNED_DIR
+
+    spec = ctx.recipe.verification.get("tinyface")
+    if not spec:
+        return None
+    where = "recipe.verification.tinyface"
+    if not isinstance(spec, dict) or not spec.get("root"):
+        raise PipelineError(f"{where}: expected edict(root=<TinyFace root>, aligned_dir='{ALIGNED_DIR}'), got {spec!r}")
+    unknown = sorted(set(spec) - {"root", "aligned_dir"})
+    if unknown:
+        raise PipelineError(f"{where}: unknown key(s) {unknown}; known: ['aligned_dir', 'root']")
+    return {"root": ctx.resolve(spec["root"]), "aligned_dir": spec.get("aligned_dir") or ALIGNED_DIR}
+
+
 def verify_settings(ctx: Context) -> dict[str, Any]:
     v = dict(ctx.recipe.verification)
-    # No IJB block: the settings stay what they were before IJB existed, so finished runs keep their fingerprint.
-    if not v.get("ijb"):
-        v.pop("ijb", None)
+    # No IJB / TinyFace block: the settings stay what they were before these existed, so finished runs keep
+    # their fingerprint.
+    for key in ("ijb", "tinyface"):
+        if not v.get(key):
+            v.pop(key, None)
     return v
 
 
@@ -444,10 +463,24 @@ def run_verify(ctx: Context) -> VerifyResult:
         ijb[spec["target"]] = {"far": list(found["baseline"].fars), "json": str(files["json"]),
                                "markdown": str(files["markdown"]), "roc": str(files["roc"]),
                                **{run: {m: r.to_dict() for m, r in res.modes.items()} for run, res in found.items()}}
+    tinyface: dict[str, Any] = {}
+    spec = tinyface_target(ctx)
+    if spec is not None:
+        from scoremix_plugin.verification.report import write_tinyface_report
+        from scoremix_plugin.verification.tinyface import evaluate_tinyface
+
+        found = {run: evaluate_tinyface(spec["root"], load_embedder_of(ctx, ctx.result(run)),
+                                        aligned_dir=spec["aligned_dir"], batch_size=ctx.recipe.verification.batch_size,
+                                        progress=ctx.progress) for run in runs}
+        files = write_tinyface_report(ctx.dir("verify") / "tinyface", found,
+                                      title=f"{ctx.recipe.name}: TinyFace, baseline vs ScoreMix",
+                                      meta={"root": str(spec["root"])})
+        tinyface = {"json": str(files["json"]), "markdown": str(files["markdown"]), "cmc": str(files["cmc"]),
+                    **{run: r.to_dict() for run, r in found.items()}}
     return VerifyResult(
         {run: {t: float(r.accuracy_mean) for t, r in res.items()} for run, res in results.items()},
         {run: {t: float(r.accuracy_std) for t, r in res.items()} for run, res in results.items()},
-        str(paths["roc"]), str(paths["json"]), str(paths["markdown"]), ijb)
+        str(paths["roc"]), str(paths["json"]), str(paths["markdown"]), ijb, tinyface)
 
 
 # Stage: align.

@@ -5,6 +5,9 @@
     scoremix verify --embeddings pairs.npz --json out.json     # precomputed [2N, D] embeddings + issame
     scoremix verify-ijb --root IJB_release/IJBC --target IJBC --model model.onnx --modes all --json ijbc.json --out rep
     scoremix verify-ijb --root IJB_release/IJBB --target IJBB --features feats.npy --json ijbb.json
+    scoremix verify-ijb --root IJB_release/IJBC --target IJBC --features feats.npy --task identification --json 1n.json
+    scoremix verify-tinyface --root tinyface_root --model model.onnx --json tinyface.json --out rep
+    scoremix verify-tinyface --root tinyface_root --features feats.npz --json tinyface.json
     scoremix make-bin --pairs pairs.txt --images lfw_aligned/ --out lfw.bin
     scoremix make-bin --rec /data/test_ids --num-pairs 3000 --seed 0 --out toy.bin
 
@@ -103,8 +106,13 @@ def run_verify(args: argparse.Namespace) -> int:
         paths = write_report(args.out, results, far=fars[0], meta=meta)
         print(f"report: {paths['markdown']}")
     if args.json:
-        write_json_atomic(args.json, {"meta": meta, "results": _summary(results)} if not args.embeddings
-                          else _summary(results)[next(iter(results))])
+        from scoremix_plugin.verification.report import avg_h
+
+        summary = {"meta": meta, "results": _summary(results)}
+        a = avg_h({t: r.accuracy_mean for t, r in results.items()})
+        if a is not None:
+            summary["avg_h"] = a  # the paper's "Avg-H": mean accuracy of the five high-quality sets present
+        write_json_atomic(args.json, summary if not args.embeddings else _summary(results)[next(iter(results))])
     return 0
 
 
@@ -144,6 +152,10 @@ def add_verify_ijb_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--network", help="backbone name for a .pt state dict (e.g. r50)")
     p.add_argument("--device", help="torch device or 'cpu' to keep ONNX on CPU (default: cuda when available)")
     p.add_argument("--modes", default="F1N1D1", help="F1N1D1 (the host's default), a comma list, or 'all' (8 modes)")
+    p.add_argument("--task", choices=["verification", "identification"], default="verification",
+                   help="verification: 1:1 template pairs (TAR@FAR); identification: 1:N search of the mixed probe "
+                        "templates in galleries G1 / G2 (IJB-B: S1 / S2), rank-1/5/10 and TPIR@FPIR "
+                        "(insightface's ijb_1n.py; needs meta/<t>_1N_*.csv)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--json", required=True, help="machine-readable result (TAR, strict TAR, AUC per mode)")
     p.add_argument("--out", help="report folder: ijb.md (the host's table), ijb.json, ijb_roc.png")
@@ -170,6 +182,8 @@ def _run_verify_ijb(args: argparse.Namespace) -> int:
     from scoremix_plugin.verification.report import format_ijb_table, write_ijb_report
 
     modes = check_modes(args.modes)
+    if args.task == "identification":
+        return _run_verify_ijb_1n(args, modes)
     if args.save_features and Path(args.save_features).exists():  # hours of embedding: never replace silently
         raise IJBError(f"--save-features {args.save_features} already exists; remove it or name another file")
     meta_info: dict = {"root": str(args.root), "target": args.target}
@@ -201,5 +215,120 @@ def _run_verify_ijb(args: argparse.Namespace) -> int:
     write_json_atomic(args.json, result.to_dict())
     if args.out:
         paths = write_ijb_report(args.out, result, title=f"{args.target} verification", meta=meta_info)
+        print(f"report: {paths['markdown']}")
+    return 0
+
+
+def _ijb_embedder(args: argparse.Namespace, meta_info: dict):
+    from scoremix_plugin.verification.evaluate import load_embedder
+    from scoremix_plugin.verification.ijb_meta import IJBError
+
+    try:
+        embedder = load_embedder(args.model, network=args.network, device=args.device)
+    except (ValueError, FileNotFoundError) as e:
+        raise IJBError(str(e)) from e
+    meta_info.update(model=str(args.model), network=args.network)
+    if getattr(embedder, "providers", None):
+        meta_info["onnx_providers"] = list(embedder.providers)
+    return embedder
+
+
+def _run_verify_ijb_1n(args: argparse.Namespace, modes: tuple[str, ...]) -> int:
+    import numpy as np
+
+    from scoremix_plugin.io_utils import atomic_path, write_json_atomic, write_text_atomic
+    from scoremix_plugin.verification.ijb import image_features
+    from scoremix_plugin.verification.ijb_1n import evaluate_ijb_1n_features, format_1n_table
+    from scoremix_plugin.verification.ijb_meta import IJBError, load_features, read_ijb_1n_meta
+
+    if args.save_features and Path(args.save_features).exists():
+        raise IJBError(f"--save-features {args.save_features} already exists; remove it or name another file")
+    meta_info: dict = {"root": str(args.root), "target": args.target, "task": "identification"}
+    meta, sets = read_ijb_1n_meta(args.root, args.target)
+    if args.features:
+        feats = load_features(args.features, meta)
+        meta_info["features"] = str(args.features)
+    else:
+        feats = image_features(meta, _ijb_embedder(args, meta_info), batch_size=args.batch_size,
+                               progress=not args.no_progress)
+        if args.save_features:
+            with atomic_path(args.save_features) as tmp:
+                with open(tmp, "wb") as f:
+                    np.save(f, feats)
+            meta_info["saved_features"] = str(args.save_features)
+    results = {m: evaluate_ijb_1n_features(meta, sets, feats, m) for m in modes}
+    tables = [f"{args.target} 1:N, {m}:\n\n{format_1n_table(r)}" for m, r in results.items()]
+    print("\n\n".join(tables))
+    payload = {"meta": meta_info, "modes": {m: r.to_dict() for m, r in results.items()}}
+    write_json_atomic(args.json, payload)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "ijb_1n.json", payload)
+        md = [f"# {args.target} 1:N identification", ""] + [f"- {k}: {v}" for k, v in meta_info.items()] + [
+            "", "insightface's `ijb_1n.py` protocol: template features as for 1:1; rank-k = share of probe templates "
+            "whose subject's gallery template is among the k best; TPIR@FPIR: threshold = the ceil(probes x FPIR)-th "
+            "highest non-mated score, TPIR = share of mated scores above it. G1+G2: both galleries enrolled together "
+            "(the reference's own run); G1, G2: each with the probes of its subjects.", ""]
+        for t in tables:
+            md += [t, ""]
+        write_text_atomic(out / "ijb_1n.md", "\n".join(md))
+        print(f"report: {out / 'ijb_1n.md'}")
+    return 0
+
+
+def add_verify_tinyface_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--root", required=True, help="TinyFace root holding tinyface/Testing_Set/ and the aligned folder")
+    p.add_argument("--aligned-dir", default="aligned_pad_0.1_pad_high",
+                   help="aligned images' folder under --root (default: AdaFace's aligned_pad_0.1_pad_high)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="recogniser: .onnx (onnxruntime) or .pt/.pth state dict (needs --network)")
+    src.add_argument("--features", help=".npz with 'paths' [N] (relative to the aligned folder, e.g. Probe/1_1.jpg) "
+                                        "and 'features' [N, D]: features computed elsewhere, scored as given")
+    p.add_argument("--network", help="backbone name for a .pt state dict (e.g. r50)")
+    p.add_argument("--device", help="torch device or 'cpu' to keep ONNX on CPU (default: cuda when available)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--ranks", type=int, nargs="+", default=[1, 5, 20], help="CMC ranks (default 1 5 20)")
+    p.add_argument("--far", type=float, nargs="+", default=[1e-3, 1e-2, 1e-1], help="open-set DIR FARs")
+    p.add_argument("--json", required=True, help="machine-readable result (CMC shares and counts, DIR@FAR)")
+    p.add_argument("--out", help="report folder: tinyface.md, tinyface.json, tinyface_cmc.png")
+    p.add_argument("--save-features", help="write the computed features (.npz, the --features format)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run_verify_tinyface(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from scoremix_plugin.io_utils import atomic_path, write_json_atomic
+    from scoremix_plugin.verification.report import format_tinyface_table, write_tinyface_report
+    from scoremix_plugin.verification.tinyface import (evaluate_tinyface_features, image_features, load_features,
+                                                       read_tinyface)
+
+    if args.save_features and Path(args.save_features).exists():
+        raise InputError(f"--save-features {args.save_features} already exists; remove it or name another file")
+    if args.batch_size < 1 or min(args.ranks) < 1 or not all(0 < f <= 1 for f in args.far):
+        raise InputError("--batch-size and --ranks must be >= 1 and every --far in (0, 1]")
+    layout = read_tinyface(args.root, args.aligned_dir)
+    meta: dict = {"root": str(args.root), "aligned": str(layout.aligned)}
+    if args.features:
+        feats = load_features(args.features, layout)
+        meta["features"] = str(args.features)
+    else:
+        from scoremix_plugin.verification.evaluate import load_embedder
+
+        embedder = load_embedder(args.model, network=args.network, device=args.device)
+        meta.update(model=str(args.model), network=args.network)
+        feats = image_features(layout, embedder, batch_size=args.batch_size, progress=not args.no_progress)
+        if args.save_features:
+            with atomic_path(args.save_features) as tmp:
+                with open(tmp, "wb") as f:
+                    np.savez(f, paths=np.array(layout.all_paths), features=feats)
+            meta["saved_features"] = str(args.save_features)
+    result = evaluate_tinyface_features(layout, feats, args.ranks, args.far, progress=not args.no_progress)
+    result.meta.update(meta)
+    print(format_tinyface_table(result))
+    write_json_atomic(args.json, result.to_dict())
+    if args.out:
+        paths = write_tinyface_report(args.out, result, meta=meta)
         print(f"report: {paths['markdown']}")
     return 0

@@ -217,3 +217,92 @@ def load_features(path: str | os.PathLike, meta: IJBMeta) -> np.ndarray:
         raise IJBError(f"{path}: row {bad[0]} ({meta.where(int(bad[0]))}, {meta.image_names[bad[0]]}) holds "
                        f"NaN or inf ({bad.size} such rows)")
     return feats
+
+
+# 1:N identification (insightface's recognition/_evaluation_/ijb/ijb_1n.py).
+#   ROOT/meta/<t>_1N_gallery_G1.csv, <t>_1N_gallery_G2.csv   (IJB-B: _S1, _S2)
+#   ROOT/meta/<t>_1N_probe_mixed.csv
+# each with a header line and then TEMPLATE_ID,SUBJECT_ID,... per image (further columns are ignored).
+
+def gallery_names(target: str) -> tuple[str, str]:
+    """The two gallery sets' names: G1 / G2 for IJB-C, S1 / S2 for IJB-B (the release's file names)."""
+    return ("G1", "G2") if check_target(target) == "IJBC" else ("S1", "S2")
+
+
+def files_1n(root: str | os.PathLike, target: str) -> dict[str, Path]:
+    """{gallery name: csv, ..., "probe": csv}; IJBError naming every missing file."""
+    t = check_target(target).lower()
+    meta = Path(root) / "meta"
+    files = {g: meta / f"{t}_1N_gallery_{g}.csv" for g in gallery_names(target)}
+    files["probe"] = meta / f"{t}_1N_probe_mixed.csv"
+    missing = [str(p) for p in files.values() if not p.is_file()]
+    if missing:
+        raise IJBError(f"{check_target(target)} 1:N file(s) missing under {root}: {', '.join(missing)}")
+    return files
+
+
+def read_template_subjects(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(templates, subject ids) int64 [T] of a 1:N csv: one per template (first row's subject, as the reference),
+    templates ascending; IJBError when a template names two subjects."""
+    rows = _lines(path)[1:]  # the header
+    if not rows:
+        raise IJBError(f"{path}: no rows after the header")
+    tids, sids = [], []
+    for i, r in enumerate(rows):
+        fields = r[0].split(",") if len(r) == 1 else " ".join(r).split(",")
+        try:
+            tids.append(int(fields[0]))
+            sids.append(int(fields[1]))
+        except (ValueError, IndexError):
+            raise IJBError(f"{path}:{i + 2}: expected 'TEMPLATE_ID,SUBJECT_ID,...' with integer ids") from None
+    tids_a, sids_a = np.asarray(tids, dtype=np.int64), np.asarray(sids, dtype=np.int64)
+    templates, first = np.unique(tids_a, return_index=True)
+    subjects = sids_a[first]
+    conflict = np.flatnonzero(sids_a != subjects[np.searchsorted(templates, tids_a)])
+    if conflict.size:
+        i = int(conflict[0])
+        first_subject = int(subjects[np.searchsorted(templates, tids_a[i])])
+        raise IJBError(f"{path}:{i + 2}: template {tids[i]} names subject {sids[i]}, its first row subject "
+                       f"{first_subject} ({conflict.size} such rows)")
+    return templates, subjects
+
+
+def read_ijb_1n_meta(root: str | os.PathLike, target: str) -> tuple[IJBMeta, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """(image meta without pairs, {"G1"/"S1": (templates, subjects), "G2"/"S2": ..., "probe": ...}).
+
+    Checks the reference's assumptions up front: every listed template has images in the tid_mid file,
+    no subject has a template in both galleries or two in one, and every probe subject is enrolled.
+    """
+    target = check_target(target)
+    root = Path(root)
+    files = files_1n(root, target)
+    img_files = {"tid_mid": root / "meta" / f"{target.lower()}_face_tid_mid.txt",
+                 "5pts": root / "meta" / f"{target.lower()}_name_5pts_score.txt"}
+    missing = [str(p) for p in img_files.values() if not p.is_file()]
+    if missing:
+        raise IJBError(f"{target} meta file(s) missing under {root}: {', '.join(missing)}")
+    names, templates, medias = read_tid_mid(img_files["tid_mid"])
+    names5, landmarks, faceness = read_5pts(img_files["5pts"])
+    if names5 != names:
+        raise IJBError(f"{img_files['5pts']} and {img_files['tid_mid']} must list the same images in the same order")
+    meta = IJBMeta(root=root, target=target, files={**img_files, **files},
+                   image_names=names, templates=templates, medias=medias, landmarks=landmarks, faceness=faceness,
+                   pair_templates=np.zeros((0, 2), dtype=np.int64), labels=np.zeros(0, dtype=bool))
+    sets = {k: read_template_subjects(p) for k, p in files.items()}
+    known = np.unique(templates)
+    for k, (t, _) in sets.items():
+        unknown = t[~np.isin(t, known)]
+        if unknown.size:
+            raise IJBError(f"{files[k]}: template {int(unknown[0])} has no images in {img_files['tid_mid']} "
+                           f"({unknown.size} such templates)")
+    g_subjects = np.concatenate([sets[g][1] for g in gallery_names(target)])
+    uniq, counts = np.unique(g_subjects, return_counts=True)
+    if (counts > 1).any():
+        raise IJBError(f"{files[gallery_names(target)[0]]} / {files[gallery_names(target)[1]]}: subject "
+                       f"{int(uniq[counts > 1][0])} has {int(counts[counts > 1][0])} gallery templates; "
+                       "1:N needs exactly one per subject")
+    lost = np.flatnonzero(~np.isin(sets["probe"][1], uniq))
+    if lost.size:
+        raise IJBError(f"{files['probe']}: probe template {int(sets['probe'][0][lost[0]])} (subject "
+                       f"{int(sets['probe'][1][lost[0]])}) has no gallery template ({lost.size} such probes)")
+    return meta, sets

@@ -18,6 +18,32 @@ from scoremix_plugin.verification.protocol import VerificationResult
 
 Runs = Mapping[str, Mapping[str, VerificationResult]]
 
+# The five high-quality .bin sets whose mean accuracy the ScoreMix paper reports as "Avg-H".
+AVG_H_TARGETS: tuple[str, ...] = ("lfw", "cfp_fp", "agedb_30", "calfw", "cplfw")
+
+
+def avg_h(accuracies: Mapping[str, float]) -> dict[str, Any] | None:
+    """``{"avg_h", "present", "missing"}``: the mean accuracy over the Avg-H sets present (None when none is).
+
+    Takes ``{target: accuracy}`` (fractions); the mean is over the sets found, and ``present`` says which, so a
+    number over fewer than five sets is never mistaken for the paper's.
+    """
+    present = [t for t in AVG_H_TARGETS if t in accuracies]
+    if not present:
+        return None
+    return {"avg_h": float(np.mean([accuracies[t] for t in present])), "present": present,
+            "missing": [t for t in AVG_H_TARGETS if t not in accuracies]}
+
+
+def avg_h_line(accuracies: Mapping[str, float], run: str = "") -> str | None:
+    """One Markdown line naming the Avg-H and the sets it averages."""
+    a = avg_h(accuracies)
+    if a is None:
+        return None
+    of = "all five" if not a["missing"] else f"{len(a['present'])} of 5; missing {', '.join(a['missing'])}"
+    return (f"Avg-H{f' ({run})' if run else ''}: {100 * a['avg_h']:.2f} % (mean accuracy of "
+            f"{', '.join(a['present'])}: {of})")
+
 
 def as_runs(results: Mapping[str, Any], default_run: str = "model") -> dict[str, dict[str, VerificationResult]]:
     """Normalise ``{target: result}`` or ``{run: {target: result}}`` to the named-runs form."""
@@ -54,6 +80,10 @@ def format_table(results: Mapping[str, Any], far: float = 1e-3) -> str:
             xnorm = "-" if r.xnorm is None else f"{r.xnorm:.3f}"
             lines.append(f"{f'| {run} ' if named else ''}| {target} | {r.num_pairs} | {100 * r.accuracy_mean:.2f} +- "
                          f"{100 * r.accuracy_std:.2f} | {_tar_cell(r, far)} | {xnorm} |")
+    avg = [avg_h_line({t: r.accuracy_mean for t, r in targets.items()}, run if named else "")
+           for run, targets in runs.items()]
+    if any(avg):
+        lines += [""] + [line for line in avg if line]
     if flagged:
         lines.append("")
         lines.append(f"\\* fewer than {1 / far:g} negative pairs: TAR@FAR={far:g} cannot be resolved on this set "
@@ -213,5 +243,66 @@ def write_ijb_report(out_dir: str | os.PathLike, results: Any, *, title: str = "
            "flip added, N1 = norm kept, D1 = faceness-weighted):", "", format_ijb_table(results), "",
            "Strict TAR (%): the highest TAR whose FAR does not exceed the target; AUC of the ROC:", "",
            format_ijb_table(results, strict=True), "", f"![ROC]({paths['roc'].name})", ""]
+    write_text_atomic(paths["markdown"], "\n".join(md))
+    return paths
+
+
+# Identification: TinyFace (results of verification.tinyface: TinyFaceResult, or {run: TinyFaceResult}).
+
+def _tinyface_runs(results: Any) -> dict[str, Any]:
+    if hasattr(results, "cmc_count"):
+        return {"": results}
+    if isinstance(results, Mapping) and results and all(hasattr(r, "cmc_count") for r in results.values()):
+        return {str(k): v for k, v in results.items()}
+    raise TypeError("results must be a TinyFaceResult or {run: TinyFaceResult}")
+
+
+def format_tinyface_table(results: Any) -> str:
+    """Markdown: (run,) probes, gallery, rank-k (%) and the open-set DIR at each FAR (%)."""
+    runs = _tinyface_runs(results)
+    first = next(iter(runs.values()))
+    head = (["run"] if "" not in runs else []) + ["probes", "gallery (distractors)"] + \
+        [f"rank-{r} (%)" for r in first.ranks] + [f"DIR@FAR={o['far']:g} (%)" for o in first.open_set]
+    lines = ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
+    for run, r in runs.items():
+        cells = ([run] if run else []) + [str(r.num_probes), f"{r.num_matches + r.num_distractors} ({r.num_distractors})"]
+        cells += [f"{100 * r.cmc[k]:.2f}" for k in r.ranks] + [f"{100 * o['dir']:.2f}" for o in r.open_set]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_tinyface_report(out_dir: str | os.PathLike, results: Any, *, title: str = "TinyFace identification",
+                          meta: Mapping[str, Any] | None = None) -> dict[str, Path]:
+    """Write ``tinyface.json``, ``tinyface.md`` and ``tinyface_cmc.png`` (CMC, ranks 1..50) into ``out_dir``."""
+    runs = _tinyface_runs(results)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "tinyface.json", "markdown": out / "tinyface.md", "cmc": out / "tinyface_cmc.png"}
+    payload = ({"meta": dict(meta or {}), **runs[""].to_dict()} if "" in runs
+               else {"meta": dict(meta or {}), "runs": {k: r.to_dict() for k, r in runs.items()}})
+    write_json_atomic(paths["json"], payload)
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for run, r in runs.items():
+        x = np.arange(1, r.cmc_curve.size + 1)
+        ax.plot(x, 100 * r.cmc_curve, lw=1.5, label=f"{run + ': ' if run else ''}rank-1 {100 * r.rank1:.2f}%")
+    ax.set_xscale("log")
+    ax.set_xlabel("rank")
+    ax.set_ylabel("identification rate (%)")
+    ax.set_title(f"{title}: CMC")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, paths["cmc"], dpi=110)
+    tied = sum(r.tied_probes for r in runs.values())
+    md = [f"# {title}", ""] + [f"- {k}: {v}" for k, v in (meta or {}).items()] + [
+        "", "Closed-set identification, the protocol of AdaFace's `validation_lq/tinyface_helper.py` (probes "
+        "against gallery matches + distractors, inner product of flip-added features; a probe is found at rank r "
+        "when any of its mates is among the r best). DIR@FAR: open-set extra (each probe's search with its mates "
+        "removed is its non-mated search; thresholds by the reference's `find_thresholds_by_FAR`).", "",
+        format_tinyface_table(results), ""]
+    if tied:
+        md += [f"{tied} probe(s) had a non-mated entry tying with their best mate (counted in the probe's favour).", ""]
+    md += [f"![CMC]({paths['cmc'].name})", ""]
     write_text_atomic(paths["markdown"], "\n".join(md))
     return paths
