@@ -210,3 +210,16 @@ def stable_seed(*parts: Any) -> int:
     Python's salted ``hash()``); per-item seeds (an image's noise, an epoch's data order) come from here."""
     key = "/".join(str(p) for p in parts).encode()
     return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") & ((1 << 63) - 1)
+
+
+def check_inside(root: str | os.PathLike, rel: str, where: str) -> Path:
+    """``root / rel`` for a path read from a list file, refusing one that is absolute or climbs out of ``root``
+    with ``..`` (a list file names images under its root; elsewhere is never what it means, and such a file's
+    content must not be read or quoted). ``where``: the list file and line, e.g. ``meta.txt:12``."""
+    from scoremix_plugin.errors import InputError
+
+    r = Path(rel)
+    if r.is_absolute() or ".." in r.parts:
+        raise InputError(f"{where}: image path {rel!r} is {'absolute' if r.is_absolute() else 'outside its root'}; "
+                         f"entries must be relative paths under {root}")
+    return Path(root) / r
