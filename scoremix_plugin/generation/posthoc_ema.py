@@ -118,6 +118,8 @@ def reconstruct(ckpt_dir: str | os.PathLike, sigma_rel: float, step: int | None 
     if not snaps or (step is not None and snaps[-1][0] != target):
         have = [s for s, _ in list_snapshots(ckpt_dir)]
         raise InputError(f"{Path(ckpt_dir) / POSTHOC_DIR}: no snapshot at step {target} (have {have})")
+    if snaps[0][0] < 1:  # a profile at t = 0 has no length: the coefficients would be NaN
+        raise InputError(f"{snaps[0][1]}: a snapshot at step {snaps[0][0]} (steps start at 1)")
     sigma_rels = [float(v) for v in base["config"].get("posthoc_ema") or []]
     if not sigma_rels:
         raise InputError(f"{base_path}: config.posthoc_ema is not set in this run")
