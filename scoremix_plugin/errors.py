@@ -34,3 +34,7 @@ class OutputExistsError(ScoreMixError, FileExistsError):
 
 class OutputLockedError(ScoreMixError):
     """Another process is writing the same output folder."""
+
+
+class OutputWriteError(ScoreMixError, OSError):
+    """Writing an output failed (a full disk, a vanished folder); the previous file under that name is kept."""

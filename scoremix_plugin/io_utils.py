@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from scoremix_plugin.errors import CheckpointError, MissingInputError, OutputExistsError
+from scoremix_plugin.errors import CheckpointError, MissingInputError, OutputExistsError, OutputWriteError
 
 
 def tmp_name(path: str | os.PathLike) -> Path:
@@ -65,8 +65,18 @@ def save_torch_atomic(obj: Any, path: str | os.PathLike) -> None:
     """torch.save through a temporary name (a killed run keeps the previous checkpoint intact)."""
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(obj, tmp)
+    except (OSError, RuntimeError) as e:
+        # A full disk reaches torch's zip writer as RuntimeError("... unexpected pos ..."): a failed write,
+        # not a bug. atomic_path removed the partial temporary file; the previous checkpoint is untouched.
+        if isinstance(e, OutputWriteError):
+            raise
+        reason = (e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip().splitlines()[0][:160]
+                  if str(e).strip() else type(e).__name__)
+        raise OutputWriteError(f"{path}: could not save ({reason}; is the disk full?); "
+                               "the previous file under that name, if any, is unchanged") from e
 
 
 def load_torch_safe(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
@@ -126,6 +136,39 @@ def refuse_existing_output(folder: str | os.PathLike, patterns: tuple[str, ...],
         raise OutputExistsError(f"{what} {f} already holds {', '.join(hits[:5])}{more}; {hint}")
 
 
+def refuse_output_file(out: str | os.PathLike, *, overwrite: bool = False, inputs: dict[str, Any] | None = None,
+                       what: str = "--out") -> None:
+    """The one rule for a command that writes one file: never over an input (not even with ``--overwrite``),
+    and never over an existing file unless ``overwrite`` (the user says the file is theirs to replace)."""
+    o = Path(out)
+    for flag, path in (inputs or {}).items():
+        if path is not None and Path(path).exists() and o.resolve() == Path(path).resolve():
+            raise OutputExistsError(f"{what} {out} is {flag} {path}: the command reads it; write elsewhere")
+    if o.is_dir():
+        raise OutputExistsError(f"{what} {out} is a folder; name a file")
+    if o.exists() and not overwrite:
+        raise OutputExistsError(f"{what} {out} already exists; choose another name or pass --overwrite")
+
+
+def check_state_tensors(state: Any, path: str | os.PathLike, expected: dict[str, tuple[int, ...]] | None = None,
+                        prefix: str = "") -> None:
+    """A loaded state dict is a dict of tensors, finite, with the ``expected`` shapes (when given), else a
+    CheckpointError naming the file and the tensor (a wrong shape would broadcast silently into sums)."""
+    import torch
+
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: {prefix.rstrip('.') or 'state'} is a {type(state).__name__}, not a dict "
+                              "of tensors")
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"{path}: '{prefix}{key}' is a {type(value).__name__}, not a tensor")
+        want = (expected or {}).get(key)
+        if want is not None and tuple(value.shape) != tuple(want):
+            raise CheckpointError(f"{path}: '{prefix}{key}' has shape {list(value.shape)}, the network expects "
+                                  f"{list(want)}")
+    check_finite_weights(state, path, prefix=prefix)
+
+
 def check_finite_weights(state: Any, path: str | os.PathLike, prefix: str = "") -> None:
     """Refuse a state dict with NaN/inf in a floating tensor (a diverged run), naming the file and the key.
 
@@ -167,3 +210,16 @@ def stable_seed(*parts: Any) -> int:
     Python's salted ``hash()``); per-item seeds (an image's noise, an epoch's data order) come from here."""
     key = "/".join(str(p) for p in parts).encode()
     return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") & ((1 << 63) - 1)
+
+
+def check_inside(root: str | os.PathLike, rel: str, where: str) -> Path:
+    """``root / rel`` for a path read from a list file, refusing one that is absolute or climbs out of ``root``
+    with ``..`` (a list file names images under its root; elsewhere is never what it means, and such a file's
+    content must not be read or quoted). ``where``: the list file and line, e.g. ``meta.txt:12``."""
+    from scoremix_plugin.errors import InputError
+
+    r = Path(rel)
+    if r.is_absolute() or ".." in r.parts:
+        raise InputError(f"{where}: image path {rel!r} is {'absolute' if r.is_absolute() else 'outside its root'}; "
+                         f"entries must be relative paths under {root}")
+    return Path(root) / r

@@ -814,6 +814,336 @@ def _(fx, tmp):
 
 
 # ----------------------------------------------------------------------------------------------
+# Issue 28: the newer commands (ema, report-dataset, generate's mixing flags, pipeline recipes, manifests
+# edited after generation, verify-ijb / make-bin list paths) and the older silent readers.
+
+
+def _report(fx, tmp, *extra, data=None):
+    return ["report-dataset", "--data", S(data or fx.syn), "--model", S(fx.model), "--network", "r10_tiny",
+            "--device", "cpu", "--out", S(tmp / "rep"), *extra]
+
+
+@case("report-dataset: --genuine-cap -5")
+def _(fx, tmp):
+    return Bad(_report(fx, tmp, "--genuine-cap=-5"), "--genuine-cap")
+
+
+@case("report-dataset: --impostor-cap -1")
+def _(fx, tmp):
+    return Bad(_report(fx, tmp, "--impostor-cap=-1"), "--impostor-cap")
+
+
+@case("report-dataset: --genuine-cap 0")
+def _(fx, tmp):
+    return Bad(_report(fx, tmp, "--genuine-cap", "0"), "--genuine-cap")
+
+
+@case("report-dataset: --min-share 5")
+def _(fx, tmp):
+    return Bad(_report(fx, tmp, "--min-share", "5"), "--min-share")
+
+
+@case("report-dataset: --min-share nan")
+def _(fx, tmp):
+    return Bad(_report(fx, tmp, "--min-share", "nan"), "--min-share")
+
+
+@case("report-dataset: --out is the dataset folder")
+def _(fx, tmp):
+    import shutil
+
+    shutil.copytree(fx.toy, tmp / "data")
+    argv = _report(fx, tmp, data=tmp / "data")
+    argv[argv.index("--out") + 1] = S(tmp / "data")
+    return Bad(argv, "--data", keep=[tmp / "data"])
+
+
+@case("report-dataset: --out holds other files")
+def _(fx, tmp):
+    (tmp / "rep").mkdir()
+    (tmp / "rep" / "notes.txt").write_text("mine\n")
+    return Bad(_report(fx, tmp), "--overwrite", keep=[tmp / "rep"])
+
+
+@case("report-dataset: shard with a flipped bit")
+def _(fx, tmp):
+    import shutil
+
+    shutil.copytree(fx.syn, tmp / "syn")
+    rec = tmp / "syn" / "shard-00001" / "train.rec"
+    data = bytearray(rec.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    rec.write_bytes(bytes(data))
+    return Bad(_report(fx, tmp, "--real", S(fx.toy), data=tmp / "syn"), "shard-00001")
+
+
+def _posthoc_run(fx, tmp, mutate=None):
+    """A train-generator output with config.posthoc_ema and one snapshot (``mutate(snapshot dict)`` spoils it)."""
+    import torch
+
+    from scoremix_plugin.generation.posthoc_ema import POSTHOC_FORMAT, snapshot_path
+
+    run = tmp / "run"
+    run.mkdir()
+    ckpt = torch.load(fx.gen, weights_only=True)
+    ckpt["config"] = {**ckpt["config"], "posthoc_ema": [0.05, 0.1]}
+    torch.save(ckpt, run / "generator.pt")
+    snap = {"format": POSTHOC_FORMAT, "step": 1, "sigma_rels": [0.05, 0.1],
+            "emas": [dict(ckpt["net"]), dict(ckpt["net"])]}
+    if mutate:
+        mutate(snap)
+    snapshot_path(run, 1).parent.mkdir()
+    torch.save(snap, snapshot_path(run, 1))
+    return run
+
+
+def _ema(run, out, *extra):
+    return ["ema", "--ckpt-dir", S(run), "--sigma-rel", "0.1", "--out", S(out), *extra]
+
+
+@case("ema: --out is the run's own generator.pt")
+def _(fx, tmp):
+    run = _posthoc_run(fx, tmp)
+    return Bad(_ema(run, run / "generator.pt"), "generator.pt", keep=[run])
+
+
+@case("ema: --out is the run's own generator.pt, with --overwrite")
+def _(fx, tmp):
+    run = _posthoc_run(fx, tmp)
+    return Bad(_ema(run, run / "generator.pt", "--overwrite"), "generator.pt", keep=[run])
+
+
+@case("ema: --out is a snapshot")
+def _(fx, tmp):
+    run = _posthoc_run(fx, tmp)
+    return Bad(_ema(run, run / "posthoc" / "posthoc-0000001.pt", "--overwrite"), "posthoc", keep=[run])
+
+
+@case("ema: --out exists")
+def _(fx, tmp):
+    run = _posthoc_run(fx, tmp)
+    (tmp / "g.pt").write_bytes(b"a generator made elsewhere")
+    return Bad(_ema(run, tmp / "g.pt"), "--overwrite", keep=[tmp / "g.pt"])
+
+
+@case("ema: --sigma-rel nan")
+def _(fx, tmp):
+    run = _posthoc_run(fx, tmp)
+    return Bad(["ema", "--ckpt-dir", S(run), "--sigma-rel", "nan", "--out", S(tmp / "g.pt")], "--sigma-rel")
+
+
+def _first_float(state):
+    return next(k for k, v in state.items() if v.is_floating_point() and v.dim() >= 1)
+
+
+@case("ema: snapshot holds NaN")
+def _(fx, tmp):
+    def spoil(snap):
+        k = _first_float(snap["emas"][1])
+        snap["emas"][1][k] = snap["emas"][1][k].clone().fill_(float("nan"))
+
+    run = _posthoc_run(fx, tmp, spoil)
+    return Bad(_ema(run, tmp / "g.pt"), "posthoc-0000001.pt")
+
+
+@case("ema: snapshot tensor of the wrong shape")
+def _(fx, tmp):
+    def spoil(snap):
+        k = _first_float(snap["emas"][0])
+        snap["emas"][0][k] = snap["emas"][0][k].flatten()[:1].clone()  # would broadcast into the sum
+
+    run = _posthoc_run(fx, tmp, spoil)
+    return Bad(_ema(run, tmp / "g.pt"), "shape")
+
+
+@case("ema: snapshot state is not tensors")
+def _(fx, tmp):
+    def spoil(snap):
+        snap["emas"][0] = {k: 1.5 for k in snap["emas"][0]}
+
+    run = _posthoc_run(fx, tmp, spoil)
+    return Bad(_ema(run, tmp / "g.pt"), "posthoc-0000001.pt")
+
+
+@case("ema: snapshot without its step")
+def _(fx, tmp):
+    run = _posthoc_run(fx, tmp, lambda snap: snap.pop("step"))
+    return Bad(_ema(run, tmp / "g.pt"), "step")
+
+
+def _gen_cond(fx, tmp, weights):
+    return _generate(fx, tmp, f"--mix-weights={weights}", **{"--mix-space": "condition"})
+
+
+@case("generate: condition --mix-weights negative")
+def _(fx, tmp):
+    return Bad(_gen_cond(fx, tmp, "-1,2"), "--mix-weights")
+
+
+@case("generate: condition --mix-weights all zero")
+def _(fx, tmp):
+    return Bad(_gen_cond(fx, tmp, "0,0"), "--mix-weights")
+
+
+@case("generate: condition --mix-weights 1e30")
+def _(fx, tmp):
+    return Bad(_gen_cond(fx, tmp, "1e30,1"), "--mix-weights")
+
+
+@case("generate: --guidance-scale nan")
+def _(fx, tmp):
+    return Bad(_generate(fx, tmp, **{"--guidance": "cfg", "--guidance-scale": "nan"}), "--guidance-scale")
+
+
+@case("generate: --mix-window inf")
+def _(fx, tmp):
+    return Bad(_generate(fx, tmp, **{"--mix-window": "0,inf"}), "--mix-window")
+
+
+@case("generate: resume, settings.json is garbage")
+def _(fx, tmp):
+    import shutil
+
+    shutil.copytree(fx.syn, tmp / "syn")
+    (tmp / "syn" / "settings.json").write_bytes(b"\x00{not json")
+    return Bad(_generate(fx, tmp), "settings.json", keep=[tmp / "syn"])
+
+
+@case("generate: resume, settings.json is a list")
+def _(fx, tmp):
+    import shutil
+
+    shutil.copytree(fx.syn, tmp / "syn")
+    (tmp / "syn" / "settings.json").write_text("[1, 2]\n")
+    return Bad(_generate(fx, tmp), "settings.json", keep=[tmp / "syn"])
+
+
+def _recipe(tmp, **blocks):
+    return _config_file(tmp / "r.py", {"recogniser": "r.py", "generator": "g.py", **blocks})
+
+
+@case("pipeline: recipe generation.guidance is an unknown word")
+def _(fx, tmp):
+    return Bad(["pipeline", S(_recipe(tmp, generation={"guidance": "strong"})), "--out", S(tmp / "p")],
+               "recipe.generation.guidance")
+
+
+@case("pipeline: recipe generation.images_per_identity=-3")
+def _(fx, tmp):
+    return Bad(["pipeline", S(_recipe(tmp, generation={"images_per_identity": -3})), "--out", S(tmp / "p")],
+               "recipe.generation.images_per_identity")
+
+
+@case("pipeline: recipe generation.guidance_scale=nan")
+def _(fx, tmp):
+    r = _recipe(tmp)
+    r.write_text(r.read_text() + "config.generation = {'guidance_scale': float('nan')}\n")
+    return Bad(["pipeline", S(r), "--out", S(tmp / "p")], "recipe.generation.guidance_scale")
+
+
+@case("ema: snapshot at step 0")
+def _(fx, tmp):
+    import shutil
+
+    run = _posthoc_run(fx, tmp)
+    shutil.move(run / "posthoc" / "posthoc-0000001.pt", run / "posthoc" / "posthoc-0000000.pt")
+    return Bad(_ema(run, tmp / "g.pt"), "posthoc-0000000.pt")
+
+
+@case("pipeline: recipe dataset_report.min_share=5")
+def _(fx, tmp):
+    return Bad(["pipeline", S(_recipe(tmp, dataset_report={"min_share": 5})), "--out", S(tmp / "p")],
+               "recipe.dataset_report.min_share")
+
+
+@case("merge: manifest made for another real folder")
+def _(fx, tmp):
+    from scoremix_plugin.toydata import write_toy_dataset
+
+    write_toy_dataset(tmp / "other", num_identities=6, images_per_identity=4, num_test_identities=4, num_pairs=10,
+                      seed=7)
+    return Bad(["merge", "--real", S(tmp / "other"), "--synthetic", S(fx.syn), "--out", S(tmp / "m"),
+                "--no-progress"], "other")
+
+
+@case("merge: manifest's generator sha256 edited")
+def _(fx, tmp):
+    import json
+    import shutil
+
+    shutil.copytree(fx.syn, tmp / "syn")
+    m = json.loads((tmp / "syn" / "manifest.json").read_text())
+    m["generator"]["sha256"] = "0" * 64
+    (tmp / "syn" / "manifest.json").write_text(json.dumps(m))
+    return Bad(["merge", "--real", S(fx.toy), "--synthetic", S(tmp / "syn"), "--out", S(tmp / "m"),
+                "--no-progress"], "generator.sha256")
+
+
+def _idx_copy(fx, tmp, edit):
+    import shutil
+
+    shutil.copytree(fx.toy, tmp / "data")
+    idx = tmp / "data" / "train.idx"
+    rows = [line.split("\t") for line in idx.read_text().splitlines()]
+    idx.write_text("".join("\t".join(r) + "\n" for r in edit(rows)))
+    return tmp / "data"
+
+
+@case("rec to-folder: index key duplicated")
+def _(fx, tmp):
+    data = _idx_copy(fx, tmp, lambda rows: rows + [[rows[1][0], rows[2][1]]])
+    return Bad(["rec", "to-folder", S(data), S(tmp / "out"), "--no-progress"], "more than once")
+
+
+@case("rec to-folder: index key points at another record")
+def _(fx, tmp):
+    def edit(rows):
+        rows[2][1] = rows[1][1]
+        return rows
+
+    data = _idx_copy(fx, tmp, edit)
+    return Bad(["rec", "to-folder", S(data), S(tmp / "out"), "--no-progress"], "same record")
+
+
+@case("make-bin: pairs line outside --images")
+def _(fx, tmp):
+    (tmp / "images").mkdir()
+    (tmp / "secret").mkdir()
+    (tmp / "secret" / "secret_0001.jpg").write_text("password=hunter2\n")
+    (tmp / "pairs.txt").write_text("1\t1\n../secret\t1\t1\n")
+    return Bad(["make-bin", "--pairs", S(tmp / "pairs.txt"), "--images", S(tmp / "images"), "--out",
+                S(tmp / "x.bin")], "outside")
+
+
+@case("train: config.rec missing, val_targets set")
+def _(fx, tmp):
+    return Bad(["train", S(fx.rec_cfg(tmp, rec=S(tmp / "norec"))), "--no-progress"], "config.rec")
+
+
+def _full_disk():
+    """Patch torch.save to fail as on a full disk (torch's zip writer: RuntimeError 'unexpected pos')."""
+    import torch
+
+    real = torch.save
+
+    def full(*a, **k):
+        raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0")
+
+    torch.save = full
+    return lambda: setattr(torch, "save", real)
+
+
+@case("train: disk full while saving")
+def _(fx, tmp):
+    return Bad(["train", S(fx.rec_cfg(tmp, val_targets=[])), "--no-progress"], "could not save", before=_full_disk)
+
+
+@case("train-generator: disk full while saving")
+def _(fx, tmp):
+    return Bad(["train-generator", S(fx.gen_cfg(tmp))], "could not save", before=_full_disk)
+
+
+# ----------------------------------------------------------------------------------------------
 # Running and judging.
 
 

@@ -172,7 +172,7 @@ config = edict(preset="test-micro", resolution=16, batch_size=8, total_steps=2, 
 
 
 @pytest.mark.slow
-def test_mini_recipe_end_to_end_then_rerun_skips(tmp_path):
+def test_mini_recipe_end_to_end_then_rerun_skips(tmp_path, monkeypatch):
     for extra in ("onnx", "onnxruntime"):  # the centres stage exports the baseline to ONNX
         pytest.importorskip(extra, reason="the pipeline needs the [onnx] extra (onnx, onnxruntime)")
     for name, text in (("mini.py", MINI), ("rec.py", MINI_REC), ("gen.py", MINI_GEN)):
@@ -257,8 +257,12 @@ def test_mini_recipe_end_to_end_then_rerun_skips(tmp_path):
     assert changed == []
 
     # The quality gate: a set judged unfit stops the run at dataset_report, before merge and ScoreMix
-    # training (an impossible share makes the verdict FAIL whatever the tiny networks learnt).
-    strict = MINI.replace("quality_gate=False", "quality_gate=True, dataset_report=edict(far=0.5, min_share=1e9)")
+    # training (a rule no set passes makes the verdict FAIL whatever the tiny networks learnt; a share
+    # above 1 is refused when the recipe loads, so the rule itself is replaced).
+    import scoremix_plugin.datareport.leaks as leaks
+
+    monkeypatch.setattr(leaks, "gate_passes", lambda share, real_share, min_share=0.5: False)
+    strict = MINI.replace("quality_gate=False", "quality_gate=True, dataset_report=edict(far=0.5, min_share=1.0)")
     (tmp_path / "mini.py").write_text(textwrap.dedent(strict))
     with pytest.raises(PipelineError, match="quality gate FAIL"):
         run_recipe(tmp_path / "mini.py", out, progress=False, log=lambda s: None)

@@ -30,7 +30,7 @@ import torch
 from ..errors import InputError
 from ..recordio import RecordIOError
 from ..recordio.dataset import FaceRecDataset
-from ..synthesis.manifest import Manifest, ManifestError
+from ..synthesis.manifest import Manifest, ManifestError, check_provenance
 from .augment import build_augmentation, chain
 
 
@@ -74,6 +74,7 @@ class ScoreMixDataset(torch.utils.data.Dataset):
         t_syn = chain(transform, build_augmentation(aug_synthetic, key="config.scoremix.aug_synthetic"))
 
         # Sources: the real folder, then each shard in manifest order.
+        check_provenance(m, real_dir=self.real_root, what="the real folder")  # another dataset: an error
         if m.real_rec is not None and m.real_rec.resolve() != self.real_root.resolve():
             # Not an error: a dataset copied elsewhere is still the same data (the counts are checked below).
             warnings.warn(f"{m.path} was generated for the real folder {m.real_rec}; training reads {self.real_root}",

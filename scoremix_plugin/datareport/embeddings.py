@@ -71,12 +71,14 @@ def open_rec(path: str | os.PathLike, name: str | None = None) -> ImageSet:
     return _folders_set(name or p.name, p, "rec", [FaceRecFolder(p)])
 
 
-def open_manifest(path: str | os.PathLike, name: str | None = None) -> ImageSet:
-    """The synthetic identities of a COMPLETE generation manifest (shard checksums are not re-read)."""
+def open_manifest(path: str | os.PathLike, name: str | None = None, verify: bool = True) -> ImageSet:
+    """The synthetic identities of a COMPLETE generation manifest; ``verify``: every shard's sha256 must match
+    the manifest's (a bit flipped after generation is an error naming the shard, not a report on damaged data)."""
     from scoremix_plugin.recordio import FaceRecFolder
-    from scoremix_plugin.synthesis.manifest import verify_manifest
+    from scoremix_plugin.synthesis.manifest import check_provenance, verify_manifest
 
-    m = verify_manifest(path, check_sha=False)
+    m = verify_manifest(path, check_sha=verify)
+    check_provenance(m)
     shards = sorted(m.shards, key=lambda s: s.labels[0])
     return _folders_set(name or m.root.name, m.path, "manifest", [FaceRecFolder(s.path) for s in shards], m)
 
@@ -89,11 +91,11 @@ def open_bin(path: str | os.PathLike, name: str | None = None) -> ImageSet:
     return ImageSet(name or p.stem, p, "bin", np.arange(len(images), dtype=np.int64), images.__getitem__)
 
 
-def open_data(path: str | os.PathLike, name: str | None = None) -> ImageSet:
+def open_data(path: str | os.PathLike, name: str | None = None, verify: bool = True) -> ImageSet:
     """A manifest (file, or folder holding ``manifest.json``), else a RecordIO folder, else a ``.bin``."""
     p = Path(path)
     if p.suffix == ".json" or (p.is_dir() and (p / "manifest.json").is_file()):
-        return open_manifest(p, name)
+        return open_manifest(p, name, verify=verify)
     if p.suffix == ".bin":
         return open_bin(p, name)
     return open_rec(p, name)

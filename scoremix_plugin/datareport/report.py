@@ -204,7 +204,7 @@ def report_dataset(data: str | os.PathLike, embedder, out: str | os.PathLike, *,
                    bins: dict[str, Path] | None = None, far: float = 1e-4, network: str | None = None,
                    cache_dir: str | os.PathLike | None = None, genuine_cap: int = 10**6, impostor_cap: int = 10**6,
                    seed: int = 0, min_share: float = 0.5, batch_size: int = 64, device=None,
-                   progress: bool = True) -> DatasetReport:
+                   progress: bool = True, verify: bool = True) -> DatasetReport:
     """Embed, measure, check leaks, write ``OUT/report.{md,json}`` + PNGs; return the typed report.
 
     ``embedder``: a model path (.onnx / .pt with ``network``; embeddings then cached in ``cache_dir``,
@@ -232,8 +232,12 @@ def report_dataset(data: str | os.PathLike, embedder, out: str | os.PathLike, *,
         return embed_set(embedder, s, cache=cache, batch_size=batch_size, progress=progress)
 
     # Sets.
-    ds = open_data(data)
+    ds = open_data(data, verify=verify)  # verify: shard sha256 against the manifest
     real_path = Path(real) if real else (real_rec_of(ds.manifest) if ds.kind == "manifest" else None)
+    if real and ds.kind == "manifest":
+        from scoremix_plugin.synthesis.manifest import check_provenance
+
+        check_provenance(ds.manifest, real_dir=real, what="--real")
     rs = open_rec(real_path, "real") if real_path else None
     if bins is None:
         bins = resolve_bins(None, None, real_path or (ds.path if ds.kind == "rec" else None))

@@ -118,6 +118,8 @@ def reconstruct(ckpt_dir: str | os.PathLike, sigma_rel: float, step: int | None 
     if not snaps or (step is not None and snaps[-1][0] != target):
         have = [s for s, _ in list_snapshots(ckpt_dir)]
         raise InputError(f"{Path(ckpt_dir) / POSTHOC_DIR}: no snapshot at step {target} (have {have})")
+    if snaps[0][0] < 1:  # a profile at t = 0 has no length: the coefficients would be NaN
+        raise InputError(f"{snaps[0][1]}: a snapshot at step {snaps[0][0]} (steps start at 1)")
     sigma_rels = [float(v) for v in base["config"].get("posthoc_ema") or []]
     if not sigma_rels:
         raise InputError(f"{base_path}: config.posthoc_ema is not set in this run")
@@ -126,7 +128,11 @@ def reconstruct(ckpt_dir: str | os.PathLike, sigma_rel: float, step: int | None 
     g_in = [g for _ in snaps for g in gammas]
     coef = solve_coefficients(t_in, g_in, target, target_gamma)
 
-    param_names = {n for n, _ in build_network(dict(base["network_kwargs"])).named_parameters()}
+    from scoremix_plugin.io_utils import check_state_tensors
+
+    params = dict(build_network(dict(base["network_kwargs"])).named_parameters())
+    param_names = set(params)
+    shapes = {n: tuple(p.shape) for n, p in params.items()}
     acc: dict[str, torch.Tensor] = {}
     it = snaps
     if progress:
@@ -138,10 +144,21 @@ def reconstruct(ckpt_dir: str | os.PathLike, sigma_rel: float, step: int | None 
         snap = load_torch_safe(path)
         if not isinstance(snap, dict) or snap.get("format") != POSTHOC_FORMAT:
             raise InputError(f"{path}: not a post-hoc EMA snapshot (format {POSTHOC_FORMAT!r})")
-        if int(snap["step"]) != s or [float(v) for v in snap["sigma_rels"]] != sigma_rels:
-            raise InputError(f"{path}: holds step {snap['step']} sigma_rels {snap['sigma_rels']}, expected "
+        for key in ("step", "sigma_rels", "emas"):
+            if key not in snap:
+                raise InputError(f"{path}: snapshot lacks its {key!r} entry (not written by train-generator?)")
+        got_step, got_rels, emas = snap["step"], snap["sigma_rels"], snap["emas"]
+        if (isinstance(got_step, bool) or not isinstance(got_step, int) or not isinstance(got_rels, (list, tuple))
+                or not all(isinstance(v, (int, float)) for v in got_rels)):
+            raise InputError(f"{path}: 'step' / 'sigma_rels' are not an integer / a list of numbers")
+        if got_step != s or [float(v) for v in got_rels] != sigma_rels:
+            raise InputError(f"{path}: holds step {got_step} sigma_rels {got_rels}, expected "
                              f"step {s} sigma_rels {sigma_rels}")
-        for state in snap["emas"]:
+        if not isinstance(emas, (list, tuple)) or len(emas) != len(gammas):
+            raise InputError(f"{path}: 'emas' must be a list of {len(gammas)} state dicts (one per sigma_rel)")
+        for j, state in enumerate(emas):
+            # tensors only, finite, each of the network's shape (a wrong one would broadcast into the sum)
+            check_state_tensors(state, path, shapes, prefix=f"emas[{j}].")
             for name in param_names:
                 if name not in state:
                     raise InputError(f"{path}: snapshot lacks parameter {name!r}")
@@ -165,6 +182,8 @@ def add_ema_arguments(parser: argparse.ArgumentParser) -> None:
                         f"in (0, {SIGMA_REL_MAX}); EDM2's best were ~0.05-0.15")
     parser.add_argument("--step", type=int, help="reconstruct at this stored step (default: the last)")
     parser.add_argument("--out", required=True, help="generator checkpoint to write (loads like generator.pt)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file (never the run's "
+                        "own generator.pt or a snapshot)")
 
 
 def write_reconstruction(ckpt_dir: str | os.PathLike, sigma_rel: float, out: str | os.PathLike,
@@ -178,6 +197,15 @@ def write_reconstruction(ckpt_dir: str | os.PathLike, sigma_rel: float, out: str
 
 
 def run_ema(args: argparse.Namespace) -> int:
+    from scoremix_plugin.generation.checkpoint import CHECKPOINT_NAME
+    from scoremix_plugin.io_utils import refuse_output_file, refuse_output_overlapping_inputs
+
+    run = Path(args.ckpt_dir)
+    inputs = {f"--ckpt-dir's {CHECKPOINT_NAME}": run / CHECKPOINT_NAME}
+    inputs.update({f"--ckpt-dir's snapshot": p for _, p in list_snapshots(run)})
+    refuse_output_file(args.out, overwrite=args.overwrite, inputs=inputs)
+    refuse_output_overlapping_inputs(args.out, {"--ckpt-dir's posthoc/": run / POSTHOC_DIR})
+    check_sigma_rel(args.sigma_rel, "--sigma-rel")
     ckpt = write_reconstruction(args.ckpt_dir, args.sigma_rel, args.out, args.step, progress=True)
     info = ckpt["posthoc_ema"]
     print(f"{args.out}: sigma_rel {info['sigma_rel']} (gamma {info['gamma']:.2f}) at step {ckpt['step']} from "

@@ -353,13 +353,20 @@ def train_generator(config: Mapping[str, Any] | str | os.PathLike, **overrides: 
     model = torch.nn.parallel.DistributedDataParallel(objective) if env.distributed else objective
 
     # Helpers: checkpoint and sample grid (process 0 only).
+    def save_or_close(obj: Any, path: Path) -> None:
+        try:
+            save_torch_atomic(obj, path)
+        except Exception:
+            bar.close()  # a failed save (full disk) is the last line the user sees, not the progress bar
+            raise
+
     def checkpoint(path: Path) -> None:
         extra: dict[str, Any] = {}
         if uncertainty is not None:
             extra["uncertainty"] = uncertainty.state_dict()
         if posthoc:
             extra["posthoc"] = {str(r): net.state_dict() for r, _, net in posthoc}
-        save_torch_atomic(extra | {
+        save_or_close(extra | {
             "format": CHECKPOINT_FORMAT, "step": step, "net": denoiser.net.state_dict(),
             "ema": ema.net.state_dict(), "optimizer": optimizer.state_dict(), "config": plain(dict(cfg)),
             "num_classes": num_classes, "resolution": int(cfg.resolution), "preset": cfg.preset,
@@ -370,7 +377,7 @@ def train_generator(config: Mapping[str, Any] | str | os.PathLike, **overrides: 
 
     def posthoc_snapshot() -> None:
         dtype = getattr(torch, cfg.posthoc_dtype)
-        save_torch_atomic({
+        save_or_close({
             "format": POSTHOC_FORMAT, "step": step, "sigma_rels": [r for r, _, _ in posthoc],
             "emas": [{k: v.to(dtype) if v.is_floating_point() else v for k, v in net.state_dict().items()}
                      for _, _, net in posthoc]}, snapshot_path(out, step))

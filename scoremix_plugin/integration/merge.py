@@ -29,7 +29,7 @@ from ..config import HOST_BASE
 from ..errors import InputError, MissingInputError, OutputExistsError
 from ..io_utils import refuse_output_overlapping_inputs, sha256_file, write_json_atomic, write_text_atomic
 from ..data.scoremix_dataset import check_source
-from ..synthesis.manifest import Manifest, ManifestError
+from ..synthesis.manifest import Manifest, ManifestError, check_provenance
 
 # Job-config keys the generated config sets beyond the counts (the host's usual recipe values).
 CONFIG_DEFAULTS: dict[str, Any] = {
@@ -94,6 +94,7 @@ def merge(real_dir: str | os.PathLike, manifest: str | os.PathLike, out_dir: str
 
     # Sources, checked against the manifest before anything is written.
     view = Manifest.read(manifest).validate()  # a complete run: checksums, label ranges, totals
+    check_provenance(view, real_dir=real_dir)  # the real folder it was made for, its recorded generator
     # --overwrite replaces --out: never when that would delete or mix into what this merge reads.
     refuse_output_overlapping_inputs(out, {"--real": real_dir, "--synthetic": view.path.parent,
                                            **{f"shard {s.path}": s.path for s in view.shards}})

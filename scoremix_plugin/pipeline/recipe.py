@@ -115,6 +115,9 @@ def load_recipe(path: str | os.PathLike) -> edict:
     for key in ("recogniser", "generator"):
         if not recipe[key]:
             raise PipelineError(f"{p}: recipe.{key} (a config file, relative to the recipe) is required")
+    from scoremix_plugin.pipeline.recipe_checks import check_recipe_values
+
+    check_recipe_values(recipe, p)  # every value now, named as its recipe key (not at its stage)
     check_guide(recipe, p)
     check_pretrained(recipe, p)
     bad = [s for s in recipe["stages"] if not isinstance(s, Stage)]

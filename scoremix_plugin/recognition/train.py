@@ -186,6 +186,9 @@ def train(cfg: edict | str | os.PathLike, *, progress: bool = True, **overrides:
 
     # Section: verification targets (checked before any training: a missing file is an error).
     val_bins = {}
+    if not Path(cfg.rec).exists():  # said first: else a missing folder reads as a val_targets problem
+        raise MissingInputError(f"config.rec {cfg.rec} does not exist (the RecordIO training data: train.rec, "
+                                "train.idx, property)")
     for target in cfg.val_targets or []:
         path = Path(cfg.rec) / f"{target}.bin"
         if not path.is_file():

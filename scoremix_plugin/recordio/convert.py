@@ -183,17 +183,7 @@ def check_rec(rec_dir: str | os.PathLike, *, decode: bool = False, progress: boo
         i = int(np.argmax(not_start))
         raise RecordIOError("index offset is not the start of a record", file=idx_path, key=int(keys[i]),
                             offset=int(offsets[i]))
-    uniq, counts = np.unique(keys, return_counts=True)
-    if (counts > 1).any():
-        k = int(uniq[np.argmax(counts > 1)])
-        raise RecordIOError("key appears more than once in the index", file=idx_path, key=k)
-    uniq, first, counts = np.unique(offsets, return_index=True, return_counts=True)
-    if (counts > 1).any():
-        # Two keys on one record: a reader would give the same image (and label) twice, silently.
-        off = int(uniq[np.argmax(counts > 1)])
-        same = keys[offsets == off][:2].tolist()
-        raise RecordIOError(f"keys {same[0]} and {same[1]} point at the same record", file=idx_path, key=same[1],
-                            offset=off)
+    # (duplicated keys and keys sharing a record: refused by FaceRecFolder, folder.check_index)
     for k, off in zip(keys.tolist(), offsets.tolist()):
         record = read_framed(buf, off, file=rec_path, key=k)[0]
         try:
@@ -201,22 +191,7 @@ def check_rec(rec_dir: str | os.PathLike, *, decode: bool = False, progress: boo
         except RecordIOError as e:
             raise RecordIOError(e.reason, file=rec_path, key=k, offset=off) from None
     # 3. Identity records (InsightFace layout): consecutive ranges covering keys 1..N, one label each.
-    records = folder.identity_records()
-    if records is not None:
-        expect = 1
-        for k, a, b in records:
-            if a != expect:
-                raise RecordIOError(f"identity range [{a}, {b}) should start at key {expect} (ranges must cover "
-                                    "the images in order)", file=rec_path, key=k, offset=folder.reader.offset(k))
-            seg = folder.labels[a - 1:b - 1]
-            if (seg != seg[0]).any():
-                bad = a + int(np.argmax(seg != seg[0]))
-                raise RecordIOError(f"image label {int(folder.labels[bad - 1])} inside the identity range [{a}, {b}) "
-                                    f"of label {int(seg[0])}", file=rec_path, key=bad, offset=folder.reader.offset(bad))
-            expect = b
-        if expect != len(folder) + 1:
-            raise RecordIOError(f"identity ranges end at key {expect}, images at key {len(folder)}", file=rec_path)
-        folder.identity_ranges  # a label with two ranges (not contiguous) raises here
+    # (checked by FaceRecFolder when it opens the folder: folder.check_identity_records)
     # 4. Image sizes (from the JPEG/PNG headers), optionally a full decode.
     prop = read_property(root / "property") if root.is_dir() else None
     want = (prop[1], prop[2]) if prop is not None else (112, 112)

@@ -53,6 +53,7 @@ class FaceRecFolder(Closing):
         if not self.idx_path.is_file():
             raise RecordIOError("train.idx not found", file=self.idx_path)
         self.reader = IndexedRecordIOReader(self.idx_path, self.rec_path)
+        self.check_index()
         self.property = read_property(self.root / "property") if self.root.is_dir() else None
         if 0 not in self.reader:
             raise RecordIOError("key 0 is missing from the index (both layouts need it: it tells them apart)",
@@ -87,8 +88,46 @@ class FaceRecFolder(Closing):
             raise RecordIOError(f"label {int(self.labels[i])} >= num_classes {self.num_classes} (from "
                                 f"{self.root / 'property'})", file=self.rec_path, key=k, offset=self.reader.offset(k))
         self._identity_ranges: dict[int, tuple[int, int]] | None = None
+        self.check_identity_records()
 
     # Checks.
+
+    def check_index(self) -> None:
+        """Every reader refuses an index whose keys repeat or share a record (``rec check`` did alone before):
+        mxnet's last-entry-wins or a second key on one record gives an image, and its label, twice or not at all."""
+        keys, offsets = self.reader.key_array, self.reader.offset_array
+        uniq, counts = np.unique(keys, return_counts=True)
+        if (counts > 1).any():
+            k = int(uniq[np.argmax(counts > 1)])
+            raise RecordIOError("key appears more than once in the index", file=self.idx_path, key=k)
+        uniq, counts = np.unique(offsets, return_counts=True)
+        if (counts > 1).any():
+            off = int(uniq[np.argmax(counts > 1)])
+            same = keys[offsets == off][:2].tolist()
+            raise RecordIOError(f"keys {same[0]} and {same[1]} point at the same record", file=self.idx_path,
+                                key=same[1], offset=off)
+
+    def check_identity_records(self) -> None:
+        """InsightFace identity records cover the image keys in order, one label per range, each label once
+        (the labels a reader gives must agree with the ranges a sampler or ``to-folder`` groups by)."""
+        records = self.identity_records()
+        if records is None:
+            return
+        expect = 1
+        for k, a, b in records:
+            if a != expect:
+                raise RecordIOError(f"identity range [{a}, {b}) should start at key {expect} (ranges must cover "
+                                    "the images in order)", file=self.rec_path, key=k, offset=self.reader.offset(k))
+            seg = self.labels[a - 1:b - 1]
+            if (seg != seg[0]).any():
+                bad = a + int(np.argmax(seg != seg[0]))
+                raise RecordIOError(f"image label {int(self.labels[bad - 1])} inside the identity range [{a}, {b}) "
+                                    f"of label {int(seg[0])}", file=self.rec_path, key=bad,
+                                    offset=self.reader.offset(bad))
+            expect = b
+        if expect != len(self) + 1:
+            raise RecordIOError(f"identity ranges end at key {expect}, images at key {len(self)}", file=self.rec_path)
+        self.identity_ranges  # a label with two ranges (not contiguous) raises here
 
     def _whole(self, value: float, key: int, what: str) -> int:
         if not float(value).is_integer() or not 0 <= value < MAX_EXACT_LABEL:

@@ -170,7 +170,8 @@ def _check_label_value(v, *, file=None, key=None) -> float:
     # as 2**24), so nothing that large is written.
     if abs(f) >= MAX_EXACT_LABEL:
         raise RecordIOError(
-            f"label {v!r} >= 2**24 cannot be stored exactly as float32 (RecordIO labels are float32)",
+            f"label {v!r} has magnitude >= 2**24: it cannot be stored exactly as float32 (RecordIO labels are "
+            "float32; |label| must be < 2**24)",
             file=file, key=key,
         )
     return f

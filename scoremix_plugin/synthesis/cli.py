@@ -12,21 +12,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
+from scoremix_plugin.checks import number_arg
 from scoremix_plugin.errors import InputError
 from scoremix_plugin.generation.settings import GUIDANCE, SOLVERS
 
 
-def _window(text: str | None):
-    if text is None:
-        return None
-    try:
-        lo, hi = (float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--mix-window {text!r}: expected two numbers 'sigma_lo,sigma_hi'") from None
-    if not 0 <= lo <= hi:
-        raise argparse.ArgumentTypeError(f"--mix-window {text!r}: need 0 <= sigma_lo <= sigma_hi")
-    return (lo, hi)
+def _window(flag: str):
+    """argparse type of a sigma range 'lo,hi' for ``flag`` (finite, 0 <= lo <= hi)."""
+    def parse(text: str | None):
+        if text is None:
+            return None
+        try:
+            lo, hi = (float(v) for v in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} {text!r}: expected two numbers 'sigma_lo,sigma_hi'") from None
+        if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo <= hi):
+            raise argparse.ArgumentTypeError(f"{flag} {text!r}: need 0 <= sigma_lo <= sigma_hi")
+        return (lo, hi)
+    return parse
 
 
 def _weights(text: str) -> list[float]:
@@ -36,6 +41,12 @@ def _weights(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"--mix-weights {text!r}: expected comma-separated numbers") from None
     if not values:
         raise argparse.ArgumentTypeError("--mix-weights: no values")
+    from scoremix_plugin.synthesis.generate import check_mix_weights
+
+    try:
+        check_mix_weights(values)
+    except InputError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
     return values
 
 
@@ -88,10 +99,11 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--solver", choices=SOLVERS, default="heun",
                    help="heun (2N-1 evaluations), euler or dpm2m (N each; dpm2m is 2nd order)")
     p.add_argument("--guidance", choices=GUIDANCE, default="none")
-    p.add_argument("--guidance-scale", type=float, default=1.0)
+    p.add_argument("--guidance-scale", type=number_arg("--guidance-scale", lo=0, hi=100), default=1.0)
     p.add_argument("--guide", default=None, help="reference generator for autoguidance")
-    p.add_argument("--mix-window", type=_window, default=None, help="'sigma_lo,sigma_hi': mix only inside")
-    p.add_argument("--guidance-interval", type=_window, default=None,
+    p.add_argument("--mix-window", type=_window("--mix-window"), default=None,
+                   help="'sigma_lo,sigma_hi': mix only inside")
+    p.add_argument("--guidance-interval", type=_window("--guidance-interval"), default=None,
                    help="'sigma_lo,sigma_hi': guide only where lo < sigma <= hi (the reference is not evaluated "
                         "outside: fewer network inputs)")
     p.add_argument("--mix-space", choices=("score", "condition"), default="score",
@@ -107,9 +119,9 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--embedder", default=None, help="recogniser (.onnx / .pt) for the quality report")
     p.add_argument("--network", default=None, help="backbone name for a .pt embedder")
     p.add_argument("--real-centres", default=None, help="centres.npz of the real classes (nearest real class)")
-    p.add_argument("--filter-real-cos", type=float, default=None,
+    p.add_argument("--filter-real-cos", type=number_arg("--filter-real-cos", lo=-1, hi=1), default=None,
                    help="report: drop identities whose nearest real class is at cosine >= T")
-    p.add_argument("--filter-min-intra", type=float, default=None,
+    p.add_argument("--filter-min-intra", type=number_arg("--filter-min-intra", lo=-1, hi=1), default=None,
                    help="report: drop identities whose mean intra-identity cosine is < T")
     p.add_argument("--no-grids", action="store_true", help="skip the per-shard sample grid PNGs")
     p.add_argument("--drop-leaks", action="store_true",

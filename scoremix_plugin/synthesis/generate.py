@@ -112,6 +112,20 @@ def _fingerprint(st: GenerateSettings, c_real: int) -> dict[str, Any]:
     }
 
 
+MIX_WEIGHT_MAX = 10.0  # a condition weight beyond this saturates the embedding: images, but no face
+
+
+def check_mix_weights(weights, what: str = "--mix-weights") -> None:
+    """Mixing weights: finite, each in [0, MIX_WEIGHT_MAX], not all zero (then no class conditions the image)."""
+    from scoremix_plugin.checks import check_number
+
+    text = ",".join(str(w) for w in weights)
+    for w in weights:
+        check_number(w, f"{what} {text}: each weight", lo=0, hi=MIX_WEIGHT_MAX)
+    if not any(float(w) > 0 for w in weights):
+        raise InputError(f"{what} {text}: all weights are zero (no class would condition the images)")
+
+
 def _check_settings(out: Path, fp: dict[str, Any]) -> bool:
     """True when ``out`` already holds a run with these settings; raise when it holds another run."""
     f = out / SETTINGS_NAME
@@ -119,7 +133,13 @@ def _check_settings(out: Path, fp: dict[str, Any]) -> bool:
         if (out / "manifest.json").is_file():
             raise InputError(f"{out} holds a manifest but no {SETTINGS_NAME}: not a folder this command can resume")
         return False
-    old = json.loads(f.read_text())
+    try:
+        old = json.loads(f.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InputError(f"{f}: not valid JSON ({e}); this folder cannot be resumed (use a new --out folder)") from None
+    if not isinstance(old, dict):
+        raise InputError(f"{f}: holds a JSON {type(old).__name__}, not the settings object generate writes; this "
+                         "folder cannot be resumed (use a new --out folder)")
     if old != fp:
         diff = sorted(k for k in set(old) | set(fp) if old.get(k) != fp.get(k))
         detail = "; ".join(f"{k}: {old.get(k)!r} -> {fp.get(k)!r}" for k in diff)
@@ -205,7 +225,14 @@ class _Run:
         plan_shards(0, st.shard_size)  # checks --shard-size before the inputs load
         self.sel = read_pairs(st.pairs)
         self.weights = self.sel.weights
+        from scoremix_plugin.checks import check_number
+
+        check_number(st.guidance_scale, "--guidance-scale", lo=0, hi=100)
+        if st.mix_window is not None:
+            for v in st.mix_window:
+                check_number(v, "--mix-window", lo=0)
         if st.mix_weights is not None:
+            check_mix_weights(st.mix_weights)
             w = np.asarray(st.mix_weights, dtype=np.float64)
             if w.shape != (self.sel.k,) or not np.isfinite(w).all():
                 raise InputError(f"--mix-weights {list(st.mix_weights)}: need {self.sel.k} finite numbers, one per "

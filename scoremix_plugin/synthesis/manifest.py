@@ -208,3 +208,38 @@ class Manifest:
 def verify_manifest(path: str | os.PathLike, check_sha: bool = True, allow_partial: bool = False) -> Manifest:
     """Read a manifest and check its label ranges, shard files (checksums with ``check_sha``) and totals."""
     return Manifest.read(path).validate(check_sha=check_sha, allow_partial=allow_partial)
+
+
+def check_provenance(m: Manifest, real_dir: str | os.PathLike | None = None, what: str = "--real") -> None:
+    """What a manifest says it was made from agrees with what the reader holds (every reader calls this).
+
+    - generator / selection sha256: ``generate`` records them twice, in the manifest and in ``settings.json``
+      beside it; an edit of one is a mismatch (the manifest no longer says which generator made the images).
+    - the real folder: when the reader's ``real_dir`` is not the folder the manifest names and that folder still
+      exists, their ``train.idx`` must be byte-identical (sha256: a copy is fine, another dataset with the same
+      counts is not). A recorded folder that no longer exists cannot be compared: the class and image counts,
+      which every reader checks, are then the only test.
+    """
+    settings = m.root / "settings.json"
+    if settings.is_file():
+        try:
+            fp = json.loads(settings.read_text())
+        except (ValueError, UnicodeDecodeError):
+            fp = None
+        if isinstance(fp, dict):
+            for block, key, fp_key in (("generator", "sha256", "generator_sha256"),
+                                       ("selection", "sha256", "pairs_sha256")):
+                have = m.generator if block == "generator" else m.selection
+                want = fp.get(fp_key)
+                if want is not None and isinstance(have, dict) and have.get(key) != want:
+                    raise ManifestError(f"{m.path}: {block}.{key} {have.get(key)!r} differs from {fp_key} {want!r} in "
+                                        f"{settings} (the manifest was edited after generation)")
+    if real_dir is None or m.real_rec is None:
+        return
+    given, made = Path(real_dir).resolve(), m.real_rec.resolve()
+    if given == made or not made.is_dir():
+        return
+    a, b = made / "train.idx", given / "train.idx"
+    if a.is_file() and b.is_file() and sha256_file(a) != sha256_file(b):
+        raise ManifestError(f"{m.path} was made for the real folder {made}; {what} {real_dir} holds other data "
+                            "(its train.idx differs): use the manifest of a generation from this folder")

@@ -204,7 +204,9 @@ def _read_aligned(root: Path, rel: str, cache: dict[str, bytes]) -> bytes:
         return cache[rel]
     from scoremix_plugin.recordio import decode_image
 
-    path = root / rel
+    from scoremix_plugin.io_utils import check_inside
+
+    path = check_inside(root, rel, "pairs file")  # never open (nor quote) a file outside --images
     if not path.is_file() and path.suffix.lower() == ".jpg" and path.with_suffix(".png").is_file():
         path = path.with_suffix(".png")
     if not path.is_file():
@@ -213,7 +215,7 @@ def _read_aligned(root: Path, rel: str, cache: dict[str, bytes]) -> bytes:
     try:
         img = decode_image(data)
     except Exception as e:  # noqa: BLE001 - re-raised with the file named
-        raise BinFileError(f"{path}: cannot be decoded: {e}") from e
+        raise BinFileError(f"{path}: cannot be decoded as an image ({type(e).__name__})") from e
     if img is None or img.shape[:2] != (IMAGE_SIZE, IMAGE_SIZE):
         raise BinFileError(f"{path}: expected an aligned {IMAGE_SIZE}x{IMAGE_SIZE} image, got "
                            f"{None if img is None else img.shape}")

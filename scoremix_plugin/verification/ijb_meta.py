@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from scoremix_plugin.io_utils import check_inside
+
 from scoremix_plugin.errors import ScoreMixError
 
 TARGETS: tuple[str, ...] = ("IJBB", "IJBC")
@@ -114,6 +116,7 @@ def read_tid_mid(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
             mids.append(int(r[2]))
         except ValueError:
             raise IJBError(f"{path}:{i + 1}: template and media ids must be integers: {' '.join(r)!r}") from None
+        check_inside(path.parent, r[0], f"{path}:{i + 1}")  # images are read under the IJB root only
         names.append(r[0])
     return names, np.asarray(tids, dtype=np.int64), np.asarray(mids, dtype=np.int64)
 
