@@ -341,6 +341,8 @@ def run(args, design: dict, arms: list[str], seeds: list[int], results: Path) ->
     align = shared.result("align")
     alignment = {k: getattr(align, k) for k in ("linear_cka", "linear_cka_shuffled", "mutual_knn",
                                                  "mutual_knn_shuffled", "num_matched")}
+    gen = shared.result("generator")
+    generator = {"ref": design["generator"], "pretrained": gen.pretrained, "sha256": gen.sha256, "step": gen.step}
     table = arms_table()
     for seed in seeds:
         for arm in arms:
@@ -348,7 +350,7 @@ def run(args, design: dict, arms: list[str], seeds: list[int], results: Path) ->
                 print(f"[{arm} seed {seed}] complete, skipped", file=sys.stderr)
                 continue
             r = ab.run_arm(arm, seed, shared, out, progress=not args.no_progress, arms=table, results_dir=results,
-                           dataset_report=True, extra=lambda ctx, d: {"design": args.design, "alignment": alignment,
+                           dataset_report=True, extra=lambda ctx, d: {"design": args.design, "alignment": alignment, "generator": generator,
                                                  **dataset_report(ctx, d)})
             print(f"[{arm} seed {seed}] " + ", ".join(f"{t} {100 * a:.2f}" for t, a in r["accuracy"].items())
                   + f" ({r['seconds']:.0f} s)", file=sys.stderr)

@@ -153,3 +153,13 @@ def test_a_pip_install_carries_the_demo_recipes_and_the_shipped_generators():
                if not any(fnmatch.fnmatch(str(p.relative_to(pkg)), g) and
                           str(p.relative_to(pkg)).count("/") == g.count("/") for g in globs)]
     assert not missing, f"not in [tool.setuptools.package-data]: {missing}"
+
+
+def test_scoremix_demo_runs_the_packaged_recipe(tmp_path, capsys):
+    from scoremix_plugin import cli
+
+    assert cli.main(["demo", "--out", str(tmp_path / "d"), "--list"]) == 0
+    out = capsys.readouterr()
+    assert "generator" in out.out and "scoremix_plugin/recipes/demo.py" in out.err
+    assert cli.main(["demo", "--full", "--out", str(tmp_path / "f"), "--list"]) == 0
+    assert "demo_full.py" in capsys.readouterr().err
