@@ -282,7 +282,7 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def mean_intra(emb: np.ndarray, labels: np.ndarray) -> float:
-    from scoremix_plugin.synthesis.quality import identity_stats
+    from scoremix_plugin.datareport.metrics import identity_stats
 
     return float(np.nanmean(identity_stats(emb, labels)[2]))
 
@@ -296,7 +296,7 @@ def fidelity(emb: np.ndarray, labels: np.ndarray, centres: np.ndarray, reference
 
 def mix_metrics(emb: np.ndarray, ident: np.ndarray, pairs: np.ndarray, centres: np.ndarray) -> dict:
     """Self-consistency (intra) and novelty (nearest real class) of mixed identities."""
-    from scoremix_plugin.synthesis.quality import identity_stats
+    from scoremix_plugin.datareport.metrics import identity_stats
 
     uniq, cen, intra = identity_stats(emb, ident)
     sim = cen @ centres.T

@@ -115,7 +115,7 @@ def test_train_overwrite_and_toy_data_overwrite(fx, tmp_path, capsys):
 def _generate_argv(fx, out):
     return ["generate", "--ckpt", str(fx.gen), "--pairs", str(fx.pairs), "--real", str(fx.toy),
             "--images-per-identity", "1", "--shard-size", "1", "--steps", "1", "--batch-size", "2",
-            "--no-grids", "--out", str(out)]
+            "--guidance", "none", "--guidance-scale", "1", "--no-bf16", "--no-grids", "--out", str(out)]
 
 
 def test_generate_lock_names_the_holder_and_dies_with_it(fx, tmp_path, capsys):
