@@ -422,8 +422,9 @@ def measure(denoiser, guide, guidance: str, scale: str, ref: dict, shared: dict,
                                  | leak_counts(e, n, near, emb, labels, thr["cosine"]) | recognised(e, n, gates))
     res["measure_cpu_s"] = round(time.process_time() - t0, 1)
     if grid is not None and shown:
-        from scoremix_plugin.generation.images import save_grid
         import torch
+
+        from scoremix_plugin.generation.images import save_grid
 
         rows = np.concatenate(shown)
         save_grid(grid, torch.from_numpy(rows).permute(0, 3, 1, 2).float() / 127.5 - 1, ncol=6)

@@ -12,10 +12,14 @@ import torch
 from scoremix_plugin import cli
 from scoremix_plugin.generation import network_edm2 as mp
 from scoremix_plugin.generation.checkpoint import load_checkpoint, load_generator
-from scoremix_plugin.generation.edm import EDMPrecond, edm_loss, loss_weight
+from scoremix_plugin.generation.edm import edm_loss, loss_weight
 from scoremix_plugin.generation.network import build_network, network_kwargs
-from scoremix_plugin.generation.posthoc_ema import (gamma_to_sigma_rel, power_ema_beta, sigma_rel_to_gamma,
-                                                    solve_coefficients)
+from scoremix_plugin.generation.posthoc_ema import (
+    gamma_to_sigma_rel,
+    power_ema_beta,
+    sigma_rel_to_gamma,
+    solve_coefficients,
+)
 from scoremix_plugin.generation.train import learning_rate, train_generator
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread

@@ -12,11 +12,10 @@ import json
 import signal
 import subprocess
 import sys
-from pathlib import Path
-
-import pytest
 
 import hostile_corpus as hc
+import pytest
+
 from scoremix_plugin.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread

@@ -35,10 +35,18 @@ from typing import Any
 
 from scoremix_plugin.generation.pretrained import is_pretrained_ref
 from scoremix_plugin.io_utils import write_json_atomic
-from scoremix_plugin.pipeline.results import (AlignResult, CentresResult, DataResult, DatasetReportResult,
-                                              GenerateResult,
-                                              GeneratorResult, MergeResult, RecogniserResult, SelectResult,
-                                              VerifyResult)
+from scoremix_plugin.pipeline.results import (
+    AlignResult,
+    CentresResult,
+    DataResult,
+    DatasetReportResult,
+    GenerateResult,
+    GeneratorResult,
+    MergeResult,
+    RecogniserResult,
+    SelectResult,
+    VerifyResult,
+)
 from scoremix_plugin.pipeline.runner import Context, PipelineError, Stage, to_json
 
 
