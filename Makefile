@@ -25,6 +25,7 @@ demo-full: $(STAMP)
 	$(BIN)/scoremix demo --full --out demo_full_out
 
 test: $(STAMP)
+	$(BIN)/python -m ruff check .
 	$(BIN)/python -m pytest --durations=15 -q
 
 bench: $(STAMP)

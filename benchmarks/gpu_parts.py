@@ -8,8 +8,8 @@ A part that cannot run here saves ``skipped`` (the reason) and returns; one that
 
 from __future__ import annotations
 
-import importlib.util
 import importlib.metadata
+import importlib.util
 import json
 import os
 import re
@@ -20,8 +20,9 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

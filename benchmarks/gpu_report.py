@@ -16,7 +16,7 @@ TRAINER_RATIO_TARGET = 0.9
 def meta(settings, parts: list[str]) -> dict[str, Any]:
     import torch
 
-    return {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "mode":
+    return {"date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), "mode":
             "cpu-smoke" if settings.smoke else "gpu", "host": platform.node(), "python": platform.python_version(),
             "torch": torch.__version__, "parts": parts, "presets": settings.presets}
 

@@ -120,7 +120,15 @@ def _one(which: str, folder: Path, host_root: Path, threads: int) -> dict:
     d = _load(folder)
     base_mb = _peak_mb()
     from scoremix_plugin.verification.ijb import (
-        mode_features, pair_rows, score_pairs, template_features, roc_points, host_tar, trapezoid_auc, IJB_FARS)
+        IJB_FARS,
+        host_tar,
+        mode_features,
+        pair_rows,
+        roc_points,
+        score_pairs,
+        template_features,
+        trapezoid_auc,
+    )
     from scoremix_plugin.verification.protocol import tar_at_far
 
     t0, c0 = time.perf_counter(), time.process_time()

@@ -51,30 +51,23 @@ ARMS = {
 
 
 def build_recipe(args: argparse.Namespace) -> dict:
-    """The shared recipe: the demo's settings, a longer-trained generator and larger test sets."""
-    return {
+    """The shared recipe: the pipeline's defaults (the demo's sampler among them), with a longer-trained
+    generator, larger test sets and no gate (an experiment measures, it does not gate)."""
+    from scoremix_plugin.pipeline.recipe import recipe_from
+
+    recipe = recipe_from({
         "name": "ScoreMix ablation (toy scale)",
-        "seed": 0,
         "device": args.device,
         "data": {"toy": {"identities": args.identities, "images_per_identity": args.images,
-                         "test_identities": args.test_identities, "pairs": args.pairs}, "rec": None},
+                         "test_identities": args.test_identities, "pairs": args.pairs}},
         "recogniser": str(Path(args.recogniser).resolve()),
         # a generator config or checkpoint, or "pretrained:NAME" (shipped in the package) as it is
         "generator": args.generator if args.generator.startswith("pretrained:") else str(Path(args.generator).resolve()),
-        "centres": {"batch_size": 64},
-        "selection": {"strategy": "far", "space": "embedding", "num_identities": args.identities,
-                      "max_uses": args.max_uses, "k": 2, "weights": None},
-        "generation": {"images_per_identity": args.images, "solver": "heun", "steps": 8, "guidance": "cfg",
-                       "guidance_scale": 2.5, "mix_window": None, "shard_size": 1000, "batch_size": 16,
-                       "bf16": True},
-        "scoremix": {"ratio": None, "aug_real": None, "aug_synthetic": None, "same_steps": True},
-        "merge": {"name": "scoremix_merged", "config_overrides": None},
-        "verification": {"targets": None, "batch_size": 64},
-        "report": {"grid_pairs": 6, "grid_images": 6},
-        # Used when a run asks for the dataset_report stage; an experiment measures, it does not gate.
-        "dataset_report": {"far": 1e-4, "min_share": 0.5}, "quality_gate": False,
-        "_path": str(HERE / "ablation.py"),
-    }
+        "selection": {"num_identities": args.identities, "max_uses": args.max_uses},
+        "generation": {"images_per_identity": args.images},
+        "quality_gate": False,
+    }, HERE / "ablation.py")
+    return dict(recipe)
 
 
 def seeded_recogniser_config(src: str, run_dir: Path, seed: int) -> Path:
@@ -134,7 +127,8 @@ def run_arm(arm: str, seed: int, shared, out: Path, progress: bool, *, arms: dic
         sel = ctx.result("select")
         result["selection"] = {k: getattr(sel, k) for k in ("strategy", "space", "distance_mean", "distance_min",
                                                             "distance_max")}
-        result["quality"] = ctx.result("generate").quality
+        if dataset_report:  # the synthetic set's quality: the dataset report's headline
+            result["quality"] = ctx.result("dataset_report").headline
         result["grid"] = str(run_dir / "generate")
         result["manifest"] = ctx.result("generate").manifest
     if extra is not None:

@@ -282,7 +282,7 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def mean_intra(emb: np.ndarray, labels: np.ndarray) -> float:
-    from scoremix_plugin.synthesis.quality import identity_stats
+    from scoremix_plugin.datareport.metrics import identity_stats
 
     return float(np.nanmean(identity_stats(emb, labels)[2]))
 
@@ -296,7 +296,7 @@ def fidelity(emb: np.ndarray, labels: np.ndarray, centres: np.ndarray, reference
 
 def mix_metrics(emb: np.ndarray, ident: np.ndarray, pairs: np.ndarray, centres: np.ndarray) -> dict:
     """Self-consistency (intra) and novelty (nearest real class) of mixed identities."""
-    from scoremix_plugin.synthesis.quality import identity_stats
+    from scoremix_plugin.datareport.metrics import identity_stats
 
     uniq, cen, intra = identity_stats(emb, ident)
     sim = cen @ centres.T
@@ -422,8 +422,9 @@ def measure(denoiser, guide, guidance: str, scale: str, ref: dict, shared: dict,
                                  | leak_counts(e, n, near, emb, labels, thr["cosine"]) | recognised(e, n, gates))
     res["measure_cpu_s"] = round(time.process_time() - t0, 1)
     if grid is not None and shown:
-        from scoremix_plugin.generation.images import save_grid
         import torch
+
+        from scoremix_plugin.generation.images import save_grid
 
         rows = np.concatenate(shown)
         save_grid(grid, torch.from_numpy(rows).permute(0, 3, 1, 2).float() / 127.5 - 1, ncol=6)

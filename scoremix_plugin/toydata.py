@@ -442,7 +442,6 @@ def _photograph(face: np.ndarray, mask: np.ndarray, rng: np.random.Generator, nz
                 cloth: np.ndarray) -> np.ndarray:
     """Place the drawn head in a frame: roll/scale/shift, background, lighting, noise, blur, JPEG."""
     u = rng.uniform
-    F = int(FRAME)
     k = size / FRAME
     ang = float(u(-nz.roll, nz.roll))
     sc = float(1.0 + u(-nz.scale, nz.scale)) * k * ZOOM

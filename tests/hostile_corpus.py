@@ -134,7 +134,8 @@ def build_fixtures(root: Path) -> Fixtures:
     torch.set_num_threads(1)
     try:
         generate(GenerateSettings(ckpt=str(gen), pairs=str(root / "pairs.csv"), real=str(toy), images_per_identity=1,
-                                  shard_size=1, steps=1, batch_size=2), syn, device="cpu", grids=False,
+                                  shard_size=1, steps=1, batch_size=2, guidance="none", guidance_scale=1.0,
+                                  bf16=False), syn, device="cpu", grids=False,
                  progress=False)
     finally:
         torch.set_num_threads(n)
@@ -166,7 +167,8 @@ S = str
 
 
 def _sample(fx, tmp, *extra, ckpt=None):
-    return ["sample", "--ckpt", S(ckpt or fx.gen), "--out", S(tmp / "grid.png"), "--n", "1", "--steps", "1", *extra]
+    return ["sample", "--ckpt", S(ckpt or fx.gen), "--out", S(tmp / "grid.png"), "--n", "1", "--steps", "1", "--guidance", "none",
+            "--guidance-scale", "1", "--no-bf16", *extra]
 
 
 @case("sample: class out of range")
@@ -302,10 +304,10 @@ def _(fx, tmp):
 
 def _generate(fx, tmp, *extra, out=None, **over):
     args = {"--ckpt": fx.gen, "--pairs": fx.pairs, "--real": fx.toy, "--images-per-identity": 1, "--steps": 1,
-            "--batch-size": 2, "--out": out or tmp / "syn"}
+            "--batch-size": 2, "--guidance": "none", "--guidance-scale": 1, "--out": out or tmp / "syn"}
     args.update(over)
     flat = [x for k, v in args.items() for x in (k, S(v))]
-    return ["generate", *flat, "--no-grids", *extra]
+    return ["generate", *flat, "--no-grids", "--no-bf16", *extra]
 
 
 @case("generate: pairs missing")

@@ -166,17 +166,17 @@ def test_bad_inputs_name_the_file(setup, tmp_path):
         report_dataset(bad, setup["model"], tmp_path / "r", network="r10_tiny", bins={}, progress=False)
 
 
-def test_generate_drop_leaks_prints_the_verdict(syn_inputs, tmp_path, capsys):
+def test_generate_drop_leaks_prints_the_verdict(syn_inputs, tmp_path, capsys):  # noqa: F811 - the fixture
     """``scoremix generate --embedder ... --drop-leaks`` on a finished run (the micro generator of
     test_synthesis_generate): report, gate verdict, leak-free copy with every dropped identity's reasons."""
     import shutil
 
     import torch
+    from test_synthesis_generate import NUM_IDS, _args, _generate_here
 
     from scoremix_plugin.cli import main
     from scoremix_plugin.recognition.backbones import get_backbone
     from scoremix_plugin.synthesis.manifest import verify_manifest
-    from test_synthesis_generate import NUM_IDS, _args, _generate_here
 
     inp = syn_inputs
     out = tmp_path / "out"

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from scripts import load_script
 
 REPO = Path(__file__).resolve().parents[1]

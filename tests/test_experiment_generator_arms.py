@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from scripts import load_script
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,13 +7,16 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from scoremix_plugin.generation.edm import (EDMPrecond, edm_loss, precond_coefficients, sample_training_sigma,
-                                            sigma_steps)
-from scoremix_plugin.generation.sampler import image_generator, network_evaluations, sample
-
 from denoisers import Counting, micro_denoiser
 
+from scoremix_plugin.generation.edm import (
+    EDMPrecond,
+    edm_loss,
+    precond_coefficients,
+    sample_training_sigma,
+    sigma_steps,
+)
+from scoremix_plugin.generation.sampler import image_generator, network_evaluations, sample
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 

@@ -12,10 +12,14 @@ import torch
 from scoremix_plugin import cli
 from scoremix_plugin.generation import network_edm2 as mp
 from scoremix_plugin.generation.checkpoint import load_checkpoint, load_generator
-from scoremix_plugin.generation.edm import EDMPrecond, edm_loss, loss_weight
+from scoremix_plugin.generation.edm import edm_loss, loss_weight
 from scoremix_plugin.generation.network import build_network, network_kwargs
-from scoremix_plugin.generation.posthoc_ema import (gamma_to_sigma_rel, power_ema_beta, sigma_rel_to_gamma,
-                                                    solve_coefficients)
+from scoremix_plugin.generation.posthoc_ema import (
+    gamma_to_sigma_rel,
+    power_ema_beta,
+    sigma_rel_to_gamma,
+    solve_coefficients,
+)
 from scoremix_plugin.generation.train import learning_rate, train_generator
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
@@ -256,7 +260,8 @@ def test_ema_cli_output_loads_samples_exports_and_generates(edm2_run, tmp_path, 
     save_centres(tmp_path / "c.npz", np.arange(12), rng.normal(size=(12, 8)), space="embedding")
     run_selection(tmp_path / "c.npz", tmp_path / "pairs.csv", strategy="far", num_identities=2, progress=False)
     generate(GenerateSettings(ckpt=str(g_path), pairs=str(tmp_path / "pairs.csv"), real=str(toy_data),
-                              images_per_identity=2, shard_size=2, steps=2, batch_size=4, seed=0),
+                              images_per_identity=2, shard_size=2, steps=2, batch_size=4, seed=0,
+                              guidance="none", guidance_scale=1.0, bf16=False),
              tmp_path / "shards", device="cpu", progress=False)
     m = verify_manifest(tmp_path / "shards" / "manifest.json")
     assert m.complete and m.num_synthetic_images == 4

@@ -6,10 +6,9 @@ import copy
 
 import pytest
 import torch
+from denoisers import Counting, micro_denoiser
 
 from scoremix_plugin.generation.sampler import image_generator, network_evaluations, sample
-
-from denoisers import Counting, micro_denoiser
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 

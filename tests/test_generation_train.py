@@ -102,7 +102,8 @@ def test_cli_export_conditions_and_sample(trained, tmp_path):
 
     grid = tmp_path / "grid.png"
     assert cli.main(["sample", "--ckpt", str(ckpt), "--classes", "3,7", "--weights", "0.5,0.5", "--n", "4",
-                     "--out", str(grid), "--steps", "3", "--guidance", "cfg", "--guidance-scale", "2.5"]) == 0
+                     "--out", str(grid), "--steps", "3", "--guidance", "cfg", "--guidance-scale", "2.5",
+                     "--no-bf16"]) == 0
     img = cv2.imread(str(grid))
     assert img.shape == (4 * 18 + 2, 4 * 18 + 2, 3)  # rows: class 3, class 7, score mix, condition mix
     assert json.loads(grid.with_suffix(".json").read_text())["rows"] == ["class 3", "class 7", "score mix",
@@ -110,7 +111,7 @@ def test_cli_export_conditions_and_sample(trained, tmp_path):
     auto = tmp_path / "auto.png"
     assert cli.main(["sample", "--ckpt", str(ckpt), "--classes", "1,2,3", "--n", "2", "--out", str(auto),
                      "--steps", "3", "--guidance", "autoguidance", "--guidance-scale", "2",
-                     "--guide", str(out / "generator-0000040.pt"), "--mix-space", "score"]) == 0
+                     "--guide", str(out / "generator-0000040.pt"), "--mix-space", "score", "--no-bf16"]) == 0
     assert cv2.imread(str(auto)).shape == (4 * 18 + 2, 2 * 18 + 2, 3)
 
 

@@ -10,6 +10,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from test_integration_helpers import edit_manifest, synthetic_image, write_recogniser_config, write_shards
 from torch.utils.data import DataLoader
 
 from scoremix_plugin.config import ConfigError, load_recogniser_config
@@ -17,9 +18,8 @@ from scoremix_plugin.data.augment import Augmentation, DegradeResize
 from scoremix_plugin.data.loader import build_train_dataset, make_train_loader
 from scoremix_plugin.data.scoremix_dataset import ScoreMixDataset
 from scoremix_plugin.integration.loader import get_dataloader
-from scoremix_plugin.synthesis.manifest import ManifestError
 from scoremix_plugin.recordio import FaceRecFolder, RecordIOError, ShardWriter
-from test_integration_helpers import edit_manifest, synthetic_image, write_recogniser_config, write_shards
+from scoremix_plugin.synthesis.manifest import ManifestError
 
 C_SYN, PER_CLASS = 6, 5  # toy_data: 12 real classes x 8 images = 96; synthetic 6 x 5 = 30 in 2 shards
 

@@ -13,10 +13,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from test_integration_helpers import write_shards
 
 from scoremix_plugin.cli import main as scoremix_main
 from scoremix_plugin.integration import mxnet_compat
-from test_integration_helpers import write_shards
 
 REPO = Path(__file__).resolve().parents[1]
 N_REAL, C_REAL, C_SYN, PER_CLASS = 96, 12, 6, 5

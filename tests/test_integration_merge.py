@@ -8,12 +8,12 @@ import warnings
 
 import numpy as np
 import pytest
+from test_integration_helpers import edit_manifest, write_shards
 
 from scoremix_plugin.cli import main as scoremix_main
 from scoremix_plugin.config import load_recogniser_config, read_config_file
-from scoremix_plugin.synthesis.manifest import ManifestError
 from scoremix_plugin.recordio import FaceRecFolder
-from test_integration_helpers import edit_manifest, write_shards
+from scoremix_plugin.synthesis.manifest import ManifestError
 
 C_REAL, N_REAL, C_SYN, PER_CLASS = 12, 96, 5, 4
 

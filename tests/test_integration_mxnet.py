@@ -8,7 +8,6 @@ import importlib
 import importlib.util
 import json
 import numbers
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -135,7 +134,7 @@ def test_unprovided_names_fail_clearly(mx):
     with pytest.raises(AttributeError, match=r"mxnet\.gpu is not provided by scoremix's mxnet shim"):
         mx.gpu(0)
     with pytest.raises(AttributeError, match=r"mxnet\.ndarray\.slice_axis is not provided"):
-        mx.nd.slice_axis
+        _ = mx.nd.slice_axis
     with pytest.raises(AttributeError, match="not provided"):
         mx.image.imread("x.jpg")
     with pytest.raises(ImportError):

@@ -6,7 +6,6 @@ import warnings
 from pathlib import Path
 
 import pytest
-
 from scripts import load_script
 
 from scoremix_plugin.config import load_recogniser_config, merge_config, read_config_file

@@ -14,10 +14,20 @@ from pathlib import Path
 
 import pytest
 from easydict import EasyDict as edict
-
 from ijb_data import small_ijb_root
-from scoremix_plugin.pipeline import (STAGE_NAMES, Context, PipelineError, Stage, load_recipe, pipeline_stages,
-                                      read_marker, run_recipe, run_stages, stage_states)
+
+from scoremix_plugin.pipeline import (
+    STAGE_NAMES,
+    Context,
+    PipelineError,
+    Stage,
+    load_recipe,
+    pipeline_stages,
+    read_marker,
+    run_recipe,
+    run_stages,
+    stage_states,
+)
 
 # Bookkeeping on three small stages that write real files.
 
@@ -325,7 +335,9 @@ def test_generator_stage_makes_the_guide_from_post_hoc_ema_snapshots_or_a_smalle
     trained on the same data for a fraction of the steps, beside a generator trained elsewhere (a .pt)."""
     from scoremix_plugin.generation.checkpoint import load_checkpoint
 
-    run = lambda r, o: [run_recipe(r, o, stage=s, progress=False, log=lambda m: None) for s in ("data", "generator")]
+    def run(r, o):
+        return [run_recipe(r, o, stage=s, progress=False, log=lambda m: None) for s in ("data", "generator")]
+
     recipe = _guide_recipe(tmp_path, "gen.py", "edict(kind='snapshot', fraction=0.25)",
                            ", generator_sigma_rel=0.10")
     run(recipe, tmp_path / "a")

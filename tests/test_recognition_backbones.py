@@ -7,7 +7,6 @@ import torch
 
 from scoremix_plugin.recognition.backbones import BACKBONES, get_backbone
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 
 

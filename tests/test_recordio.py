@@ -10,8 +10,19 @@ import numpy as np
 import pytest
 
 from scoremix_plugin.recordio import (
-    FaceRecFolder, IndexedRecordIOReader, IndexedRecordIOWriter, IRHeader, RecordIOReader, RecordIOWriter,
-    ShardWriter, decode_image, encode_jpeg, pack, pack_img, unpack, unpack_img,
+    FaceRecFolder,
+    IndexedRecordIOReader,
+    IndexedRecordIOWriter,
+    IRHeader,
+    RecordIOReader,
+    RecordIOWriter,
+    ShardWriter,
+    decode_image,
+    encode_jpeg,
+    pack,
+    pack_img,
+    unpack,
+    unpack_img,
 )
 
 

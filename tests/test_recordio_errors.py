@@ -11,8 +11,16 @@ import pytest
 
 from scoremix_plugin.cli import main
 from scoremix_plugin.recordio import (
-    FaceRecFolder, IndexedRecordIOReader, IndexedRecordIOWriter, IRHeader, RecordIOError, RecordIOReader, ShardWriter,
-    encode_jpeg, pack, unpack,
+    FaceRecFolder,
+    IndexedRecordIOReader,
+    IndexedRecordIOWriter,
+    IRHeader,
+    RecordIOError,
+    RecordIOReader,
+    ShardWriter,
+    encode_jpeg,
+    pack,
+    unpack,
 )
 from scoremix_plugin.recordio.convert import check_rec
 

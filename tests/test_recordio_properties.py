@@ -12,8 +12,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scoremix_plugin.recordio import (
-    FaceRecFolder, IndexedRecordIOReader, IndexedRecordIOWriter, IRHeader, RecordIOReader, ShardWriter, encode_jpeg,
-    pack, unpack,
+    FaceRecFolder,
+    IndexedRecordIOReader,
+    IndexedRecordIOWriter,
+    IRHeader,
+    RecordIOReader,
+    ShardWriter,
+    encode_jpeg,
+    pack,
+    unpack,
 )
 from scoremix_plugin.recordio.format import frame, frame_pieces, read_framed
 

@@ -9,7 +9,7 @@ import pytest
 
 from scoremix_plugin.centres import normalise_rows, save_centres
 from scoremix_plugin.synthesis.align import alignment, linear_cka, mutual_knn, rbf_cka
-from scoremix_plugin.synthesis.select import (SelectionError, read_pairs, select, select_pairs_bruteforce)
+from scoremix_plugin.synthesis.select import SelectionError, read_pairs, select, select_pairs_bruteforce
 
 
 def _random_centres(c, d, seed):

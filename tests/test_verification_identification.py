@@ -12,7 +12,7 @@ import pytest
 
 from scoremix_plugin import cli
 from scoremix_plugin.errors import InputError
-from scoremix_plugin.verification.identification import (cmc_counts, open_set_thresholds, search, tpir_at_fpir)
+from scoremix_plugin.verification.identification import cmc_counts, open_set_thresholds, search, tpir_at_fpir
 from scoremix_plugin.verification.ijb_1n import evaluate_ijb_1n_features
 from scoremix_plugin.verification.ijb_meta import IJBError, read_ijb_1n_meta
 from scoremix_plugin.verification.report import avg_h, format_table

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
+from ijb_data import GOLDEN, N_FILES, small_ijb_root
 
 from scoremix_plugin import cli
 from scoremix_plugin.verification.face_align import align_face
@@ -22,9 +22,6 @@ from scoremix_plugin.verification.ijb import (
     roc_points,
 )
 from scoremix_plugin.verification.ijb_meta import IJBError, load_features, read_ijb_meta
-
-from ijb_data import GOLDEN, N_FILES, small_ijb_root
-
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +61,7 @@ def test_strict_tar_flags_targets_beyond_the_impostors(golden_result):
     # accept (FAR 1.7e-5), so the strict TAR (zero false accepts) is lower there.
     assert [t.few_negatives for t in r.tar_strict] == [True, True, False, False, False, False]
     assert r.tar_strict[1].tar < r.tar[1]
-    for far, t in zip(IJB_FARS, r.tar_strict):  # the strict TAR never passes more impostors than FAR allows
+    for _far, t in zip(IJB_FARS, r.tar_strict):  # the strict TAR never passes more impostors than FAR allows
         assert np.all(np.isfinite([t.tar])) and 0 <= t.tar <= 1
 
 

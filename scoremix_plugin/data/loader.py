@@ -28,9 +28,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..config import ConfigError, validate_scoremix_block
-from .augment import DegradeResize
 from ..errors import InputError
-
+from .augment import DegradeResize
 
 # Datasets.
 

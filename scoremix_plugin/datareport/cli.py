@@ -64,7 +64,6 @@ def run_report_dataset(args) -> int:
 
     from scoremix_plugin.datareport.embeddings import open_data, real_rec_of
     from scoremix_plugin.datareport.report import report_dataset
-
     from scoremix_plugin.errors import OutputExistsError
     from scoremix_plugin.io_utils import refuse_output_overlapping_inputs
 

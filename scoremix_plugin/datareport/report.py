@@ -53,8 +53,8 @@ import numpy as np
 
 from scoremix_plugin.datareport import metrics as M
 from scoremix_plugin.datareport.embeddings import ImageSet
-from scoremix_plugin.errors import ScoreMixError
 from scoremix_plugin.datareport.leaks import GateVerdict, Leak, Threshold
+from scoremix_plugin.errors import ScoreMixError
 
 FORMAT = "scoremix-dataset-report/1"
 WORST = 20  # identities in the worst-consistency grid
@@ -212,8 +212,15 @@ def report_dataset(data: str | os.PathLike, embedder, out: str | os.PathLike, *,
     (:func:`resolve_bins`); None = the .bin files beside the real folder.
     """
     from scoremix_plugin.datareport import leaks as L
-    from scoremix_plugin.datareport.embeddings import (EmbeddingCache, embed_set, model_key, open_bin, open_data,
-                                                       open_rec, real_rec_of)
+    from scoremix_plugin.datareport.embeddings import (
+        EmbeddingCache,
+        embed_set,
+        model_key,
+        open_bin,
+        open_data,
+        open_rec,
+        real_rec_of,
+    )
     from scoremix_plugin.datareport.figures import write_figures
     from scoremix_plugin.datareport.markdown import write_markdown
     from scoremix_plugin.io_utils import write_json_atomic

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from scoremix_plugin.errors import InputError
-from scoremix_plugin.generation.settings import GUIDANCE, SOLVERS
+from scoremix_plugin.generation.settings import GUIDANCE, MIX_SPACES, SAMPLER, SOLVERS
 
 
 def _int_list(text: str) -> list[int]:
@@ -125,21 +125,22 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", type=_float_list, help="mixing weights (default: uniform), e.g. 0.5,0.5")
     parser.add_argument("--n", type=int, default=8, help="images per row (one noise seed per column)")
     parser.add_argument("--out", required=True, help="grid PNG (a JSON with the settings is written beside it)")
-    parser.add_argument("--steps", type=int, default=32)
-    parser.add_argument("--solver", choices=SOLVERS, default="heun")
-    parser.add_argument("--guidance", choices=GUIDANCE, default="none")
-    parser.add_argument("--guidance-scale", type=float, default=1.0, help="w; 1 = no guidance (CPU demo: cfg 2.5)")
+    parser.add_argument("--steps", type=int, default=SAMPLER.steps)
+    parser.add_argument("--solver", choices=SOLVERS, default=SAMPLER.solver)
+    parser.add_argument("--guidance", choices=GUIDANCE, default=SAMPLER.guidance)
+    parser.add_argument("--guidance-scale", type=float, default=SAMPLER.guidance_scale, help="w; 1 = no guidance")
     parser.add_argument("--guide", help="weaker checkpoint for --guidance autoguidance")
     parser.add_argument("--mix-window", type=_float_list, help="sigma_lo,sigma_hi: mix only in this noise range")
     parser.add_argument("--outside-window", default="mix", help="'mix' or the column of the base class")
-    parser.add_argument("--mix-space", choices=("both", "score", "condition"), default="both",
+    parser.add_argument("--mix-space", choices=("both", *MIX_SPACES), default="both",
                         help="rows of the mix: ScoreMix's score mixing (--weights), AugGen's condition mixing "
                              "(--condition-weights), or both one under the other (same noise per column)")
     parser.add_argument("--condition-weights", type=_float_list,
                         help="class-embedding coefficients for the condition mix (default 0.7 each: AugGen's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the network")
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=SAMPLER.bf16,
+                        help="bfloat16 autocast for the network")
 
 
 def run_sample(args: argparse.Namespace) -> int:

@@ -202,7 +202,7 @@ def run_ema(args: argparse.Namespace) -> int:
 
     run = Path(args.ckpt_dir)
     inputs = {f"--ckpt-dir's {CHECKPOINT_NAME}": run / CHECKPOINT_NAME}
-    inputs.update({f"--ckpt-dir's snapshot": p for _, p in list_snapshots(run)})
+    inputs.update({f"--ckpt-dir's snapshot {p.name}": p for _, p in list_snapshots(run)})
     refuse_output_file(args.out, overwrite=args.overwrite, inputs=inputs)
     refuse_output_overlapping_inputs(args.out, {"--ckpt-dir's posthoc/": run / POSTHOC_DIR})
     check_sigma_rel(args.sigma_rel, "--sigma-rel")

@@ -1,5 +1,38 @@
-"""The sampler's choices, in one place and without torch, so command-line parsers can offer them cheaply."""
+"""The sampler's settings and choices, in one place and without torch, so command-line parsers can offer them cheaply.
+
+:class:`SamplerSettings` holds the defaults every front end starts from: the ``scoremix generate`` /
+``scoremix sample`` flags, :class:`~scoremix_plugin.synthesis.generate.GenerateSettings`, the pipeline
+recipe's ``generation`` block and the experiments. ``generation.sampler.sample`` is the numerical routine
+underneath; its callers pass these settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
 
 SOLVERS = ("heun", "euler", "dpm2m")
 GUIDANCE = ("none", "cfg", "autoguidance")
 MIX_SPACES = ("score", "condition")
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """How synthetic images are sampled. The defaults are the demo's sampler: docs/results.md ("Sampling cost")
+    holds the measurement that chose them (identity quality against network evaluations per image)."""
+
+    solver: str = "heun"  # one of SOLVERS; heun: 2 * steps - 1 network evaluations, euler / dpm2m: steps
+    steps: int = 8  # solver steps
+    guidance: str = "cfg"  # one of GUIDANCE; cfg: the reference is the null class (one extra input per image)
+    guidance_scale: float = 2.5  # w; 1 = no guidance
+    guidance_interval: tuple[float, float] | None = None  # (sigma_lo, sigma_hi): guide only there; None: everywhere
+    mix_window: tuple[float, float] | None = None  # (sigma_lo, sigma_hi): mix only there; None: everywhere
+    batch_size: int = 16  # images per sampler call (part of a run's plan: batches shape the float maths)
+    bf16: bool = True  # the network under bfloat16 autocast
+
+    def to_recipe(self) -> dict[str, Any]:
+        """The recipe's ``generation`` keys."""
+        return asdict(self)
+
+
+SAMPLER = SamplerSettings()

@@ -30,12 +30,28 @@ import torch
 
 from scoremix_plugin.config import ConfigError, merge_config, read_config_file
 from scoremix_plugin.errors import InputError
-from scoremix_plugin.generation.checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_NAME, check_compatible,
-                                                   load_checkpoint, plain)
-from scoremix_plugin.generation.edm import EDMPrecond, autocast_dtype, edm_loss, precond_coefficients, sample_training_sigma
+from scoremix_plugin.generation.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_NAME,
+    check_compatible,
+    load_checkpoint,
+    plain,
+)
+from scoremix_plugin.generation.edm import (
+    EDMPrecond,
+    autocast_dtype,
+    edm_loss,
+    precond_coefficients,
+    sample_training_sigma,
+)
 from scoremix_plugin.generation.network import PRESETS, build_network, network_kwargs
-from scoremix_plugin.generation.posthoc_ema import (POSTHOC_FORMAT, check_sigma_rel, power_ema_beta, sigma_rel_to_gamma,
-                                                    snapshot_path)
+from scoremix_plugin.generation.posthoc_ema import (
+    POSTHOC_FORMAT,
+    check_sigma_rel,
+    power_ema_beta,
+    sigma_rel_to_gamma,
+    snapshot_path,
+)
 from scoremix_plugin.io_utils import stable_seed
 
 GENERATOR_DEFAULTS: dict[str, Any] = {

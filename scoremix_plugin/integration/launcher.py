@@ -33,7 +33,6 @@ from ..config import ConfigError, validate_scoremix_block
 from ..errors import MissingInputError
 
 
-
 def _say(message: str) -> None:
     if os.environ.get("RANK", "0") == "0":
         print(f"[scoremix] {message}", file=sys.stderr, flush=True)

@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 
 from ..config import HOST_BASE
+from ..data.scoremix_dataset import check_source
 from ..errors import InputError, MissingInputError, OutputExistsError
 from ..io_utils import refuse_output_overlapping_inputs, sha256_file, write_json_atomic, write_text_atomic
-from ..data.scoremix_dataset import check_source
 from ..synthesis.manifest import Manifest, ManifestError, check_provenance
 
 # Job-config keys the generated config sets beyond the counts (the host's usual recipe values).

@@ -27,10 +27,8 @@ from pathlib import Path
 from scoremix_plugin.io_utils import write_json_atomic
 from scoremix_plugin.pipeline.recipe import RECIPE_DEFAULTS, load_recipe
 from scoremix_plugin.pipeline.report import report_stage
-from scoremix_plugin.pipeline.runner import (Context, PipelineError, Stage, fingerprint, plan, read_marker,
-                                             run_stages)
-from scoremix_plugin.pipeline.stages import (REPORT_NEEDS, STAGE_NAMES, STAGES, verification_targets,
-                                             verify_recogniser)
+from scoremix_plugin.pipeline.runner import Context, PipelineError, Stage, fingerprint, plan, read_marker, run_stages
+from scoremix_plugin.pipeline.stages import REPORT_NEEDS, STAGE_NAMES, STAGES, verification_targets, verify_recogniser
 
 __all__ = ["Context", "PipelineError", "RECIPE_DEFAULTS", "STAGES", "STAGE_NAMES", "Stage", "fingerprint", "log",
            "load_recipe", "pipeline_stages", "read_marker", "run_recipe", "run_stages", "stage_states",

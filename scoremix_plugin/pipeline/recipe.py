@@ -27,14 +27,15 @@ Paths inside are relative to the recipe's folder. Keys (defaults in RECIPE_DEFAU
                                            # edict(kind="smaller", preset="edm2-test", fraction=0.25)
                                            # (a smaller network trained here), or a checkpoint (.pt)
         centres=edict(batch_size=64),      # embedding of the real images for the class centres
-        selection=edict(strategy="far", space="embedding", num_identities=40, max_uses=2,
+        selection=edict(strategy="far", space="embedding", num_identities=40, max_uses=1,
                         k=2, weights=None),  # space: "embedding", "head" or "condition";
                                              # num_identities <= classes * max_uses / k
-        generation=edict(images_per_identity=16, solver="heun", steps=8, guidance="cfg",
-                         guidance_scale=2.5,  # solver: "heun", "euler" or "dpm2m"
+        generation=edict(images_per_identity=16, shard_size=1000,
+                         # + the sampler (generation.settings.SamplerSettings, its defaults and their why):
+                         solver="heun", steps=8, guidance="cfg", guidance_scale=2.5,
                          guidance_interval=None,  # or (sigma_lo, sigma_hi): guide only there
-                         mix_window=None,  # or (sigma_lo, sigma_hi)
-                         shard_size=1000, batch_size=16, bf16=True),
+                         mix_window=None,  # or (sigma_lo, sigma_hi): mix only there
+                         batch_size=16, bf16=True),
         scoremix=edict(ratio=None, aug_real=None, aug_synthetic=None,  # -> config.scoremix block
                        same_steps=True),  # ScoreMix run gets the baseline's optimiser steps
         dataset_report=edict(far=1e-4,     # leak / gate threshold: the cosine where real impostor
@@ -64,6 +65,7 @@ from typing import Any
 
 from easydict import EasyDict as edict
 
+from scoremix_plugin.generation.settings import SAMPLER
 from scoremix_plugin.pipeline.runner import PipelineError, Stage
 
 RECIPE_DEFAULTS: dict[str, Any] = {
@@ -79,9 +81,7 @@ RECIPE_DEFAULTS: dict[str, Any] = {
     "centres": {"batch_size": 64},
     "selection": {"strategy": "far", "space": "embedding", "num_identities": 40, "max_uses": 1, "k": 2,
                   "weights": None},
-    "generation": {"images_per_identity": 16, "solver": "heun", "steps": 8, "guidance": "cfg",
-                   "guidance_scale": 2.5, "guidance_interval": None, "mix_window": None, "shard_size": 1000,
-                   "batch_size": 16, "bf16": True},
+    "generation": {"images_per_identity": 16, "shard_size": 1000, **SAMPLER.to_recipe()},
     "scoremix": {"ratio": None, "aug_real": None, "aug_synthetic": None, "same_steps": True},
     "dataset_report": {"far": 1e-4, "min_share": 0.5},
     "quality_gate": True,
@@ -110,8 +110,14 @@ def load_recipe(path: str | os.PathLike) -> edict:
     """Read a recipe file and fill in the defaults (a block given in the recipe is merged key by key)."""
     from scoremix_plugin.config import read_config_file
 
+    return recipe_from(read_config_file(path), path)
+
+
+def recipe_from(given: Mapping[str, Any], path: str | os.PathLike) -> edict:
+    """``given`` (a recipe's keys) over RECIPE_DEFAULTS, checked as :func:`load_recipe` checks a file; ``path``
+    names the recipe in messages and is what relative paths in it are relative to."""
     p = Path(path)
-    recipe = _fill(RECIPE_DEFAULTS, read_config_file(p), p, "recipe")
+    recipe = _fill(RECIPE_DEFAULTS, given, p, "recipe")
     for key in ("recogniser", "generator"):
         if not recipe[key]:
             raise PipelineError(f"{p}: recipe.{key} (a config file, relative to the recipe) is required")

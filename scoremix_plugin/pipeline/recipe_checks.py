@@ -12,10 +12,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from scoremix_plugin.centres import SPACES
 from scoremix_plugin.checks import check_choice, check_number
 from scoremix_plugin.errors import InputError
 from scoremix_plugin.generation.settings import GUIDANCE, SOLVERS
 from scoremix_plugin.pipeline.runner import PipelineError
+from scoremix_plugin.synthesis.select import STRATEGIES
 
 # key -> ("int"|"float", lo, hi, may be None); bounds inclusive unless noted in OPEN.
 NUMBERS: dict[str, tuple[str, float | None, float | None, bool]] = {
@@ -43,8 +45,8 @@ NUMBERS: dict[str, tuple[str, float | None, float | None, bool]] = {
 }
 OPEN = {"scoremix.ratio", "dataset_report.far"}  # (0, 1): both ends excluded
 WORDS: dict[str, tuple[Any, ...]] = {
-    "selection.strategy": ("far", "near", "random"),
-    "selection.space": ("embedding", "head", "condition"),
+    "selection.strategy": STRATEGIES,
+    "selection.space": SPACES,
     "generation.solver": SOLVERS,
     "generation.guidance": GUIDANCE,
 }

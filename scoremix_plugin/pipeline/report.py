@@ -108,7 +108,7 @@ def run_report(ctx: Context, added: Sequence[str] = ()) -> ReportResult:
         **({"tinyface": _copy(ver.tinyface["cmc"], figs / "tinyface_cmc.png")} if ver.tinyface else {}),
         "accuracy": accuracy_plot(ver.accuracy, ver.accuracy_std, figs / "accuracy.png"),
         "alignment": _copy(align.png, figs / "alignment.png"),
-        "quality": _copy(ctx.dir("generate") / "quality.png", figs / "quality.png"),
+        "consistency": _copy(Path(dsr.report).parent / "consistency.png", figs / "consistency.png"),
         "dataset_scores": _copy(Path(dsr.report).parent / "scores.png", figs / "dataset_scores.png"),
     }
     samples = sorted((ctx.dir("generator") / "samples").glob("*.png"))
@@ -135,8 +135,7 @@ def run_report(ctx: Context, added: Sequence[str] = ()) -> ReportResult:
         "selection": to_json(sel),
         "synthetic": {"identities": gen.num_synthetic_classes, "images": gen.num_synthetic_images,
                       "sampler": {k: g[k] for k in ("solver", "steps", "guidance", "guidance_scale", "guidance_interval",
-                                                    "mix_window")} | {"network_inputs_per_image": _inputs(g, ctx.recipe.selection.k)},
-                      "quality": gen.quality},
+                                                    "mix_window")} | {"network_inputs_per_image": _inputs(g, ctx.recipe.selection.k)}},
         "alignment": {k: v for k, v in to_json(align).items() if k not in ("json", "png")},
         "dataset_report": {"headline": dsr.headline, "gate_passed": dsr.gate_passed, "gate": dsr.gate,
                            "report": str(Path(dsr.report).relative_to(ctx.out))},
@@ -196,11 +195,11 @@ def _reading(r: Mapping[str, Any]) -> str:
     parts = [", ".join(f"{t} {100 * d:+.2f}" for t, d in diffs.items()) + " points with ScoreMix"]
     if within:
         parts.append(f"within one fold-std on {', '.join(within)}")
-    intra = (r["synthetic"].get("quality") or {}).get("intra", {})
+    intra = ((r.get("dataset_report") or {}).get("headline", {}).get("data") or {}).get("consistency_mean")
     text = "**Reading the numbers:** " + "; ".join(parts) + "."
-    if isinstance(intra, Mapping) and intra.get("mean") is not None:
+    if intra is not None:
         text += (f" Images of one synthetic identity agree with each other at a mean cosine of "
-                 f"{intra['mean']:.2f} under the baseline recogniser (1 = identical).")
+                 f"{intra:.2f} under the baseline recogniser (1 = identical).")
     if not r["generator"].get("pretrained"):
         text += (" New identities can only help when the generator renders each mixed identity consistently; a "
                  f"generator trained for {r['generator']['step']} steps on a CPU budget may render coarse traits "
@@ -333,7 +332,7 @@ def report_markdown(r: Mapping[str, Any]) -> str:
                          ("tinyface", "TinyFace CMC, baseline vs ScoreMix"),
                          ("generator_samples", "Generator samples (rows: classes; last row: a 2-way mix)"),
                          ("alignment", "Generator conditions vs recogniser centres"),
-                         ("quality", "Synthetic identities under the baseline recogniser"),
+                         ("consistency", "Synthetic identities under the baseline recogniser: intra-identity cosine"),
                          ("dataset_scores", "Genuine vs impostor cosine, synthetic and real sets")):
         if figs.get(key):
             lines += [f"![{caption}]({figs[key]})", "", f"*{caption}.*", ""]
@@ -343,12 +342,6 @@ def report_markdown(r: Mapping[str, Any]) -> str:
         lines.append(f"| {m} | {_fmt(al.get(m))} | {_fmt(al.get(m + '_shuffled'))} |")
     lines += ["", f"{al.get('num_matched')} classes matched by label.", ""]
     lines += dataset_markdown(r.get("dataset_report"))
-    q = _flatten(syn.get("quality") or {})
-    if q:
-        lines += ["## Synthetic identities (measured with the baseline recogniser)", "",
-                  "| measure | value |", "|---|---:|"]
-        lines += [f"| {k} | {_fmt(v)} |" for k, v in q.items() if isinstance(v, (int, float, str)) or v is None]
-        lines.append("")
     for name, summary in r.get("added_stages", {}).items():
         lines += [f"## Added stage: {name}", "", "| result | value |", "|---|---|"]
         lines += [f"| {k} | {_fmt(v)} |" for k, v in _flatten(summary if isinstance(summary, Mapping)

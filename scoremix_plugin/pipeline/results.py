@@ -82,7 +82,6 @@ class GenerateResult:
     manifest: str
     num_synthetic_classes: int
     num_synthetic_images: int
-    quality: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

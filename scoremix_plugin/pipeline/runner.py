@@ -34,11 +34,11 @@ class PipelineError(ScoreMixError, RuntimeError):
 @dataclass(frozen=True)
 class Stage:
     name: str
-    run: Callable[["Context"], Any]  # does the work; returns its result (a dataclass or a JSON-able mapping)
+    run: Callable[[Context], Any]  # does the work; returns its result (a dataclass or a JSON-able mapping)
     needs: tuple[str, ...]  # stages whose results it reads
-    settings: Callable[["Context"], Any]  # the recipe settings it reads (fingerprinted)
-    outputs: Callable[["Context"], Sequence[Path]]  # files that must exist when it is complete
-    files: Callable[["Context"], Sequence[Path]] = lambda ctx: ()  # config files it reads (hashed)
+    settings: Callable[[Context], Any]  # the recipe settings it reads (fingerprinted)
+    outputs: Callable[[Context], Sequence[Path]]  # files that must exist when it is complete
+    files: Callable[[Context], Sequence[Path]] = lambda ctx: ()  # config files it reads (hashed)
     help: str = ""
     folder: str | None = None  # its output folder under OUT (None: its name; "": OUT itself)
     result: type | None = None  # the dataclass its run returns (rebuilt from the marker); None: a dict
@@ -74,7 +74,7 @@ class Context:
         s = self.stages.get(stage)
         return summary if s is None or s.result is None else from_json(s.result, summary)
 
-    def adopt(self, other: "Context", names: Sequence[str]) -> None:
+    def adopt(self, other: Context, names: Sequence[str]) -> None:
         """Use ``other``'s finished stages ``names`` as this run's inputs (shared stages of an experiment)."""
         for name in names:
             if name not in other.markers:

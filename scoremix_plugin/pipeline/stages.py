@@ -35,10 +35,18 @@ from typing import Any
 
 from scoremix_plugin.generation.pretrained import is_pretrained_ref
 from scoremix_plugin.io_utils import write_json_atomic
-from scoremix_plugin.pipeline.results import (AlignResult, CentresResult, DataResult, DatasetReportResult,
-                                              GenerateResult,
-                                              GeneratorResult, MergeResult, RecogniserResult, SelectResult,
-                                              VerifyResult)
+from scoremix_plugin.pipeline.results import (
+    AlignResult,
+    CentresResult,
+    DataResult,
+    DatasetReportResult,
+    GenerateResult,
+    GeneratorResult,
+    MergeResult,
+    RecogniserResult,
+    SelectResult,
+    VerifyResult,
+)
 from scoremix_plugin.pipeline.runner import Context, PipelineError, Stage, to_json
 
 
@@ -317,14 +325,13 @@ def run_select(ctx: Context) -> SelectResult:
                         float(d.max()))
 
 
-# Stage: generate (ScoreMix shards + manifest, and the synthetic identities' quality).
+# Stage: generate (ScoreMix shards + manifest; their quality is the dataset_report stage's).
 
 
 def run_generate(ctx: Context) -> GenerateResult:
     from scoremix_plugin.synthesis.generate import GenerateSettings, generate
-    from scoremix_plugin.synthesis.quality import quality_report
 
-    g, out, centres = ctx.recipe.generation, ctx.dir("generate"), ctx.result("centres")
+    g, out = ctx.recipe.generation, ctx.dir("generate")
     settings = GenerateSettings(
         ckpt=ctx.result("generator").checkpoint, pairs=ctx.result("select").pairs, real=ctx.result("data").rec,
         images_per_identity=g.images_per_identity, shard_size=g.shard_size, steps=g.steps, solver=g.solver,
@@ -336,9 +343,7 @@ def run_generate(ctx: Context) -> GenerateResult:
         **({"mix_space": g.mix_space} if g.get("mix_space", "score") != "score" else {}),
     )
     manifest = generate(settings, out, device=ctx.recipe.device, grids=True)
-    quality = quality_report(out, centres.onnx, real_centres=centres.embedding, device=ctx.recipe.device)
-    return GenerateResult(str(manifest.path), manifest.num_synthetic_classes, manifest.num_synthetic_images,
-                          quality.get("summary", {}))
+    return GenerateResult(str(manifest.path), manifest.num_synthetic_classes, manifest.num_synthetic_images)
 
 
 # Stage: dataset_report (the synthetic and the real set under the baseline recogniser; the quality gate).

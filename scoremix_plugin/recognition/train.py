@@ -149,9 +149,9 @@ def train(cfg: edict | str | os.PathLike, *, progress: bool = True, **overrides:
     if overrides or not isinstance(cfg, edict):
         cfg = edict({**cfg, **overrides})
 
-    from scoremix_plugin.distributed import barrier, init_distributed
-    from scoremix_plugin.data.loader import EpochSampler, build_train_dataset, seed_worker
     from scoremix_plugin.backbones import get_backbone
+    from scoremix_plugin.data.loader import EpochSampler, build_train_dataset, seed_worker
+    from scoremix_plugin.distributed import barrier, init_distributed
     from scoremix_plugin.recognition.losses import MarginSoftmaxHead, margin_loss_from_config
 
     # Section: processes, seeds, output folder (config values checked first: nothing is written for a bad one).

@@ -15,8 +15,19 @@ from pathlib import Path
 
 import numpy as np
 
-from .format import (IR_SIZE, Closing, LENGTH_MASK, MAGIC, MAX_EXACT_LABEL, IRHeader, RecordIOError, decode_image, first_label, read_framed,
-                     unpack)
+from .format import (
+    IR_SIZE,
+    LENGTH_MASK,
+    MAGIC,
+    MAX_EXACT_LABEL,
+    Closing,
+    IRHeader,
+    RecordIOError,
+    decode_image,
+    first_label,
+    read_framed,
+    unpack,
+)
 from .reader import IndexedRecordIOReader
 
 
@@ -127,7 +138,7 @@ class FaceRecFolder(Closing):
             expect = b
         if expect != len(self) + 1:
             raise RecordIOError(f"identity ranges end at key {expect}, images at key {len(self)}", file=self.rec_path)
-        self.identity_ranges  # a label with two ranges (not contiguous) raises here
+        _ = self.identity_ranges  # a label with two ranges (not contiguous) raises here
 
     def _whole(self, value: float, key: int, what: str) -> int:
         if not float(value).is_integer() or not 0 <= value < MAX_EXACT_LABEL:

@@ -317,8 +317,6 @@ def pack_img(header, img_bgr: np.ndarray, quality: int = 95, img_fmt: str = ".jp
 
 def unpack_img(record: bytes, iscolor: int = -1) -> tuple[IRHeader, np.ndarray]:
     """Record buffer -> (IRHeader, image as cv2 decodes it: BGR)."""
-    import cv2
-
     header, payload = unpack(record)
     img = _imdecode(payload, iscolor)
     if img is None:

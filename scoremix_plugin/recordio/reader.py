@@ -63,7 +63,7 @@ class RecordIOReader(Closing):
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self._file = _MappedFile(self.path)
-        self._file.buf  # fail now on a missing file
+        _ = self._file.buf  # fail now on a missing file
         self._pos = 0
 
     def read(self) -> bytes | None:

@@ -14,10 +14,22 @@ from pathlib import Path
 
 import numpy as np
 
-from .format import (Committing, IR_FORMAT, IR_SIZE, MAGIC, MAGIC_BYTES, MAX_EXACT_LABEL, MAX_RECORD_LENGTH, IRHeader, RecordIOError,
-                     encode_jpeg, frame_pieces, image_size, pack)
 from ..io_utils import tmp_name, write_text_atomic
-
+from .format import (
+    IR_FORMAT,
+    IR_SIZE,
+    MAGIC,
+    MAGIC_BYTES,
+    MAX_EXACT_LABEL,
+    MAX_RECORD_LENGTH,
+    Committing,
+    IRHeader,
+    RecordIOError,
+    encode_jpeg,
+    frame_pieces,
+    image_size,
+    pack,
+)
 
 # Record framing (magic, lrec) and the image's IRHeader in one pack: the shard writer's per-image fast path.
 _FRAMED_IMAGE_HEADER = struct.Struct("<II" + IR_FORMAT.lstrip("<"))

@@ -1,5 +1,5 @@
-"""Synthetic identities: pick class pairs (select), sample them into RecordIO shards (generate),
-score the result (quality) and compare representation spaces (align).
+"""Synthetic identities: pick class pairs (select), sample them into RecordIO shards (generate)
+and compare representation spaces (align).
 
 Submodules are imported on demand; importing this package loads nothing heavy.
 """

@@ -11,12 +11,12 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import json
 import math
 
 from scoremix_plugin.checks import number_arg
 from scoremix_plugin.errors import InputError
-from scoremix_plugin.generation.settings import GUIDANCE, SOLVERS
+from scoremix_plugin.generation.settings import GUIDANCE, MIX_SPACES, SAMPLER, SOLVERS
+from scoremix_plugin.synthesis.select import STRATEGIES
 
 
 def _window(flag: str):
@@ -56,7 +56,7 @@ def _weights(text: str) -> list[float]:
 
 def add_select_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--centres", required=True, help="centres .npz (scoremix embed / export-conditions)")
-    p.add_argument("--strategy", choices=("far", "near", "random"), default="far")
+    p.add_argument("--strategy", choices=STRATEGIES, default="far")
     p.add_argument("--num-identities", type=int, required=True, help="new identities to choose")
     p.add_argument("--max-uses", type=int, default=1, help="how many identities one real class may join")
     p.add_argument("--k", type=int, default=2, help="classes per identity (2 = pairs)")
@@ -95,34 +95,32 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--real", required=True, help="the real RecordIO folder (its classes come first)")
     p.add_argument("--images-per-identity", type=int, required=True)
     p.add_argument("--shard-size", type=int, default=1000, help="identities per shard")
-    p.add_argument("--steps", type=int, default=32)
-    p.add_argument("--solver", choices=SOLVERS, default="heun",
+    # The sampler's defaults: generation.settings.SamplerSettings.
+    p.add_argument("--steps", type=int, default=SAMPLER.steps)
+    p.add_argument("--solver", choices=SOLVERS, default=SAMPLER.solver,
                    help="heun (2N-1 evaluations), euler or dpm2m (N each; dpm2m is 2nd order)")
-    p.add_argument("--guidance", choices=GUIDANCE, default="none")
-    p.add_argument("--guidance-scale", type=number_arg("--guidance-scale", lo=0, hi=100), default=1.0)
+    p.add_argument("--guidance", choices=GUIDANCE, default=SAMPLER.guidance)
+    p.add_argument("--guidance-scale", type=number_arg("--guidance-scale", lo=0, hi=100), default=SAMPLER.guidance_scale)
     p.add_argument("--guide", default=None, help="reference generator for autoguidance")
-    p.add_argument("--mix-window", type=_window("--mix-window"), default=None,
+    p.add_argument("--mix-window", type=_window("--mix-window"), default=SAMPLER.mix_window,
                    help="'sigma_lo,sigma_hi': mix only inside")
-    p.add_argument("--guidance-interval", type=_window("--guidance-interval"), default=None,
+    p.add_argument("--guidance-interval", type=_window("--guidance-interval"), default=SAMPLER.guidance_interval,
                    help="'sigma_lo,sigma_hi': guide only where lo < sigma <= hi (the reference is not evaluated "
                         "outside: fewer network inputs)")
-    p.add_argument("--mix-space", choices=("score", "condition"), default="score",
+    p.add_argument("--mix-space", choices=MIX_SPACES, default=MIX_SPACES[0],
                    help="score: mix denoiser outputs (ScoreMix); condition: one forward on the weighted class "
                         "embeddings (AugGen)")
     p.add_argument("--mix-weights", type=_weights, default=None,
                    help="mixing weights for every identity instead of the pairs file's, e.g. 0.7,0.7 (AugGen's "
                         "condition weights; score mixing needs convex ones)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=64, help="images per sampler call")
+    p.add_argument("--batch-size", type=int, default=SAMPLER.batch_size, help="images per sampler call")
     p.add_argument("--device", default=None)
-    p.add_argument("--bf16", action="store_true", help="run the network under bfloat16 autocast")
-    p.add_argument("--embedder", default=None, help="recogniser (.onnx / .pt) for the quality report")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=SAMPLER.bf16,
+                   help="run the network under bfloat16 autocast")
+    p.add_argument("--embedder", default=None,
+                   help="recogniser (.onnx / .pt): the dataset report (OUT/report/) and its quality gate after generation")
     p.add_argument("--network", default=None, help="backbone name for a .pt embedder")
-    p.add_argument("--real-centres", default=None, help="centres.npz of the real classes (nearest real class)")
-    p.add_argument("--filter-real-cos", type=number_arg("--filter-real-cos", lo=-1, hi=1), default=None,
-                   help="report: drop identities whose nearest real class is at cosine >= T")
-    p.add_argument("--filter-min-intra", type=number_arg("--filter-min-intra", lo=-1, hi=1), default=None,
-                   help="report: drop identities whose mean intra-identity cosine is < T")
     p.add_argument("--no-grids", action="store_true", help="skip the per-shard sample grid PNGs")
     p.add_argument("--drop-leaks", action="store_true",
                    help="with --embedder: write OUT/leak-free/ without identities that leak (datareport.filter)")
@@ -153,12 +151,6 @@ def run_generate(args) -> int:
     print(f"{manifest.num_synthetic_classes} identities, {manifest.num_synthetic_images} images in "
           f"{len(manifest.shards)} shard(s) -> {manifest.path}")
     if args.embedder:
-        from scoremix_plugin.synthesis.quality import quality_report
-
-        rep = quality_report(args.out, args.embedder, network=args.network, real_centres=args.real_centres,
-                             filter_real_cos=args.filter_real_cos, filter_min_intra=args.filter_min_intra,
-                             device=args.device)
-        print(json.dumps(rep["summary"]))
         from scoremix_plugin.datareport.cli import bins_from_args
         from scoremix_plugin.datareport.filter import check_generation
 

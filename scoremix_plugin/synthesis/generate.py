@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from scoremix_plugin.errors import InputError, OutputLockedError
+from scoremix_plugin.generation.settings import SAMPLER
 from scoremix_plugin.io_utils import refuse_output_overlapping_inputs, sha256_file, write_json_atomic
 from scoremix_plugin.synthesis.manifest import FORMAT, Manifest, ManifestError, Shard
 
@@ -56,16 +57,17 @@ class GenerateSettings:
     real: str  # real RecordIO folder: its classes are labels 0..C_real-1
     images_per_identity: int
     shard_size: int = 1000  # identities per shard
-    steps: int = 32  # solver steps (Heun: 2*steps-1 evaluations)
-    solver: str = "heun"
-    guidance: str = "none"  # none | cfg | autoguidance
-    guidance_scale: float = 1.0  # w; 1 = no guidance
+    # The sampler: defaults and their meaning in generation.settings.SamplerSettings.
+    steps: int = SAMPLER.steps
+    solver: str = SAMPLER.solver
+    guidance: str = SAMPLER.guidance
+    guidance_scale: float = SAMPLER.guidance_scale
     guide: str | None = None  # weaker generator (autoguidance)
-    mix_window: tuple[float, float] | None = None  # (sigma_lo, sigma_hi): mix only inside; None = everywhere
-    guidance_interval: tuple[float, float] | None = None  # (sigma_lo, sigma_hi): guide only inside; None = everywhere
+    mix_window: tuple[float, float] | None = SAMPLER.mix_window
+    guidance_interval: tuple[float, float] | None = SAMPLER.guidance_interval
     seed: int = 0
-    batch_size: int = 64  # images per sampler call (part of the plan: batches shape the float maths)
-    bf16: bool = False  # network under bfloat16 autocast
+    batch_size: int = SAMPLER.batch_size
+    bf16: bool = SAMPLER.bf16
     mix_space: str = "score"  # score: mix denoiser outputs (ScoreMix); condition: mix class embeddings (AugGen)
     mix_weights: tuple[float, ...] | None = None  # every identity's weights instead of the pairs file's
 

@@ -79,7 +79,7 @@ class Manifest:
     # Reading and writing.
 
     @classmethod
-    def read(cls, path: str | os.PathLike) -> "Manifest":
+    def read(cls, path: str | os.PathLike) -> Manifest:
         """Read a manifest (the file, or the folder holding ``manifest.json``) and check its keys and types."""
         p = Path(path)
         if p.is_dir():
@@ -93,7 +93,7 @@ class Manifest:
         return cls.from_json(m, p)
 
     @classmethod
-    def from_json(cls, m: Any, path: str | os.PathLike) -> "Manifest":
+    def from_json(cls, m: Any, path: str | os.PathLike) -> Manifest:
         """The manifest held by the JSON value ``m`` of the file ``path`` (paths resolve against its folder)."""
         p = _abs(path)
         if not isinstance(m, dict) or m.get("format") != FORMAT:
@@ -159,7 +159,7 @@ class Manifest:
                           "rec_sha256": s.rec_sha256, "idx_sha256": s.idx_sha256} for s in self.shards]
         return out
 
-    def write(self, path: str | os.PathLike | None = None) -> "Manifest":
+    def write(self, path: str | os.PathLike | None = None) -> Manifest:
         """Write atomically to ``path`` (default: where it belongs); returns the manifest as written."""
         m = self if path is None else replace(self, path=_abs(path))
         write_json_atomic(m.path, m.to_json())
@@ -167,7 +167,7 @@ class Manifest:
 
     # Checks.
 
-    def validate(self, *, check_sha: bool = True, allow_partial: bool = False) -> "Manifest":
+    def validate(self, *, check_sha: bool = True, allow_partial: bool = False) -> Manifest:
         """Check the manifest describes a usable set of shards; returns itself.
 
         Label ranges do not overlap and, sorted, run contiguously from ``real_num_classes`` to

@@ -202,9 +202,8 @@ def read_pairs(pairs_file: str | os.PathLike) -> list[tuple[str, str, bool]]:
 def _read_aligned(root: Path, rel: str, cache: dict[str, bytes]) -> bytes:
     if rel in cache:
         return cache[rel]
-    from scoremix_plugin.recordio import decode_image
-
     from scoremix_plugin.io_utils import check_inside
+    from scoremix_plugin.recordio import decode_image
 
     path = check_inside(root, rel, "pairs file")  # never open (nor quote) a file outside --images
     if not path.is_file() and path.suffix.lower() == ".jpg" and path.with_suffix(".png").is_file():

@@ -301,8 +301,12 @@ def run_verify_tinyface(args: argparse.Namespace) -> int:
 
     from scoremix_plugin.io_utils import atomic_path, write_json_atomic
     from scoremix_plugin.verification.report import format_tinyface_table, write_tinyface_report
-    from scoremix_plugin.verification.tinyface import (evaluate_tinyface_features, image_features, load_features,
-                                                       read_tinyface)
+    from scoremix_plugin.verification.tinyface import (
+        evaluate_tinyface_features,
+        image_features,
+        load_features,
+        read_tinyface,
+    )
 
     if args.save_features and Path(args.save_features).exists():
         raise InputError(f"--save-features {args.save_features} already exists; remove it or name another file")

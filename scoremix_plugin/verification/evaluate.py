@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -60,7 +61,7 @@ class OnnxEmbedder:
         except Exception as e:  # noqa: BLE001 - a CUDA provider that cannot start falls back to CPU
             if providers == ["CPUExecutionProvider"]:
                 raise InputError(f"{self.path}: onnxruntime cannot load the model: {e}") from e
-            warnings.warn(f"{self.path}: providers {providers} failed ({e}); using CPUExecutionProvider")
+            warnings.warn(f"{self.path}: providers {providers} failed ({e}); using CPUExecutionProvider", stacklevel=2)
             self.session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
         self.providers = self.session.get_providers()
 

@@ -26,8 +26,8 @@ count changes only where two scores lie within that rounding of each other.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

@@ -27,9 +27,10 @@ Reading the files is ``ijb_meta``; the Markdown table and ROC plot are ``report.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -19,8 +19,9 @@ report G1 and G2 apart, each with the probes of its own subjects, and their mean
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 

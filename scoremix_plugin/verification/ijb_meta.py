@@ -17,9 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from scoremix_plugin.io_utils import check_inside
-
 from scoremix_plugin.errors import ScoreMixError
+from scoremix_plugin.io_utils import check_inside
 
 TARGETS: tuple[str, ...] = ("IJBB", "IJBC")
 MAX_LISTED = 10  # problems named in one message; the rest are counted
