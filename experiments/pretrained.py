@@ -251,6 +251,35 @@ def curve(name: str) -> list[dict]:
     return sorted(rows, key=lambda r: r["step"])
 
 
+def curve_table(name: str) -> str:
+    """The curve as Markdown: per step, every FAR's shares (real / single-class / far mixes) and the verdict."""
+    lines = [f"### {name}", "", "| step | epochs | train CPU min | top-1 | judged at FAR | real | classes recognised | "
+             "far mixes recognised | mix intra | mix nearest is a source | passes | at 1e-4: real / single / mix | "
+             "at 1e-2: real / single / mix |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    t = GENERATORS[name]["toy"]
+    for f in sorted(RESULTS.glob(f"{name}-*.json"), key=lambda f: int(f.stem.split("-")[1]) if f.stem.split("-")[1]
+                    .isdigit() else 0):
+        r = json.loads(f.read_text())
+        if f.stem != f"{name}-{r.get('step')}":
+            continue
+        v = verdict(r)
+        cpu = r.get("train_cpu_s")
+        by = v["by_far"]
+
+        def trio(far: str) -> str:
+            b = by.get(far, {})
+            return " / ".join(f"{b[k]:.2f}" if b.get(k) is not None else "-" for k in ("real", "single", "mix"))
+
+        lines.append(f"| {r['step']} | {r['step'] * 32 / (t['identities'] * t['images_per_identity']):.0f} | "
+                     f"{cpu / 60:.0f} | " if cpu else f"| {r['step']} | "
+                     f"{r['step'] * 32 / (t['identities'] * t['images_per_identity']):.0f} | - | ")
+        lines[-1] += (f"{v.get('single_top1', float('nan')):.3f} | {v['far']} | {v['real_recognised']:.2f} | "
+                      f"{v.get('single_recognised', float('nan')):.3f} | {v.get('mix_recognised', float('nan')):.3f} | "
+                      f"{v.get('mix_intra', float('nan')):.3f} | {v.get('mix_source_share', float('nan')):.3f} | "
+                      f"{'yes' if v['passes'] else 'no'} | {trio('0.0001')} | {trio('0.01')} |")
+    return "\n".join(lines) + "\n"
+
+
 def plot_curve(name: str) -> Path | None:
     from scoremix_plugin.io_utils import pyplot, save_figure
 
@@ -355,7 +384,11 @@ def main(argv: list[str] | None = None) -> int:
             p.error("ship needs --step")
         ship(args.name, work, args.step)
     else:
-        print(json.dumps(curve(args.name), indent=1))
+        from scoremix_plugin.io_utils import write_text_atomic
+
+        text = curve_table(args.name)
+        write_text_atomic(RESULTS / f"{args.name}-curve.md", text)
+        print(text)
         plot_curve(args.name)
     return 0
 
