@@ -1079,6 +1079,23 @@ def _(fx, tmp):
                 "--no-progress"], "generator.sha256")
 
 
+@case("merge: manifest's real folder moved away, another dataset given")
+def _(fx, tmp):
+    import json
+    import shutil
+
+    from scoremix_plugin.toydata import write_toy_dataset
+
+    shutil.copytree(fx.syn, tmp / "syn")
+    m = json.loads((tmp / "syn" / "manifest.json").read_text())
+    m["real"]["rec"] = str(tmp / "gone")  # the recorded folder no longer exists: only real.idx_sha256 can tell
+    (tmp / "syn" / "manifest.json").write_text(json.dumps(m))
+    write_toy_dataset(tmp / "other", num_identities=6, images_per_identity=4, num_test_identities=4, num_pairs=10,
+                      seed=7)
+    return Bad(["merge", "--real", S(tmp / "other"), "--synthetic", S(tmp / "syn"), "--out", S(tmp / "m"),
+                "--no-progress"], "other")
+
+
 def _idx_copy(fx, tmp, edit):
     import shutil
 
@@ -1103,6 +1120,16 @@ def _(fx, tmp):
 
     data = _idx_copy(fx, tmp, edit)
     return Bad(["rec", "to-folder", S(data), S(tmp / "out"), "--no-progress"], "same record")
+
+
+@case("rec info: index offset near 2**63")
+def _(fx, tmp):
+    def edit(rows):
+        rows[1][1] = str(2**63 - 4)
+        return rows
+
+    data = _idx_copy(fx, tmp, edit)
+    return Bad(["rec", "info", S(data)], "train.idx")
 
 
 @case("make-bin: pairs line outside --images")

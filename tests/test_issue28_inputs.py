@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -171,3 +172,40 @@ def test_overwrite_replaces_an_earlier_output(tmp_path, capsys):
     assert main(["align", "--a", str(tmp_path / "c.npz"), "--b", str(tmp_path / "c.npz"), "--json",
                  str(tmp_path / "c.npz"), "--overwrite"]) == 2  # never over an input
     assert "is --a" in capsys.readouterr().err
+
+
+# The manifest records the real folder's train.idx sha256: a moved real folder is still verified.
+
+
+def test_manifest_real_idx_sha256_verifies_a_moved_real_folder(tmp_path):
+    import json
+    import shutil
+
+    from scoremix_plugin.io_utils import sha256_file
+    from scoremix_plugin.synthesis.manifest import Manifest, ManifestError, check_provenance
+
+    real = _insightface(tmp_path / "real", [0, 0, 1, 1], [(1, 3), (3, 5)])
+    other = _insightface(tmp_path / "other", [0, 0, 1, 1, 1], [(1, 3), (3, 6)])  # another dataset
+    (tmp_path / "syn").mkdir()
+    m = Manifest(path=tmp_path / "syn" / "manifest.json", real_num_classes=2, real_num_image=4, real_rec=real,
+                 num_synthetic_classes=0, num_synthetic_images=0, generator={}, selection={}, sampler={},
+                 real_idx_sha256=sha256_file(real / "train.idx"))
+    m.write()
+    on_disk = json.loads(m.path.read_text())
+    assert on_disk["real"]["idx_sha256"] == m.real_idx_sha256
+    m = Manifest.read(m.path)
+    assert m.real_idx_sha256 == sha256_file(real / "train.idx")
+    moved = Path(shutil.move(real, tmp_path / "moved"))  # the recorded folder is gone
+    check_provenance(m, real_dir=moved)  # the same data, elsewhere: fine
+    with pytest.raises(ManifestError, match=r"--real .*other holds other data"):
+        check_provenance(m, real_dir=other)  # before: unverifiable once the recorded folder was gone
+    # Without the key (older manifests): today's rule, nothing to compare once the recorded folder is gone.
+    del on_disk["real"]["idx_sha256"]
+    m.path.write_text(json.dumps(on_disk))
+    old = Manifest.read(m.path)
+    assert old.real_idx_sha256 is None and "idx_sha256" not in old.to_json()["real"]
+    check_provenance(old, real_dir=other)
+    on_disk["real"]["idx_sha256"] = "not a hash"
+    m.path.write_text(json.dumps(on_disk))
+    with pytest.raises(ManifestError, match="real.idx_sha256"):
+        Manifest.read(m.path)
