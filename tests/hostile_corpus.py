@@ -788,8 +788,9 @@ def _(fx, tmp):
 
 @case("make-bin: pairs file missing")
 def _(fx, tmp):
-    return Bad(["make-bin", "--pairs", S(tmp / "pairs.txt"), "--images", S(tmp), "--out", S(tmp / "x.bin")],
-               "pairs.txt")
+    (tmp / "images").mkdir()  # (an --out inside --images would be refused first: the output rule)
+    return Bad(["make-bin", "--pairs", S(tmp / "pairs.txt"), "--images", S(tmp / "images"), "--out",
+                S(tmp / "x.bin")], "pairs.txt")
 
 
 @case("verify: .bin is garbage")
