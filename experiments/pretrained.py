@@ -266,7 +266,7 @@ def curve_table(name: str) -> str:
         cpu = r.get("train_cpu_s")
         by = v["by_far"]
 
-        def trio(far: str) -> str:
+        def trio(far: str, by: dict = by) -> str:
             b = by.get(far, {})
             return " / ".join(f"{b[k]:.2f}" if b.get(k) is not None else "-" for k in ("real", "single", "mix"))
 

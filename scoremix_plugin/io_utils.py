@@ -137,10 +137,13 @@ def refuse_existing_output(folder: str | os.PathLike, patterns: tuple[str, ...],
 
 
 def refuse_output_file(out: str | os.PathLike, *, overwrite: bool = False, inputs: dict[str, Any] | None = None,
-                       what: str = "--out") -> None:
+                       folders: dict[str, Any] | None = None, what: str = "--out") -> None:
     """The one rule for a command that writes one file: never over an input (not even with ``--overwrite``),
-    and never over an existing file unless ``overwrite`` (the user says the file is theirs to replace)."""
+    never into a folder the command reads (``folders``: flag -> folder; not even with ``--overwrite``), and
+    never over an existing file unless ``overwrite`` (the user says the file is theirs to replace)."""
     o = Path(out)
+    if folders:
+        refuse_output_overlapping_inputs(out, folders, what=what)
     for flag, path in (inputs or {}).items():
         if path is not None and Path(path).exists() and o.resolve() == Path(path).resolve():
             raise OutputExistsError(f"{what} {out} is {flag} {path}: the command reads it; write elsewhere")
@@ -148,6 +151,18 @@ def refuse_output_file(out: str | os.PathLike, *, overwrite: bool = False, input
         raise OutputExistsError(f"{what} {out} is a folder; name a file")
     if o.exists() and not overwrite:
         raise OutputExistsError(f"{what} {out} already exists; choose another name or pass --overwrite")
+
+
+def refuse_output_folder(out: str | os.PathLike, patterns: tuple[str, ...], *, overwrite: bool = False,
+                         inputs: dict[str, Any] | None = None, what: str = "--out", may_contain: bool = False) -> None:
+    """The same rule for a command that writes named files into a folder (a report, an image tree): never
+    onto, into or around an input (``inputs``: flag -> path; ``may_contain`` as in
+    :func:`refuse_output_overlapping_inputs`), and never over files matching ``patterns`` unless ``overwrite``."""
+    if Path(out).exists() and not Path(out).is_dir():
+        raise OutputExistsError(f"{what} {out} is a file; name a folder")
+    refuse_output_overlapping_inputs(out, inputs or {}, what=what, may_contain=may_contain)
+    if not overwrite:
+        refuse_existing_output(out, patterns, what=what, hint="choose another folder or pass --overwrite")
 
 
 def check_state_tensors(state: Any, path: str | os.PathLike, expected: dict[str, tuple[int, ...]] | None = None,

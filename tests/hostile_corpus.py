@@ -790,8 +790,9 @@ def _(fx, tmp):
 
 @case("make-bin: pairs file missing")
 def _(fx, tmp):
-    return Bad(["make-bin", "--pairs", S(tmp / "pairs.txt"), "--images", S(tmp), "--out", S(tmp / "x.bin")],
-               "pairs.txt")
+    (tmp / "images").mkdir()  # (an --out inside --images would be refused first: the output rule)
+    return Bad(["make-bin", "--pairs", S(tmp / "pairs.txt"), "--images", S(tmp / "images"), "--out",
+                S(tmp / "x.bin")], "pairs.txt")
 
 
 @case("verify: .bin is garbage")
@@ -1081,6 +1082,23 @@ def _(fx, tmp):
                 "--no-progress"], "generator.sha256")
 
 
+@case("merge: manifest's real folder moved away, another dataset given")
+def _(fx, tmp):
+    import json
+    import shutil
+
+    from scoremix_plugin.toydata import write_toy_dataset
+
+    shutil.copytree(fx.syn, tmp / "syn")
+    m = json.loads((tmp / "syn" / "manifest.json").read_text())
+    m["real"]["rec"] = str(tmp / "gone")  # the recorded folder no longer exists: only real.idx_sha256 can tell
+    (tmp / "syn" / "manifest.json").write_text(json.dumps(m))
+    write_toy_dataset(tmp / "other", num_identities=6, images_per_identity=4, num_test_identities=4, num_pairs=10,
+                      seed=7)
+    return Bad(["merge", "--real", S(tmp / "other"), "--synthetic", S(tmp / "syn"), "--out", S(tmp / "m"),
+                "--no-progress"], "other")
+
+
 def _idx_copy(fx, tmp, edit):
     import shutil
 
@@ -1105,6 +1123,16 @@ def _(fx, tmp):
 
     data = _idx_copy(fx, tmp, edit)
     return Bad(["rec", "to-folder", S(data), S(tmp / "out"), "--no-progress"], "same record")
+
+
+@case("rec info: index offset near 2**63")
+def _(fx, tmp):
+    def edit(rows):
+        rows[1][1] = str(2**63 - 4)
+        return rows
+
+    data = _idx_copy(fx, tmp, edit)
+    return Bad(["rec", "info", S(data)], "train.idx")
 
 
 @case("make-bin: pairs line outside --images")
@@ -1143,6 +1171,176 @@ def _(fx, tmp):
 @case("train-generator: disk full while saving")
 def _(fx, tmp):
     return Bad(["train-generator", S(fx.gen_cfg(tmp))], "could not save", before=_full_disk)
+
+
+# ----------------------------------------------------------------------------------------------
+# The output rule for every writer: never over a file the command did not make (unless --overwrite),
+# never over an input nor into a folder the command reads (not even with --overwrite).
+
+
+def _existing(path: Path, text: str = "the user's file\n") -> Path:
+    path.write_text(text)
+    return path
+
+
+@case("export: --out exists")
+def _(fx, tmp):
+    out = _existing(tmp / "m.onnx")
+    return Bad(_export(fx, tmp, fx.model), S(out), keep=[out])
+
+
+@case("export: --json exists")
+def _(fx, tmp):
+    j = _existing(tmp / "e.json")
+    return Bad(_export(fx, tmp, fx.model, "r10_tiny", "--json", S(j)), S(j), keep=[j])
+
+
+@case("export: --out is --model, with --overwrite")
+def _(fx, tmp):
+    import shutil
+
+    model = Path(shutil.copy(fx.model, tmp / "model.pt"))
+    return Bad(["export", "--model", S(model), "--network", "r10_tiny", "--out", S(model), "--no-check",
+                "--overwrite"], "--model", keep=[model])
+
+
+@case("embed: --out exists")
+def _(fx, tmp):
+    out = _existing(tmp / "h.npz")
+    return Bad(["embed", "--checkpoint", S(fx.nan_head), "--out", S(out)], S(out), keep=[out])
+
+
+@case("embed: --out is a --checkpoint, with --overwrite")
+def _(fx, tmp):
+    import shutil
+
+    ck = Path(shutil.copy(fx.nan_head, tmp / "checkpoint_rank0.pt"))
+    return Bad(["embed", "--checkpoint", S(tmp / "checkpoint_rank*.pt"), "--out", S(ck), "--overwrite"],
+               "--checkpoint", keep=[ck])
+
+
+@case("embed: --out inside --data")
+def _(fx, tmp):
+    import shutil
+
+    data = Path(shutil.copytree(fx.toy, tmp / "data"))
+    return Bad(["embed", "--model", S(fx.model), "--network", "r10_tiny", "--data", S(data), "--out",
+                S(data / "c.npz"), "--device", "cpu", "--no-progress", "--overwrite"], "--data", keep=[data])
+
+
+@case("export-conditions: --out exists")
+def _(fx, tmp):
+    out = _existing(tmp / "c.npz")
+    return Bad(["export-conditions", "--ckpt", S(fx.gen), "--out", S(out)], S(out), keep=[out])
+
+
+@case("export-conditions: --out is --ckpt, with --overwrite")
+def _(fx, tmp):
+    import shutil
+
+    ck = Path(shutil.copy(fx.gen, tmp / "gen.pt"))
+    return Bad(["export-conditions", "--ckpt", S(ck), "--out", S(ck), "--overwrite"], "--ckpt", keep=[ck])
+
+
+@case("sample: --out exists")
+def _(fx, tmp):
+    out = _existing(tmp / "grid.png")
+    return Bad(_sample(fx, tmp, "--classes", "1,2"), S(out), keep=[out])
+
+
+@case("sample: --out's settings .json exists")
+def _(fx, tmp):
+    j = _existing(tmp / "grid.json")
+    return Bad(_sample(fx, tmp, "--classes", "1,2"), S(j), keep=[j])
+
+
+@case("select: --out exists")
+def _(fx, tmp):
+    out = _existing(tmp / "pairs.csv")
+    return Bad(_select(fx, tmp, "--num-identities", "2"), S(out), keep=[out])
+
+
+@case("select: --out's settings .json exists")
+def _(fx, tmp):
+    j = _existing(tmp / "pairs.csv.json")
+    return Bad(_select(fx, tmp, "--num-identities", "2"), S(j), keep=[j])
+
+
+@case("align: --json exists")
+def _(fx, tmp):
+    j = _existing(tmp / "al.json")
+    return Bad(["align", "--a", S(fx.centres), "--b", S(fx.centres), "--json", S(j)], S(j), keep=[j])
+
+
+@case("align: --out holds an alignment")
+def _(fx, tmp):
+    (tmp / "al").mkdir()
+    j = _existing(tmp / "al" / "alignment.json")
+    return Bad(["align", "--a", S(fx.centres), "--b", S(fx.centres), "--out", S(tmp / "al")], "alignment.json",
+               keep=[j])
+
+
+@case("make-bin: --out exists")
+def _(fx, tmp):
+    out = _existing(tmp / "x.bin")
+    return Bad(["make-bin", "--rec", S(fx.toy), "--num-pairs", "4", "--out", S(out)], S(out), keep=[out])
+
+
+@case("make-bin: --out inside --rec, with --overwrite")
+def _(fx, tmp):
+    import shutil
+
+    data = Path(shutil.copytree(fx.toy, tmp / "data"))
+    return Bad(["make-bin", "--rec", S(data), "--num-pairs", "4", "--out", S(data / "toy_lfw.bin"), "--overwrite"],
+               "--rec", keep=[data])
+
+
+def _ijb(tmp, *extra):
+    return ["verify-ijb", "--root", S(tmp / "IJBC"), "--target", "IJBC", "--features", S(tmp / "f.npy"), *extra]
+
+
+@case("verify-ijb: --json exists")
+def _(fx, tmp):
+    j = _existing(tmp / "r.json")
+    return Bad(_ijb(tmp, "--json", S(j)), S(j), keep=[j])
+
+
+@case("verify-ijb: --json inside --root, with --overwrite")
+def _(fx, tmp):
+    (tmp / "IJBC" / "meta").mkdir(parents=True)
+    return Bad(_ijb(tmp, "--json", S(tmp / "IJBC" / "meta" / "r.json"), "--overwrite"), "--root",
+               keep=[tmp / "IJBC"])
+
+
+@case("verify-ijb: --out holds a report")
+def _(fx, tmp):
+    (tmp / "rep").mkdir()
+    md = _existing(tmp / "rep" / "ijb.md")
+    return Bad(_ijb(tmp, "--json", S(tmp / "r.json"), "--out", S(tmp / "rep")), "ijb.md", keep=[md])
+
+
+@case("verify-ijb 1:N: --out holds a report")
+def _(fx, tmp):
+    (tmp / "rep").mkdir()
+    md = _existing(tmp / "rep" / "ijb_1n.md")
+    return Bad(_ijb(tmp, "--task", "identification", "--json", S(tmp / "r.json"), "--out", S(tmp / "rep")),
+               "ijb_1n.md", keep=[md])
+
+
+@case("rec to-folder: OUT holds files")
+def _(fx, tmp):
+    (tmp / "out").mkdir()
+    _existing(tmp / "out" / "notes.txt")
+    return Bad(["rec", "to-folder", S(fx.toy), S(tmp / "out"), "--no-progress"], "notes.txt", keep=[tmp / "out"])
+
+
+@case("rec to-folder: OUT inside the RecordIO folder, with --overwrite")
+def _(fx, tmp):
+    import shutil
+
+    data = Path(shutil.copytree(fx.toy, tmp / "data"))
+    return Bad(["rec", "to-folder", S(data), S(data / "images"), "--no-progress", "--overwrite"], S(data),
+               keep=[data])
 
 
 # ----------------------------------------------------------------------------------------------

@@ -81,11 +81,14 @@ def add_export_conditions_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ckpt", required=True, help="generator checkpoint (generator.pt)")
     parser.add_argument("--out", required=True, help="centres file to write (.npz, space 'condition')")
     parser.add_argument("--raw", action="store_true", help="the raw weights' table instead of the EMA's")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
 
 
 def run_export_conditions(args: argparse.Namespace) -> int:
     from scoremix_plugin.generation.conditions import export_conditions
+    from scoremix_plugin.io_utils import refuse_output_file
 
+    refuse_output_file(args.out, overwrite=args.overwrite, inputs={"--ckpt": args.ckpt})
     c = export_conditions(args.ckpt, args.out, ema=not args.raw)
     print(f"{args.out}: {len(c)} class embeddings of dimension {c.centres.shape[1]} (null class excluded)")
     return 0
@@ -141,6 +144,7 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=SAMPLER.bf16,
                         help="bfloat16 autocast for the network")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out grid and its .json")
 
 
 def run_sample(args: argparse.Namespace) -> int:
@@ -149,11 +153,15 @@ def run_sample(args: argparse.Namespace) -> int:
     from scoremix_plugin.generation.checkpoint import load_generator
     from scoremix_plugin.generation.images import save_grid
     from scoremix_plugin.generation.sampler import image_generator, sample
-    from scoremix_plugin.io_utils import write_json_atomic
+    from scoremix_plugin.io_utils import refuse_output_file, write_json_atomic
 
     k = len(args.classes)
     weights = args.weights or [1.0 / k] * k
     check_sample_flags(args, weights)
+    inputs = {"--ckpt": args.ckpt, "--guide": args.guide}
+    refuse_output_file(args.out, overwrite=args.overwrite, inputs=inputs)
+    refuse_output_file(Path(args.out).with_suffix(".json"), overwrite=args.overwrite, inputs=inputs,
+                       what="--out's settings file")
     amp = torch.bfloat16 if args.bf16 else None
     denoiser, _ = load_generator(args.ckpt, device=args.device, amp=amp)
     bad = [c for c in args.classes if not 0 <= c < denoiser.num_classes]
@@ -172,7 +180,7 @@ def run_sample(args: argparse.Namespace) -> int:
         rows.append(sample(denoiser, torch.full((args.n, 1), c), torch.ones(args.n, 1), generators=gens(), **common))
     cond_weights = args.condition_weights or [0.7] * k
     if len(cond_weights) != k:
-        raise SystemExit(f"--condition-weights has {len(cond_weights)} values for {k} classes")
+        raise InputError(f"--condition-weights has {len(cond_weights)} values for {k} classes")
     names = [f"class {c}" for c in args.classes]
     spaces = ("score", "condition") if args.mix_space == "both" else (args.mix_space,)
     for space in spaces if k > 1 else ():  # the mix(es), from the same noise as the class rows

@@ -112,6 +112,7 @@ class GeneratorImages(torch.utils.data.Dataset):
         self.resolution = int(resolution)
         self.labels = self.folder.labels.astype(np.int64)
         self.num_classes = int(self.folder.num_classes)
+        self.garbled: dict[int, str] = {}  # garbled JPEGs skipped (recordio.dataset's rule)
         if len(self.labels) == 0:
             raise InputError(f"{rec}: the RecordIO folder holds no images")
         size = len(self.labels) * self.resolution**2 * 3
@@ -127,7 +128,9 @@ class GeneratorImages(torch.utils.data.Dataset):
     def _load(self, i: int) -> np.ndarray:
         import cv2
 
-        img = self.folder.image(i)
+        from scoremix_plugin.recordio.dataset import training_image
+
+        img = training_image(self.folder, self.labels, i, self.garbled)
         if img.shape[:2] != (self.resolution, self.resolution):
             shrinking = img.shape[0] >= self.resolution and img.shape[1] >= self.resolution
             interp = cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC  # AREA averages; it does not enlarge well

@@ -75,12 +75,17 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 11; the host uses 11)")
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime-vs-torch check")
     p.add_argument("--json", help="write the export summary (and check numbers) to this JSON file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out / --json file")
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from scoremix_plugin.io_utils import write_json_atomic
+    from scoremix_plugin.io_utils import refuse_output_file, write_json_atomic
     from scoremix_plugin.recognition.export import MIN_COSINE, export_model
 
+    refuse_output_file(args.out, overwrite=args.overwrite, inputs={"--model": args.model})
+    if args.json:
+        refuse_output_file(args.json, overwrite=args.overwrite, inputs={"--model": args.model, "--out": args.out},
+                           what="--json")
     summary = export_model(args.model, args.network, args.out, opset=args.opset, check=not args.no_check)
     print(f"wrote {summary['onnx']} (opset {args.opset}, input 'data' [B,3,112,112])")
     if "check" in summary:
@@ -103,10 +108,12 @@ def add_embed_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output centres .npz")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", help="cpu or cuda[:N] (default: cuda when available)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--no-progress", action="store_true")
 
 
 def run_embed(args: argparse.Namespace) -> int:
+    from scoremix_plugin.io_utils import refuse_output_file
     from scoremix_plugin.recognition.embed import write_embedding_centres, write_head_centres
 
     if args.checkpoint:
@@ -116,6 +123,9 @@ def run_embed(args: argparse.Namespace) -> int:
             if not hits:
                 raise MissingInputError(f"--checkpoint {item!r} matches no file")
             paths += hits
+        for path in paths:  # never over one of the checkpoints, even with --overwrite
+            refuse_output_file(args.out, overwrite=True, inputs={"--checkpoint": path})
+        refuse_output_file(args.out, overwrite=args.overwrite)
         c = write_head_centres(paths, args.out)
         print(f"wrote {args.out}: {len(c)} class weights (space 'head') from {len(paths)} checkpoint file(s)")
         return 0
@@ -123,6 +133,8 @@ def run_embed(args: argparse.Namespace) -> int:
         raise InputError("--model needs --data (the RecordIO folder whose classes get a centre)")
     from scoremix_plugin.verification.evaluate import load_embedder
 
+    refuse_output_file(args.out, overwrite=args.overwrite, inputs={"--model": args.model},
+                       folders={"--data": args.data})
     embedder = load_embedder(args.model, network=args.network, device=args.device)
     c = write_embedding_centres(embedder, args.data, args.out, batch_size=args.batch_size,
                                 progress=not args.no_progress)

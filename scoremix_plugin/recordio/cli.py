@@ -1,7 +1,7 @@
 """``scoremix rec``: RecordIO folders without mxnet.
 
     scoremix rec from-folder SRC OUT [--resize] [--overwrite]   # SRC/<identity>/<image>; sorted names -> labels
-    scoremix rec to-folder DIR OUT                # OUT/<label>/<key>.jpg, stored bytes verbatim
+    scoremix rec to-folder DIR OUT [--overwrite]  # OUT/<label>/<key>.jpg, stored bytes verbatim
     scoremix rec info DIR [--json [FILE]]         # counts, layout, label range (JSON to stdout or FILE)
     scoremix rec check DIR [--decode]             # exit 0 when sound, 1 naming the first problem
 
@@ -31,7 +31,8 @@ def add_rec_arguments(parser: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("to-folder", help="RecordIO folder -> OUT/<label>/<key>.jpg (stored bytes)")
     p.add_argument("rec", help="RecordIO folder (train.rec + train.idx)")
-    p.add_argument("out")
+    p.add_argument("out", help="output folder: empty or new (it must not lie inside DIR)")
+    p.add_argument("--overwrite", action="store_true", help="write into an OUT that already holds files")
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("info", help="summary: images, classes, layout, label range")
@@ -56,7 +57,7 @@ def run_rec(args: argparse.Namespace) -> int:
                                       overwrite=args.overwrite)
             print(f"wrote {s['out']}: {s['images']} images, {s['classes']} classes")
         elif args.rec_command == "to-folder":
-            s = convert.rec_to_folder(args.rec, args.out, progress=not args.no_progress)
+            s = convert.rec_to_folder(args.rec, args.out, progress=not args.no_progress, overwrite=args.overwrite)
             print(f"wrote {s['out']}: {s['images']} images, {s['classes']} labels")
         elif args.rec_command == "info":
             info = convert.rec_info(args.rec)

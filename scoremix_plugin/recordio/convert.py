@@ -108,12 +108,18 @@ def stored_image_ext(data: bytes, *, file, key, offset) -> str:
     return ".png" if data[:4] == b"\x89PNG" else ".jpg"
 
 
-def rec_to_folder(rec_dir: str | os.PathLike, out: str | os.PathLike, *, progress: bool = True) -> dict:
+def rec_to_folder(rec_dir: str | os.PathLike, out: str | os.PathLike, *, progress: bool = True,
+                  overwrite: bool = False) -> dict:
     """Write every image's stored bytes to ``out/<label>/<key>.<ext>``; returns a summary.
 
-    Every stored image is checked first (header, JPEG end marker), so a bad record fails the command
-    before any file is written instead of leaving an empty or garbage ``.jpg`` behind.
+    ``out`` must not lie inside ``rec_dir``, and must be empty or new unless ``overwrite`` (its files are
+    not ours to mix into). Every stored image is checked first (header, JPEG end marker), so a bad record
+    fails the command before any file is written instead of leaving an empty or garbage ``.jpg`` behind.
     """
+    from ..io_utils import refuse_output_folder
+
+    refuse_output_folder(out, ("*",), overwrite=overwrite, inputs={"the input folder": rec_dir}, what="output",
+                         may_contain=True)
     folder = FaceRecFolder(rec_dir)
     out = Path(out)
     width = max(1, len(str(max(folder.num_classes - 1, 0))))

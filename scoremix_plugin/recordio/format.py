@@ -266,35 +266,72 @@ def decode_image(data: bytes | memoryview) -> np.ndarray:
     return img
 
 
+class RecordIOWarning(UserWarning):
+    """A RecordIO record the reader used differently from what it stores (the message names file and key)."""
+
+
+_JPEG_PIPE: tuple[int, int, int] | None = None  # (pid, read end, write end): one pipe per process, reused
+
+
+def _jpeg_pipe() -> tuple[int, int]:
+    global _JPEG_PIPE
+    if _JPEG_PIPE is None or _JPEG_PIPE[0] != os.getpid():  # a forked DataLoader worker makes its own
+        r, w = os.pipe()
+        os.set_blocking(r, False)
+        os.set_blocking(w, False)  # a full pipe drops text instead of blocking the decoder
+        _JPEG_PIPE = (os.getpid(), r, w)
+    return _JPEG_PIPE[1], _JPEG_PIPE[2]
+
+
+def decode_image_warned(data: bytes | memoryview) -> tuple[np.ndarray, str | None]:
+    """``decode_image``, and the first line libjpeg printed while decoding (None when it printed none).
+
+    libjpeg decodes corrupt entropy-coded data and truncated files with only a line on stderr ("Corrupt
+    JPEG data: ...", "Premature end of JPEG file") and fills in grey; that line is the only sign. So the
+    decode runs with file descriptor 2 pointed at a pipe (a few system calls per image), and the line is
+    returned instead of printed. Text that is not libjpeg's (another thread's, in that instant) is passed
+    on to stderr. Raises ValueError as ``decode_image`` does.
+    """
+    if bytes(memoryview(data)[:2]) != b"\xff\xd8":
+        return decode_image(data), None
+    r, w = _jpeg_pipe()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(w, 2)
+    try:
+        img = decode_image(data)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(r, 65536)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    lines = b"".join(chunks).decode("utf-8", "replace").splitlines()
+    ours = [x for x in lines if "JPEG" in x or "JFIF" in x or "marker" in x]
+    others = [x for x in lines if x not in ours and x.strip()]
+    if others:
+        os.write(2, ("\n".join(others) + "\n").encode())
+    return img, (ours[0].strip()[:160] if ours else None)
+
+
 def decode_image_strict(data: bytes | memoryview) -> np.ndarray:
     """``decode_image``, but a JPEG the codec had to repair is an error too (for checks, not for training).
 
-    libjpeg decodes corrupt entropy-coded data and truncated files with only a warning on stderr
-    ("Corrupt JPEG data: ...", "Premature end of JPEG file") and fills in grey; the warning is the
-    only sign. So the decode runs with file descriptor 2 captured, and a JPEG must end with its EOI
-    marker. Corruption that decodes without any warning stays undetectable here.
+    A JPEG must end with its EOI marker, and libjpeg must decode it without a warning
+    (:func:`decode_image_warned`). Corruption that decodes without any warning stays undetectable here.
     """
-    import tempfile
-
     data = bytes(data)
-    is_jpeg = data[:2] == b"\xff\xd8"
-    if is_jpeg and not data.rstrip(b"\0").endswith(b"\xff\xd9"):
+    if data[:2] == b"\xff\xd8" and not data.rstrip(b"\0").endswith(b"\xff\xd9"):
         raise ValueError(f"truncated JPEG: no end-of-image marker ({len(data)} bytes)")
-    if not is_jpeg:
-        return decode_image(data)
-    with tempfile.TemporaryFile() as err:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        os.dup2(err.fileno(), 2)
-        try:
-            img = decode_image(data)
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-        err.seek(0)
-        warnings = err.read(4096).decode("utf-8", "replace").strip()
-    if warnings:
-        raise ValueError(f"corrupt JPEG data (the decoder warned: {warnings.splitlines()[0][:120]})")
+    img, warned = decode_image_warned(data)
+    if warned:
+        raise ValueError(f"corrupt JPEG data (the decoder warned: {warned[:120]})")
     return img
 
 

@@ -132,11 +132,14 @@ def parse_idx(idx_path: str | os.PathLike, rec_size: int | None = None, rec_path
         k = np.asarray(keys, dtype=np.int64)
         o = np.asarray(offsets, dtype=np.int64)
     if rec_size is not None and o.size:
-        bad = np.flatnonzero((o < 0) | (o + 8 > rec_size) | (o % 4 != 0))
+        # ``o > rec_size - 8``, not ``o + 8 > rec_size``: an offset near 2**63 would wrap around (and numpy warn).
+        bad = np.flatnonzero((o < 0) | (o > rec_size - 8) | (o % 4 != 0))
         if bad.size:
             i = int(bad[0])
-            why = "is not 4-byte aligned" if 0 <= o[i] and o[i] + 8 <= rec_size else f"is past the end of {rec_path} ({rec_size} bytes)"
-            raise RecordIOError(f"index offset {why}", file=idx_path, key=int(k[i]), offset=int(o[i]))
+            off = int(o[i])
+            why = ("is not 4-byte aligned" if 0 <= off <= rec_size - 8
+                   else f"is past the end of {rec_path} ({rec_size} bytes)")
+            raise RecordIOError(f"index offset {why}", file=idx_path, key=int(k[i]), offset=off)
     return k, o
 
 

@@ -66,11 +66,16 @@ def add_select_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--margin", type=int, default=8, help="partners kept per class beyond --max-uses")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when available)")
     p.add_argument("--out", required=True, help="pairs CSV (its settings go to OUT.json)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out CSV and its OUT.json")
 
 
 def run_select(args) -> int:
-    from scoremix_plugin.synthesis.select import parse_weights, run_selection
+    from scoremix_plugin.io_utils import refuse_output_file
+    from scoremix_plugin.synthesis.select import meta_path, parse_weights, run_selection
 
+    refuse_output_file(args.out, overwrite=args.overwrite, inputs={"--centres": args.centres})
+    refuse_output_file(meta_path(args.out), overwrite=args.overwrite, inputs={"--centres": args.centres},
+                       what="--out's settings file")
     for flag, value, low in (("--num-identities", args.num_identities, 1), ("--max-uses", args.max_uses, 1),
                              ("--k", args.k, 2), ("--chunk-size", args.chunk_size, 1), ("--margin", args.margin, 0)):
         if value < low:
@@ -177,11 +182,19 @@ def add_align_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="folder for alignment.json + alignment.png")
     p.add_argument("--json", default=None, help="machine-readable summary")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file / --out's alignment files")
 
 
 def run_align(args) -> int:
+    from scoremix_plugin.io_utils import refuse_output_file, refuse_output_folder
     from scoremix_plugin.synthesis.align import run_alignment
 
+    inputs = {"--a": args.a, "--b": args.b}
+    if args.out:
+        refuse_output_folder(args.out, ("alignment.json", "alignment.png"), overwrite=args.overwrite, inputs=inputs,
+                             may_contain=True)
+    if args.json:
+        refuse_output_file(args.json, overwrite=args.overwrite, inputs=inputs, what="--json")
     for flag, value, low in (("--k", args.k, 1), ("--permutations", args.permutations, 0),
                              ("--max-items", args.max_items, 3)):
         if value < low:

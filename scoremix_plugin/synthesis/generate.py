@@ -247,6 +247,8 @@ class _Run:
         self.real = FaceRecFolder(st.real)
         self.c_real = int(self.real.num_classes)
         self.n_real = len(self.real)
+        # Recorded in the manifest: readers verify the real folder by it even after the folder moved.
+        self.real_idx_sha256 = sha256_file(self.real.idx_path)
         amp = torch.bfloat16 if st.bf16 else None
         self.denoiser, self.gen_config = load_generator(st.ckpt, device=env.device, amp=amp)
         g_classes = int(self.denoiser.num_classes)
@@ -310,6 +312,7 @@ class _Run:
         return Manifest(
             path=Path(os.path.abspath(self.out / "manifest.json")),
             real_num_classes=self.c_real, real_num_image=self.n_real, real_rec=Path(os.path.abspath(st.real)),
+            real_idx_sha256=self.real_idx_sha256,
             num_synthetic_classes=n, num_synthetic_images=n * st.images_per_identity,
             generator={"checkpoint": _rel(st.ckpt, self.out), "sha256": self.fp["generator_sha256"],
                        "step": self.gen_config.get("step"), "resolution": self.resolution},

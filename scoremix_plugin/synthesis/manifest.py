@@ -59,6 +59,7 @@ class Manifest:
     planned_shards: int | None = None
     complete: bool | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, kept on rewrite
+    real_idx_sha256: str | None = None  # sha256 of the real folder's train.idx at generation (None: not recorded)
 
     # Totals.
 
@@ -115,6 +116,10 @@ class Manifest:
                                 f"num_synthetic_classes {m['num_synthetic_classes']}")
         if not isinstance(m["shards"], list):
             raise ManifestError(f"{p}: shards must be a list")
+        idx_sha = real.get("idx_sha256")
+        if idx_sha is not None and not (isinstance(idx_sha, str) and len(idx_sha) == 64
+                                        and all(c in "0123456789abcdef" for c in idx_sha)):
+            raise ManifestError(f"{p}: real.idx_sha256 must be a sha256 (64 lowercase hex digits), got {idx_sha!r}")
         shards = []
         for i, s in enumerate(m["shards"]):
             miss = [k for k in SHARD_KEYS if not isinstance(s, dict) or k not in s]
@@ -132,7 +137,7 @@ class Manifest:
                    num_synthetic_classes=m["num_synthetic_classes"], num_synthetic_images=m["num_synthetic_images"],
                    generator=m["generator"], selection=m["selection"], sampler=m["sampler"], shards=tuple(shards),
                    planned_shards=m.get("planned_shards"), complete=m.get("complete"),
-                   extra={k: v for k, v in m.items() if k not in known})
+                   extra={k: v for k, v in m.items() if k not in known}, real_idx_sha256=idx_sha)
 
     def to_json(self) -> dict[str, Any]:
         """The on-disk form (contracts.md): paths relative to the manifest's folder, keys in the contract's order."""
@@ -154,6 +159,8 @@ class Manifest:
             out["planned_shards"] = self.planned_shards
         if self.complete is not None:
             out["complete"] = self.complete
+        if self.real_idx_sha256 is not None:
+            out["real"]["idx_sha256"] = self.real_idx_sha256
         out.update(self.extra)
         out["shards"] = [{"path": rel(s.path), "labels": list(s.labels), "images": s.images,
                           "rec_sha256": s.rec_sha256, "idx_sha256": s.idx_sha256} for s in self.shards]
@@ -215,10 +222,12 @@ def check_provenance(m: Manifest, real_dir: str | os.PathLike | None = None, wha
 
     - generator / selection sha256: ``generate`` records them twice, in the manifest and in ``settings.json``
       beside it; an edit of one is a mismatch (the manifest no longer says which generator made the images).
-    - the real folder: when the reader's ``real_dir`` is not the folder the manifest names and that folder still
-      exists, their ``train.idx`` must be byte-identical (sha256: a copy is fine, another dataset with the same
-      counts is not). A recorded folder that no longer exists cannot be compared: the class and image counts,
-      which every reader checks, are then the only test.
+    - the real folder: a manifest that records ``real.idx_sha256`` (the real ``train.idx`` at generation) is
+      compared with the reader's ``real_dir/train.idx``, wherever either folder now lies (a moved or copied
+      folder is fine, another dataset with the same counts is not, nor the same folder rewritten). Without
+      it (older manifests): when ``real_dir`` is not the folder the manifest names and that folder still
+      exists, their ``train.idx`` must be byte-identical; a recorded folder that no longer exists cannot be
+      compared, and the class and image counts, which every reader checks, are then the only test.
     """
     settings = m.root / "settings.json"
     if settings.is_file():
@@ -234,6 +243,13 @@ def check_provenance(m: Manifest, real_dir: str | os.PathLike | None = None, wha
                 if want is not None and isinstance(have, dict) and have.get(key) != want:
                     raise ManifestError(f"{m.path}: {block}.{key} {have.get(key)!r} differs from {fp_key} {want!r} in "
                                         f"{settings} (the manifest was edited after generation)")
+    if real_dir is not None and m.real_idx_sha256 is not None:
+        idx = Path(real_dir) / "train.idx"
+        if idx.is_file() and sha256_file(idx) != m.real_idx_sha256:
+            raise ManifestError(f"{m.path} was made for a real folder whose train.idx had sha256 "
+                                f"{m.real_idx_sha256[:12]}...; {what} {real_dir} holds other data (its train.idx "
+                                "differs): use the manifest of a generation from this folder")
+        return
     if real_dir is None or m.real_rec is None:
         return
     given, made = Path(real_dir).resolve(), m.real_rec.resolve()

@@ -124,11 +124,15 @@ def add_make_bin_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-pairs", type=int, help="pairs to draw (with --rec): half same, half different")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output .bin")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
 
 
 def run_make_bin(args: argparse.Namespace) -> int:
+    from scoremix_plugin.io_utils import refuse_output_file
     from scoremix_plugin.verification.binfile import bin_from_pairs, bin_from_rec
 
+    refuse_output_file(args.out, overwrite=args.overwrite, inputs={"--pairs": args.pairs},
+                       folders={"--images": args.images, "--rec": args.rec})
     if args.pairs:
         if not args.images:
             raise InputError("--pairs needs --images ROOT")
@@ -160,6 +164,8 @@ def add_verify_ijb_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", required=True, help="machine-readable result (TAR, strict TAR, AUC per mode)")
     p.add_argument("--out", help="report folder: ijb.md (the host's table), ijb.json, ijb_roc.png")
     p.add_argument("--save-features", help="write the computed image features (.npy) for later --features runs")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file / --out's report files "
+                   "(never --save-features: features take hours)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -186,6 +192,7 @@ def _run_verify_ijb(args: argparse.Namespace) -> int:
         return _run_verify_ijb_1n(args, modes)
     if args.save_features and Path(args.save_features).exists():  # hours of embedding: never replace silently
         raise IJBError(f"--save-features {args.save_features} already exists; remove it or name another file")
+    _check_ijb_outputs(args, ("ijb.md", "ijb.json", "ijb_roc.png"))
     meta_info: dict = {"root": str(args.root), "target": args.target}
     meta = read_ijb_meta(args.root, args.target)
     if args.features:
@@ -219,6 +226,21 @@ def _run_verify_ijb(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_ijb_outputs(args: argparse.Namespace, report_files: tuple[str, ...]) -> None:
+    """verify-ijb's outputs: --json never over an input nor an existing file, --out never onto the release
+    folder nor over a report (both unless --overwrite), --save-features never inside the release folder."""
+    from scoremix_plugin.io_utils import refuse_output_file, refuse_output_folder
+
+    inputs = {"--features": args.features, "--model": args.model}
+    refuse_output_file(args.json, overwrite=args.overwrite, inputs=inputs, folders={"--root": args.root},
+                       what="--json")
+    if args.out:
+        refuse_output_folder(args.out, report_files, overwrite=args.overwrite, inputs={"--root": args.root, **inputs},
+                             may_contain=True)
+    if args.save_features:
+        refuse_output_file(args.save_features, inputs=inputs, folders={"--root": args.root}, what="--save-features")
+
+
 def _ijb_embedder(args: argparse.Namespace, meta_info: dict):
     from scoremix_plugin.verification.evaluate import load_embedder
     from scoremix_plugin.verification.ijb_meta import IJBError
@@ -243,6 +265,7 @@ def _run_verify_ijb_1n(args: argparse.Namespace, modes: tuple[str, ...]) -> int:
 
     if args.save_features and Path(args.save_features).exists():
         raise IJBError(f"--save-features {args.save_features} already exists; remove it or name another file")
+    _check_ijb_outputs(args, ("ijb_1n.json", "ijb_1n.md"))
     meta_info: dict = {"root": str(args.root), "target": args.target, "task": "identification"}
     meta, sets = read_ijb_1n_meta(args.root, args.target)
     if args.features:
