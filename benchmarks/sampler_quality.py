@@ -113,12 +113,37 @@ def run(generator: str, settings: list[str], work: Path) -> dict:
         gi = sampler.get("guidance_interval")
         nfe = {k: network_evaluations(sampler["num_steps"], sampler["solver"], k, "cfg", scale,
                                       guidance_interval=gi, rho=sampler.get("rho", 7.0)) for k in (1, 2)}
-        rows[name] = {"sampler": {k: (list(v) if isinstance(v, tuple) else v) for k, v in sampler.items()},
-                      "guidance_scale": scale, "inputs_single": nfe[1], "inputs_mix2": nfe[2],
-                      "mix_images_per_s_per_core": throughput(den, sampler, scale),
-                      "measure_cpu_s": round(time.process_time() - c0, 1), **res}
-        write_json_atomic(dest, done)
-    return done
+        row = {"sampler": {k: (list(v) if isinstance(v, tuple) else v) for k, v in sampler.items()},
+               "guidance_scale": scale, "inputs_single": nfe[1], "inputs_mix2": nfe[2],
+               "mix_images_per_s_per_core": throughput(den, sampler, scale),
+               "measure_cpu_s": round(time.process_time() - c0, 1), **res}
+        # Read-modify-write under a lock: two processes may measure different settings into one file.
+        with _locked(dest.with_suffix(".lock")):
+            now = json.loads(dest.read_text()) if dest.is_file() else {}
+            if now.get("sha256") not in (None, prov["weights"]["sha256"]):
+                now = {}
+            now.update(generator=generator, sha256=prov["weights"]["sha256"], scale=scale_name)
+            now.setdefault("settings", {})[name] = row
+            write_json_atomic(dest, now)
+        rows[name] = row
+    return json.loads(dest.read_text()) if dest.is_file() else done
+
+
+def _locked(path: Path):
+    import fcntl
+    from contextlib import contextmanager
+
+    @contextmanager
+    def cm():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    return cm()
 
 
 def judge(done: dict) -> list[dict]:
