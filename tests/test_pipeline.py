@@ -111,6 +111,27 @@ def test_failed_stage_leaves_no_marker_and_needs_are_enforced(tmp_path):
         run_stages(_stages(calls), _ctx(tmp_path), only="c", log=lambda s: None)
 
 
+def test_marker_of_an_older_format_is_refused_in_one_line_until_force(tmp_path):
+    from scoremix_plugin.pipeline.runner import MARKER_FORMAT, marker_path, plan
+
+    calls: list[str] = []
+    run_stages(_stages(calls), _ctx(tmp_path), log=lambda s: None)
+    p = marker_path(tmp_path / "out", "b")
+    old = json.loads(p.read_text())
+    del old["format"]  # version 1 markers had none
+    p.write_text(json.dumps(old))
+    calls.clear()
+    with pytest.raises(PipelineError, match=f"stage 'b' was finished by an older scoremix.*{MARKER_FORMAT}.*--force") \
+            as e:
+        run_stages(_stages(calls), _ctx(tmp_path), log=lambda s: None)
+    assert "\n" not in str(e.value) and calls == []
+    with pytest.raises(PipelineError, match="--force"):
+        plan(_stages(calls), _ctx(tmp_path))  # --list says the same
+    res = run_stages(_stages(calls), _ctx(tmp_path), force=True, log=lambda s: None)
+    assert _status(res) == {"a": "ran", "b": "ran", "c": "ran"}
+    assert read_marker(tmp_path / "out", "b")["format"] == MARKER_FORMAT
+
+
 def test_recipe_keys_are_checked(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("from easydict import EasyDict as edict\nconfig = edict(recogniser='r.py', generator='g.py', "
@@ -377,13 +398,12 @@ def test_guide_settings_are_checked_when_the_recipe_loads(tmp_path, body, messag
         load_recipe(bad)
 
 
-def test_generator_fingerprint_settings_unchanged_without_guide_or_posthoc_ema(tmp_path):
-    """A recipe that sets neither key keeps its old generator settings (finished runs stay complete), and a
-    recipe built as a plain dict without the keys (experiments/) works."""
+def test_generator_fingerprint_settings_hold_every_key(tmp_path):
+    """Unset keys are fingerprinted as None; a recipe built as a plain dict without them (experiments/) works."""
     from scoremix_plugin.pipeline.stages import generator_settings
 
     ctx = _ctx(tmp_path, device="cpu")
-    assert generator_settings(ctx) == {"device": "cpu"}
+    assert generator_settings(ctx) == {"device": "cpu", "guide": None, "sigma_rel": None}
     ctx = _ctx(tmp_path, device="cpu", guide={"kind": "snapshot", "fraction": 0.25}, generator_sigma_rel=0.1)
     assert generator_settings(ctx) == {"device": "cpu", "sigma_rel": 0.1,
                                        "guide": {"kind": "snapshot", "fraction": 0.25, "preset": None}}

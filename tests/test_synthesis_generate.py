@@ -180,6 +180,23 @@ def test_crash_resume_byte_identical(syn_inputs, reference_run, tmp_path):
     assert _files(out) == _files(reference_run)
 
 
+def test_folder_of_an_older_settings_format_is_refused_in_one_line(syn_inputs, reference_run, tmp_path):
+    import shutil
+
+    from scoremix_plugin.synthesis.generate import SETTINGS_FORMAT
+
+    out = tmp_path / "old"
+    shutil.copytree(reference_run, out)
+    old = json.loads((out / "settings.json").read_text())
+    old["format"] = "scoremix-shards/1"  # what version 1 wrote, with the keys of unset options left out
+    for key in ("mix_space", "mix_weights", "guidance_interval"):
+        old.pop(key)
+    (out / "settings.json").write_text(json.dumps(old))
+    with pytest.raises(ValueError, match=f"older scoremix .*'scoremix-shards/1'.*{SETTINGS_FORMAT}.*new --out") as e:
+        _generate_here(syn_inputs, out)
+    assert "\n" not in str(e.value)
+
+
 def test_two_process_torchrun_same_bytes(syn_inputs, reference_run, tmp_path):
     out = tmp_path / "out"
     r = _run(_args(syn_inputs, out), torchrun=2)
@@ -226,7 +243,7 @@ def test_condition_mixing_reaches_the_sampler(syn_inputs, reference_run, tmp_pat
     assert m.complete and m.sampler["mix_space"] == "condition" and m.sampler["mix_weights"] == [0.7, 0.7]
     settings = json.loads((tmp_path / "cond" / "settings.json").read_text())
     assert settings["mix_space"] == "condition" and settings["mix_weights"] == [0.7, 0.7]
-    assert "mix_space" not in json.loads((reference_run / "settings.json").read_text())  # old folders still resume
+    assert json.loads((reference_run / "settings.json").read_text())["mix_space"] == "score"  # every key, always
     a = (tmp_path / "cond" / "shard-00000" / "train.rec").read_bytes()
     assert a != (reference_run / "shard-00000" / "train.rec").read_bytes()
     with pytest.raises(ValueError, match="convex"):

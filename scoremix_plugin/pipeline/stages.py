@@ -513,10 +513,8 @@ def _recogniser_file(ctx: Context) -> list[Path]:
 
 
 def generator_settings(ctx: Context) -> dict[str, Any]:
-    extra = {"guide": guide_spec(ctx.recipe), "sigma_rel": ctx.recipe.get("generator_sigma_rel")}
-    # Only keys that are set: a recipe without a guide or post-hoc EMA keeps the fingerprint it had before
-    # they existed, so its finished generator stage stays complete.
-    return {"device": ctx.recipe.device, **{k: v for k, v in extra.items() if v is not None}}
+    return {"device": ctx.recipe.device, "guide": guide_spec(ctx.recipe),
+            "sigma_rel": ctx.recipe.get("generator_sigma_rel")}
 
 
 def generator_outputs(ctx: Context) -> list[Path]:
@@ -533,39 +531,20 @@ def generator_files(ctx: Context) -> list[Path]:
                                                   "checkpoint" else [])
 
 
-def _stage(name, run, needs, settings, outputs, result, help, **kw) -> Stage:  # noqa: A002 - Stage's own name
-    return Stage(name, run, needs, settings, outputs, help=help, result=result, **kw)
-
-
 REPORT_NEEDS = ("data", "baseline", "generator", "select", "generate", "dataset_report", "scoremix", "verify",
                 "align")
 
 STAGES: tuple[Stage, ...] = (
-    _stage("data", run_data, (), data_settings, data_outputs, DataResult, "toy identities or a real folder"),
-    _stage("baseline", lambda ctx: run_recogniser(ctx, "baseline"), ("data",), recogniser_settings("baseline"),
-           _out("baseline/model.pt"), RecogniserResult, "recogniser on real data", files=_recogniser_file),
-    _stage("generator", run_generator, ("data",), generator_settings, generator_outputs, GeneratorResult,
-           "class-conditional EDM generator (and its autoguidance guide)", files=generator_files),
-    _stage("centres", run_centres, ("data", "baseline", "generator"), lambda ctx: dict(ctx.recipe.centres),
-           _out("centres/baseline.onnx", "centres/embedding.npz", "centres/condition.npz"), CentresResult,
-           "ONNX export, class centres, generator conditions"),
-    _stage("select", run_select, ("centres",), lambda ctx: {**ctx.recipe.selection, "seed": ctx.recipe.seed},
-           _out("select/pairs.csv"), SelectResult, "pairs of classes to mix"),
-    _stage("generate", run_generate, ("data", "generator", "centres", "select"),
-           lambda ctx: {**ctx.recipe.generation, "seed": ctx.recipe.seed}, _out("generate/manifest.json"),
-           GenerateResult, "ScoreMix identities into shards"),
-    _stage("dataset_report", run_dataset_report, ("data", "centres", "generate"),
-           lambda ctx: {**ctx.recipe.dataset_report, "quality_gate": ctx.recipe.quality_gate, "seed": ctx.recipe.seed},
-           _out("dataset_report/report.json"), DatasetReportResult,
-           "EER / d' / FDR, leak checks and the quality gate of the synthetic set"),
-    _stage("merge", run_merge, ("data", "generate"), lambda ctx: dict(ctx.recipe.merge),
-           _out("merged/train.rec", "merged/train.idx"), MergeResult, "real + synthetic as one arcface_torch folder",
-           folder="merged"),
-    _stage("scoremix", lambda ctx: run_recogniser(ctx, "scoremix"), ("data", "generate"),
-           recogniser_settings("scoremix"), _out("scoremix/model.pt"), RecogniserResult,
-           "recogniser on real + synthetic", files=_recogniser_file),
-    _stage("verify", run_verify, ("data", "baseline", "scoremix"), verify_settings, _out("verify/verification.json"), VerifyResult, "verification of both recognisers"),
-    _stage("align", run_align, ("centres",), lambda ctx: {"seed": ctx.recipe.seed}, _out("align/alignment.json"),
-           AlignResult, "CKA of generator conditions vs recogniser centres"),
+    Stage("data", run_data, (), data_settings, data_outputs, help="toy identities or a real folder", result=DataResult),
+    Stage("baseline", lambda ctx: run_recogniser(ctx, "baseline"), ("data",), recogniser_settings("baseline"), _out("baseline/model.pt"), help="recogniser on real data", result=RecogniserResult, files=_recogniser_file),
+    Stage("generator", run_generator, ("data",), generator_settings, generator_outputs, help="class-conditional EDM generator (and its autoguidance guide)", result=GeneratorResult, files=generator_files),
+    Stage("centres", run_centres, ("data", "baseline", "generator"), lambda ctx: dict(ctx.recipe.centres), _out("centres/baseline.onnx", "centres/embedding.npz", "centres/condition.npz"), help="ONNX export, class centres, generator conditions", result=CentresResult),
+    Stage("select", run_select, ("centres",), lambda ctx: {**ctx.recipe.selection, "seed": ctx.recipe.seed}, _out("select/pairs.csv"), help="pairs of classes to mix", result=SelectResult),
+    Stage("generate", run_generate, ("data", "generator", "centres", "select"), lambda ctx: {**ctx.recipe.generation, "seed": ctx.recipe.seed}, _out("generate/manifest.json"), help="ScoreMix identities into shards", result=GenerateResult),
+    Stage("dataset_report", run_dataset_report, ("data", "centres", "generate"), lambda ctx: {**ctx.recipe.dataset_report, "quality_gate": ctx.recipe.quality_gate, "seed": ctx.recipe.seed}, _out("dataset_report/report.json"), help="EER / d' / FDR, leak checks and the quality gate of the synthetic set", result=DatasetReportResult),
+    Stage("merge", run_merge, ("data", "generate"), lambda ctx: dict(ctx.recipe.merge), _out("merged/train.rec", "merged/train.idx"), help="real + synthetic as one arcface_torch folder", result=MergeResult, folder="merged"),
+    Stage("scoremix", lambda ctx: run_recogniser(ctx, "scoremix"), ("data", "generate"), recogniser_settings("scoremix"), _out("scoremix/model.pt"), help="recogniser on real + synthetic", result=RecogniserResult, files=_recogniser_file),
+    Stage("verify", run_verify, ("data", "baseline", "scoremix"), verify_settings, _out("verify/verification.json"), help="verification of both recognisers", result=VerifyResult),
+    Stage("align", run_align, ("centres",), lambda ctx: {"seed": ctx.recipe.seed}, _out("align/alignment.json"), help="CKA of generator conditions vs recogniser centres", result=AlignResult),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES) + ("report",)
