@@ -58,7 +58,7 @@ def big_folder(work: Path) -> Path:
 def write_big_folder(toy: Path, out: Path, num_images: int) -> dict[str, int]:
     """``num_images`` images cycling the toy JPEGs (stored verbatim, decoded like any other); copy c of toy
     class k is class ``c * C + k``, each class written contiguously as the shard writer requires."""
-    from scoremix_plugin.recordio import FaceRecFolder, ShardWriter
+    from scoremix_plugin.recordio import FaceRecFolder, FaceRecWriter
 
     src = FaceRecFolder(toy)
     by_class: dict[int, list[int]] = {}
@@ -67,7 +67,7 @@ def write_big_folder(toy: Path, out: Path, num_images: int) -> dict[str, int]:
     per_class = max(len(v) for v in by_class.values())
     copies = -(-num_images // (per_class * len(by_class)))
     written, classes = 0, 0
-    with ShardWriter(out) as writer:
+    with FaceRecWriter(out) as writer:
         for c in range(copies):
             for k, items in sorted(by_class.items()):
                 for j in range(per_class):

@@ -6,7 +6,7 @@
 
 Builds an InsightFace-layout shard of --records 112x112 JPEG records (q95, ~5 kB like aligned
 faces) in a temporary folder, then measures, each the median of --repeats runs:
-- writes/s: ShardWriter.write of already-encoded JPEG bytes (IRHeader pack + framing + .idx line);
+- writes/s: FaceRecWriter.write of already-encoded JPEG bytes (IRHeader pack + framing + .idx line);
 - reads/s: IndexedRecordIOReader.read_idx over a random permutation of the keys;
 - decoded/s: random images through FaceRecFolder.image (read + unpack + JPEG decode to RGB), the
   path the training Dataset takes.
@@ -104,14 +104,14 @@ def rate(count: int, fn, repeats: int) -> dict[str, float]:
 
 
 def measure_ours(work: Path, jpegs: list[bytes], n: int, n_reads: int, n_decodes: int, repeats: int, seed: int):
-    from scoremix_plugin.recordio import FaceRecFolder, IndexedRecordIOReader, ShardWriter
+    from scoremix_plugin.recordio import FaceRecFolder, FaceRecWriter, IndexedRecordIOReader
 
     labels = (np.arange(n) // 20).tolist()  # 20 images per identity
     runs = iter(range(repeats))
 
     def writes():
         # A fresh folder each run, so replacing the previous run's files is not timed.
-        with ShardWriter(work / f"shard{next(runs)}") as w:
+        with FaceRecWriter(work / f"shard{next(runs)}") as w:
             for i in range(n):
                 w.write(jpegs[i % len(jpegs)], labels[i])
 

@@ -1,11 +1,11 @@
-"""RecordIO write speed: this tree's ShardWriter against a baseline revision's, side by side, one core.
+"""RecordIO write speed: this tree's FaceRecWriter against a baseline revision's, side by side, one core.
 
     python benchmarks/recordio_write.py                          # vs the writer before the speed-up
     python benchmarks/recordio_write.py --baseline-rev main~5    # any git revision of this repository
     python benchmarks/recordio_write.py --mxnet-python /opt/mx/bin/python   # also real mxnet, same file
 
 The method is benchmarks/recordio_read.py's: --records 112x112 JPEG q95 records (~6.5 kB, face-like),
-cycled from --distinct pictures, written with ``ShardWriter.write(jpeg_bytes, label)`` (IRHeader pack,
+cycled from --distinct pictures, written with ``FaceRecWriter.write(jpeg_bytes, label)`` (IRHeader pack,
 framing, .idx line, and at close the identity records, key 0, fsync and rename) into a fresh folder.
 Each run is a child process pinned to one CPU; baseline and current runs alternate (A B A B ...), so
 load from other processes hits both alike; rates are medians of --repeats runs, by wall clock and by
@@ -40,7 +40,7 @@ jpeg_file, out_dir, n = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
 if hasattr(os, "sched_setaffinity"):
     os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
 import scoremix_plugin
-from scoremix_plugin.recordio import ShardWriter
+from scoremix_plugin.recordio import FaceRecWriter
 blob = Path(jpeg_file).read_bytes()
 jpegs, pos = [], 0
 while pos < len(blob):
@@ -48,7 +48,7 @@ while pos < len(blob):
 labels = [i // 20 for i in range(n)]  # 20 images per identity, as recordio_read.py
 m = len(jpegs)
 t, c = time.perf_counter(), time.process_time()
-with ShardWriter(out_dir) as w:
+with FaceRecWriter(out_dir) as w:
     for i in range(n):
         w.write(jpegs[i % m], labels[i])
 wall, cpu = time.perf_counter() - t, time.process_time() - c

@@ -18,7 +18,7 @@ def _write_manifest(toy: Path, out: Path) -> Path:
     import cv2
 
     from scoremix_plugin.io_utils import sha256_file, write_json_atomic
-    from scoremix_plugin.recordio import FaceRecFolder, ShardWriter
+    from scoremix_plugin.recordio import FaceRecFolder, FaceRecWriter
     from scoremix_plugin.synthesis.select import Selection, write_pairs
     from scoremix_plugin.toydata import NORMAL, make_identities, render_face
     from scoremix_plugin.verification.binfile import load_bin_images
@@ -30,7 +30,7 @@ def _write_manifest(toy: Path, out: Path) -> Path:
     shards = []
     for s, ids in enumerate([(0, 1), (2, 3)]):
         name = f"shard-{s:05d}"
-        with ShardWriter(out / name, num_classes=c_real + C_SYN) as w:
+        with FaceRecWriter(out / name, num_classes=c_real + C_SYN) as w:
             for n in ids:
                 for j in range(PER):
                     if n == EVAL_LEAK:

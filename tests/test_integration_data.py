@@ -18,7 +18,7 @@ from scoremix_plugin.data.augment import Augmentation, DegradeResize
 from scoremix_plugin.data.loader import build_train_dataset, make_train_loader
 from scoremix_plugin.data.scoremix_dataset import ScoreMixDataset
 from scoremix_plugin.integration.loader import get_dataloader
-from scoremix_plugin.recordio import FaceRecFolder, RecordIOError, ShardWriter
+from scoremix_plugin.recordio import FaceRecFolder, FaceRecWriter, RecordIOError
 from scoremix_plugin.synthesis.manifest import ManifestError
 
 C_SYN, PER_CLASS = 6, 5  # toy_data: 12 real classes x 8 images = 96; synthetic 6 x 5 = 30 in 2 shards
@@ -143,7 +143,7 @@ def test_manifest_and_shard_errors(toy_data, synth, tmp_path):
         ScoreMixDataset(toy_data, m)
     # Labels that were never made final (0-based in the shard) are refused, naming the shard file.
     bad = tmp_path / "bad"
-    with ShardWriter(bad / "shard-00000", num_classes=12 + 2) as w:
+    with FaceRecWriter(bad / "shard-00000", num_classes=12 + 2) as w:
         for n in range(2):
             for i in range(3):
                 w.write(synthetic_image(n, i), n)

@@ -1,6 +1,6 @@
 """Helpers for the integration tests: small real synthetic shards + a generation manifest (contracts.md).
 
-The shards are written with the project's ShardWriter (real RecordIO files) and the manifest with the
+The shards are written with the project's FaceRecWriter (real RecordIO files) and the manifest with the
 fields and checksums of contracts.md, so the ScoreMix data, the loader and merge are exercised on
 the same kind of files `scoremix generate` writes. Collected by pytest, but holds no tests itself.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from scoremix_plugin.io_utils import sha256_file, write_json_atomic
-from scoremix_plugin.recordio import FaceRecFolder, ShardWriter
+from scoremix_plugin.recordio import FaceRecFolder, FaceRecWriter
 
 
 def synthetic_image(label: int, index: int, size: int = 112) -> np.ndarray:
@@ -37,7 +37,7 @@ def write_shards(out_dir: Path, real_dir: Path, num_synthetic_classes: int, imag
     for s, first in enumerate(range(0, num_synthetic_classes, classes_per_shard)):
         last = min(first + classes_per_shard, num_synthetic_classes)
         folder = out_dir / f"shard-{s:05d}"
-        with ShardWriter(folder, num_classes=total) as w:
+        with FaceRecWriter(folder, num_classes=total) as w:
             for n in range(first, last):
                 for i in range(images_per_class):
                     w.write(synthetic_image(c_real + n, i), c_real + n)

@@ -185,7 +185,7 @@ def test_real_host_reads_our_files_through_the_shim(host, golden_dir, toy_data):
     from scoremix_plugin.verification.binfile import load_bin_images
 
     dataset, verification = host
-    # MXFaceDataset over mxnet's golden folder and over a folder our ShardWriter wrote: sample for
+    # MXFaceDataset over mxnet's golden folder and over a folder our FaceRecWriter wrote: sample for
     # sample (same flips under the same seed) what our Dataset gives.
     for root, n in ((golden_dir / "recordio" / "insightface", 20), (toy_data, 12 * 8)):
         theirs, ours = dataset.MXFaceDataset(str(root), 0), FaceRecDataset(root)

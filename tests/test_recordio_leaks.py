@@ -16,7 +16,15 @@ import pytest
 
 from scoremix_plugin.cli import main
 from scoremix_plugin.errors import OutputExistsError
-from scoremix_plugin.recordio import FaceRecFolder, IRHeader, RecordIOError, ShardWriter, encode_jpeg, pack, unpack_img
+from scoremix_plugin.recordio import (
+    FaceRecFolder,
+    FaceRecWriter,
+    IRHeader,
+    RecordIOError,
+    encode_jpeg,
+    pack,
+    unpack_img,
+)
 from scoremix_plugin.recordio import writer as writer_module
 from scoremix_plugin.recordio.convert import check_rec, folder_to_rec, rec_to_folder
 from scoremix_plugin.recordio.dataset import FaceRecDataset
@@ -30,7 +38,7 @@ def _picture(seed: int) -> np.ndarray:
 
 def _folder(path, payloads: list[bytes]):
     """An InsightFace folder with the given stored payloads (labels 0, 0, 1, 1, ...), sizes unchecked."""
-    with ShardWriter(path, image_size=None) as w:
+    with FaceRecWriter(path, image_size=None) as w:
         for i, p in enumerate(payloads):
             w.write(p, i // 2)
     return path

@@ -13,11 +13,11 @@ from hypothesis import strategies as st
 
 from scoremix_plugin.recordio import (
     FaceRecFolder,
+    FaceRecWriter,
     IndexedRecordIOReader,
     IndexedRecordIOWriter,
     IRHeader,
     RecordIOReader,
-    ShardWriter,
     encode_jpeg,
     pack,
     unpack,
@@ -122,7 +122,7 @@ _JPEGS = [encode_jpeg(np.full((112, 112, 3), v, np.uint8)) for v in (0, 120, 255
 def test_shard_round_trip(groups, which):
     with tempfile.TemporaryDirectory() as d:
         written = []
-        with ShardWriter(d) as w:
+        with FaceRecWriter(d) as w:
             for label, count in groups:
                 for j in range(count):
                     data = _JPEGS[(which + j) % 3]

@@ -245,11 +245,11 @@ def test_sample_pairs_balanced_distinct_and_seeded():
 
 def test_bin_from_rec_via_cli(tmp_path):
     from scoremix_plugin import cli
-    from scoremix_plugin.recordio import ShardWriter
+    from scoremix_plugin.recordio import FaceRecWriter
 
     rng = np.random.default_rng(0)
     rec = tmp_path / "rec"
-    with ShardWriter(rec) as w:
+    with FaceRecWriter(rec) as w:
         for label in range(5):
             for _ in range(3):
                 w.write(rng.integers(0, 255, (112, 112, 3), dtype=np.uint8), label)

@@ -302,6 +302,3 @@ class FaceRecWriter(Committing):
         self._w.abort()
         self.closed = True
 
-
-# The old name (it writes one folder, not a rolling set of shards); kept so existing code keeps working.
-ShardWriter = FaceRecWriter

@@ -325,7 +325,6 @@ class _Run:
                      "guide": {"checkpoint": _rel(st.guide, self.out), "sha256": self.fp["guide_sha256"]}
                      if st.guide else None,
                      "mix_window": list(st.mix_window) if st.mix_window is not None else None,
-        "guidance_interval": [float(v) for v in st.guidance_interval] if st.guidance_interval is not None else None,
                      "guidance_interval": list(st.guidance_interval) if st.guidance_interval is not None else None,
                      "mix_space": st.mix_space,
                      "mix_weights": [float(w) for w in st.mix_weights] if st.mix_weights is not None else None,
