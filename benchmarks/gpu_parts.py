@@ -218,7 +218,7 @@ def recogniser_flops(network: str, device: str) -> float:
     """Training FLOPs per image (forward counted by torch's counter, x3 for forward + backward)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from scoremix_plugin.recognition.backbones import get_backbone
+    from scoremix_plugin.backbones import get_backbone
 
     net = get_backbone(network).to(device).eval()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:

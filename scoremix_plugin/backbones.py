@@ -11,7 +11,7 @@ Module names (what the state dict holds): ``conv1, bn1, prelu, layer1..layer4`` 
 
 ``load_backbone(path, network)`` is the ``.pt`` model loader (a host ``model.pt``, our ``model.pt`` or a
 checkpoint holding the backbone). This module sits in the package's base layer, below verification, so
-scoring a ``.pt`` model needs nothing from the trainers (``recognition/backbones.py`` re-exports it).
+scoring a ``.pt`` model needs nothing from the trainers.
 """
 
 from __future__ import annotations

@@ -98,12 +98,12 @@ def build_fixtures(root: Path) -> Fixtures:
     import numpy as np
     import torch
 
+    from scoremix_plugin.backbones import get_backbone
     from scoremix_plugin.centres import save_centres
     from scoremix_plugin.generation.checkpoint import CHECKPOINT_FORMAT, plain
     from scoremix_plugin.generation.edm import EDMPrecond
     from scoremix_plugin.generation.network import build_network, network_kwargs
     from scoremix_plugin.io_utils import save_torch_atomic
-    from scoremix_plugin.recognition.backbones import get_backbone
     from scoremix_plugin.synthesis.generate import GenerateSettings, generate
     from scoremix_plugin.synthesis.select import run_selection
     from scoremix_plugin.toydata import write_toy_dataset

@@ -66,7 +66,7 @@ def test_recogniser_autocast_matches_fp32():
     Train mode (batch statistics), as in training: an untrained network's default running statistics
     let activations grow past fp16's range in eval mode, which would test the initialisation, not autocast.
     """
-    from scoremix_plugin.recognition.backbones import get_backbone
+    from scoremix_plugin.backbones import get_backbone
 
     torch.manual_seed(0)
     ref_net = get_backbone("r50").to(DEVICE).train()
@@ -173,7 +173,7 @@ def test_onnx_export_runs_on_the_cuda_provider(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip(f"this onnxruntime has no CUDA provider ({ort.get_available_providers()}): install onnxruntime-gpu")
-    from scoremix_plugin.recognition.backbones import get_backbone
+    from scoremix_plugin.backbones import get_backbone
     from scoremix_plugin.recognition.export import export_onnx
     from scoremix_plugin.verification.evaluate import OnnxEmbedder
 

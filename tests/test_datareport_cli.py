@@ -62,7 +62,7 @@ def _write_manifest(toy: Path, out: Path) -> Path:
 def setup(toy_data, tmp_path_factory):
     import torch
 
-    from scoremix_plugin.recognition.backbones import get_backbone
+    from scoremix_plugin.backbones import get_backbone
 
     d = tmp_path_factory.mktemp("dsr")
     torch.manual_seed(0)
@@ -174,8 +174,8 @@ def test_generate_drop_leaks_prints_the_verdict(syn_inputs, tmp_path, capsys):  
     import torch
     from test_synthesis_generate import NUM_IDS, _args, _generate_here
 
+    from scoremix_plugin.backbones import get_backbone
     from scoremix_plugin.cli import main
-    from scoremix_plugin.recognition.backbones import get_backbone
     from scoremix_plugin.synthesis.manifest import verify_manifest
 
     inp = syn_inputs

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from scoremix_plugin import mxnet_compat  # the documented name (integration.mxnet_compat underneath)
+from scoremix_plugin.integration import mxnet_compat
 from scoremix_plugin.recordio import decode_image
 from scoremix_plugin.verification.binfile import load_bin as safe_load_bin
 

@@ -120,7 +120,7 @@ def test_model_path_embeds_host_crops_and_flips(tmp_path):
 
 def test_cli_with_a_torch_model_and_with_saved_features(tmp_path, capsys):
     torch = pytest.importorskip("torch")
-    from scoremix_plugin.recognition.backbones import get_backbone
+    from scoremix_plugin.backbones import get_backbone
 
     root = small_ijb_root(tmp_path)
     torch.manual_seed(0)

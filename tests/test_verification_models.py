@@ -129,7 +129,7 @@ def test_onnx_with_sub_mul_stem_gets_raw_pixels(tmp_path):
 
 
 def test_torch_state_dict_embedder(tmp_path):
-    from scoremix_plugin.recognition.backbones import get_backbone
+    from scoremix_plugin.backbones import get_backbone
 
     torch.manual_seed(0)
     net = get_backbone("r10_tiny", num_features=32).eval()

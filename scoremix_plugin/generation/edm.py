@@ -69,10 +69,6 @@ class EDMPrecond(nn.Module):
         self.sigma_data = float(sigma_data)
         self.amp_dtype: torch.dtype | None = None
 
-    @property
-    def null_class(self) -> int:
-        return self.num_classes
-
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, class_labels: torch.Tensor) -> torch.Tensor:
         x = x.float()
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1)

@@ -193,9 +193,6 @@ class IndexedRecordIOReader(Closing):
             return buf[pos + 8:end]
         return read_framed(buf, pos, file=self.path, key=key)[0]
 
-    def read_at(self, offset: int, key=None) -> bytes:
-        return read_framed(self._file.buf, int(offset), file=self.path, key=key)[0]
-
     @property
     def buffer(self):
         """The mapped `.rec` bytes (an mmap, or b"" for an empty file)."""
