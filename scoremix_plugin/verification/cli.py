@@ -174,11 +174,9 @@ def run_verify_ijb(args: argparse.Namespace) -> int:
 
 
 def _run_verify_ijb(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from scoremix_plugin.io_utils import atomic_path, write_json_atomic
-    from scoremix_plugin.verification.ijb import check_modes, evaluate_ijb_features, image_features
-    from scoremix_plugin.verification.ijb_meta import IJBError, load_features, read_ijb_meta
+    from scoremix_plugin.io_utils import write_json_atomic
+    from scoremix_plugin.verification.ijb import check_modes, evaluate_ijb_features
+    from scoremix_plugin.verification.ijb_meta import IJBError, read_ijb_meta
     from scoremix_plugin.verification.report import format_ijb_table, write_ijb_report
 
     modes = check_modes(args.modes)
@@ -188,25 +186,7 @@ def _run_verify_ijb(args: argparse.Namespace) -> int:
         raise IJBError(f"--save-features {args.save_features} already exists; remove it or name another file")
     meta_info: dict = {"root": str(args.root), "target": args.target}
     meta = read_ijb_meta(args.root, args.target)
-    if args.features:
-        feats = load_features(args.features, meta)
-        meta_info["features"] = str(args.features)
-    else:
-        from scoremix_plugin.verification.evaluate import load_embedder
-
-        try:
-            embedder = load_embedder(args.model, network=args.network, device=args.device)
-        except (ValueError, FileNotFoundError) as e:
-            raise IJBError(str(e)) from e
-        meta_info.update(model=str(args.model), network=args.network)
-        if getattr(embedder, "providers", None):
-            meta_info["onnx_providers"] = list(embedder.providers)
-        feats = image_features(meta, embedder, batch_size=args.batch_size, progress=not args.no_progress)
-        if args.save_features:
-            with atomic_path(args.save_features) as tmp:
-                with open(tmp, "wb") as f:
-                    np.save(f, feats)
-            meta_info["saved_features"] = str(args.save_features)
+    feats = _ijb_features(args, meta, meta_info)
     result = evaluate_ijb_features(meta, feats, modes, progress=not args.no_progress)
     result.meta.update(meta_info)
     print(format_ijb_table(result))
@@ -233,29 +213,39 @@ def _ijb_embedder(args: argparse.Namespace, meta_info: dict):
     return embedder
 
 
-def _run_verify_ijb_1n(args: argparse.Namespace, modes: tuple[str, ...]) -> int:
+def _ijb_features(args: argparse.Namespace, meta, meta_info: dict):
+    """The image features: read from --features, or embedded with --model (and kept in --save-features)."""
     import numpy as np
 
-    from scoremix_plugin.io_utils import atomic_path, write_json_atomic, write_text_atomic
+    from scoremix_plugin.io_utils import atomic_path
     from scoremix_plugin.verification.ijb import image_features
+    from scoremix_plugin.verification.ijb_meta import load_features
+
+    if args.features:
+        feats = load_features(args.features, meta)
+        meta_info["features"] = str(args.features)
+        return feats
+    feats = image_features(meta, _ijb_embedder(args, meta_info), batch_size=args.batch_size,
+                           progress=not args.no_progress)
+    if args.save_features:
+        with atomic_path(args.save_features) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, feats)
+        meta_info["saved_features"] = str(args.save_features)
+    return feats
+
+
+def _run_verify_ijb_1n(args: argparse.Namespace, modes: tuple[str, ...]) -> int:
+
+    from scoremix_plugin.io_utils import write_json_atomic, write_text_atomic
     from scoremix_plugin.verification.ijb_1n import evaluate_ijb_1n_features, format_1n_table
-    from scoremix_plugin.verification.ijb_meta import IJBError, load_features, read_ijb_1n_meta
+    from scoremix_plugin.verification.ijb_meta import IJBError, read_ijb_1n_meta
 
     if args.save_features and Path(args.save_features).exists():
         raise IJBError(f"--save-features {args.save_features} already exists; remove it or name another file")
     meta_info: dict = {"root": str(args.root), "target": args.target, "task": "identification"}
     meta, sets = read_ijb_1n_meta(args.root, args.target)
-    if args.features:
-        feats = load_features(args.features, meta)
-        meta_info["features"] = str(args.features)
-    else:
-        feats = image_features(meta, _ijb_embedder(args, meta_info), batch_size=args.batch_size,
-                               progress=not args.no_progress)
-        if args.save_features:
-            with atomic_path(args.save_features) as tmp:
-                with open(tmp, "wb") as f:
-                    np.save(f, feats)
-            meta_info["saved_features"] = str(args.save_features)
+    feats = _ijb_features(args, meta, meta_info)
     results = {m: evaluate_ijb_1n_features(meta, sets, feats, m) for m in modes}
     tables = [f"{args.target} 1:N, {m}:\n\n{format_1n_table(r)}" for m, r in results.items()]
     print("\n\n".join(tables))

@@ -215,6 +215,13 @@ def format_ijb_table(results: Any, strict: bool = False) -> str:
     return "\n".join(lines)
 
 
+def _runs_payload(runs: Mapping[str, Any], meta: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A report's JSON: the meta, then one unnamed run's fields, or the named runs under "runs"."""
+    if "" in runs:
+        return {"meta": dict(meta or {}), **runs[""].to_dict()}
+    return {"meta": dict(meta or {}), "runs": {k: r.to_dict() for k, r in runs.items()}}
+
+
 def write_ijb_report(out_dir: str | os.PathLike, results: Any, *, title: str = "IJB verification",
                      meta: Mapping[str, Any] | None = None) -> dict[str, Path]:
     """Write ``ijb.json``, ``ijb.md`` (the host's table, then strict TAR + AUC) and ``ijb_roc.png`` into ``out_dir``."""
@@ -222,9 +229,7 @@ def write_ijb_report(out_dir: str | os.PathLike, results: Any, *, title: str = "
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "ijb.json", "markdown": out / "ijb.md", "roc": out / "ijb_roc.png"}
-    payload = ({"meta": dict(meta or {}), **runs[""].to_dict()} if "" in runs
-               else {"meta": dict(meta or {}), "runs": {k: r.to_dict() for k, r in runs.items()}})
-    write_json_atomic(paths["json"], payload)
+    write_json_atomic(paths["json"], _runs_payload(runs, meta))
     panels: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
     for run, r in runs.items():
         for mode, m in r.modes.items():
@@ -279,9 +284,7 @@ def write_tinyface_report(out_dir: str | os.PathLike, results: Any, *, title: st
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "tinyface.json", "markdown": out / "tinyface.md", "cmc": out / "tinyface_cmc.png"}
-    payload = ({"meta": dict(meta or {}), **runs[""].to_dict()} if "" in runs
-               else {"meta": dict(meta or {}), "runs": {k: r.to_dict() for k, r in runs.items()}})
-    write_json_atomic(paths["json"], payload)
+    write_json_atomic(paths["json"], _runs_payload(runs, meta))
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 4))
     for run, r in runs.items():
