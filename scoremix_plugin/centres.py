@@ -1,4 +1,4 @@
-"""Centres files: one unit vector per class (contracts.md, "Centres files").
+"""Centres files: one unit vector per class.
 
 Written by ``scoremix embed`` (space "embedding" or "head") and ``scoremix export-conditions``
 (space "condition"); read by ``scoremix select`` and ``scoremix align``.

@@ -3,8 +3,7 @@
 The recogniser trainer, the generator trainer, generation and the pipeline all read their settings
 this way, so a team's host recipe (``configs/ms1mv3_r50.py``) runs unchanged. Merging is shallow,
 as the host's ``base.config.update(job.config)`` is. Keys the reader does not know are kept and
-reported in ONE warning that names them; only the ``scoremix`` block is validated strictly
-(contracts.md, "The scoremix block").
+reported in ONE warning that names them; only the ``scoremix`` block is validated strictly.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""Helpers for the integration tests: small real synthetic shards + a generation manifest (contracts.md).
+"""Helpers for the integration tests: small real synthetic shards + a generation manifest.
 
 The shards are written with the project's FaceRecWriter (real RecordIO files) and the manifest with the
-fields and checksums of contracts.md, so the ScoreMix data, the loader and merge are exercised on
+fields and checksums `synthesis/manifest.py` checks, so the ScoreMix data, the loader and merge are exercised on
 the same kind of files `scoremix generate` writes. Collected by pytest, but holds no tests itself.
 """
 

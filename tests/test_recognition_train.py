@@ -129,7 +129,7 @@ def test_resume_from_host_checkpoint_format(toy_data, tmp_path):
 
 
 def test_trains_on_real_plus_synthetic_through_the_scoremix_dataset(toy_data, tmp_path):
-    from test_integration_helpers import write_shards  # real shards + manifest (contracts.md)
+    from test_integration_helpers import write_shards  # real shards + manifest
 
     manifest = write_shards(tmp_path / "syn", toy_data, num_synthetic_classes=2, images_per_class=8,
                             classes_per_shard=1)

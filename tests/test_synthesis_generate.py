@@ -129,7 +129,7 @@ def test_shards_read_back(syn_inputs, reference_run):
     m = verify_manifest(reference_run / "manifest.json")  # checksums, contiguous labels, totals
     raw = json.loads((reference_run / "manifest.json").read_text())
     assert raw["format"] == "scoremix-shards/1" and m.complete
-    assert m.to_json() == raw  # read + write gives the file back: one schema (contracts.md)
+    assert m.to_json() == raw  # read + write gives the file back: one schema
     assert m.num_classes == c_real + NUM_IDS and m.num_synthetic_images == NUM_IDS * PER_ID
     assert m.real_num_classes == c_real and m.real_num_image == len(FaceRecFolder(syn_inputs["real"]))
     assert m.real_rec == Path(syn_inputs["real"]).absolute() and m.num_image == m.real_num_image + NUM_IDS * PER_ID

@@ -40,7 +40,7 @@ def _degrade(cfg: Mapping[str, Any]):
 
 
 def check_against_manifest(cfg: Mapping[str, Any], manifest, source: str = "config") -> None:
-    """``cfg.num_classes`` / ``cfg.num_image`` must equal the manifest's totals (contracts.md)."""
+    """``cfg.num_classes`` / ``cfg.num_image`` must equal the manifest's totals."""
     for key, expected, how in (
         ("num_classes", manifest.num_classes, f"num_classes (real {manifest.real_num_classes} + synthetic "
                                               f"{manifest.num_synthetic_classes})"),

@@ -1,6 +1,6 @@
 """ScoreMix training data: the team's real RecordIO folder plus the synthetic shards of a generation manifest.
 
-Labels are FINAL everywhere (contracts.md, "Labels"): real classes are ``0 .. C_real-1``, synthetic
+Labels are FINAL everywhere: real classes are ``0 .. C_real-1``, synthetic
 identities already carry ``C_real + n`` in their shards, so nothing here adds an offset. Every
 source is checked against the manifest when the dataset is built (image counts, label ranges) and
 every sample's label against ``[0, num_classes)`` when it is read, because an out-of-range label

@@ -59,7 +59,7 @@ GENERATOR_DEFAULTS: dict[str, Any] = {
     "resolution": 32,  # pixels; images are resized on load (cv2.INTER_AREA). 32: CPU demo, 112: real
     "preset": "tiny-cpu",  # network preset (generation/network.py PRESETS)
     "batch_size": 32,  # images per process per step
-    "lr": 1e-3,  # Adam; 1e-3 beat 2e-4 in the CPU spike (docs/scoremix.md)
+    "lr": 1e-3,  # Adam; 1e-3 beat 2e-4 in the CPU spike
     "lr_warmup": 100,  # steps of linear learning-rate ramp-up from 0
     "lr_decay_ref": None,  # EDM2's decay: lr / sqrt(max(step / lr_decay_ref, 1)); None = constant after warm-up
     "adam_betas": (0.9, 0.999),

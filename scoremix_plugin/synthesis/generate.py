@@ -3,7 +3,7 @@
 One process:   scoremix generate --ckpt G.pt --pairs pairs.csv --real REAL --images-per-identity 50 --out OUT
 Several:       torchrun --nproc_per_node=2 -m scoremix_plugin generate ...   (same flags)
 
-Identity ``n`` of the pairs file (row n) becomes label ``C_real + n`` (contracts.md, "Labels"); its image i
+Identity ``n`` of the pairs file (row n) becomes label ``C_real + n`` (labels are final everywhere); its image i
 starts from the noise of ``image_generator(seed, n, i)``. The plan cuts identities into shards of
 ``--shard-size`` consecutive identities; shard s holds identities ``[s*S, (s+1)*S)``, all their images in
 identity order, sampled in batches of ``--batch-size`` taken in that order. Nothing in the plan depends on the
@@ -14,7 +14,7 @@ Output folder::
     OUT/settings.json           what the bytes depend on; a rerun with other settings is refused
     OUT/shard-00000/            train.rec, train.idx, property (InsightFace layout) + done.json
     OUT/grids/shard-00000.png   first identities of the shard: real source images, then mixes
-    OUT/manifest.json           contracts.md; rewritten (atomically) by rank 0 as shards complete
+    OUT/manifest.json           synthesis/manifest.py; rewritten (atomically) by rank 0 as shards complete
 
 A shard is written under a temporary folder name and renamed when closed; the rank that made it then
 writes its ``done.json`` (sizes and checksums). Only rank 0 writes the manifest, merging those records, so
@@ -41,7 +41,7 @@ from scoremix_plugin.generation.settings import SAMPLER
 from scoremix_plugin.io_utils import refuse_output_overlapping_inputs, sha256_file, write_json_atomic
 from scoremix_plugin.synthesis.manifest import Manifest, ManifestError, Shard
 
-OUTPUT_SIZE = 112  # recognisers always take 112x112 (contracts.md, "Resolution")
+OUTPUT_SIZE = 112  # recognisers always take 112x112
 SETTINGS_NAME = "settings.json"
 # settings.json's format: a folder written under another one is refused in one line (use a new --out).
 SETTINGS_FORMAT = "scoremix-generate-settings/2"

@@ -1,4 +1,4 @@
-"""The generation manifest (``DIR/manifest.json``, contracts.md "Shards and the generation manifest").
+"""The generation manifest (``DIR/manifest.json``).
 
 One type, ``Manifest``, for everyone who reads or writes it: ``scoremix generate`` (rewrites it atomically
 after each completed shard; a shard is complete exactly when it is listed), the quality report, the
@@ -135,7 +135,7 @@ class Manifest:
                    extra={k: v for k, v in m.items() if k not in known})
 
     def to_json(self) -> dict[str, Any]:
-        """The on-disk form (contracts.md): paths relative to the manifest's folder, keys in the contract's order."""
+        """The on-disk form: paths relative to the manifest's folder, keys in the contract's order."""
         root = os.path.abspath(self.root)
 
         def rel(p: Path) -> str:

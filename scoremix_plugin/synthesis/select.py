@@ -1,6 +1,6 @@
 """Class selection: which real classes are mixed into each new synthetic identity.
 
-The rule (contracts.md, "Selection"), for pairs:
+The rule, for pairs:
 
 - ``far``: every unordered pair (a, b) of classes ranked by cosine distance ``1 - <c_a, c_b>``, largest
   first, ties broken by (a, b) ascending; walked greedily, a pair is taken when neither class has already

@@ -197,7 +197,7 @@ def _read_rgb(path: Path) -> np.ndarray | str:
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
         return "not a readable image"
-    if img.shape[:2] != (112, 112):  # the recognisers take 112 x 112 (contracts: Resolution)
+    if img.shape[:2] != (112, 112):  # the recognisers take 112 x 112
         img = cv2.resize(img, (112, 112), interpolation=cv2.INTER_LINEAR)
     return img[:, :, ::-1]
 
