@@ -41,7 +41,7 @@ def test_identity_ranges_that_contradict_the_labels_are_refused_by_every_reader(
 
 def test_pack_names_the_magnitude_rule_for_negative_labels():
     with pytest.raises(RecordIOError, match=r"magnitude >= 2\*\*24"):
-        pack((0, -2**24, 0, 0))
+        pack((0, -(2**24), 0, 0))
 
 
 def test_ijb_meta_paths_must_stay_under_the_root(tmp_path):

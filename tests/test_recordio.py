@@ -59,7 +59,7 @@ def test_edge_reader_gives_back_headers_and_payloads(gold):
     # Some payloads really are split into parts on disk (the case the fast path must not get wrong).
     raw = (gold / "edge" / "edge.rec").read_bytes()
     off = r.offset(11)  # magic_at_0
-    assert int.from_bytes(raw[off + 4:off + 8], "little") >> 29 == 1
+    assert int.from_bytes(raw[off + 4 : off + 8], "little") >> 29 == 1
 
 
 def test_sequential_raw_records(gold, tmp_path):

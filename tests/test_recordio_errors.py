@@ -61,7 +61,7 @@ def test_good_folder_checks(good):
 def test_wrong_magic(bad):
     off = _offsets(bad)[3]
     data = bytearray((bad / "train.rec").read_bytes())
-    data[off:off + 4] = b"\xde\xad\xbe\xef"
+    data[off : off + 4] = b"\xde\xad\xbe\xef"
     (bad / "train.rec").write_bytes(bytes(data))
     with pytest.raises(RecordIOError, match=rf"train.rec, key 3, offset {off}: bad magic 0xEFBEADDE"):
         FaceRecFolder(bad)
@@ -175,7 +175,9 @@ def test_labels_checked_against_property_and_whole_numbers(bad, tmp_path):
     with IndexedRecordIOWriter(tmp_path / "train.idx", tmp_path / "train.rec") as w:
         w.write_idx(0, pack(IRHeader(0, 1.0, 0, 0), b"x"))
         w.write_idx(1, pack(IRHeader(0, 2.5, 1, 0), b"y"))
-    with pytest.raises(RecordIOError, match=r"train.rec, key 1, offset 36: label 2.5 is not a whole number in \[0, 2\*\*24\)"):
+    with pytest.raises(
+        RecordIOError, match=r"train.rec, key 1, offset 36: label 2.5 is not a whole number in \[0, 2\*\*24\)"
+    ):
         FaceRecFolder(tmp_path)
 
 

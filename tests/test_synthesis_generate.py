@@ -40,9 +40,22 @@ def syn_inputs(toy_data, tmp_path_factory):
     with torch.no_grad():  # diffusers zero-initialises nothing we rely on; make the output visibly class-dependent
         den.net.class_table.weight.normal_(0, 1)
     sd = den.net.state_dict()
-    save_torch_atomic({"format": CHECKPOINT_FORMAT, "step": 0, "net": sd, "ema": sd, "optimizer": {},
-                       "config": plain({"rec": str(toy_data), "seed": 0}), "num_classes": c_real, "resolution": 16,
-                       "preset": "test-micro", "network_kwargs": plain(kw), "sigma_data": 0.5}, d / "gen.pt")
+    save_torch_atomic(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "step": 0,
+            "net": sd,
+            "ema": sd,
+            "optimizer": {},
+            "config": plain({"rec": str(toy_data), "seed": 0}),
+            "num_classes": c_real,
+            "resolution": 16,
+            "preset": "test-micro",
+            "network_kwargs": plain(kw),
+            "sigma_data": 0.5,
+        },
+        d / "gen.pt",
+    )
     rng = np.random.default_rng(0)
     save_centres(d / "centres.npz", np.arange(c_real), rng.normal(size=(c_real, 16)), space="embedding")
     run_selection(d / "centres.npz", d / "pairs.csv", strategy="far", num_identities=NUM_IDS, progress=False)
@@ -50,17 +63,45 @@ def syn_inputs(toy_data, tmp_path_factory):
 
 
 def _args(inp, out, *extra):
-    return ["generate", "--ckpt", str(inp["ckpt"]), "--pairs", str(inp["pairs"]), "--real", str(inp["real"]),
-            "--images-per-identity", str(PER_ID), "--shard-size", str(SHARD), "--steps", "2", "--batch-size", "4",
-            "--guidance", "none", "--guidance-scale", "1", "--no-bf16", "--seed", "3", "--out", str(out), *extra]
+    return [
+        "generate",
+        "--ckpt",
+        str(inp["ckpt"]),
+        "--pairs",
+        str(inp["pairs"]),
+        "--real",
+        str(inp["real"]),
+        "--images-per-identity",
+        str(PER_ID),
+        "--shard-size",
+        str(SHARD),
+        "--steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--guidance",
+        "none",
+        "--guidance-scale",
+        "1",
+        "--no-bf16",
+        "--seed",
+        "3",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def _run(args, env_extra=None, torchrun=0):
     env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
-    pre = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}"] \
-        if torchrun else [sys.executable]
-    return subprocess.run(pre + ["-m", "scoremix_plugin", *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=240)
+    pre = (
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}"]
+        if torchrun
+        else [sys.executable]
+    )
+    return subprocess.run(
+        pre + ["-m", "scoremix_plugin", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=240
+    )
 
 
 # The child process counts the images it writes and kills itself (SIGKILL: no clean-up, no atexit, like a
@@ -82,8 +123,14 @@ sys.exit(cli.main(sys.argv[2:]))
 
 def _run_killed_after(args, images: int):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-c", _KILL_AFTER, str(images), *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=240)
+    return subprocess.run(
+        [sys.executable, "-c", _KILL_AFTER, str(images), *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
 
 
 def _files(out: Path) -> dict[str, bytes]:
@@ -107,8 +154,19 @@ def _generate_here(inp, out, **change):
     """The same run as _args() describes, in this process (no interpreter start-up)."""
     from scoremix_plugin.synthesis.generate import GenerateSettings, generate
 
-    kw = dict(ckpt=str(inp["ckpt"]), pairs=str(inp["pairs"]), real=str(inp["real"]), images_per_identity=PER_ID,
-              shard_size=SHARD, steps=2, batch_size=4, guidance="none", guidance_scale=1.0, bf16=False, seed=3)
+    kw = dict(
+        ckpt=str(inp["ckpt"]),
+        pairs=str(inp["pairs"]),
+        real=str(inp["real"]),
+        images_per_identity=PER_ID,
+        shard_size=SHARD,
+        steps=2,
+        batch_size=4,
+        guidance="none",
+        guidance_scale=1.0,
+        bf16=False,
+        seed=3,
+    )
     kw.update(change)
     with _one_thread():
         return generate(GenerateSettings(**kw), out, device="cpu", progress=False)
@@ -202,8 +260,11 @@ def test_two_process_torchrun_same_bytes(syn_inputs, reference_run, tmp_path):
     r = _run(_args(syn_inputs, out), torchrun=2)
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
     log = r.stdout + r.stderr
-    made = sorted(line.split("made ")[1].split()[0] + "@" + line.split("rank ")[1].split()[0]
-                  for line in log.splitlines() if " made shard-" in line)
+    made = sorted(
+        line.split("made ")[1].split()[0] + "@" + line.split("rank ")[1].split()[0]
+        for line in log.splitlines()
+        if " made shard-" in line
+    )
     # round-robin, each shard made exactly once
     assert made == ["shard-00000@0", "shard-00001@1", "shard-00002@0"], log[-2000:]
     assert _files(out) == _files(reference_run)
@@ -218,8 +279,15 @@ def test_guidance_window_and_bad_inputs(syn_inputs, reference_run, tmp_path):
     # triplets (K = 3) go through the same path; weights from the file
     from scoremix_plugin.synthesis.select import run_selection
 
-    run_selection(syn_inputs["dir"] / "centres.npz", tmp_path / "tri.csv", strategy="near", num_identities=2, k=3,
-                  weights=[0.5, 0.25, 0.25], progress=False)
+    run_selection(
+        syn_inputs["dir"] / "centres.npz",
+        tmp_path / "tri.csv",
+        strategy="near",
+        num_identities=2,
+        k=3,
+        weights=[0.5, 0.25, 0.25],
+        progress=False,
+    )
     m = _generate_here(syn_inputs, tmp_path / "tri", pairs=str(tmp_path / "tri.csv"))
     assert m.complete and m.selection["k"] == 3 and m.num_synthetic_images == 2 * PER_ID
     with pytest.raises(ValueError, match="needs --guide"):

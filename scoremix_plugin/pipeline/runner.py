@@ -128,8 +128,10 @@ def read_marker(out: Path, stage: str, *, other_format: bool = False) -> dict | 
     if m.get("format") != MARKER_FORMAT:
         if other_format:
             return None
-        raise PipelineError(f"{out}: stage '{stage}' was finished by an older scoremix (marker format "
-                            f"{m.get('format')!r}, this version reads {MARKER_FORMAT!r}); rerun with --force")
+        raise PipelineError(
+            f"{out}: stage '{stage}' was finished by an older scoremix (marker format "
+            f"{m.get('format')!r}, this version reads {MARKER_FORMAT!r}); rerun with --force"
+        )
     return m
 
 
@@ -162,8 +164,15 @@ def _load_markers(stages: Sequence[Stage], ctx: Context, force: bool = False) ->
             ctx.markers[s.name] = m
 
 
-def run_stages(stages: Sequence[Stage], ctx: Context, *, only: str | None = None, start: str | None = None,
-               force: bool = False, log: Callable[[str], None] = print) -> dict[str, dict]:
+def run_stages(
+    stages: Sequence[Stage],
+    ctx: Context,
+    *,
+    only: str | None = None,
+    start: str | None = None,
+    force: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict[str, dict]:
     """Run (or skip) each stage in order; returns ``{stage: {"status": "ran"|"skipped", "seconds": s}}``.
 
     ``only``: rerun that stage alone (its inputs must be complete). ``start``: rerun it and all after.
@@ -174,7 +183,7 @@ def run_stages(stages: Sequence[Stage], ctx: Context, *, only: str | None = None
     for opt, value in (("--stage", only), ("--from", start)):
         if value is not None and value not in names:
             raise PipelineError(f"{opt} {value!r}: no such stage; stages: {names}")
-    forced = set(names) if force else {only} if only else set(names[names.index(start):]) if start else set()
+    forced = set(names) if force else {only} if only else set(names[names.index(start) :]) if start else set()
     _load_markers(stages, ctx, force)  # the markers of stages not run here are the inputs of those that are
     selected = [s for s in stages if only is None or s.name == only]
     status: dict[str, dict] = {}
@@ -195,13 +204,21 @@ def run_stages(stages: Sequence[Stage], ctx: Context, *, only: str | None = None
         result = stage.run(ctx)
         seconds = time.perf_counter() - t0
         if stage.result is not None and not isinstance(result, stage.result):
-            raise PipelineError(f"stage '{stage.name}' returned {type(result).__name__}, "
-                                f"not its result type {stage.result.__name__}")
+            raise PipelineError(
+                f"stage '{stage.name}' returned {type(result).__name__}, not its result type {stage.result.__name__}"
+            )
         missing = [str(p) for p in stage.outputs(ctx) if not Path(p).exists()]
         if missing:
             raise PipelineError(f"stage '{stage.name}' finished without writing {missing}")
-        marker = {"format": MARKER_FORMAT, "stage": stage.name, "fingerprint": fp, "run_id": uuid.uuid4().hex, "seconds": round(seconds, 3),
-                  "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "summary": to_json(result)}
+        marker = {
+            "format": MARKER_FORMAT,
+            "stage": stage.name,
+            "fingerprint": fp,
+            "run_id": uuid.uuid4().hex,
+            "seconds": round(seconds, 3),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "summary": to_json(result),
+        }
         write_json_atomic(marker_path(ctx.out, stage.name), marker)
         ctx.markers[stage.name] = marker
         status[stage.name] = {"status": "ran", "seconds": marker["seconds"]}

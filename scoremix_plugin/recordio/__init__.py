@@ -11,7 +11,18 @@ from .reader import IndexedRecordIOReader, RecordIOReader
 from .writer import FaceRecWriter, IndexedRecordIOWriter, RecordIOWriter
 
 __all__ = [
-    "IRHeader", "pack", "unpack", "pack_img", "unpack_img",
-    "RecordIOReader", "RecordIOWriter", "IndexedRecordIOReader", "IndexedRecordIOWriter",
-    "FaceRecWriter", "FaceRecFolder", "RecordIOError", "decode_image", "encode_jpeg",
+    "IRHeader",
+    "pack",
+    "unpack",
+    "pack_img",
+    "unpack_img",
+    "RecordIOReader",
+    "RecordIOWriter",
+    "IndexedRecordIOReader",
+    "IndexedRecordIOWriter",
+    "FaceRecWriter",
+    "FaceRecFolder",
+    "RecordIOError",
+    "decode_image",
+    "encode_jpeg",
 ]

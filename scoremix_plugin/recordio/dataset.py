@@ -26,8 +26,14 @@ from .format import RecordIOError
 class FaceRecDataset(torch.utils.data.Dataset):
     """``(image float32 [3, S, S] in [-1, 1], label int64)`` for every image of a RecordIO folder."""
 
-    def __init__(self, root: str | os.PathLike, *, flip: bool = True,
-                 transform: Callable[[np.ndarray], np.ndarray] | None = None, image_size: int | None = 112):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        *,
+        flip: bool = True,
+        transform: Callable[[np.ndarray], np.ndarray] | None = None,
+        image_size: int | None = 112,
+    ):
         self.root = Path(root)
         self.flip = flip
         self.transform = transform
@@ -49,9 +55,12 @@ class FaceRecDataset(torch.utils.data.Dataset):
             raise ValueError(f"{self.root}: transform must return RGB uint8 HxWx3, got {img.dtype} {img.shape}")
         if self.image_size is not None and img.shape[:2] != (self.image_size, self.image_size):
             key = int(self.folder.image_keys[index])
-            raise RecordIOError(f"image is {img.shape[0]}x{img.shape[1]}, expected {self.image_size}x"
-                                f"{self.image_size}", file=self.folder.rec_path, key=key,
-                                offset=self.folder.reader.offset(key))
+            raise RecordIOError(
+                f"image is {img.shape[0]}x{img.shape[1]}, expected {self.image_size}x{self.image_size}",
+                file=self.folder.rec_path,
+                key=key,
+                offset=self.folder.reader.offset(key),
+            )
         if self.flip and torch.rand(1) < 0.5:
             img = img[:, ::-1]
         x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).contiguous()

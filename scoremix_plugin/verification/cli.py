@@ -32,7 +32,9 @@ def add_verify_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--network", help="backbone name for a .pt state dict (e.g. r50)")
     p.add_argument("--device", help="torch device or 'cpu' to keep ONNX on CPU (default: cuda when available)")
     p.add_argument("--data", help="folder holding <target>.bin files (the host's cfg.rec)")
-    p.add_argument("--targets", default=DEFAULT_TARGETS, help=f"comma-separated targets in --data (default {DEFAULT_TARGETS})")
+    p.add_argument(
+        "--targets", default=DEFAULT_TARGETS, help=f"comma-separated targets in --data (default {DEFAULT_TARGETS})"
+    )
     p.add_argument("--bins", nargs="+", help="explicit .bin files (target name = file stem), instead of --data")
     p.add_argument("--out", help="report folder: verification.json, verification.md, roc.png")
     p.add_argument("--json", help="machine-readable summary file")
@@ -99,8 +101,9 @@ def run_verify(args: argparse.Namespace) -> int:
         meta.update(model=str(args.model), network=args.network, bins={t: str(p) for t, p in bins.items()})
         if getattr(embedder, "providers", None):
             meta["onnx_providers"] = list(embedder.providers)
-        results = verify_bins(embedder, bins, batch_size=args.batch_size, progress=not args.no_progress,
-                              fars=fars, flip=not args.no_flip)
+        results = verify_bins(
+            embedder, bins, batch_size=args.batch_size, progress=not args.no_progress, fars=fars, flip=not args.no_flip
+        )
     print(format_table(results, far=fars[0]))
     if args.out:
         paths = write_report(args.out, results, far=fars[0], meta=meta)
@@ -142,20 +145,28 @@ def run_make_bin(args: argparse.Namespace) -> int:
 
 
 def add_verify_ijb_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--root", required=True,
-                   help="IJB release folder holding meta/ and loose_crop/ (e.g. IJB_release/IJBC)")
+    p.add_argument(
+        "--root", required=True, help="IJB release folder holding meta/ and loose_crop/ (e.g. IJB_release/IJBC)"
+    )
     p.add_argument("--target", required=True, type=str.upper, choices=["IJBC", "IJBB"])
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="recogniser: .onnx (onnxruntime) or .pt/.pth state dict (needs --network)")
-    src.add_argument("--features", help=".npy [images, 2*D]: each image's features then its flip's, rows in the "
-                                        "order of meta/<target>_name_5pts_score.txt")
+    src.add_argument(
+        "--features",
+        help=".npy [images, 2*D]: each image's features then its flip's, rows in the "
+        "order of meta/<target>_name_5pts_score.txt",
+    )
     p.add_argument("--network", help="backbone name for a .pt state dict (e.g. r50)")
     p.add_argument("--device", help="torch device or 'cpu' to keep ONNX on CPU (default: cuda when available)")
     p.add_argument("--modes", default="F1N1D1", help="F1N1D1 (the host's default), a comma list, or 'all' (8 modes)")
-    p.add_argument("--task", choices=["verification", "identification"], default="verification",
-                   help="verification: 1:1 template pairs (TAR@FAR); identification: 1:N search of the mixed probe "
-                        "templates in galleries G1 / G2 (IJB-B: S1 / S2), rank-1/5/10 and TPIR@FPIR "
-                        "(insightface's ijb_1n.py; needs meta/<t>_1N_*.csv)")
+    p.add_argument(
+        "--task",
+        choices=["verification", "identification"],
+        default="verification",
+        help="verification: 1:1 template pairs (TAR@FAR); identification: 1:N search of the mixed probe "
+        "templates in galleries G1 / G2 (IJB-B: S1 / S2), rank-1/5/10 and TPIR@FPIR "
+        "(insightface's ijb_1n.py; needs meta/<t>_1N_*.csv)",
+    )
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--json", required=True, help="machine-readable result (TAR, strict TAR, AUC per mode)")
     p.add_argument("--out", help="report folder: ijb.md (the host's table), ijb.json, ijb_roc.png")
@@ -225,8 +236,9 @@ def _ijb_features(args: argparse.Namespace, meta, meta_info: dict):
         feats = load_features(args.features, meta)
         meta_info["features"] = str(args.features)
         return feats
-    feats = image_features(meta, _ijb_embedder(args, meta_info), batch_size=args.batch_size,
-                           progress=not args.no_progress)
+    feats = image_features(
+        meta, _ijb_embedder(args, meta_info), batch_size=args.batch_size, progress=not args.no_progress
+    )
     if args.save_features:
         with atomic_path(args.save_features) as tmp:
             with open(tmp, "wb") as f:
@@ -255,11 +267,18 @@ def _run_verify_ijb_1n(args: argparse.Namespace, modes: tuple[str, ...]) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "ijb_1n.json", payload)
-        md = [f"# {args.target} 1:N identification", ""] + [f"- {k}: {v}" for k, v in meta_info.items()] + [
-            "", "insightface's `ijb_1n.py` protocol: template features as for 1:1; rank-k = share of probe templates "
-            "whose subject's gallery template is among the k best; TPIR@FPIR: threshold = the ceil(probes x FPIR)-th "
-            "highest non-mated score, TPIR = share of mated scores above it. G1+G2: both galleries enrolled together "
-            "(the reference's own run); G1, G2: each with the probes of its subjects.", ""]
+        md = (
+            [f"# {args.target} 1:N identification", ""]
+            + [f"- {k}: {v}" for k, v in meta_info.items()]
+            + [
+                "",
+                "insightface's `ijb_1n.py` protocol: template features as for 1:1; rank-k = share of probe templates "
+                "whose subject's gallery template is among the k best; TPIR@FPIR: threshold = the ceil(probes x FPIR)-th "
+                "highest non-mated score, TPIR = share of mated scores above it. G1+G2: both galleries enrolled together "
+                "(the reference's own run); G1, G2: each with the probes of its subjects.",
+                "",
+            ]
+        )
         for t in tables:
             md += [t, ""]
         write_text_atomic(out / "ijb_1n.md", "\n".join(md))
@@ -269,12 +288,18 @@ def _run_verify_ijb_1n(args: argparse.Namespace, modes: tuple[str, ...]) -> int:
 
 def add_verify_tinyface_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", required=True, help="TinyFace root holding tinyface/Testing_Set/ and the aligned folder")
-    p.add_argument("--aligned-dir", default="aligned_pad_0.1_pad_high",
-                   help="aligned images' folder under --root (default: AdaFace's aligned_pad_0.1_pad_high)")
+    p.add_argument(
+        "--aligned-dir",
+        default="aligned_pad_0.1_pad_high",
+        help="aligned images' folder under --root (default: AdaFace's aligned_pad_0.1_pad_high)",
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="recogniser: .onnx (onnxruntime) or .pt/.pth state dict (needs --network)")
-    src.add_argument("--features", help=".npz with 'paths' [N] (relative to the aligned folder, e.g. Probe/1_1.jpg) "
-                                        "and 'features' [N, D]: features computed elsewhere, scored as given")
+    src.add_argument(
+        "--features",
+        help=".npz with 'paths' [N] (relative to the aligned folder, e.g. Probe/1_1.jpg) "
+        "and 'features' [N, D]: features computed elsewhere, scored as given",
+    )
     p.add_argument("--network", help="backbone name for a .pt state dict (e.g. r50)")
     p.add_argument("--device", help="torch device or 'cpu' to keep ONNX on CPU (default: cuda when available)")
     p.add_argument("--batch-size", type=int, default=256)
