@@ -111,7 +111,10 @@ def main() -> None:
         f"device {name}; preset {args.preset if not args.ckpt else args.ckpt}; {denoiser.resolution} px; "
         f"{args.solver}-{args.steps}; batch {args.batch}; bf16 {args.bf16}"
     )
-    header = f"{'K':>2} {'guidance':>8} {'s/batch':>8} {'images/s':>9} {'NFE/image':>9} {'cost vs K=1':>11} {'per condition':>13}"
+    header = (
+        f"{'K':>2} {'guidance':>8} {'s/batch':>8} {'images/s':>9} {'NFE/image':>9} {'cost vs K=1':>11} "
+        f"{'per condition':>13}"
+    )
     cuda = args.device.startswith("cuda")
     if cuda:
         header += f" {'TFLOP/s':>8} {'% peak':>7}"

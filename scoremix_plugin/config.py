@@ -146,7 +146,8 @@ def validate_scoremix_block(cfg: Mapping[str, Any], source: str = "config") -> e
         v = out[key]
         if v is not None and not isinstance(v, (str, Mapping)):
             raise ConfigError(
-                f"{source}: config.scoremix.{key} must be None, a registered name or a serialised dict, got {type(v).__name__}"
+                f"{source}: config.scoremix.{key} must be None, a registered name or a serialised dict, "
+                f"got {type(v).__name__}"
             )
     return out
 

@@ -87,7 +87,8 @@ def test_recogniser_autocast_matches_fp32():
 
 
 def test_loader_yields_batches_on_cuda_local_rank(toy_data):
-    """The host's positional call: a DataLoader whose batches are already on cuda:local_rank (train_v2.py never moves them)."""
+    """The host's positional call: a DataLoader whose batches are already on cuda:local_rank (train_v2.py never
+    moves them)."""
     from scoremix_plugin.integration.loader import get_dataloader
 
     loader = get_dataloader(str(toy_data), 0, 8, False, False, 2048, 2)
@@ -108,7 +109,9 @@ def _free_port() -> int:
 NCCL_SCRIPT = """
 import sys, torch, torch.distributed as dist
 from scoremix_plugin.config import load_recogniser_config
-from scoremix_plugin.recognition.losses import CombinedMarginLoss, MarginSoftmaxHead, _AllGatherWithGrad, _DistSoftmaxCrossEntropy
+from scoremix_plugin.recognition.losses import (
+    CombinedMarginLoss, MarginSoftmaxHead, _AllGatherWithGrad, _DistSoftmaxCrossEntropy,
+)
 from scoremix_plugin.recognition.train import train
 
 dist.init_process_group("nccl", rank=0, world_size=1)  # env:// from the test, as torchrun or the host sets it

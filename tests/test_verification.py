@@ -54,7 +54,8 @@ def test_protocol_reproduces_golden_numbers(golden_dir, expected, name):
 
 
 def _naive_protocol(dist, issame, nfolds=10):
-    """The protocol spelled out loop by loop (the host's eval/verification.py), to check the vectorised version on ties."""
+    """The protocol spelled out loop by loop (the host's eval/verification.py), to check the vectorised version
+    on ties."""
     thresholds = np.arange(0, 4, 0.01)
     n = len(dist)
     sizes = [n // nfolds + (1 if i < n % nfolds else 0) for i in range(nfolds)]

@@ -75,8 +75,9 @@ def training_leaks(
     real_centres: np.ndarray,
     threshold: float,
 ) -> tuple[list[Leak], dict[str, np.ndarray]]:
-    """(a) on identity means (``centres``, ``real_centres``: ``metrics.identity_means``): leaks, and per identity: ``source_cos`` [L, K] (-inf for a source without a centre),
-    ``nearest_real`` / ``nearest_real_cos``, ``nearest_other`` / ``nearest_other_cos`` (best non-source class).
+    """(a) on identity means (``centres``, ``real_centres``: ``metrics.identity_means``): leaks, and per
+    identity: ``source_cos`` [L, K] (-inf for a source without a centre), ``nearest_real`` /
+    ``nearest_real_cos``, ``nearest_other`` / ``nearest_other_cos`` (best non-source class).
     """
     pos = {int(c): j for j, c in enumerate(real_labels)}
     k = sources.shape[1]

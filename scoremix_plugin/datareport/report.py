@@ -165,7 +165,8 @@ class DatasetReport:
         for lk in self.leaks:
             if lk.kind != "real_evaluation":
                 out.setdefault(lk.label, []).append(
-                    f"{lk.kind.replace('_', ' ')} leak: {lk.match} at cosine {lk.cosine:.4f} > {self.threshold.cosine:.4f}"
+                    f"{lk.kind.replace('_', ' ')} leak: {lk.match} at cosine {lk.cosine:.4f} > "
+                    f"{self.threshold.cosine:.4f}"
                     f" (FAR {self.far:g} of {self.threshold_from} impostors)"
                 )
         return out

@@ -73,7 +73,8 @@ GENERATOR_DEFAULTS: dict[str, Any] = {
     "posthoc_every": 500,  # steps between post-hoc EMA snapshots (and the last step)
     "posthoc_dtype": "float32",  # snapshot precision: "float32", "float16" or "bfloat16" (EDM2 stores float16)
     "loss_weighting": "edm",  # "edm": lambda(sigma); "uncertainty": EDM2's learned u(sigma) on top of it
-    "bf16": True,  # bfloat16 autocast for the network (GPU; CPU only with AVX-512, else float32: generation.edm.autocast_dtype)
+    # bfloat16 autocast for the network (GPU; CPU only with AVX-512, else float32: generation.edm.autocast_dtype)
+    "bf16": True,
     "seed": 0,
     "output": "work_dirs/generator",
     "checkpoint_every": 500,  # steps; the last step always writes one

@@ -14,8 +14,8 @@ A recipe may add its own stages (``config.stages = [Stage(...)]``): they run bef
 fingerprinted and skipped like the built-in ones, and the report lists their timings and results.
 
 Launch: ``scoremix pipeline RECIPE --out DIR``; the demo: ``scoremix demo --out demo_out`` (``make demo``).
-Every stage runs in this one process on one device; for multi-GPU training run that stage's own command under torchrun (e.g.
-``torchrun --nproc_per_node=8 -m scoremix_plugin train DIR/scoremix/config.py``).
+Every stage runs in this one process on one device; for multi-GPU training run that stage's own command
+under torchrun (e.g. ``torchrun --nproc_per_node=8 -m scoremix_plugin train DIR/scoremix/config.py``).
 """
 
 from __future__ import annotations

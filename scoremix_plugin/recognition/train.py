@@ -367,7 +367,10 @@ def train(cfg: edict | str | os.PathLike, *, progress: bool = True, **overrides:
         for target, r in results.items():
             verification[target] = {"accuracy": float(r.accuracy_mean), "std": float(r.accuracy_std), "xnorm": r.xnorm}
             log({"event": "verify", "step": global_step, "target": target, **verification[target]})
-            msg = f"[{target}][{global_step}] Accuracy-Flip: {r.accuracy_mean:.5f}+-{r.accuracy_std:.5f} XNorm: {r.xnorm:.3f}"
+            msg = (
+                f"[{target}][{global_step}] Accuracy-Flip: {r.accuracy_mean:.5f}+-{r.accuracy_std:.5f} "
+                f"XNorm: {r.xnorm:.3f}"
+            )
             (bar.write if bar is not None else print)(msg)
 
     def save(epoch: int, step_in_epoch: int) -> None:

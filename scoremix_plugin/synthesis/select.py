@@ -400,12 +400,14 @@ def select(
     limit = max_pairs(C, max_uses)
     if k == 2 and n > limit:
         raise SelectionError(
-            f"--num-identities {n}: {n} pairs are impossible with {C} classes and --max-uses {max_uses}: at most {limit} pairs exist "
+            f"--num-identities {n}: {n} pairs are impossible with {C} classes and --max-uses {max_uses}: "
+            f"at most {limit} pairs exist "
             f"(each class in at most {max_uses} pair(s), no pair twice)"
         )
     if n * k > C * max_uses:
         raise SelectionError(
-            f"--num-identities {n}: {n} tuples of {k} classes need {n * k} class uses, more than {C} classes x --max-uses {max_uses}"
+            f"--num-identities {n}: {n} tuples of {k} classes need {n * k} class uses, more than {C} classes x "
+            f"--max-uses {max_uses}"
         )
     rng = np.random.default_rng(seed)
     if strategy == "random":
@@ -469,7 +471,8 @@ def read_pairs(path: str | os.PathLike) -> Selection:
     k = (len(header) - 2) // 2
     if k < 2 or header != pairs_header(k):
         raise InputError(
-            f"{p}: bad header {','.join(header)!r}; expected {','.join(pairs_header(2))} (K-tuples add class_c, weight_c, ...)"
+            f"{p}: bad header {','.join(header)!r}; expected {','.join(pairs_header(2))} "
+            "(K-tuples add class_c, weight_c, ...)"
         )
     classes, weights, dist = [], [], []
     for line, row in enumerate(rows[1:], start=2):

@@ -272,10 +272,10 @@ def _run_verify_ijb_1n(args: argparse.Namespace, modes: tuple[str, ...]) -> int:
             + [f"- {k}: {v}" for k, v in meta_info.items()]
             + [
                 "",
-                "insightface's `ijb_1n.py` protocol: template features as for 1:1; rank-k = share of probe templates "
-                "whose subject's gallery template is among the k best; TPIR@FPIR: threshold = the ceil(probes x FPIR)-th "
-                "highest non-mated score, TPIR = share of mated scores above it. G1+G2: both galleries enrolled together "
-                "(the reference's own run); G1, G2: each with the probes of its subjects.",
+                "insightface's `ijb_1n.py` protocol: template features as for 1:1; rank-k = share of probe "
+                "templates whose subject's gallery template is among the k best; TPIR@FPIR: threshold = the "
+                "ceil(probes x FPIR)-th highest non-mated score, TPIR = share of mated scores above it. G1+G2: both "
+                "galleries enrolled together (the reference's own run); G1, G2: each with the probes of its subjects.",
                 "",
             ]
         )
