@@ -135,7 +135,8 @@ def test_check_fails_two_keys_on_one_record(tmp_path, jpegs, capsys):
     k2_off = lines[1].split("\t")[1]  # key 2's record
     lines[2] = lines[2].split("\t")[0] + "\t" + k2_off  # key 3 -> key 2's record
     (d / "train.idx").write_text("\n".join(lines) + "\n")
-    FaceRecFolder(d)  # opens (same label, 0 == 0 here): only the check can see it
+    with pytest.raises(RecordIOError, match="keys 2 and 3 point at the same record"):
+        FaceRecFolder(d)  # every reader refuses it when it opens (issue 28), not only `rec check`
     with pytest.raises(
         RecordIOError, match=rf"keys 2 and 3 point at the same record.*|train\.idx, key 3, offset {k2_off}"
     ):

@@ -5,7 +5,8 @@ output folder and result type. After a stage's outputs are all written, ``OUT/.s
 written atomically with its *fingerprint* (a hash of the recipe settings it reads, the contents of the
 config files it reads and the run ids of the stages it depends on), a new run id, its duration and its
 result (JSON). A later run skips a stage whose marker matches and whose outputs exist; a stage that runs
-again gets a new run id, so every stage after it runs again too.
+again gets a new run id, so every stage after it runs again too. A marker of another format
+(``MARKER_FORMAT``) is refused in one line that says to rerun with ``--force``.
 """
 
 from __future__ import annotations
