@@ -41,11 +41,14 @@ def main(argv: list[str] | None = None) -> int:
             if args.verbose or o.verdict != "clean":
                 print(f"{o.verdict:9s} rc={o.rc!s:9s} {name}: {o.message[:200]}")
     c = hc.counts(outcomes)
-    print(f"{len(outcomes)} bad invocations in {time.perf_counter() - t0:.1f} s: "
-          + ", ".join(f"{v} {c[v]}" for v in hc.VERDICTS))
+    print(
+        f"{len(outcomes)} bad invocations in {time.perf_counter() - t0:.1f} s: "
+        + ", ".join(f"{v} {c[v]}" for v in hc.VERDICTS)
+    )
     if args.json:
-        Path(args.json).write_text(json.dumps({"counts": c, "cases": [o.__dict__ for o in outcomes]}, indent=2,
-                                              default=str) + "\n")
+        Path(args.json).write_text(
+            json.dumps({"counts": c, "cases": [o.__dict__ for o in outcomes]}, indent=2, default=str) + "\n"
+        )
     return 0
 
 

@@ -51,16 +51,24 @@ def _pairs(args) -> dict:
     st = M.score_stats(g, i, genuine_total=gp.total, impostor_total=ip.total)
     th = M.threshold_at_far(i, 1e-4)
     t3 = time.perf_counter()
-    side = int(round(args.pairs ** 0.5))
+    side = int(round(args.pairs**0.5))
     tb = time.perf_counter()
     block = emb[:side] @ emb[:side].T
     float(block[0, 0])
     t_base = time.perf_counter() - tb
-    return {"images": args.images, "genuine_pairs": len(g), "impostor_pairs": len(i),
-            "sample_s": round(t1 - t0, 3), "score_s": round(t2 - t1, 3), "stats_s": round(t3 - t2, 3),
-            "total_s": round(t3 - t0, 3), "baseline_block_matmul_s": round(t_base, 4),
-            "x_baseline": round((t3 - t0) / max(t_base, 1e-9), 1), "eer": round(st.eer, 5),
-            "threshold_1e-4": round(th.cosine, 4)}
+    return {
+        "images": args.images,
+        "genuine_pairs": len(g),
+        "impostor_pairs": len(i),
+        "sample_s": round(t1 - t0, 3),
+        "score_s": round(t2 - t1, 3),
+        "stats_s": round(t3 - t2, 3),
+        "total_s": round(t3 - t0, 3),
+        "baseline_block_matmul_s": round(t_base, 4),
+        "x_baseline": round((t3 - t0) / max(t_base, 1e-9), 1),
+        "eer": round(st.eer, 5),
+        "threshold_1e-4": round(th.cosine, 4),
+    }
 
 
 def _leaks(args) -> dict:
@@ -84,10 +92,15 @@ def _leaks(args) -> dict:
             s = means[r0 : r0 + 1024] @ ev[c0 : c0 + 16384].T
             float(s[0, 0])
     t_mm = time.perf_counter() - t0
-    return {"identities": len(means), "eval_images": len(ev), "leaks_found": len(found),
-            "seconds": round(t_leak, 2), "baseline_blocked_matmul_s": round(t_mm, 2),
-            "x_baseline": round(t_leak / max(t_mm, 1e-9), 2),
-            "full_matrix_gb_avoided": round(len(means) * len(ev) * 4 / 2**30, 2)}
+    return {
+        "identities": len(means),
+        "eval_images": len(ev),
+        "leaks_found": len(found),
+        "seconds": round(t_leak, 2),
+        "baseline_blocked_matmul_s": round(t_mm, 2),
+        "x_baseline": round(t_leak / max(t_mm, 1e-9), 2),
+        "full_matrix_gb_avoided": round(len(means) * len(ev) * 4 / 2**30, 2),
+    }
 
 
 def main() -> int:
@@ -109,12 +122,26 @@ def main() -> int:
         res["cpu_s"] = round(ru.ru_utime + ru.ru_stime, 1)  # wall seconds lie on a shared machine; CPU ones less
         print(json.dumps(res))
         return 0
-    env = {**os.environ, **{k: str(args.threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}}
-    flags = [f"--images={args.images}", f"--per={args.per}", f"--pairs={args.pairs}",
-             f"--identities={args.identities}", f"--eval={args.eval}", f"--threads={args.threads}"]
+    env = {
+        **os.environ,
+        **{k: str(args.threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")},
+    }
+    flags = [
+        f"--images={args.images}",
+        f"--per={args.per}",
+        f"--pairs={args.pairs}",
+        f"--identities={args.identities}",
+        f"--eval={args.eval}",
+        f"--threads={args.threads}",
+    ]
     for part in ("pairs", "leaks"):
-        r = subprocess.run([sys.executable, "-m", "benchmarks.dataset_report", *flags, f"--_part={part}"],
-                           env=env, capture_output=True, text=True, check=True)
+        r = subprocess.run(
+            [sys.executable, "-m", "benchmarks.dataset_report", *flags, f"--_part={part}"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         res = json.loads(r.stdout.strip().splitlines()[-1])
         print(f"{part}: " + ", ".join(f"{k} {v}" for k, v in res.items()))
     return 0

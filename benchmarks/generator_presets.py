@@ -84,8 +84,10 @@ def main() -> None:
             if i >= 2:
                 rows[name]["times"].append(time.perf_counter() - t)
     base = names[0]
-    print(f"batch {args.batch}, {args.threads} thread(s), bf16 {args.bf16}, {args.steps} interleaved steps each; "
-          f"baseline {base}")
+    print(
+        f"batch {args.batch}, {args.threads} thread(s), bf16 {args.bf16}, {args.steps} interleaved steps each; "
+        f"baseline {base}"
+    )
     print(f"{'preset':<10} {'params':>12} {'GFLOP/fwd':>10} {'s/step':>8} {'ratio':>6}")
     for name in names:
         row = rows[name]

@@ -53,8 +53,13 @@ SITE = REPO / ".gpu_site"  # carried wheels unpack here (ignored); first on the 
 def find_host(explicit: str | None) -> Path | None:
     """The host checkout: --arcface-root, $ARCFACE_ROOT, the carried copy, $SCOREMIX_SHARED/host, ../shared/host."""
     shared = os.environ.get("SCOREMIX_SHARED")
-    for cand in (explicit, os.environ.get("ARCFACE_ROOT"), HOST_COPY, shared and Path(shared) / "host" / "arcface_torch",
-                 REPO.parent / "shared" / "host" / "arcface_torch"):
+    for cand in (
+        explicit,
+        os.environ.get("ARCFACE_ROOT"),
+        HOST_COPY,
+        shared and Path(shared) / "host" / "arcface_torch",
+        REPO.parent / "shared" / "host" / "arcface_torch",
+    ):
         if cand and (Path(cand) / "train_v2.py").is_file():
             return Path(cand).resolve()
     return None
@@ -90,8 +95,20 @@ def spawn_part(name: str, settings: Settings, work: Path, limit_s: float, env: d
     result_path, log_path = work / f"part_{name}.json", work / f"part_{name}.log"
     result_path.unlink(missing_ok=True)
     deadline = time.time() + limit_s - 5  # the child stops starting new measurements 5 s before the kill
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--run-part", name, "--work", str(work),
-           "--result", str(result_path), "--deadline", f"{deadline:.3f}", "--settings", settings.to_json()]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--run-part",
+        name,
+        "--work",
+        str(work),
+        "--result",
+        str(result_path),
+        "--deadline",
+        f"{deadline:.3f}",
+        "--settings",
+        settings.to_json(),
+    ]
     t0 = time.perf_counter()
     status, error = "ok", None
     with open(log_path, "w") as log:
@@ -172,14 +189,20 @@ def run_check(settings: Settings, out: Path, parts: list[str], total_s: float, i
         left = total_s - (time.perf_counter() - start)
         limit = min(budgets[name] * scale + spare, left)
         if limit < 10 and not settings.smoke:
-            report["parts"][name] = {"status": "skipped", "error": f"{limit:.0f} s of budget ({left:.0f} s left in all)"}
+            report["parts"][name] = {
+                "status": "skipped",
+                "error": f"{limit:.0f} s of budget ({left:.0f} s left in all)",
+            }
             continue
         print(f"[gpu_check] {name}: budget {limit:.0f} s", flush=True)
         res = spawn_part(name, settings, work, limit, env) if isolate else inline_part(name, settings, work, limit)
         spare = max(0.0, limit - res["seconds"])
         report["parts"][name] = res
-        print(f"[gpu_check] {name}: {res['status']} in {res['seconds']} s"
-              + (f" ({res['error']})" if res.get("error") else ""), flush=True)
+        print(
+            f"[gpu_check] {name}: {res['status']} in {res['seconds']} s"
+            + (f" ({res['error']})" if res.get("error") else ""),
+            flush=True,
+        )
         if name == "env" and res.get("peak_tflops"):
             settings.peak_tflops = res["peak_tflops"]
         report["meta"]["total_seconds"] = round(time.perf_counter() - start, 1)
@@ -200,8 +223,11 @@ def prepare(args) -> None:
 
     host = find_host(args.arcface_root) if args.arcface_root or not HOST_COPY.is_dir() else HOST_COPY
     if host is None:
-        print("[prepare] no host checkout found (--arcface-root, $ARCFACE_ROOT, ../shared/host/arcface_torch): "
-              "the host part will be skipped", flush=True)
+        print(
+            "[prepare] no host checkout found (--arcface-root, $ARCFACE_ROOT, ../shared/host/arcface_torch): "
+            "the host part will be skipped",
+            flush=True,
+        )
     elif host != HOST_COPY:
         if HOST_COPY.exists():
             shutil.rmtree(HOST_COPY)
@@ -217,8 +243,21 @@ def install_wheels(wheels: Path, site: Path) -> list[str]:
     todo = missing_wheels(wheels)
     if todo:
         site.mkdir(exist_ok=True)
-        cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
-               "--no-cache-dir", "--upgrade", "--target", str(site), *map(str, todo)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-index",
+            "--no-deps",
+            "--no-compile",
+            "--no-cache-dir",
+            "--upgrade",
+            "--target",
+            str(site),
+            *map(str, todo),
+        ]
         subprocess.run(cmd, check=True)
     return [w.name for w in todo]
 
@@ -230,7 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", type=float, default=None, help="total seconds for all parts (GPU default 470)")
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     p.add_argument("--presets", default=None, help="generator presets (default: every 112-px preset of the registry)")
-    p.add_argument("--arcface-root", default=None, help="host checkout (default: $ARCFACE_ROOT, .gpu_host, ../shared/host)")
+    p.add_argument(
+        "--arcface-root", default=None, help="host checkout (default: $ARCFACE_ROOT, .gpu_host, ../shared/host)"
+    )
     p.add_argument("--keep-work", action="store_true", help="keep the temporary work folder (data, logs)")
     p.add_argument("--isolate", action="store_true", help="one process per part also with --cpu-smoke (always on GPU)")
     p.add_argument("--no-install", action="store_true", help="do not install the carried .whl/ wheels")
@@ -263,11 +304,13 @@ def main(argv: list[str] | None = None) -> int:
         if installed:
             print(f"[gpu_check] installed {len(installed)} carried wheel(s) into {SITE}", flush=True)
     host = find_host(args.arcface_root)
-    settings = Settings.for_mode(smoke=args.cpu_smoke, presets=args.presets, host=str(host) if host else None,
-                                 keep_work=args.keep_work)
+    settings = Settings.for_mode(
+        smoke=args.cpu_smoke, presets=args.presets, host=str(host) if host else None, keep_work=args.keep_work
+    )
     total = args.budget if args.budget is not None else (120.0 if args.cpu_smoke else 470.0)
-    run_check(settings, Path(args.out), [x for x in PARTS if x in parts], total,
-              isolate=args.isolate or not args.cpu_smoke)
+    run_check(
+        settings, Path(args.out), [x for x in PARTS if x in parts], total, isolate=args.isolate or not args.cpu_smoke
+    )
     return 0
 
 

@@ -132,15 +132,36 @@ def time_train_loop(preset: str, batch: int, s, work: Path, device: str) -> dict
     shutil.rmtree(out, ignore_errors=True)  # a fresh log: the speeds below are read back from it
     log_every = max(1, s.train_steps // 6)
     t0 = time.perf_counter()
-    train_generator(dict(rec=str(work / "toy"), preset=preset, resolution=int(PRESETS[preset]["resolution"]),
-                         batch_size=batch, total_steps=s.train_steps, log_every=log_every,
-                         checkpoint_every=s.train_steps, sample_every=None, sample_steps=2, sample_classes=1,
-                         cache_images=True, num_workers=0, output=str(out), device=device, bf16=s.bf16))
+    train_generator(
+        dict(
+            rec=str(work / "toy"),
+            preset=preset,
+            resolution=int(PRESETS[preset]["resolution"]),
+            batch_size=batch,
+            total_steps=s.train_steps,
+            log_every=log_every,
+            checkpoint_every=s.train_steps,
+            sample_every=None,
+            sample_steps=2,
+            sample_classes=1,
+            cache_images=True,
+            num_workers=0,
+            output=str(out),
+            device=device,
+            bf16=s.bf16,
+        )
+    )
     rates = [r["steps_per_s"] for r in map(json.loads, (out / "train_log.jsonl").read_text().splitlines())]
     steady = rates[1:] if len(rates) > 1 else rates  # the first window holds start-up and cuDNN's autotuning
     sps = statistics.median(steady)
-    return {"batch": batch, "steps": s.train_steps, "steps_per_s": round(sps, 3), "images_per_s": round(sps * batch, 1),
-            "windows": [round(v, 3) for v in rates], "seconds": round(time.perf_counter() - t0, 1)}
+    return {
+        "batch": batch,
+        "steps": s.train_steps,
+        "steps_per_s": round(sps, 3),
+        "images_per_s": round(sps * batch, 1),
+        "windows": [round(v, 3) for v in rates],
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
 
 
 def time_sampler(denoiser, guide, case: str, s, device: str, deadline: float) -> dict[str, Any]:
@@ -156,8 +177,17 @@ def time_sampler(denoiser, guide, case: str, s, device: str, deadline: float) ->
         gens = [image_generator(0, i, rep) for i in range(B)]
         _sync(device)
         t0 = time.perf_counter()
-        images = sample(denoiser, classes, weights, generators=gens, num_steps=steps, solver="heun",
-                        guidance=guidance, guidance_scale=scale, guide=guide)
+        images = sample(
+            denoiser,
+            classes,
+            weights,
+            generators=gens,
+            num_steps=steps,
+            solver="heun",
+            guidance=guidance,
+            guidance_scale=scale,
+            guide=guide,
+        )
         _sync(device)
         return time.perf_counter() - t0, images
 
@@ -173,9 +203,17 @@ def time_sampler(denoiser, guide, case: str, s, device: str, deadline: float) ->
         t = t_short
     nfe = network_evaluations(s.sampler_steps, "heun", k, guidance, scale)
     ips = B / t
-    return {"images_per_s": round(ips, 2), "images_per_h": round(ips * 3600), "nfe_per_image": nfe,
-            "network_evals_per_s": round(ips * nfe, 1), "seconds": round(t, 2), "warmup_s": round(warm_s, 1),
-            "batch": B, "steps": s.sampler_steps, "_images": images}
+    return {
+        "images_per_s": round(ips, 2),
+        "images_per_h": round(ips * 3600),
+        "nfe_per_image": nfe,
+        "network_evals_per_s": round(ips * nfe, 1),
+        "seconds": round(t, 2),
+        "warmup_s": round(warm_s, 1),
+        "batch": B,
+        "steps": s.sampler_steps,
+        "_images": images,
+    }
 
 
 def sig(x: float, digits: int = 4) -> float:
@@ -193,8 +231,9 @@ def with_fractions(row: dict[str, Any], flops: float, peak_tflops: float | None)
     return row
 
 
-def time_train_variant(preset: str, variant: str, batch: int, s, device: str, deadline: float,
-                       flops: float) -> dict[str, Any]:
+def time_train_variant(
+    preset: str, variant: str, batch: int, s, device: str, deadline: float, flops: float
+) -> dict[str, Any]:
     denoiser = apply_variant(build(preset, s.num_classes, device), variant, device)
     step = train_step_fn(denoiser, batch, device, s.bf16)
     t0 = time.perf_counter()
@@ -209,8 +248,13 @@ def time_train_variant(preset: str, variant: str, batch: int, s, device: str, de
         n += 1
         _sync(device)
     sps = n / (time.perf_counter() - t0)
-    out = {"steps_per_s": round(sps, 3), "images_per_s": round(sps * batch, 1), "batch": batch, "warmup_s": round(warm, 1),
-           "tflops": sig(3 * flops * sps * batch / 1e12)}
+    out = {
+        "steps_per_s": round(sps, 3),
+        "images_per_s": round(sps * batch, 1),
+        "batch": batch,
+        "warmup_s": round(warm, 1),
+        "tflops": sig(3 * flops * sps * batch / 1e12),
+    }
     if s.peak_tflops:
         out["fraction_of_peak"] = sig(out["tflops"] / s.peak_tflops)
     return out
@@ -220,8 +264,12 @@ def part_generator(s, work: Path, deadline: float, save) -> None:
     device = "cuda" if s.device == "cuda" else "cpu"
     if device == "cuda":
         torch.backends.cudnn.benchmark = True
-    results: dict[str, Any] = {"presets": {}, "guidance_scale": GUIDANCE_SCALE, "peak_tflops": s.peak_tflops,
-                               "autocast": "bfloat16" if s.bf16 else "none (float32)"}
+    results: dict[str, Any] = {
+        "presets": {},
+        "guidance_scale": GUIDANCE_SCALE,
+        "peak_tflops": s.peak_tflops,
+        "autocast": "bfloat16" if s.bf16 else "none (float32)",
+    }
     for i, preset in enumerate(s.presets):
         # Each preset gets an equal share of what is left, so a new preset cannot starve the others.
         share_end = time.time() + (deadline - time.time()) / (len(s.presets) - i)
@@ -232,8 +280,11 @@ def part_generator(s, work: Path, deadline: float, save) -> None:
             """store[key] = fn(), or why not (no time left in the share, or the error): never raises."""
             need = 0 if s.smoke else MIN_SECONDS.get(variant, 0)
             if time.time() + need > share_end:
-                store[key] = {"skipped": f"needs ~{need} s (compilation), past this preset's share of the budget"
-                              if need else "part budget spent"}
+                store[key] = {
+                    "skipped": f"needs ~{need} s (compilation), past this preset's share of the budget"
+                    if need
+                    else "part budget spent"
+                }
             else:
                 try:
                     store[key] = fn()
@@ -287,12 +338,20 @@ def part_generator(s, work: Path, deadline: float, save) -> None:
             row["train_step_variants"] = train_variants
         for variant in sorted(s.variants, key=lambda v: MIN_SECONDS.get(v, 0)):
             if variant != "eager":
-                measure(variants, variant, lambda v=variant: sampler_case(
-                    "mix2", apply_variant(copy.deepcopy(base), v, device), v), variant)
+                measure(
+                    variants,
+                    variant,
+                    lambda v=variant: sampler_case("mix2", apply_variant(copy.deepcopy(base), v, device), v),
+                    variant,
+                )
             # torch.compile's CUDA graphs do not cover Adam's step: training is timed without that variant.
             if isinstance(batch, int) and variant != "cuda_graphs":
-                measure(train_variants, variant, lambda v=variant: time_train_variant(
-                    preset, v, batch, s, device, share_end, flops), variant)
+                measure(
+                    train_variants,
+                    variant,
+                    lambda v=variant: time_train_variant(preset, v, batch, s, device, share_end, flops),
+                    variant,
+                )
         base = guide = None  # free the GPU memory before the next preset
         if device == "cuda":
             torch.cuda.empty_cache()

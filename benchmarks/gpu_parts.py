@@ -32,9 +32,25 @@ from benchmarks.gpu_settings import Settings
 REPO = Path(__file__).resolve().parents[1]
 Save = Callable[[dict[str, Any]], None]
 # Distributions whose presence and version the report lists (the GPU image lacks some of them).
-DISTRIBUTIONS = ("torch", "torchvision", "numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "diffusers",
-                 "huggingface-hub", "easydict", "tqdm", "opencv-python-headless", "opencv-python", "scipy",
-                 "scikit-learn", "tensorboard", "matplotlib", "pytest")
+DISTRIBUTIONS = (
+    "torch",
+    "torchvision",
+    "numpy",
+    "onnx",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "diffusers",
+    "huggingface-hub",
+    "easydict",
+    "tqdm",
+    "opencv-python-headless",
+    "opencv-python",
+    "scipy",
+    "scikit-learn",
+    "tensorboard",
+    "matplotlib",
+    "pytest",
+)
 
 
 def sync(device: str) -> None:
@@ -58,7 +74,7 @@ def big_folder(work: Path) -> Path:
 def write_big_folder(toy: Path, out: Path, num_images: int) -> dict[str, int]:
     """``num_images`` images cycling the toy JPEGs (stored verbatim, decoded like any other); copy c of toy
     class k is class ``c * C + k``, each class written contiguously as the shard writer requires."""
-    from scoremix_plugin.recordio import FaceRecFolder, ShardWriter
+    from scoremix_plugin.recordio import FaceRecFolder, FaceRecWriter
 
     src = FaceRecFolder(toy)
     by_class: dict[int, list[int]] = {}
@@ -67,7 +83,7 @@ def write_big_folder(toy: Path, out: Path, num_images: int) -> dict[str, int]:
     per_class = max(len(v) for v in by_class.values())
     copies = -(-num_images // (per_class * len(by_class)))
     written, classes = 0, 0
-    with ShardWriter(out) as writer:
+    with FaceRecWriter(out) as writer:
         for c in range(copies):
             for k, items in sorted(by_class.items()):
                 for j in range(per_class):
@@ -84,12 +100,23 @@ def part_data(s: Settings, work: Path, deadline: float, save: Save) -> None:
     from scoremix_plugin.toydata import write_toy_dataset
 
     t0 = time.perf_counter()
-    write_toy_dataset(toy_folder(work), num_identities=s.data_identities,
-                      images_per_identity=s.data_images_per_identity, num_test_identities=2, num_pairs=4)
+    write_toy_dataset(
+        toy_folder(work),
+        num_identities=s.data_identities,
+        images_per_identity=s.data_images_per_identity,
+        num_test_identities=2,
+        num_pairs=4,
+    )
     dt = time.perf_counter() - t0
     n = s.data_identities * s.data_images_per_identity
-    save({"folder": str(toy_folder(work)), "identities": s.data_identities, "images": n,
-          "write_images_per_s": round(n / dt, 1)})
+    save(
+        {
+            "folder": str(toy_folder(work)),
+            "identities": s.data_identities,
+            "images": n,
+            "write_images_per_s": round(n / dt, 1),
+        }
+    )
     big = write_big_folder(toy_folder(work), big_folder(work), s.rec_batch * s.rec_steps)
     save({"big_folder": str(big_folder(work)), "big": big})
 
@@ -129,14 +156,23 @@ def matmul_peak_tflops(n: int, dtype: torch.dtype, device: str, iters: int = 10)
 
 
 def part_env(s: Settings, work: Path, deadline: float, save: Save) -> None:
-    info: dict[str, Any] = {"python": sys.version.split()[0], "torch": torch.__version__,
-                            "cuda": torch.version.cuda, "cuda_available": torch.cuda.is_available(),
-                            "versions": versions()}
+    info: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cuda_available": torch.cuda.is_available(),
+        "versions": versions(),
+    }
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        info.update(device=torch.cuda.get_device_name(0), capability=".".join(map(str, torch.cuda.get_device_capability(0))),
-                    memory_gib=round(props.total_memory / 2**30, 1), multiprocessors=props.multi_processor_count,
-                    cudnn=torch.backends.cudnn.version(), nccl=_nccl_version())
+        info.update(
+            device=torch.cuda.get_device_name(0),
+            capability=".".join(map(str, torch.cuda.get_device_capability(0))),
+            memory_gib=round(props.total_memory / 2**30, 1),
+            multiprocessors=props.multi_processor_count,
+            cudnn=torch.backends.cudnn.version(),
+            nccl=_nccl_version(),
+        )
     else:
         info.update(device=f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)")
     try:
@@ -158,10 +194,24 @@ def part_env(s: Settings, work: Path, deadline: float, save: Save) -> None:
 
 def part_tests(s: Settings, work: Path, deadline: float, save: Save) -> None:
     if importlib.util.find_spec("pytest") is None:
-        raise RuntimeError("pytest is not importable: carry it (python benchmarks/gpu_check.py --prepare --wheels core,pytest)")
+        raise RuntimeError(
+            "pytest is not importable: carry it (python benchmarks/gpu_check.py --prepare --wheels core,pytest)"
+        )
     junit = work / "junit_cuda.xml"
-    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "tests/test_cuda.py", "-p", "no:cacheprovider",
-           f"--junitxml={junit}", "-o", "addopts="]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-m",
+        "cuda",
+        "tests/test_cuda.py",
+        "-p",
+        "no:cacheprovider",
+        f"--junitxml={junit}",
+        "-o",
+        "addopts=",
+    ]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=max(5.0, deadline - time.time()))
     tests = []
     if junit.is_file():
@@ -172,8 +222,14 @@ def part_tests(s: Settings, work: Path, deadline: float, save: Save) -> None:
                 if node is not None:
                     outcome = {"failure": "failed"}.get(tag, tag)
                     message = (node.get("message") or "")[:300]
-            tests.append({"name": case.get("name"), "outcome": outcome, "seconds": float(case.get("time", 0)),
-                          "message": message})
+            tests.append(
+                {
+                    "name": case.get("name"),
+                    "outcome": outcome,
+                    "seconds": float(case.get("time", 0)),
+                    "message": message,
+                }
+            )
     counts = {k: sum(t["outcome"] == k for t in tests) for k in ("passed", "failed", "error", "skipped")}
     save({"tests": tests, "counts": counts, "pytest_exit": proc.returncode, "output_tail": proc.stdout[-1500:]})
     if proc.returncode not in (0, 5) or counts["failed"] or counts["error"] or not tests:
@@ -194,10 +250,25 @@ def recogniser_config(s: Settings, work: Path, output: Path) -> dict[str, Any]:
         raise ValueError(f"{big_folder(work)}: {n} images give no batch of {s.rec_batch}")
     epochs = -(-s.rec_steps // per_epoch)
     # val_targets empty and verbose huge: throughput, not accuracy (verification would cost both runs time).
-    return dict(rec=str(big_folder(work)), num_classes=classes, num_image=n, num_epoch=epochs, warmup_epoch=0,
-                val_targets=[], network=s.network, batch_size=s.rec_batch, fp16=s.fp16, lr=0.1,
-                num_workers=s.rec_workers, frequent=10 if not s.smoke else 1, verbose=10**9, seed=2048,
-                embedding_size=512, margin_list=(1.0, 0.5, 0.0), output=str(output))
+    return dict(
+        rec=str(big_folder(work)),
+        num_classes=classes,
+        num_image=n,
+        num_epoch=epochs,
+        warmup_epoch=0,
+        val_targets=[],
+        network=s.network,
+        batch_size=s.rec_batch,
+        fp16=s.fp16,
+        lr=0.1,
+        num_workers=s.rec_workers,
+        frequent=10 if not s.smoke else 1,
+        verbose=10**9,
+        seed=2048,
+        embedding_size=512,
+        margin_list=(1.0, 0.5, 0.0),
+        output=str(output),
+    )
 
 
 def write_config(path: Path, keys: dict[str, Any]) -> Path:
@@ -218,7 +289,7 @@ def recogniser_flops(network: str, device: str) -> float:
     """Training FLOPs per image (forward counted by torch's counter, x3 for forward + backward)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from scoremix_plugin.recognition.backbones import get_backbone
+    from scoremix_plugin.backbones import get_backbone
 
     net = get_backbone(network).to(device).eval()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
@@ -238,10 +309,20 @@ def part_recogniser(s: Settings, work: Path, deadline: float, save: Save) -> Non
     save({"network": s.network, "batch": s.rec_batch, "fp16": s.fp16, "steps": s.rec_steps, "workers": s.rec_workers})
     t0 = time.perf_counter()
     summary = train(cfg, progress=False)
-    speeds = [r["img_per_s"] for r in map(json.loads, (out / "train_log.jsonl").read_text().splitlines())
-              if r.get("event") == "train"]
-    save({"images_per_s": steady(speeds), "windows": [round(v, 1) for v in speeds], "global_step": summary["global_step"],
-          "seconds": round(time.perf_counter() - t0, 1), "train_flops_per_image": recogniser_flops(s.network, s.device)})
+    speeds = [
+        r["img_per_s"]
+        for r in map(json.loads, (out / "train_log.jsonl").read_text().splitlines())
+        if r.get("event") == "train"
+    ]
+    save(
+        {
+            "images_per_s": steady(speeds),
+            "windows": [round(v, 1) for v in speeds],
+            "global_step": summary["global_step"],
+            "seconds": round(time.perf_counter() - t0, 1),
+            "train_flops_per_image": recogniser_flops(s.network, s.device),
+        }
+    )
 
 
 def free_port() -> int:
@@ -259,24 +340,53 @@ def part_host(s: Settings, work: Path, deadline: float, save: Save) -> None:
     out = work / "host_out"
     keys = recogniser_config(s, work, out)
     write_config(root / "configs" / "gpucheck_r50.py", keys)
-    save({"host": s.host, "network": s.network, "batch": s.rec_batch, "fp16": s.fp16, "workers": s.rec_workers,
-          "epochs": keys["num_epoch"], "steps": keys["num_image"] // s.rec_batch * keys["num_epoch"]})
+    save(
+        {
+            "host": s.host,
+            "network": s.network,
+            "batch": s.rec_batch,
+            "fp16": s.fp16,
+            "workers": s.rec_workers,
+            "epochs": keys["num_epoch"],
+            "steps": keys["num_image"] // s.rec_batch * keys["num_epoch"],
+        }
+    )
     if not torch.cuda.is_available():
         save({"skipped": "train_v2.py hard-codes nccl and .cuda(): it needs a CUDA device (config written, not run)"})
         return
-    env = dict(os.environ, RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-               MASTER_PORT=str(free_port()))
-    cmd = [sys.executable, "-m", "scoremix_plugin", "arcface-train", "--arcface-root", str(root), "configs/gpucheck_r50"]
+    env = dict(
+        os.environ, RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port())
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "scoremix_plugin",
+        "arcface-train",
+        "--arcface-root",
+        str(root),
+        "configs/gpucheck_r50",
+    ]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True,
-                          timeout=max(5.0, deadline - time.time()))
+    proc = subprocess.run(
+        cmd, cwd=work, env=env, capture_output=True, text=True, timeout=max(5.0, deadline - time.time())
+    )
     log = (out / "training.log").read_text(errors="replace") if (out / "training.log").is_file() else ""
     speeds = [float(v) for v in re.findall(r"Speed ([0-9.]+) samples/sec", log)]
-    save({"images_per_s": steady(speeds), "windows": speeds, "seconds": round(time.perf_counter() - t0, 1),
-          "exit": proc.returncode})
+    save(
+        {
+            "images_per_s": steady(speeds),
+            "windows": speeds,
+            "seconds": round(time.perf_counter() - t0, 1),
+            "exit": proc.returncode,
+        }
+    )
     if proc.returncode != 0 or not speeds:
-        save({"error": f"arcface-train exit {proc.returncode}; {len(speeds)} speed lines",
-              "output_tail": (proc.stdout + proc.stderr)[-3000:]})
+        save(
+            {
+                "error": f"arcface-train exit {proc.returncode}; {len(speeds)} speed lines",
+                "output_tail": (proc.stdout + proc.stderr)[-3000:],
+            }
+        )
 
 
 # loader: decoded images/s of the training loader alone, per worker count, batches on the device.
@@ -308,13 +418,28 @@ def part_loader(s: Settings, work: Path, deadline: float, save: Save) -> None:
                 if time.perf_counter() - first >= s.loader_seconds:
                     break
             epoch += 1
-        rows.append({"workers": workers, "images_per_s": round(images / (time.perf_counter() - first), 1),
-                     "startup_s": round(startup, 2), "batch_device": str(img.device)})
+        rows.append(
+            {
+                "workers": workers,
+                "images_per_s": round(images / (time.perf_counter() - first), 1),
+                "startup_s": round(startup, 2),
+                "batch_device": str(img.device),
+            }
+        )
         save({"rows": rows, "batch": s.loader_batch, "cpu_cores": os.cpu_count()})
     # The host's own call (positional, as train_v2.py makes it): batches must already be on cuda:local_rank.
     host_loader = get_dataloader(str(big_folder(work)), 0, s.loader_batch, False, False, 2048, 0)
     img, label = next(iter(host_loader))
-    save({"host_signature": {"img_device": str(img.device), "img_dtype": str(img.dtype), "label_dtype": str(label.dtype),
-                             "shape": list(img.shape), "is_dataloader": isinstance(host_loader, torch.utils.data.DataLoader)}})
+    save(
+        {
+            "host_signature": {
+                "img_device": str(img.device),
+                "img_dtype": str(img.dtype),
+                "label_dtype": str(label.dtype),
+                "shape": list(img.shape),
+                "is_dataloader": isinstance(host_loader, torch.utils.data.DataLoader),
+            }
+        }
+    )
     if s.device == "cuda" and img.device.type != "cuda":
         save({"error": f"get_dataloader yielded images on {img.device}, the host needs cuda:0"})

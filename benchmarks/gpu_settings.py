@@ -52,23 +52,65 @@ class Settings:
     extra: dict = field(default_factory=dict)
 
     @classmethod
-    def for_mode(cls, *, smoke: bool, presets: str | None = None, host: str | None = None,
-                 keep_work: bool = False) -> Settings:
+    def for_mode(
+        cls, *, smoke: bool, presets: str | None = None, host: str | None = None, keep_work: bool = False
+    ) -> Settings:
         chosen = [p for p in presets.split(",") if p] if presets else (["test-micro"] if smoke else gpu_presets())
         if smoke:
-            return cls(smoke=True, device="cpu", data_identities=6, data_images_per_identity=4, peak_size=256,
-                       peak_dtype="float32", presets=chosen, num_classes=6, train_batches=[4], train_steps=3,
-                       sampler_steps=2, sampler_batch=2, variants=["eager", "channels_last"], measure_seconds=0.2, bf16=False,
-                       network="r10_tiny",
-                       rec_batch=4, rec_steps=3, rec_workers=0, fp16=False, loader_batch=4, loader_workers=[0],
-                       loader_seconds=0.5, host=host, keep_work=keep_work)
-        return cls(smoke=False, device="cuda", data_identities=40, data_images_per_identity=32, peak_size=8192,
-                   peak_dtype="bfloat16", presets=chosen, num_classes=1000, train_batches=[256, 128, 64, 32],
-                   train_steps=60, sampler_steps=32, sampler_batch=64,
-                   variants=["eager", "channels_last", "compile", "cuda_graphs"], measure_seconds=5.0, bf16=True, network="r50",
-                   rec_batch=128,
-                   rec_steps=200, rec_workers=8, fp16=True, loader_batch=128, loader_workers=[0, 2, 4, 8],
-                   loader_seconds=4.0, host=host, keep_work=keep_work)
+            return cls(
+                smoke=True,
+                device="cpu",
+                data_identities=6,
+                data_images_per_identity=4,
+                peak_size=256,
+                peak_dtype="float32",
+                presets=chosen,
+                num_classes=6,
+                train_batches=[4],
+                train_steps=3,
+                sampler_steps=2,
+                sampler_batch=2,
+                variants=["eager", "channels_last"],
+                measure_seconds=0.2,
+                bf16=False,
+                network="r10_tiny",
+                rec_batch=4,
+                rec_steps=3,
+                rec_workers=0,
+                fp16=False,
+                loader_batch=4,
+                loader_workers=[0],
+                loader_seconds=0.5,
+                host=host,
+                keep_work=keep_work,
+            )
+        return cls(
+            smoke=False,
+            device="cuda",
+            data_identities=40,
+            data_images_per_identity=32,
+            peak_size=8192,
+            peak_dtype="bfloat16",
+            presets=chosen,
+            num_classes=1000,
+            train_batches=[256, 128, 64, 32],
+            train_steps=60,
+            sampler_steps=32,
+            sampler_batch=64,
+            variants=["eager", "channels_last", "compile", "cuda_graphs"],
+            measure_seconds=5.0,
+            bf16=True,
+            network="r50",
+            rec_batch=128,
+            rec_steps=200,
+            rec_workers=8,
+            fp16=True,
+            loader_batch=128,
+            loader_workers=[0, 2, 4, 8],
+            loader_seconds=4.0,
+            host=host,
+            keep_work=keep_work,
+        )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -32,11 +32,36 @@ GROUPS = {
     "pytest": ["pytest"],
 }
 # The GPU image's own (torch, torchvision, onnxruntime, numpy) and what they require: never carried.
-IMAGE_HAS = {"torch", "torchvision", "numpy", "onnxruntime", "onnxruntime-gpu", "pillow", "filelock",
-             "typing-extensions", "sympy", "mpmath", "networkx", "jinja2", "markupsafe", "fsspec", "setuptools",
-             "triton", "packaging", "protobuf", "flatbuffers", "coloredlogs", "humanfriendly"}
-PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
-             "manylinux1_x86_64"]
+IMAGE_HAS = {
+    "torch",
+    "torchvision",
+    "numpy",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "pillow",
+    "filelock",
+    "typing-extensions",
+    "sympy",
+    "mpmath",
+    "networkx",
+    "jinja2",
+    "markupsafe",
+    "fsspec",
+    "setuptools",
+    "triton",
+    "packaging",
+    "protobuf",
+    "flatbuffers",
+    "coloredlogs",
+    "humanfriendly",
+}
+PLATFORMS = [
+    "manylinux_2_28_x86_64",
+    "manylinux_2_27_x86_64",
+    "manylinux_2_17_x86_64",
+    "manylinux2014_x86_64",
+    "manylinux1_x86_64",
+]
 CARRY_LIMIT_MIB = 64  # what the device tool carries with a checkout, all together
 
 
@@ -57,9 +82,24 @@ def download_wheels(dest: Path, *, groups: str = "core", python_version: str = "
         raise SystemExit(f"--wheels: unknown group(s) {unknown}; choose from {sorted(GROUPS)} or 'all'")
     dest.mkdir(exist_ok=True)
     names = [n for g in chosen for n in GROUPS[g]]
-    cmd = [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "--python-version", python_version,
-           "--implementation", "cp", *(a for p in PLATFORMS for a in ("--platform", p)), "-c",
-           str(REPO / "constraints.txt"), "-d", str(dest), *names]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "-q",
+        "--only-binary=:all:",
+        "--python-version",
+        python_version,
+        "--implementation",
+        "cp",
+        *(a for p in PLATFORMS for a in ("--platform", p)),
+        "-c",
+        str(REPO / "constraints.txt"),
+        "-d",
+        str(dest),
+        *names,
+    ]
     print("[prepare] " + " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
     kept = []
@@ -71,8 +111,11 @@ def download_wheels(dest: Path, *, groups: str = "core", python_version: str = "
     mib = sum(w.stat().st_size for w in kept) / 2**20
     print(f"[prepare] {len(kept)} wheel(s) in {dest}, {mib:.1f} MiB: " + ", ".join(w.name for w in kept), flush=True)
     if mib > CARRY_LIMIT_MIB * 0.8:
-        print(f"[prepare] warning: {mib:.0f} MiB of wheels leaves little of the {CARRY_LIMIT_MIB} MiB a run can carry; "
-              "drop a group the GPU image already has (docs/gpu_check.md)", flush=True)
+        print(
+            f"[prepare] warning: {mib:.0f} MiB of wheels leaves little of the {CARRY_LIMIT_MIB} MiB a run can carry; "
+            "drop a group the GPU image already has (docs/gpu_check.md)",
+            flush=True,
+        )
     return kept
 
 

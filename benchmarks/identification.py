@@ -33,8 +33,10 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-SIZES = {"tinyface": dict(probes=3728, identities=157, matches=4443, distractors=153428),
-         "ijbc_1n": dict(probes=19593, gallery=3531)}
+SIZES = {
+    "tinyface": dict(probes=3728, identities=157, matches=4443, distractors=153428),
+    "ijbc_1n": dict(probes=19593, gallery=3531),
+}
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -51,9 +53,9 @@ def tinyface_data(scale: float, dim: int = 512):
     matches = _unit(centres[m_lab] * 0.35 + rng.standard_normal((m_lab.size, dim)) / np.sqrt(dim) * 3)
     # float32 from the start: a float64 draw of 153k x 512 would itself set the process's peak memory
     gallery = np.empty((m_lab.size + s["distractors"], dim), dtype=np.float32)
-    gallery[:m_lab.size] = matches
-    gallery[m_lab.size:] = rng.standard_normal((s["distractors"], dim), dtype=np.float32)
-    gallery[m_lab.size:] /= np.linalg.norm(gallery[m_lab.size:], axis=1, keepdims=True)
+    gallery[: m_lab.size] = matches
+    gallery[m_lab.size :] = rng.standard_normal((s["distractors"], dim), dtype=np.float32)
+    gallery[m_lab.size :] /= np.linalg.norm(gallery[m_lab.size :], axis=1, keepdims=True)
     g_lab = np.r_[m_lab, np.full(s["distractors"], -100)]
     return probes.astype(np.float32), p_lab, gallery, g_lab
 
@@ -137,7 +139,9 @@ def worker(case: str, side: str, scale: float, ref_path: str | None) -> dict:
 
 
 def run_side(case: str, side: str, scale: float, ref_path: str | None) -> dict:
-    cmd = [sys.executable, __file__, "--worker", case, side, "--scale", str(scale)] + (["--ref", ref_path] if ref_path else [])
+    cmd = [sys.executable, __file__, "--worker", case, side, "--scale", str(scale)] + (
+        ["--ref", ref_path] if ref_path else []
+    )
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
@@ -172,12 +176,16 @@ def main() -> None:
                 print(f"  {name:9s}: failed: {r['error']}")
             else:
                 nums = {k: v for k, v in r.items() if k.endswith("_count")}
-                print(f"  {name:9s}: {r['seconds']:7.1f} s, peak RSS {r['peak_rss_mb']:7.0f} MB (features alone "
-                      f"{r['rss_after_data_mb']:.0f} MB), {nums}")
+                print(
+                    f"  {name:9s}: {r['seconds']:7.1f} s, peak RSS {r['peak_rss_mb']:7.0f} MB (features alone "
+                    f"{r['rss_after_data_mb']:.0f} MB), {nums}"
+                )
         if ref and "error" not in ref and "error" not in ours:
             same = all(ours[k] == ref[k] for k in ours if k.endswith("_count"))
-            print(f"  ratio ours/reference: time {ours['seconds'] / ref['seconds']:.2f}, peak memory "
-                  f"{ours['peak_rss_mb'] / ref['peak_rss_mb']:.2f}; numbers identical: {same}")
+            print(
+                f"  ratio ours/reference: time {ours['seconds'] / ref['seconds']:.2f}, peak memory "
+                f"{ours['peak_rss_mb'] / ref['peak_rss_mb']:.2f}; numbers identical: {same}"
+            )
             report["cases"][case]["identical"] = same
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))

@@ -30,8 +30,9 @@ import time
 import types
 from pathlib import Path
 
-DEFAULT_HOST = Path(os.environ.get("ARCFACE_ROOT") or
-                    Path(__file__).resolve().parents[1].parent / "shared" / "host" / "arcface_torch")
+DEFAULT_HOST = Path(
+    os.environ.get("ARCFACE_ROOT") or Path(__file__).resolve().parents[1].parent / "shared" / "host" / "arcface_torch"
+)
 
 
 def make_set(out: Path, images: int, templates: int, pairs: int, dim: int, seed: int = 0) -> None:
@@ -143,17 +144,29 @@ def _one(which: str, folder: Path, host_root: Path, threads: int) -> dict:
         t1 = time.perf_counter()
         scores = host["verification"](tf, ut, d["pairs"][:, 0], d["pairs"][:, 1])
     t2 = time.perf_counter()
-    out = {"which": which, "template_s": round(t1 - t0, 2), "score_s": round(t2 - t1, 2),
-           "template_and_score_s": round(t2 - t0, 2)}
+    out = {
+        "which": which,
+        "template_s": round(t1 - t0, 2),
+        "score_s": round(t2 - t1, 2),
+        "template_and_score_s": round(t2 - t0, 2),
+    }
     if which == "ours":
         fpr, tpr, _ = roc_points(d["labels"], scores)
         tar = host_tar(fpr, tpr, IJB_FARS)
         strict = tar_at_far(-scores, d["labels"], IJB_FARS)
         auc = trapezoid_auc(fpr, tpr)
-        out.update(roc_tar_auc_s=round(time.perf_counter() - t2, 2), tar=[round(t, 4) for t in tar],
-                   tar_strict=[round(strict[f].tar, 4) for f in IJB_FARS], auc=round(auc, 6))
-    out.update(total_s=round(time.perf_counter() - t0, 2), cpu_s=round(time.process_time() - c0, 2),
-               input_mb=round(base_mb), peak_rss_mb=round(_peak_mb()))
+        out.update(
+            roc_tar_auc_s=round(time.perf_counter() - t2, 2),
+            tar=[round(t, 4) for t in tar],
+            tar_strict=[round(strict[f].tar, 4) for f in IJB_FARS],
+            auc=round(auc, 6),
+        )
+    out.update(
+        total_s=round(time.perf_counter() - t0, 2),
+        cpu_s=round(time.process_time() - c0, 2),
+        input_mb=round(base_mb),
+        peak_rss_mb=round(_peak_mb()),
+    )
     np.save(folder / f"scores_{which}.npy", scores)
     return out
 
@@ -175,8 +188,12 @@ def main() -> int:
         return 0
     import numpy as np
 
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), OPENBLAS_NUM_THREADS=str(args.threads),
-               MKL_NUM_THREADS=str(args.threads))
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS=str(args.threads),
+        OPENBLAS_NUM_THREADS=str(args.threads),
+        MKL_NUM_THREADS=str(args.threads),
+    )
     runs = ["ours"] + ([] if args.skip_host else ["host"])
     if "host" in runs and not (args.host_root / "eval_ijbc.py").is_file():
         print(f"host not found at {args.host_root} (--host-root); running ours only", file=sys.stderr)
@@ -185,28 +202,47 @@ def main() -> int:
         folder = Path(tmp)
         t0 = time.perf_counter()
         make_set(folder, args.images, args.templates, args.pairs, args.dim)
-        print(f"synthetic set: {args.images} images, {args.templates} templates, {args.pairs} pairs, {args.dim}-d "
-              f"({time.perf_counter() - t0:.0f} s to make); {args.threads} threads per run", flush=True)
+        print(
+            f"synthetic set: {args.images} images, {args.templates} templates, {args.pairs} pairs, {args.dim}-d "
+            f"({time.perf_counter() - t0:.0f} s to make); {args.threads} threads per run",
+            flush=True,
+        )
         results = {}
         for which in runs:
-            cmd = [sys.executable, __file__, "--_one", which, "--_folder", str(folder),
-                   "--host-root", str(args.host_root), "--threads", str(args.threads)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--_one",
+                which,
+                "--_folder",
+                str(folder),
+                "--host-root",
+                str(args.host_root),
+                "--threads",
+                str(args.threads),
+            ]
             r = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
             results[which] = json.loads(r.stdout.strip().splitlines()[-1])
             print(json.dumps(results[which]), flush=True)
-        print(f"\n{'run':>5} {'templates s':>11} {'scores s':>9} {'ROC+TAR s':>9} {'total s':>8} {'CPU s':>7} "
-              f"{'peak MB':>8} {'input MB':>8}")
+        print(
+            f"\n{'run':>5} {'templates s':>11} {'scores s':>9} {'ROC+TAR s':>9} {'total s':>8} {'CPU s':>7} "
+            f"{'peak MB':>8} {'input MB':>8}"
+        )
         for which, r in results.items():
-            print(f"{which:>5} {r['template_s']:>11} {r['score_s']:>9} {r.get('roc_tar_auc_s', '-'):>9} "
-                  f"{r['total_s']:>8} {r['cpu_s']:>7} {r['peak_rss_mb']:>8} {r['input_mb']:>8}")
+            print(
+                f"{which:>5} {r['template_s']:>11} {r['score_s']:>9} {r.get('roc_tar_auc_s', '-'):>9} "
+                f"{r['total_s']:>8} {r['cpu_s']:>7} {r['peak_rss_mb']:>8} {r['input_mb']:>8}"
+            )
         if "host" in results:
             diff = float(np.max(np.abs(np.load(folder / "scores_ours.npy") - np.load(folder / "scores_host.npy"))))
             o, h = results["ours"], results["host"]
             print(f"\nscores max |ours - host| = {diff:.3g}")
-            print(f"template features: host / ours = {h['template_s'] / max(o['template_s'], 1e-9):.1f}x; "
-                  f"pair scores: {h['score_s'] / max(o['score_s'], 1e-9):.2f}x; "
-                  f"both: {h['template_and_score_s'] / max(o['template_and_score_s'], 1e-9):.2f}x; "
-                  f"peak memory host / ours = {h['peak_rss_mb'] / max(o['peak_rss_mb'], 1):.2f}x")
+            print(
+                f"template features: host / ours = {h['template_s'] / max(o['template_s'], 1e-9):.1f}x; "
+                f"pair scores: {h['score_s'] / max(o['score_s'], 1e-9):.2f}x; "
+                f"both: {h['template_and_score_s'] / max(o['template_and_score_s'], 1e-9):.2f}x; "
+                f"peak memory host / ours = {h['peak_rss_mb'] / max(o['peak_rss_mb'], 1):.2f}x"
+            )
             if diff > 1e-12:
                 print("SCORES DIFFER", file=sys.stderr)
                 return 1

@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from scoremix_plugin.recognition.backbones import get_backbone
+from scoremix_plugin.backbones import get_backbone
 from scoremix_plugin.recognition.losses import CombinedMarginLoss, MarginSoftmaxHead
 
 

@@ -6,7 +6,7 @@
 
 Builds an InsightFace-layout shard of --records 112x112 JPEG records (q95, ~5 kB like aligned
 faces) in a temporary folder, then measures, each the median of --repeats runs:
-- writes/s: ShardWriter.write of already-encoded JPEG bytes (IRHeader pack + framing + .idx line);
+- writes/s: FaceRecWriter.write of already-encoded JPEG bytes (IRHeader pack + framing + .idx line);
 - reads/s: IndexedRecordIOReader.read_idx over a random permutation of the keys;
 - decoded/s: random images through FaceRecFolder.image (read + unpack + JPEG decode to RGB), the
   path the training Dataset takes.
@@ -32,7 +32,7 @@ import numpy as np
 REFERENCE = {"reads_per_s": 108_000, "writes_per_s": (65_000, 89_000), "decoded_per_s": 2_100}
 TARGETS = {"reads_per_s": 2.0, "writes_per_s": 1.0, "decoded_per_s": 3.0}
 
-MXNET_SCRIPT = r'''
+MXNET_SCRIPT = r"""
 import json, sys, time
 import numpy as np
 import mxnet as mx
@@ -71,7 +71,7 @@ def decodes():
 res = {"reads_per_s": rate(len(keys), reads), "writes_per_s": rate(n, writes),
        "decoded_per_s": rate(len(dkeys), decodes), "mxnet": mx.__version__}
 print("RESULT " + json.dumps(res))
-'''
+"""
 
 
 def face_like_jpegs(count: int, seed: int) -> list[bytes]:
@@ -104,14 +104,14 @@ def rate(count: int, fn, repeats: int) -> dict[str, float]:
 
 
 def measure_ours(work: Path, jpegs: list[bytes], n: int, n_reads: int, n_decodes: int, repeats: int, seed: int):
-    from scoremix_plugin.recordio import FaceRecFolder, IndexedRecordIOReader, ShardWriter
+    from scoremix_plugin.recordio import FaceRecFolder, FaceRecWriter, IndexedRecordIOReader
 
     labels = (np.arange(n) // 20).tolist()  # 20 images per identity
     runs = iter(range(repeats))
 
     def writes():
         # A fresh folder each run, so replacing the previous run's files is not timed.
-        with ShardWriter(work / f"shard{next(runs)}") as w:
+        with FaceRecWriter(work / f"shard{next(runs)}") as w:
             for i in range(n):
                 w.write(jpegs[i % len(jpegs)], labels[i])
 
@@ -145,8 +145,17 @@ def measure_mxnet(python: str, shard: Path, work: Path, n_reads: int, n_decodes:
     script = work / "mx_bench.py"
     script.write_text(MXNET_SCRIPT)
     env = dict(os.environ, OMP_NUM_THREADS="1", MXNET_CPU_WORKER_NTHREADS="1", OPENCV_NUM_THREADS="1")
-    cmd = [python, str(script), str(shard / "train.rec"), str(shard / "train.idx"), str(work), str(n_reads),
-           str(n_decodes), str(repeats), str(seed)]
+    cmd = [
+        python,
+        str(script),
+        str(shard / "train.rec"),
+        str(shard / "train.idx"),
+        str(work),
+        str(n_reads),
+        str(n_decodes),
+        str(repeats),
+        str(seed),
+    ]
     if hasattr(os, "sched_getaffinity"):
         cpu = sorted(os.sched_getaffinity(0))[0]
         cmd = ["taskset", "-c", str(cpu), *cmd] if _has_taskset() else cmd
@@ -154,7 +163,7 @@ def measure_mxnet(python: str, shard: Path, work: Path, n_reads: int, n_decodes:
     line = next((ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if r.returncode != 0 or line is None:
         raise SystemExit(f"mxnet run failed ({python}, rc {r.returncode}):\n{r.stderr[-2000:]}")
-    return json.loads(line[len("RESULT "):])
+    return json.loads(line[len("RESULT ") :])
 
 
 def _has_taskset() -> bool:
@@ -171,8 +180,11 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3, help="runs per measurement (median reported)")
     ap.add_argument("--distinct", type=int, default=500, help="distinct JPEGs cycled through the shard")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--mxnet-python", default=os.environ.get("SCOREMIX_MXNET_PYTHON"),
-                    help="a Python with mxnet installed: measure it on the same file (env SCOREMIX_MXNET_PYTHON)")
+    ap.add_argument(
+        "--mxnet-python",
+        default=os.environ.get("SCOREMIX_MXNET_PYTHON"),
+        help="a Python with mxnet installed: measure it on the same file (env SCOREMIX_MXNET_PYTHON)",
+    )
     ap.add_argument("--json", default=None, metavar="FILE", help="write the numbers as JSON")
     ap.add_argument("--dir", default=None, help="where to build the temporary shard (default: the system temp dir)")
     args = ap.parse_args()
@@ -188,20 +200,26 @@ def main() -> int:
         jpegs = face_like_jpegs(args.distinct, args.seed)
         shard, ours = measure_ours(work, jpegs, args.records, args.reads, args.decodes, args.repeats, args.seed)
         size = (shard / "train.rec").stat().st_size
-        print(f"shard: {args.records} records of 112x112 JPEG q95 (mean {size / args.records / 1024:.1f} KiB), "
-              f"{size / 2**20:.1f} MiB; one core, median of {args.repeats}")
+        print(
+            f"shard: {args.records} records of 112x112 JPEG q95 (mean {size / args.records / 1024:.1f} KiB), "
+            f"{size / 2**20:.1f} MiB; one core, median of {args.repeats}"
+        )
         if args.mxnet_python:
             theirs = measure_mxnet(args.mxnet_python, shard, work, args.reads, args.decodes, args.repeats, args.seed)
             basis = f"measured: mxnet {theirs.pop('mxnet')} via {args.mxnet_python}, same file, same machine"
         else:
             theirs = {k: {"wall": min(v) if isinstance(v, tuple) else v} for k, v in REFERENCE.items()}
-            basis = ("reference figures for mxnet 1.9.1 (NOT measured here; pass --mxnet-python for a same-machine "
-                     "comparison); writes against the low end of its 65-89k/s")
+            basis = (
+                "reference figures for mxnet 1.9.1 (NOT measured here; pass --mxnet-python for a same-machine "
+                "comparison); writes against the low end of its 65-89k/s"
+            )
     report = {"records": args.records, "ours": ours, "baseline": theirs, "baseline_basis": basis, "ratios": {}}
     print(f"baseline: {basis}")
     print("rates per second; 'wall' includes waiting on a shared machine, 'cpu' is this process's CPU time")
-    print(f"{'metric':<15}{'ours wall':>11}{'ours cpu':>11}{'mxnet wall':>12}{'mxnet cpu':>11}{'ratio wall':>12}"
-          f"{'ratio cpu':>11}{'target':>8}")
+    print(
+        f"{'metric':<15}{'ours wall':>11}{'ours cpu':>11}{'mxnet wall':>12}{'mxnet cpu':>11}{'ratio wall':>12}"
+        f"{'ratio cpu':>11}{'target':>8}"
+    )
     for k, target in TARGETS.items():
         base = theirs[k]
         # A measured mxnet is compared clock for clock; the reference figures are wall clock on an idle machine.
@@ -210,12 +228,16 @@ def main() -> int:
         report["ratios"][k] = {"wall": r_wall, "cpu": r_cpu}
         flag = "ok" if max(r_wall, r_cpu) >= target else "BELOW"
         mx_cpu = f"{base['cpu']:,.0f}" if "cpu" in base else "-"
-        print(f"{k:<15}{ours[k]['wall']:>11,.0f}{ours[k]['cpu']:>11,.0f}{base['wall']:>12,.0f}{mx_cpu:>11}"
-              f"{r_wall:>11.2f}x{r_cpu:>10.2f}x{target:>7.1f}x {flag}")
+        print(
+            f"{k:<15}{ours[k]['wall']:>11,.0f}{ours[k]['cpu']:>11,.0f}{base['wall']:>12,.0f}{mx_cpu:>11}"
+            f"{r_wall:>11.2f}x{r_cpu:>10.2f}x{target:>7.1f}x {flag}"
+        )
     if not args.mxnet_python:
         hi = REFERENCE["writes_per_s"][1]
-        print(f"(writes against the high end {hi:,}/s: wall {ours['writes_per_s']['wall'] / hi:.2f}x, "
-              f"cpu {ours['writes_per_s']['cpu'] / hi:.2f}x)")
+        print(
+            f"(writes against the high end {hi:,}/s: wall {ours['writes_per_s']['wall'] / hi:.2f}x, "
+            f"cpu {ours['writes_per_s']['cpu'] / hi:.2f}x)"
+        )
     if args.json:
         from scoremix_plugin.io_utils import write_json_atomic
 

@@ -36,16 +36,23 @@ def build(args) -> torch.nn.Module:
 
     torch.manual_seed(0)
     kw = network_kwargs(args.preset, args.num_classes)
-    return EDMPrecond(build_network(kw), num_classes=args.num_classes,
-                      resolution=network_resolution(kw)).to(args.device).eval().requires_grad_(False)
+    return (
+        EDMPrecond(build_network(kw), num_classes=args.num_classes, resolution=network_resolution(kw))
+        .to(args.device)
+        .eval()
+        .requires_grad_(False)
+    )
 
 
 def flops_per_forward(denoiser, n: int, device) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     r = denoiser.resolution
-    x, s, c = torch.randn(n, 3, r, r, device=device), torch.ones(n, device=device), torch.zeros(n, dtype=torch.long,
-                                                                                                   device=device)
+    x, s, c = (
+        torch.randn(n, 3, r, r, device=device),
+        torch.ones(n, device=device),
+        torch.zeros(n, dtype=torch.long, device=device),
+    )
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         denoiser(x, s, c)
     return counter.get_total_flops()
@@ -62,8 +69,16 @@ def run_case(denoiser, k: int, guidance: str, args) -> float:
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        sample(denoiser, classes, weights, generators=gens, num_steps=args.steps, solver=args.solver,
-               guidance=guidance, guidance_scale=2.5 if guidance == "cfg" else 1.0)
+        sample(
+            denoiser,
+            classes,
+            weights,
+            generators=gens,
+            num_steps=args.steps,
+            solver=args.solver,
+            guidance=guidance,
+            guidance_scale=2.5 if guidance == "cfg" else 1.0,
+        )
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         if rep:  # the first run pays for allocation and kernel selection
@@ -89,10 +104,17 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     denoiser = build(args)
     denoiser.amp_dtype = torch.bfloat16 if args.bf16 else None
-    name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu ({torch.get_num_threads()} threads)"
-    print(f"device {name}; preset {args.preset if not args.ckpt else args.ckpt}; {denoiser.resolution} px; "
-          f"{args.solver}-{args.steps}; batch {args.batch}; bf16 {args.bf16}")
-    header = f"{'K':>2} {'guidance':>8} {'s/batch':>8} {'images/s':>9} {'NFE/image':>9} {'cost vs K=1':>11} {'per condition':>13}"
+    name = (
+        torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu ({torch.get_num_threads()} threads)"
+    )
+    print(
+        f"device {name}; preset {args.preset if not args.ckpt else args.ckpt}; {denoiser.resolution} px; "
+        f"{args.solver}-{args.steps}; batch {args.batch}; bf16 {args.bf16}"
+    )
+    header = (
+        f"{'K':>2} {'guidance':>8} {'s/batch':>8} {'images/s':>9} {'NFE/image':>9} {'cost vs K=1':>11} "
+        f"{'per condition':>13}"
+    )
     cuda = args.device.startswith("cuda")
     if cuda:
         header += f" {'TFLOP/s':>8} {'% peak':>7}"
@@ -105,8 +127,7 @@ def main() -> None:
             base = base if base is not None else (t if k == 1 else None)
             nfe = network_evaluations(args.steps, args.solver, k, guidance, 2.5 if guidance == "cfg" else 1.0)
             ratio = t / base if base else float("nan")
-            line = (f"{k:>2} {guidance:>8} {t:>8.3f} {args.batch / t:>9.1f} {nfe:>9d} {ratio:>11.2f} "
-                    f"{ratio / k:>13.2f}")
+            line = f"{k:>2} {guidance:>8} {t:>8.3f} {args.batch / t:>9.1f} {nfe:>9d} {ratio:>11.2f} {ratio / k:>13.2f}"
             if cuda:
                 per_forward = flops_per_forward(denoiser, args.batch * (k + (guidance == "cfg")), args.device)
                 stages = 2 * args.steps - 1 if args.solver == "heun" else args.steps

@@ -32,8 +32,23 @@ RESULTS = ROOT / "experiments" / "results" / "sampler_quality"
 # Kynkaanniemi et al. 2024 found guidance helps only in the middle of the trajectory; (0.28, 5.42] is the
 # interval they report for EDM2 on ImageNet-512 (sigma in EDM units, the same parameterisation as ours).
 GUIDANCE_INTERVAL = (0.28, 5.42)
-DEFAULT_SETTINGS = ("heun-32", "heun-16", "heun-12", "heun-8", "heun-6", "heun-4", "dpm2m-16", "dpm2m-12",
-                    "dpm2m-10", "dpm2m-8", "dpm2m-6", "dpm2m-10-gi", "dpm2m-8-gi", "heun-8-gi", "dpm2m-10-rho5")
+DEFAULT_SETTINGS = (
+    "heun-32",
+    "heun-16",
+    "heun-12",
+    "heun-8",
+    "heun-6",
+    "heun-4",
+    "dpm2m-16",
+    "dpm2m-12",
+    "dpm2m-10",
+    "dpm2m-8",
+    "dpm2m-6",
+    "dpm2m-10-gi",
+    "dpm2m-8-gi",
+    "heun-8-gi",
+    "dpm2m-10-rho5",
+)
 REFERENCE = "heun-32"
 TOLERANCE = 0.02  # "within 2 points" of the reference (issue 27's rule)
 PARTS = ("single", "mix_score")
@@ -75,8 +90,15 @@ def throughput(den, sampler: dict, scale: float, batch: int = 16, repeats: int =
     best = float("inf")
     for r in range(repeats):
         t0 = time.perf_counter()
-        sample(den, classes, w, generators=[image_generator(9, r, i) for i in range(batch)], guidance="cfg",
-               guidance_scale=scale, **sampler)
+        sample(
+            den,
+            classes,
+            w,
+            generators=[image_generator(9, r, i) for i in range(batch)],
+            guidance="cfg",
+            guidance_scale=scale,
+            **sampler,
+        )
         best = min(best, time.perf_counter() - t0)
     return batch / best
 
@@ -85,7 +107,7 @@ def run(generator: str, settings: list[str], work: Path) -> dict:
     import torch
 
     from scoremix_plugin.generation.checkpoint import load_generator
-    from scoremix_plugin.generation.pretrained import provenance, resolve
+    from scoremix_plugin.generation.pretrained import resolve
     from scoremix_plugin.generation.sampler import network_evaluations
     from scoremix_plugin.io_utils import write_json_atomic
 
@@ -108,15 +130,31 @@ def run(generator: str, settings: list[str], work: Path) -> dict:
         sampler, scale = parse_setting(name)
         print(f"[{time.strftime('%H:%M:%S')}] {generator} {name}", file=sys.stderr, flush=True)
         c0 = time.process_time()
-        res = arms.measure(den, None, "cfg", scale_name, ref, shared, sampler=sampler, guidance_scale=scale,
-                           parts=PARTS)
+        res = arms.measure(
+            den, None, "cfg", scale_name, ref, shared, sampler=sampler, guidance_scale=scale, parts=PARTS
+        )
         gi = sampler.get("guidance_interval")
-        nfe = {k: network_evaluations(sampler["num_steps"], sampler["solver"], k, "cfg", scale,
-                                      guidance_interval=gi, rho=sampler.get("rho", 7.0)) for k in (1, 2)}
-        row = {"sampler": {k: (list(v) if isinstance(v, tuple) else v) for k, v in sampler.items()},
-               "guidance_scale": scale, "inputs_single": nfe[1], "inputs_mix2": nfe[2],
-               "mix_images_per_s_per_core": throughput(den, sampler, scale),
-               "measure_cpu_s": round(time.process_time() - c0, 1), **res}
+        nfe = {
+            k: network_evaluations(
+                sampler["num_steps"],
+                sampler["solver"],
+                k,
+                "cfg",
+                scale,
+                guidance_interval=gi,
+                rho=sampler.get("rho", 7.0),
+            )
+            for k in (1, 2)
+        }
+        row = {
+            "sampler": {k: (list(v) if isinstance(v, tuple) else v) for k, v in sampler.items()},
+            "guidance_scale": scale,
+            "inputs_single": nfe[1],
+            "inputs_mix2": nfe[2],
+            "mix_images_per_s_per_core": throughput(den, sampler, scale),
+            "measure_cpu_s": round(time.process_time() - c0, 1),
+            **res,
+        }
         # Read-modify-write under a lock: two processes may measure different settings into one file.
         with _locked(dest.with_suffix(".lock")):
             now = json.loads(dest.read_text()) if dest.is_file() else {}
@@ -159,31 +197,49 @@ def judge(done: dict) -> list[dict]:
             break
     out = []
     for name, r in rows.items():
-        out.append({"setting": name, "inputs_mix2": r["inputs_mix2"], "inputs_single": r["inputs_single"],
-                    "single_recognised": r["single"]["recognised_at"][far]["share"], "single_top1": r["single"]["top1"],
-                    "single_intra": r["single"]["intra"],
-                    "mix_recognised": r["mix_score"]["recognised_at"][far]["share"],
-                    "mix_intra": r["mix_score"]["intra"], "mix_nearest_real_cos": r["mix_score"]["nearest_real_cos"],
-                    "mix_source_share": r["mix_score"]["nearest_real_is_source"],
-                    "images_per_s": r["mix_images_per_s_per_core"], "far": far})
+        out.append(
+            {
+                "setting": name,
+                "inputs_mix2": r["inputs_mix2"],
+                "inputs_single": r["inputs_single"],
+                "single_recognised": r["single"]["recognised_at"][far]["share"],
+                "single_top1": r["single"]["top1"],
+                "single_intra": r["single"]["intra"],
+                "mix_recognised": r["mix_score"]["recognised_at"][far]["share"],
+                "mix_intra": r["mix_score"]["intra"],
+                "mix_nearest_real_cos": r["mix_score"]["nearest_real_cos"],
+                "mix_source_share": r["mix_score"]["nearest_real_is_source"],
+                "images_per_s": r["mix_images_per_s_per_core"],
+                "far": far,
+            }
+        )
     base = next((o for o in out if o["setting"] == REFERENCE), None)
     for o in out:
-        o["holds"] = None if base is None else bool(
-            o["single_recognised"] >= base["single_recognised"] - TOLERANCE
-            and o["mix_recognised"] >= base["mix_recognised"] - TOLERANCE
-            and o["mix_intra"] >= base["mix_intra"] - TOLERANCE)
+        o["holds"] = (
+            None
+            if base is None
+            else bool(
+                o["single_recognised"] >= base["single_recognised"] - TOLERANCE
+                and o["mix_recognised"] >= base["mix_recognised"] - TOLERANCE
+                and o["mix_intra"] >= base["mix_intra"] - TOLERANCE
+            )
+        )
     return sorted(out, key=lambda o: o["inputs_mix2"])
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| setting | inputs / 2-way image | classes recognised | top-1 | single intra | far mixes recognised | "
-             "mix intra | mix nearest-real cos | mix nearest is a source | mixed img/s/core | holds vs heun-32 |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| setting | inputs / 2-way image | classes recognised | top-1 | single intra | far mixes recognised | "
+        "mix intra | mix nearest-real cos | mix nearest is a source | mixed img/s/core | holds vs heun-32 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for o in rows:
-        lines.append(f"| {o['setting']} | {o['inputs_mix2']} | {o['single_recognised']:.3f} | {o['single_top1']:.3f} | "
-                     f"{o['single_intra']:.3f} | {o['mix_recognised']:.3f} | {o['mix_intra']:.3f} | "
-                     f"{o['mix_nearest_real_cos']:.3f} | {o['mix_source_share']:.3f} | {o['images_per_s']:.2f} | "
-                     f"{'-' if o['holds'] is None else ('yes' if o['holds'] else 'no')} |")
+        lines.append(
+            f"| {o['setting']} | {o['inputs_mix2']} | {o['single_recognised']:.3f} | {o['single_top1']:.3f} | "
+            f"{o['single_intra']:.3f} | {o['mix_recognised']:.3f} | {o['mix_intra']:.3f} | "
+            f"{o['mix_nearest_real_cos']:.3f} | {o['mix_source_share']:.3f} | {o['images_per_s']:.2f} | "
+            f"{'-' if o['holds'] is None else ('yes' if o['holds'] else 'no')} |"
+        )
     return "\n".join(lines)
 
 
@@ -195,11 +251,22 @@ def plot(rows: list[dict], dest: Path) -> None:
     for solver, marker in (("heun", "o"), ("dpm2m", "s"), ("euler", "^")):
         pts = [o for o in rows if o["setting"].split("-")[0] == solver and len(o["setting"].split("-")) == 2]
         for key, ls in (("mix_recognised", "-"), ("mix_intra", "--"), ("single_recognised", ":")):
-            ax.plot([o["inputs_mix2"] for o in pts], [o[key] for o in pts], marker=marker, ls=ls,
-                    label=f"{solver}: {key.replace('_', ' ')}")
+            ax.plot(
+                [o["inputs_mix2"] for o in pts],
+                [o[key] for o in pts],
+                marker=marker,
+                ls=ls,
+                label=f"{solver}: {key.replace('_', ' ')}",
+            )
     extra = [o for o in rows if len(o["setting"].split("-")) > 2]
-    ax.scatter([o["inputs_mix2"] for o in extra], [o["mix_recognised"] for o in extra], c="k", marker="x", zorder=3,
-               label="variants (-gi, -rho): far mixes recognised")
+    ax.scatter(
+        [o["inputs_mix2"] for o in extra],
+        [o["mix_recognised"] for o in extra],
+        c="k",
+        marker="x",
+        zorder=3,
+        label="variants (-gi, -rho): far mixes recognised",
+    )
     ax.set_xscale("log")
     ax.set_xlabel("network inputs per 2-way mixed image (CFG)")
     ax.set_ylim(0, 1.02)
@@ -211,8 +278,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--generator", default="toy40", choices=("toy40", "toy200"))
     p.add_argument("--settings", nargs="+", default=list(DEFAULT_SETTINGS))
-    p.add_argument("--work", default=str(ROOT / "experiments" / "runs" / "pretrained" / "judge"),
-                   help="the judging recogniser's folder (shared with experiments/pretrained.py)")
+    p.add_argument(
+        "--work",
+        default=str(ROOT / "experiments" / "runs" / "pretrained" / "judge"),
+        help="the judging recogniser's folder (shared with experiments/pretrained.py)",
+    )
     p.add_argument("--summary", action="store_true", help="only the table and the figure from the saved JSON")
     args = p.parse_args(argv)
     if args.summary:
@@ -222,8 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = judge(done)
     text = table(rows)
     cheapest = next((o for o in rows if o["holds"]), None)
-    text += ("\n\ncheapest setting that holds: "
-             + (f"{cheapest['setting']} ({cheapest['inputs_mix2']} inputs per 2-way image)" if cheapest else "none"))
+    text += "\n\ncheapest setting that holds: " + (
+        f"{cheapest['setting']} ({cheapest['inputs_mix2']} inputs per 2-way image)" if cheapest else "none"
+    )
     from scoremix_plugin.io_utils import write_text_atomic
 
     write_text_atomic(RESULTS / f"{args.generator}.md", text + "\n")

@@ -42,8 +42,14 @@ def _one(c: int, n: int, dim: int, max_uses: int, device: str | None, chunk: int
     a, b, _, rounds = _greedy_certified(x, n, max_uses, 1.0, m=max_uses + 8, chunk=chunk, device=dev, progress=False)
     t_sel = time.perf_counter() - t0
     assert len(a) == n
-    return {"classes": c, "identities": n, "seconds": round(t_sel, 2), "matmul_seconds": round(t_mm, 2),
-            "rounds": rounds, "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+    return {
+        "classes": c,
+        "identities": n,
+        "seconds": round(t_sel, 2),
+        "matmul_seconds": round(t_mm, 2),
+        "rounds": rounds,
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    }
 
 
 def main() -> int:
@@ -60,15 +66,32 @@ def main() -> int:
         n = int(args._one * args.fraction)
         print(json.dumps(_one(args._one, n, args.dim, args.max_uses, args.device, args.chunk)))
         return 0
-    print(f"{'classes':>9} {'identities':>10} {'seconds':>8} {'matmul s':>8} {'x matmul':>8} {'rounds':>6} {'peak MB':>8}")
+    print(
+        f"{'classes':>9} {'identities':>10} {'seconds':>8} {'matmul s':>8} {'x matmul':>8} {'rounds':>6} {'peak MB':>8}"
+    )
     for c in args.sizes:
-        cmd = [sys.executable, __file__, "--_one", str(c), "--fraction", str(args.fraction), "--dim", str(args.dim),
-               "--max-uses", str(args.max_uses), "--chunk", str(args.chunk)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--_one",
+            str(c),
+            "--fraction",
+            str(args.fraction),
+            "--dim",
+            str(args.dim),
+            "--max-uses",
+            str(args.max_uses),
+            "--chunk",
+            str(args.chunk),
+        ]
         if args.device:
             cmd += ["--device", args.device]
         r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
-        print(f"{r['classes']:>9} {r['identities']:>10} {r['seconds']:>8} {r['matmul_seconds']:>8} "
-              f"{r['seconds'] / max(r['matmul_seconds'], 1e-9):>8.2f} {r['rounds']:>6} {r['peak_rss_mb']:>8}", flush=True)
+        print(
+            f"{r['classes']:>9} {r['identities']:>10} {r['seconds']:>8} {r['matmul_seconds']:>8} "
+            f"{r['seconds'] / max(r['matmul_seconds'], 1e-9):>8.2f} {r['rounds']:>6} {r['peak_rss_mb']:>8}",
+            flush=True,
+        )
     return 0
 
 

@@ -55,18 +55,29 @@ def build_recipe(args: argparse.Namespace) -> dict:
     generator, larger test sets and no gate (an experiment measures, it does not gate)."""
     from scoremix_plugin.pipeline.recipe import recipe_from
 
-    recipe = recipe_from({
-        "name": "ScoreMix ablation (toy scale)",
-        "device": args.device,
-        "data": {"toy": {"identities": args.identities, "images_per_identity": args.images,
-                         "test_identities": args.test_identities, "pairs": args.pairs}},
-        "recogniser": str(Path(args.recogniser).resolve()),
-        # a generator config or checkpoint, or "pretrained:NAME" (shipped in the package) as it is
-        "generator": args.generator if args.generator.startswith("pretrained:") else str(Path(args.generator).resolve()),
-        "selection": {"num_identities": args.identities, "max_uses": args.max_uses},
-        "generation": {"images_per_identity": args.images},
-        "quality_gate": False,
-    }, HERE / "ablation.py")
+    recipe = recipe_from(
+        {
+            "name": "ScoreMix ablation (toy scale)",
+            "device": args.device,
+            "data": {
+                "toy": {
+                    "identities": args.identities,
+                    "images_per_identity": args.images,
+                    "test_identities": args.test_identities,
+                    "pairs": args.pairs,
+                }
+            },
+            "recogniser": str(Path(args.recogniser).resolve()),
+            # a generator config or checkpoint, or "pretrained:NAME" (shipped in the package) as it is
+            "generator": args.generator
+            if args.generator.startswith("pretrained:")
+            else str(Path(args.generator).resolve()),
+            "selection": {"num_identities": args.identities, "max_uses": args.max_uses},
+            "generation": {"images_per_identity": args.images},
+            "quality_gate": False,
+        },
+        HERE / "ablation.py",
+    )
     return dict(recipe)
 
 
@@ -79,8 +90,18 @@ def seeded_recogniser_config(src: str, run_dir: Path, seed: int) -> Path:
     return write_config_file(run_dir / "recogniser.py", cfg, f"experiments/ablation.py: recogniser, seed {seed}")
 
 
-def run_arm(arm: str, seed: int, shared, out: Path, progress: bool, *, arms: dict | None = None,
-            results_dir: Path | None = None, extra=None, dataset_report: bool = False) -> dict:
+def run_arm(
+    arm: str,
+    seed: int,
+    shared,
+    out: Path,
+    progress: bool,
+    *,
+    arms: dict | None = None,
+    results_dir: Path | None = None,
+    extra=None,
+    dataset_report: bool = False,
+) -> dict:
     """One (arm, seed): select -> generate -> train -> verify; returns and writes its result.
 
     ``arms``: {arm: None (real only) | selection overrides, optionally with a "generation" dict of
@@ -105,8 +126,10 @@ def run_arm(arm: str, seed: int, shared, out: Path, progress: bool, *, arms: dic
         spec = dict((arms or ARMS)[arm])
         recipe.generation.update(spec.pop("generation", {}))
         recipe.selection.update(spec)
-        wanted, train_stage = ["select", "generate"] + (["dataset_report"] if dataset_report else []) + [
-            "scoremix"], "scoremix"
+        wanted, train_stage = (
+            ["select", "generate"] + (["dataset_report"] if dataset_report else []) + ["scoremix"],
+            "scoremix",
+        )
     ctx = Context(recipe=recipe, out=run_dir, progress=progress)
     # The shared stages' results are this run's inputs: its stages fingerprint their run ids.
     ctx.adopt(shared, ("data", "generator", "centres") + (("baseline",) if arm != "baseline" else ()))
@@ -115,18 +138,23 @@ def run_arm(arm: str, seed: int, shared, out: Path, progress: bool, *, arms: dic
     s = ctx.result(train_stage)
     res = verify_recogniser(ctx, s)
     result = {
-        "arm": arm, "seed": int(seed),
+        "arm": arm,
+        "seed": int(seed),
         "accuracy": {t: float(r.accuracy_mean) for t, r in res.items()},
         "accuracy_std_folds": {t: float(r.accuracy_std) for t, r in res.items()},
-        "model": s.model, "num_image": s.num_image, "num_classes": s.num_classes,
-        "num_epoch": s.num_epoch, "global_step": s.global_step,
+        "model": s.model,
+        "num_image": s.num_image,
+        "num_classes": s.num_classes,
+        "num_epoch": s.num_epoch,
+        "global_step": s.global_step,
         "stage_seconds": {k: v["seconds"] for k, v in status.items()},
         "seconds": round(time.perf_counter() - t0, 1),
     }
     if arm != "baseline":
         sel = ctx.result("select")
-        result["selection"] = {k: getattr(sel, k) for k in ("strategy", "space", "distance_mean", "distance_min",
-                                                            "distance_max")}
+        result["selection"] = {
+            k: getattr(sel, k) for k in ("strategy", "space", "distance_mean", "distance_min", "distance_max")
+        }
         if dataset_report:  # the synthetic set's quality: the dataset report's headline
             result["quality"] = ctx.result("dataset_report").headline
         result["grid"] = str(run_dir / "generate")
@@ -159,12 +187,16 @@ def summarise(out: Path) -> dict:
             paired = [s for s in sorted(runs) if s in base]
             if arm != "baseline" and paired:
                 d = np.array([runs[s]["accuracy"][t] - base[s]["accuracy"][t] for s in paired])
-                entry["delta_vs_baseline"][t] = {"mean": float(d.mean()),
-                                                 "std": float(d.std(ddof=1)) if len(d) > 1 else None,
-                                                 "seeds": paired, "wins": int((d > 0).sum())}
+                entry["delta_vs_baseline"][t] = {
+                    "mean": float(d.mean()),
+                    "std": float(d.std(ddof=1)) if len(d) > 1 else None,
+                    "seeds": paired,
+                    "wins": int((d > 0).sum()),
+                }
         if arm != "baseline":
-            entry["selection_distance_mean"] = float(np.mean(
-                [runs[s]["selection"]["distance_mean"] for s in sorted(runs)]))
+            entry["selection_distance_mean"] = float(
+                np.mean([runs[s]["selection"]["distance_mean"] for s in sorted(runs)])
+            )
         summary["arms"][arm] = entry
 
     def pm(v: dict | None) -> str:
@@ -173,23 +205,36 @@ def summarise(out: Path) -> dict:
         std = "" if v["std"] is None else f" ± {100 * v['std']:.2f}"
         return f"{100 * v['mean']:.2f}{std}"
 
-    lines = ["| arm | seeds | " + " | ".join(targets) + " | " + " | ".join(f"Δ {t}" for t in targets) + " |",
-             "|---|---|" + "---|" * (2 * len(targets))]
+    lines = [
+        "| arm | seeds | " + " | ".join(targets) + " | " + " | ".join(f"Δ {t}" for t in targets) + " |",
+        "|---|---|" + "---|" * (2 * len(targets)),
+    ]
     for arm, e in summary["arms"].items():
         deltas = []
         for t in targets:
             d = e["delta_vs_baseline"].get(t)
-            deltas.append("-" if d is None else
-                          f"{100 * d['mean']:+.2f}" + ("" if d["std"] is None else f" ± {100 * d['std']:.2f}")
-                          + f" ({d['wins']}/{len(d['seeds'])} up)")
-        lines.append(f"| {arm} | {len(e['seeds'])} | " + " | ".join(pm(e["accuracy"][t]) for t in targets)
-                     + " | " + " | ".join(deltas) + " |")
+            deltas.append(
+                "-"
+                if d is None
+                else f"{100 * d['mean']:+.2f}"
+                + ("" if d["std"] is None else f" ± {100 * d['std']:.2f}")
+                + f" ({d['wins']}/{len(d['seeds'])} up)"
+            )
+        lines.append(
+            f"| {arm} | {len(e['seeds'])} | "
+            + " | ".join(pm(e["accuracy"][t]) for t in targets)
+            + " | "
+            + " | ".join(deltas)
+            + " |"
+        )
     table = "\n".join(lines)
     summary["table_markdown"] = table
     write_json_atomic(out / "summary.json", summary)
-    write_text_atomic(out / "summary.md",
-                      "# ScoreMix ablation (toy scale)\n\nVerification accuracy (%), mean ± std over seeds; "
-                      "Δ: paired difference to the baseline arm of the same seed.\n\n" + table + "\n")
+    write_text_atomic(
+        out / "summary.md",
+        "# ScoreMix ablation (toy scale)\n\nVerification accuracy (%), mean ± std over seeds; "
+        "Δ: paired difference to the baseline arm of the same seed.\n\n" + table + "\n",
+    )
     return summary
 
 
@@ -200,9 +245,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     p.add_argument("--identities", type=int, default=40, help="real training identities (toy data)")
     p.add_argument("--images", type=int, default=16, help="images per real and per synthetic identity")
-    p.add_argument("--max-uses", type=int, default=3,
-                   help="pairs per real class at most (one synthetic identity per real one on average; 3, not "
-                        "2, leaves the greedy near/far walks room to finish)")
+    p.add_argument(
+        "--max-uses",
+        type=int,
+        default=3,
+        help="pairs per real class at most (one synthetic identity per real one on average; 3, not "
+        "2, leaves the greedy near/far walks room to finish)",
+    )
     p.add_argument("--test-identities", type=int, default=40, help="held-out identities of the .bin sets")
     p.add_argument("--pairs", type=int, default=1000, help="pairs per .bin set (10 folds)")
     p.add_argument("--recogniser", default=str(HERE / "ablation" / "recogniser.py"), help="recogniser config")
@@ -219,8 +268,11 @@ def main(argv: list[str] | None = None) -> int:
 
         shared = Context(recipe=edict(build_recipe(args)), out=out / "shared", progress=not args.no_progress)
         shared.out.mkdir(parents=True, exist_ok=True)
-        run_stages([s for s in STAGES if s.name in ("data", "baseline", "generator", "centres")], shared,
-                   log=lambda m: log(f"[shared] {m}"))
+        run_stages(
+            [s for s in STAGES if s.name in ("data", "baseline", "generator", "centres")],
+            shared,
+            log=lambda m: log(f"[shared] {m}"),
+        )
         # Seed-major order: a partial run already has every arm for its first seeds.
         for seed in args.seeds:
             for arm in args.arms:
@@ -229,8 +281,12 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"[{arm} seed {seed}] complete, skipped", file=sys.stderr)
                     continue
                 r = run_arm(arm, seed, shared, out, progress=not args.no_progress)
-                print(f"[{arm} seed {seed}] " + ", ".join(f"{t} {100 * a:.2f}" for t, a in r["accuracy"].items())
-                      + f" ({r['seconds']:.0f} s)", file=sys.stderr)
+                print(
+                    f"[{arm} seed {seed}] "
+                    + ", ".join(f"{t} {100 * a:.2f}" for t, a in r["accuracy"].items())
+                    + f" ({r['seconds']:.0f} s)",
+                    file=sys.stderr,
+                )
                 summarise(out)
     s = summarise(out)
     print(s["table_markdown"])

@@ -52,19 +52,32 @@ def run_seed(seed: int, work: Path, full: bool = False) -> dict:
     recipe.seed = int(seed)
     recipe.data.toy.seed = 0
     recipe.quality_gate = False
-    recipe.recogniser = str(_script("ablation").seeded_recogniser_config(
-        str(Path(recipe._path).parent / recipe.recogniser), out, seed))
+    recipe.recogniser = str(
+        _script("ablation").seeded_recogniser_config(str(Path(recipe._path).parent / recipe.recogniser), out, seed)
+    )
     t0, c0 = time.perf_counter(), time.process_time()
     run_recipe(recipe, out, progress=False)
     r = json.loads((out / "report.json").read_text())
-    res = {"seed": seed, "generator": r["generator"], "baseline": r["baseline"], "scoremix": r["scoremix"],
-           "accuracy_std": r["accuracy_std"], "gate_passed": r["dataset_report"]["gate_passed"],
-           "gate": r["dataset_report"]["gate"], "headline": r["dataset_report"]["headline"],
-           "sampler": r["synthetic"]["sampler"], "wall_s": round(time.perf_counter() - t0, 1),
-           "cpu_s": round(time.process_time() - c0, 1), "timings": json.loads((out / "timings.json").read_text())}
+    res = {
+        "seed": seed,
+        "generator": r["generator"],
+        "baseline": r["baseline"],
+        "scoremix": r["scoremix"],
+        "accuracy_std": r["accuracy_std"],
+        "gate_passed": r["dataset_report"]["gate_passed"],
+        "gate": r["dataset_report"]["gate"],
+        "headline": r["dataset_report"]["headline"],
+        "sampler": r["synthetic"]["sampler"],
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "cpu_s": round(time.process_time() - c0, 1),
+        "timings": json.loads((out / "timings.json").read_text()),
+    }
     write_json_atomic(dest, res)
-    print(f"[{time.strftime('%H:%M:%S')}] seed {seed}: " + ", ".join(
-        f"{t} {100 * res['baseline'][t]:.2f} -> {100 * res['scoremix'][t]:.2f}" for t in TARGETS), file=sys.stderr)
+    print(
+        f"[{time.strftime('%H:%M:%S')}] seed {seed}: "
+        + ", ".join(f"{t} {100 * res['baseline'][t]:.2f} -> {100 * res['scoremix'][t]:.2f}" for t in TARGETS),
+        file=sys.stderr,
+    )
     return res
 
 
@@ -77,26 +90,38 @@ def summarise(full: bool = False) -> dict:
     runs = [r for r in runs if bool(r.get("generator", {}).get("pretrained")) != full]
     runs.sort(key=lambda r: r["seed"])
     out = {"seeds": [r["seed"] for r in runs], "targets": {}}
-    lines = ["| benchmark | seeds | baseline (mean) | + ScoreMix (mean) | difference, 95 % CI | seeds up / down |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| benchmark | seeds | baseline (mean) | + ScoreMix (mean) | difference, 95 % CI | seeds up / down |",
+        "|---|---|---|---|---|---|",
+    ]
     for t in TARGETS:
         base = [100 * r["baseline"][t] for r in runs]
         mix = [100 * r["scoremix"][t] for r in runs]
         st = paired_stats([m - b for m, b in zip(mix, base)])
         out["targets"][t] = {"baseline": base, "scoremix": mix, **st}
         if runs:
-            ci = f"{st['mean']:+.2f} [{st['lo']:+.2f}, {st['hi']:+.2f}]" if st["lo"] is not None else \
-                f"{st['mean']:+.2f}"
-            lines.append(f"| {t} | {len(runs)} | {sum(base) / len(base):.2f} | {sum(mix) / len(mix):.2f} | {ci} | "
-                         f"{st['up']} / {st['down']} |")
-    per = ["| seed | " + " | ".join(f"{t} base / mix" for t in TARGETS) + " | gate | wall s |",
-           "|---|" + "---|" * len(TARGETS) + "---|---|"]
+            ci = (
+                f"{st['mean']:+.2f} [{st['lo']:+.2f}, {st['hi']:+.2f}]"
+                if st["lo"] is not None
+                else f"{st['mean']:+.2f}"
+            )
+            lines.append(
+                f"| {t} | {len(runs)} | {sum(base) / len(base):.2f} | {sum(mix) / len(mix):.2f} | {ci} | "
+                f"{st['up']} / {st['down']} |"
+            )
+    per = [
+        "| seed | " + " | ".join(f"{t} base / mix" for t in TARGETS) + " | gate | wall s |",
+        "|---|" + "---|" * len(TARGETS) + "---|---|",
+    ]
     for r in runs:
-        per.append(f"| {r['seed']} | " + " | ".join(f"{100 * r['baseline'][t]:.2f} / {100 * r['scoremix'][t]:.2f}"
-                                                for t in TARGETS)
-                   + f" | {'PASS' if r['gate_passed'] else 'FAIL'} | {r['wall_s']:.0f} |")
-    text = "\n".join([f"# Demo over seeds ({'generator trained here' if full else 'shipped generator'})", "",
-                      *lines, "", *per, ""])
+        per.append(
+            f"| {r['seed']} | "
+            + " | ".join(f"{100 * r['baseline'][t]:.2f} / {100 * r['scoremix'][t]:.2f}" for t in TARGETS)
+            + f" | {'PASS' if r['gate_passed'] else 'FAIL'} | {r['wall_s']:.0f} |"
+        )
+    text = "\n".join(
+        [f"# Demo over seeds ({'generator trained here' if full else 'shipped generator'})", "", *lines, "", *per, ""]
+    )
     RESULTS.mkdir(parents=True, exist_ok=True)
     write_json_atomic(RESULTS / f"{tag}summary.json", out)
     write_text_atomic(RESULTS / f"{tag}summary.md", text)

@@ -54,19 +54,23 @@ RESULTS = HERE / "results" / "generator_arms"
 SCALES = {
     # The demo's data: fidelity on all 40 classes x 4 images, 20 far pairs (each class once) x 4 images. Small
     # samples because the 2 shared cores were ~7x oversubscribed when this ran; real-image values use the same n.
-    "s40": dict(identities=40, images=16, recogniser_epochs=30, classes=40, per_class=4, pairs=20, max_uses=1,
-                per_mix=4),
+    "s40": dict(
+        identities=40, images=16, recogniser_epochs=30, classes=40, per_class=4, pairs=20, max_uses=1, per_mix=4
+    ),
     # 400 identities x 12 images: fidelity on a 100-class subset x 3 images (top-1 still against all 400 centres),
     # 40 far pairs x 4 images, each class used once; ~900 samples a unit, ~11 CPU min (0.75 CPU s a sample).
-    "s400": dict(identities=400, images=12, recogniser_epochs=4, classes=100, per_class=3, pairs=40, max_uses=1,
-                 per_mix=4),
+    "s400": dict(
+        identities=400, images=12, recogniser_epochs=4, classes=100, per_class=3, pairs=40, max_uses=1, per_mix=4
+    ),
     # The shipped generators (experiments/pretrained.py): d40 judges with the demo's own recogniser (its 25
     # epochs) and the demo's selection (40 far pairs, each class in up to 2); d200 with the powered design's
     # baseline recogniser (30 epochs), single-class samples of 100 of the 200 classes, 50 far pairs.
-    "d40": dict(identities=40, images=16, recogniser_epochs=25, classes=40, per_class=4, pairs=40, max_uses=2,
-                per_mix=4),
-    "d200": dict(identities=200, images=16, recogniser_epochs=30, classes=100, per_class=3, pairs=50, max_uses=1,
-                 per_mix=4),
+    "d40": dict(
+        identities=40, images=16, recogniser_epochs=25, classes=40, per_class=4, pairs=40, max_uses=2, per_mix=4
+    ),
+    "d200": dict(
+        identities=200, images=16, recogniser_epochs=30, classes=100, per_class=3, pairs=50, max_uses=1, per_mix=4
+    ),
 }
 TEST_IDENTITIES, TEST_PAIRS = 40, 1000
 LOW_RES = 32  # the generators' resolution
@@ -87,8 +91,16 @@ NETWORKS = {
     # EDM2's recipe on the demo's budget: MP U-Net, learned loss weighting u(sigma), Adam at EDM2's higher
     # rate (MP layers keep weights at unit norm, so the rate is relative) with 1/sqrt decay, power-function
     # EMA (sigma_rel 0.10 tracked) and post-hoc EMA snapshots of two profiles every 50 steps.
-    "edm2": dict(preset="edm2-cpu", lr=1e-2, lr_warmup=100, lr_decay_ref=1000, loss_weighting="uncertainty",
-                 ema_sigma_rel=0.10, posthoc_ema=[0.05, 0.10], posthoc_every=50),
+    "edm2": dict(
+        preset="edm2-cpu",
+        lr=1e-2,
+        lr_warmup=100,
+        lr_decay_ref=1000,
+        loss_weighting="uncertainty",
+        ema_sigma_rel=0.10,
+        posthoc_ema=[0.05, 0.10],
+        posthoc_every=50,
+    ),
 }
 # The smaller-network guide: edm2's recipe on edm2-cpu-xs (half the width), trained for GUIDE_FRACTION of the steps.
 NETWORKS["edm2-xs"] = dict(NETWORKS["edm2"], preset="edm2-cpu-xs")
@@ -131,8 +143,14 @@ def prepare_data(out: Path, scale: str) -> Path:
     with locked(d / ".lock-data"):
         if not (data / "toy_meta.json").is_file():
             log(f"{scale}: toy data {sc['identities']} x {sc['images']}")
-            write_toy_dataset(data, num_identities=sc["identities"], images_per_identity=sc["images"],
-                              num_test_identities=TEST_IDENTITIES, num_pairs=TEST_PAIRS, seed=0)
+            write_toy_dataset(
+                data,
+                num_identities=sc["identities"],
+                images_per_identity=sc["images"],
+                num_test_identities=TEST_IDENTITIES,
+                num_pairs=TEST_PAIRS,
+                seed=0,
+            )
     return data
 
 
@@ -154,13 +172,25 @@ def prepare_scale(out: Path, scale: str) -> dict:
         cpu0 = time.process_time()
         log(f"{scale}: baseline recogniser ({sc['recogniser_epochs']} epochs)")
         cfg = read_config_file(ROOT / "scoremix_plugin" / "recipes" / "demo" / "recogniser.py")
-        cfg.update(rec=str(data), num_classes=sc["identities"], num_image=sc["identities"] * sc["images"],
-                   output=str(rec_dir), val_targets=[], dataset="rec", num_epoch=sc["recogniser_epochs"],
-                   device="cpu", resume=(rec_dir / "checkpoint_rank0.pt").is_file())
+        cfg.update(
+            rec=str(data),
+            num_classes=sc["identities"],
+            num_image=sc["identities"] * sc["images"],
+            output=str(rec_dir),
+            val_targets=[],
+            dataset="rec",
+            num_epoch=sc["recogniser_epochs"],
+            device="cpu",
+            resume=(rec_dir / "checkpoint_rank0.pt").is_file(),
+        )
         path = write_config(rec_dir / "config.py", cfg)
         train(load_recogniser_config(path), progress=False)
-        shared = {"data": str(data), "recogniser": str(model), "network": "r18_cpu",
-                  "recogniser_cpu_s_last_session": round(time.process_time() - cpu0, 1)}
+        shared = {
+            "data": str(data),
+            "recogniser": str(model),
+            "network": "r18_cpu",
+            "recogniser_cpu_s_last_session": round(time.process_time() - cpu0, 1),
+        }
         write_json_atomic(done, shared)
         return shared
 
@@ -169,8 +199,9 @@ def write_config(path: Path, cfg: dict) -> Path:
     from scoremix_plugin.io_utils import write_text_atomic
 
     body = "".join(f"config.{k} = {v!r}\n" for k, v in cfg.items())
-    write_text_atomic(path, "# experiments/generator_arms.py\nfrom easydict import EasyDict as edict\n\n"
-                      "config = edict()\n" + body)
+    write_text_atomic(
+        path, "# experiments/generator_arms.py\nfrom easydict import EasyDict as edict\n\nconfig = edict()\n" + body
+    )
     return path
 
 
@@ -200,11 +231,23 @@ def _train_to(run: Path, network: str, steps: int, shared: dict) -> tuple[Path, 
         return snap, float(cpu[str(steps)])
     cfg = read_config_file(HERE / "generator_arms" / "generator.py")
     cfg.update(NETWORKS[network])
-    cfg.update(rec=shared["data"], output=str(run), total_steps=int(steps), duration=None, resume=True, seed=0,
-               device="cpu", threads=1, sample_every=None, sample_steps=4, sample_classes=2,
-               checkpoint_every=10**9, log_every=50,
-               # float32: this machine's CPU (AVX2, no AVX512-BF16) ran bf16 autocast ~50x slower than expected
-               bf16=False)
+    cfg.update(
+        rec=shared["data"],
+        output=str(run),
+        total_steps=int(steps),
+        duration=None,
+        resume=True,
+        seed=0,
+        device="cpu",
+        threads=1,
+        sample_every=None,
+        sample_steps=4,
+        sample_classes=2,
+        checkpoint_every=10**9,
+        log_every=50,
+        # float32: this machine's CPU (AVX2, no AVX512-BF16) ran bf16 autocast ~50x slower than expected
+        bf16=False,
+    )
     torch.set_num_threads(1)
     prev = max((int(s) for s in cpu if int(s) < steps), default=0)
     log(f"{run.parent.name} {network}: train {prev} -> {steps} steps")
@@ -290,8 +333,12 @@ def mean_intra(emb: np.ndarray, labels: np.ndarray) -> float:
 def fidelity(emb: np.ndarray, labels: np.ndarray, centres: np.ndarray, reference: np.ndarray) -> dict:
     """Top-1 of the nearest real centre, mean intra-class cosine and Frechet distance to ``reference``."""
     pred = np.argmax(emb @ centres.T, axis=1)
-    return {"top1": float(np.mean(pred == labels)), "intra": mean_intra(emb, labels),
-            "frechet": frechet_distance(emb.astype(np.float64), reference.astype(np.float64)), "n": int(len(emb))}
+    return {
+        "top1": float(np.mean(pred == labels)),
+        "intra": mean_intra(emb, labels),
+        "frechet": frechet_distance(emb.astype(np.float64), reference.astype(np.float64)),
+        "n": int(len(emb)),
+    }
 
 
 def mix_metrics(emb: np.ndarray, ident: np.ndarray, pairs: np.ndarray, centres: np.ndarray) -> dict:
@@ -302,8 +349,12 @@ def mix_metrics(emb: np.ndarray, ident: np.ndarray, pairs: np.ndarray, centres: 
     sim = cen @ centres.T
     nearest = np.argmax(sim, axis=1)
     is_source = [int(nearest[i]) in pairs[u].tolist() for i, u in enumerate(uniq)]
-    return {"intra": float(np.nanmean(intra)), "nearest_real_cos": float(sim.max(1).mean()),
-            "nearest_real_is_source": float(np.mean(is_source)), "identities": int(len(uniq))}
+    return {
+        "intra": float(np.nanmean(intra)),
+        "nearest_real_cos": float(sim.max(1).mean()),
+        "nearest_real_is_source": float(np.mean(is_source)),
+        "identities": int(len(uniq)),
+    }
 
 
 def thresholds(emb: np.ndarray, labels: np.ndarray, fars) -> list[dict]:
@@ -311,8 +362,10 @@ def thresholds(emb: np.ndarray, labels: np.ndarray, fars) -> list[dict]:
     from scoremix_plugin.datareport.metrics import impostor_pairs, pair_scores, threshold_at_far
 
     scores = pair_scores(emb, impostor_pairs(labels, 10**6, seed=0))
-    return [{"far": t.far, "cosine": t.cosine, "impostor_pairs": t.impostor_pairs}
-            for t in (threshold_at_far(scores, f) for f in fars)]
+    return [
+        {"far": t.far, "cosine": t.cosine, "impostor_pairs": t.impostor_pairs}
+        for t in (threshold_at_far(scores, f) for f in fars)
+    ]
 
 
 def recognised(emb: np.ndarray, ident: np.ndarray, gates: list[dict]) -> dict:
@@ -327,8 +380,14 @@ def recognised(emb: np.ndarray, ident: np.ndarray, gates: list[dict]) -> dict:
     return {"recognised_at": out}
 
 
-def leak_counts(emb: np.ndarray, ident: np.ndarray, pairs: np.ndarray, real_emb: np.ndarray, real_labels: np.ndarray,
-                threshold: float) -> dict:
+def leak_counts(
+    emb: np.ndarray,
+    ident: np.ndarray,
+    pairs: np.ndarray,
+    real_emb: np.ndarray,
+    real_labels: np.ndarray,
+    threshold: float,
+) -> dict:
     """Training leaks of mixed identities by the dataset report's rule (datareport/leaks.py ``training_leaks``):
     identity means above ``threshold`` to a source class (a near-copy) or to another real class."""
     from scoremix_plugin.datareport.leaks import training_leaks
@@ -337,14 +396,27 @@ def leak_counts(emb: np.ndarray, ident: np.ndarray, pairs: np.ndarray, real_emb:
     uniq, means = identity_means(emb, ident)
     real_lab, real_means = identity_means(real_emb, real_labels)
     leaks, extra = training_leaks(uniq, means, pairs[uniq], real_lab, real_means, threshold)
-    return {"leaks_source": sum(lk.kind == "training_source" for lk in leaks),
-            "leaks_other": sum(lk.kind == "training_other" for lk in leaks),
-            "leaked_identities": len({lk.label for lk in leaks}),
-            "source_cos_max_mean": float(np.max(extra["source_cos"], axis=1).mean())}
+    return {
+        "leaks_source": sum(lk.kind == "training_source" for lk in leaks),
+        "leaks_other": sum(lk.kind == "training_other" for lk in leaks),
+        "leaked_identities": len({lk.label for lk in leaks}),
+        "source_cos_max_mean": float(np.max(extra["source_cos"], axis=1).mean()),
+    }
 
 
-def sample_images(denoiser, classes, weights, seeds, *, guidance: str, guide=None, mix_space: str = "score",
-                  batch: int = 64, sampler: dict | None = None, guidance_scale: float = CFG_SCALE) -> np.ndarray:
+def sample_images(
+    denoiser,
+    classes,
+    weights,
+    seeds,
+    *,
+    guidance: str,
+    guide=None,
+    mix_space: str = "score",
+    batch: int = 64,
+    sampler: dict | None = None,
+    guidance_scale: float = CFG_SCALE,
+) -> np.ndarray:
     """RGB uint8 [N,112,112,3]: the sampler's images after the 32 -> 112 px step of `scoremix generate`."""
     import cv2
     import torch
@@ -355,9 +427,17 @@ def sample_images(denoiser, classes, weights, seeds, *, guidance: str, guide=Non
     out = []
     for b0 in range(0, len(classes), batch):
         sl = slice(b0, b0 + batch)
-        x = sample(denoiser, torch.as_tensor(classes[sl]), torch.as_tensor(weights[sl], dtype=torch.float32),
-                   generators=[image_generator(*s) for s in seeds[sl]], guidance=guidance,
-                   guidance_scale=guidance_scale, guide=guide, mix_space=mix_space, **(sampler or SAMPLER))
+        x = sample(
+            denoiser,
+            torch.as_tensor(classes[sl]),
+            torch.as_tensor(weights[sl], dtype=torch.float32),
+            generators=[image_generator(*s) for s in seeds[sl]],
+            guidance=guidance,
+            guidance_scale=guidance_scale,
+            guide=guide,
+            mix_space=mix_space,
+            **(sampler or SAMPLER),
+        )
         out += [cv2.resize(im, (112, 112), interpolation=cv2.INTER_CUBIC) for im in to_uint8(x)]
     return np.stack(out)
 
@@ -365,8 +445,19 @@ def sample_images(denoiser, classes, weights, seeds, *, guidance: str, guide=Non
 MEASURE_PARTS = ("single", "mix_score", "mix_condition", "mix_score_near")
 
 
-def measure(denoiser, guide, guidance: str, scale: str, ref: dict, shared: dict, grid: Path | None = None, *,
-            sampler: dict | None = None, guidance_scale: float = CFG_SCALE, parts=MEASURE_PARTS) -> dict:
+def measure(
+    denoiser,
+    guide,
+    guidance: str,
+    scale: str,
+    ref: dict,
+    shared: dict,
+    grid: Path | None = None,
+    *,
+    sampler: dict | None = None,
+    guidance_scale: float = CFG_SCALE,
+    parts=MEASURE_PARTS,
+) -> dict:
     """Every metric of one generator + sampler setting (the unit's numbers); ``parts`` of MEASURE_PARTS only.
 
     The same noise for every generator and setting: image seeds depend on the class / pair and the image index.
@@ -408,8 +499,12 @@ def measure(denoiser, guide, guidance: str, scale: str, ref: dict, shared: dict,
             continue
         imgs = sample_images(denoiser, pairs[n], np.tile(w, (len(n), 1)), seeds, mix_space=space, **kw)
         e, _ = embed_images(embedder, imgs, batch_size=64, flip=True)
-        res[f"mix_{space}"] = (mix_metrics(e, n, pairs, centres) | {"weights": list(w)}
-                               | leak_counts(e, n, pairs, emb, labels, thr["cosine"]) | recognised(e, n, gates))
+        res[f"mix_{space}"] = (
+            mix_metrics(e, n, pairs, centres)
+            | {"weights": list(w)}
+            | leak_counts(e, n, pairs, emb, labels, thr["cosine"])
+            | recognised(e, n, gates)
+        )
         shown += [imgs[n == i][:6] for i in range(3)]
     # Near pairs, score-mixed from the same noise: the dataset report's training-leak check should find more
     # near-copies of a source here than among the far mixes (issue 16), since a near mix has two close parents.
@@ -418,8 +513,12 @@ def measure(denoiser, guide, guidance: str, scale: str, ref: dict, shared: dict,
         res["pairs"]["near_distance_mean"] = float(near_d.mean())
         imgs = sample_images(denoiser, near[n], np.tile(SCOREMIX_WEIGHTS, (len(n), 1)), seeds, **kw)
         e, _ = embed_images(embedder, imgs, batch_size=64, flip=True)
-        res["mix_score_near"] = (mix_metrics(e, n, near, centres) | {"weights": list(SCOREMIX_WEIGHTS)}
-                                 | leak_counts(e, n, near, emb, labels, thr["cosine"]) | recognised(e, n, gates))
+        res["mix_score_near"] = (
+            mix_metrics(e, n, near, centres)
+            | {"weights": list(SCOREMIX_WEIGHTS)}
+            | leak_counts(e, n, near, emb, labels, thr["cosine"])
+            | recognised(e, n, gates)
+        )
     res["measure_cpu_s"] = round(time.process_time() - t0, 1)
     if grid is not None and shown:
         import torch
@@ -474,26 +573,47 @@ def run_unit(out: Path, arm: str, scale: str, steps: int) -> dict | None:
         guide_info = {"kind": "snapshot", "step": g_step, "sigma_rel": SIGMA_REL}
     elif guide_kind is not None:  # a smaller network trained for GUIDE_FRACTION of the steps; its CPU counts
         g_step = guide_steps(steps)
-        g_cpu = json.loads((out / scale / f"gen-{guide_kind}" / "cpu.json").read_text()) \
-            if (out / scale / f"gen-{guide_kind}" / "cpu.json").is_file() else {}
+        g_cpu = (
+            json.loads((out / scale / f"gen-{guide_kind}" / "cpu.json").read_text())
+            if (out / scale / f"gen-{guide_kind}" / "cpu.json").is_file()
+            else {}
+        )
         if str(g_step) not in g_cpu:
             log(f"{name}: guide {guide_kind} not trained to {g_step} steps yet, skipped")
             return None
         guide = load_denoiser(out, scale, guide_kind, g_step)
         train_cpu += float(g_cpu[str(g_step)])
-        guide_info = {"kind": "smaller", "network": guide_kind, "preset": NETWORKS[guide_kind]["preset"],
-                      "step": g_step, "sigma_rel": SIGMA_REL, "train_cpu_s": round(float(g_cpu[str(g_step)]), 1)}
+        guide_info = {
+            "kind": "smaller",
+            "network": guide_kind,
+            "preset": NETWORKS[guide_kind]["preset"],
+            "step": g_step,
+            "sigma_rel": SIGMA_REL,
+            "train_cpu_s": round(float(g_cpu[str(g_step)]), 1),
+        }
     log(f"{name}: measuring")
     res = measure(den, guide, guidance, scale, ref, shared, grid=RESULTS / "grids" / f"{name}.png")
-    result = {"arm": arm, "scale": scale, "steps": steps, "network": network,
-              "preset": NETWORKS[network].get("preset", "tiny-cpu"), "guidance": guidance,
-              "guidance_scale": CFG_SCALE, "guide": guide_info, "sampler": SAMPLER,
-              "train_cpu_s": round(train_cpu, 1), "threads": 1, **res}
+    result = {
+        "arm": arm,
+        "scale": scale,
+        "steps": steps,
+        "network": network,
+        "preset": NETWORKS[network].get("preset", "tiny-cpu"),
+        "guidance": guidance,
+        "guidance_scale": CFG_SCALE,
+        "guide": guide_info,
+        "sampler": SAMPLER,
+        "train_cpu_s": round(train_cpu, 1),
+        "threads": 1,
+        **res,
+    }
     write_json_atomic(dest, result)
     s = res["single"]
-    log(f"{name}: top1 {s['top1']:.3f} intra {s['intra']:.3f} FD {s['frechet']:.3f}; score-mix intra "
+    log(
+        f"{name}: top1 {s['top1']:.3f} intra {s['intra']:.3f} FD {s['frechet']:.3f}; score-mix intra "
         f"{res['mix_score']['intra']:.3f} novelty {res['mix_score']['nearest_real_cos']:.3f}; condition-mix intra "
-        f"{res['mix_condition']['intra']:.3f} novelty {res['mix_condition']['nearest_real_cos']:.3f}")
+        f"{res['mix_condition']['intra']:.3f} novelty {res['mix_condition']['nearest_real_cos']:.3f}"
+    )
     return result
 
 
@@ -544,27 +664,54 @@ def downstream_recipe(out: Path, scale: str, shared: dict) -> dict:
     sc = SCALES[scale]
     cfg = read_config_file(ROOT / "scoremix_plugin" / "recipes" / "demo" / "recogniser.py")
     cfg["num_epoch"] = sc["recogniser_epochs"]
-    rec_cfg = write_config_file(out / scale / "downstream" / "recogniser.py", cfg,
-                                "experiments/generator_arms.py: the downstream recogniser (the demo's)")
+    rec_cfg = write_config_file(
+        out / scale / "downstream" / "recogniser.py",
+        cfg,
+        "experiments/generator_arms.py: the downstream recogniser (the demo's)",
+    )
     return {
-        "name": f"generator arms downstream ({scale})", "seed": 0, "device": "cpu",
-        "data": {"toy": None, "rec": shared["data"]}, "recogniser": str(rec_cfg), "generator": None,
-        "generator_sigma_rel": None, "guide": None, "centres": {"batch_size": 64},
-        "selection": {"strategy": "far", "space": "embedding", "num_identities": DOWNSTREAM["identities"],
-                      "max_uses": DOWNSTREAM["max_uses"], "k": 2, "weights": None},
-        "generation": {"images_per_identity": DOWNSTREAM["images"], "solver": SAMPLER["solver"],
-                       "steps": SAMPLER["num_steps"], "guidance": "cfg", "guidance_scale": CFG_SCALE,
-                       "mix_window": None, "shard_size": 1000, "batch_size": 32, "bf16": False},
+        "name": f"generator arms downstream ({scale})",
+        "seed": 0,
+        "device": "cpu",
+        "data": {"toy": None, "rec": shared["data"]},
+        "recogniser": str(rec_cfg),
+        "generator": None,
+        "generator_sigma_rel": None,
+        "guide": None,
+        "centres": {"batch_size": 64},
+        "selection": {
+            "strategy": "far",
+            "space": "embedding",
+            "num_identities": DOWNSTREAM["identities"],
+            "max_uses": DOWNSTREAM["max_uses"],
+            "k": 2,
+            "weights": None,
+        },
+        "generation": {
+            "images_per_identity": DOWNSTREAM["images"],
+            "solver": SAMPLER["solver"],
+            "steps": SAMPLER["num_steps"],
+            "guidance": "cfg",
+            "guidance_scale": CFG_SCALE,
+            "mix_window": None,
+            "shard_size": 1000,
+            "batch_size": 32,
+            "bf16": False,
+        },
         "scoremix": {"ratio": None, "aug_real": None, "aug_synthetic": None, "same_steps": True},
         "merge": {"name": "scoremix_merged", "config_overrides": None},
         "verification": {"targets": None, "batch_size": 64, "ijb": None},
         "report": {"grid_pairs": 6, "grid_images": 6},
-        "dataset_report": {"far": LEAK_FAR, "min_share": 0.5}, "quality_gate": False, "stages": [],
+        "dataset_report": {"far": LEAK_FAR, "min_share": 0.5},
+        "quality_gate": False,
+        "stages": [],
         "_path": str(HERE / "generator_arms.py"),
     }
 
 
-def run_downstream(out: Path, units: list[tuple[str, str, int]], seeds: list[int], scales: tuple[str, ...] = ()) -> None:
+def run_downstream(
+    out: Path, units: list[tuple[str, str, int]], seeds: list[int], scales: tuple[str, ...] = ()
+) -> None:
     """Per seed: the baseline recogniser, then + far ScoreMix identities from each unit's generator.
 
     Everything but the generator is shared: data, selection rule, recogniser config and steps (same_steps),
@@ -600,11 +747,20 @@ def run_downstream(out: Path, units: list[tuple[str, str, int]], seeds: list[int
                 ctx.adopt(base_ctx, ("data",))
                 run_stages([by_name["baseline"]], ctx, log=log)
             res = verify_recogniser(ctx, ctx.result("baseline"))
-            write_json_atomic(dest, {"arm": "baseline", "scale": scale, "seed": seed,
-                                     "accuracy": {t: float(r.accuracy_mean) for t, r in res.items()},
-                                     "accuracy_std_folds": {t: float(r.accuracy_std) for t, r in res.items()}})
-            log(f"downstream baseline {scale} seed {seed}: " + ", ".join(
-                f"{t} {100 * r.accuracy_mean:.2f}" for t, r in res.items()))
+            write_json_atomic(
+                dest,
+                {
+                    "arm": "baseline",
+                    "scale": scale,
+                    "seed": seed,
+                    "accuracy": {t: float(r.accuracy_mean) for t, r in res.items()},
+                    "accuracy_std_folds": {t: float(r.accuracy_std) for t, r in res.items()},
+                },
+            )
+            log(
+                f"downstream baseline {scale} seed {seed}: "
+                + ", ".join(f"{t} {100 * r.accuracy_mean:.2f}" for t, r in res.items())
+            )
         for arm, sc_name, steps in units:
             if sc_name != scale:
                 continue
@@ -621,14 +777,31 @@ def run_downstream(out: Path, units: list[tuple[str, str, int]], seeds: list[int
             ctx.adopt(base_ctx, ("data", "baseline"))
             run_stages([by_name["generator"], by_name["centres"]], ctx, log=log)
             for seed in todo:
-                r = abl.run_arm(name, seed, ctx, root / name, progress=False, results_dir=root / name / "results",
-                                arms={name: {"strategy": "far", "space": "embedding"}}, dataset_report=True,
-                                extra=lambda c, d: {"dataset_report": c.result("dataset_report").headline})
-                write_json_atomic(DOWNSTREAM_RESULTS / f"{name}-s{seed}.json",
-                                  r | {"unit": name, "scale": scale, "guidance": guidance,
-                                       "guide": None if guide is None else guide.name})
-                log(f"downstream {name} seed {seed}: " + ", ".join(f"{t} {100 * a:.2f}"
-                                                                   for t, a in r["accuracy"].items()))
+                r = abl.run_arm(
+                    name,
+                    seed,
+                    ctx,
+                    root / name,
+                    progress=False,
+                    results_dir=root / name / "results",
+                    arms={name: {"strategy": "far", "space": "embedding"}},
+                    dataset_report=True,
+                    extra=lambda c, d: {"dataset_report": c.result("dataset_report").headline},
+                )
+                write_json_atomic(
+                    DOWNSTREAM_RESULTS / f"{name}-s{seed}.json",
+                    r
+                    | {
+                        "unit": name,
+                        "scale": scale,
+                        "guidance": guidance,
+                        "guide": None if guide is None else guide.name,
+                    },
+                )
+                log(
+                    f"downstream {name} seed {seed}: "
+                    + ", ".join(f"{t} {100 * a:.2f}" for t, a in r["accuracy"].items())
+                )
 
 
 def summarise_downstream() -> str:
@@ -644,8 +817,11 @@ def summarise_downstream() -> str:
     for scale in sorted({s for s, _ in base}):
         seeds = sorted(s for sc, s in base if sc == scale)
         acc = {t: np.array([base[(scale, s)]["accuracy"][t] for s in seeds]) for t in targets}
-        lines.append(f"| baseline ({scale}) | {len(seeds)} | " + " | ".join(
-            f"{100 * acc[t].mean():.2f} | -" for t in targets) + " |")
+        lines.append(
+            f"| baseline ({scale}) | {len(seeds)} | "
+            + " | ".join(f"{100 * acc[t].mean():.2f} | -" for t in targets)
+            + " |"
+        )
     for unit in units:
         runs = {r["seed"]: r for r in rows if r.get("unit") == unit}
         scale = next(iter(runs.values()))["scale"]
@@ -654,10 +830,12 @@ def summarise_downstream() -> str:
         for t in targets:
             a = np.array([runs[s]["accuracy"][t] for s in seeds])
             d = a - np.array([base[(scale, s)]["accuracy"][t] for s in seeds])
-            half = (float(student.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1
-                    else float("nan"))
-            cells.append(f"{100 * a.mean():.2f} | {100 * d.mean():+.2f} ± {100 * half:.2f} ({int((d > 0).sum())}/"
-                         f"{len(d)})")
+            half = (
+                float(student.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+            )
+            cells.append(
+                f"{100 * a.mean():.2f} | {100 * d.mean():+.2f} ± {100 * half:.2f} ({int((d > 0).sum())}/{len(d)})"
+            )
         lines.append(f"| {unit} | {len(seeds)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -665,8 +843,10 @@ def summarise_downstream() -> str:
 def leak_table(units: list[dict]) -> str:
     """Per unit: identities leaking into the training classes among far score-mixes, near score-mixes and far
     condition-mixes (as a near-copy of a source / another class), and the mean best source cosine."""
-    head = ("| scale | arm | steps | threshold | far: leaked / ids (source, other) | near: leaked / ids (source, other) "
-            "| cond-mix far: leaked / ids | best source cos far / near |")
+    head = (
+        "| scale | arm | steps | threshold | far: leaked / ids (source, other) | near: leaked / ids (source, other) "
+        "| cond-mix far: leaked / ids | best source cos far / near |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for u in units:
         f, n, c = u["mix_score"], u.get("mix_score_near"), u["mix_condition"]
@@ -676,9 +856,11 @@ def leak_table(units: list[dict]) -> str:
         def cell(m):
             return f"{m['leaked_identities']} / {m['identities']} ({m['leaks_source']}, {m['leaks_other']})"
 
-        lines.append(f"| {u['scale']} | {u['arm']} | {u['steps']} | {u['leak_threshold']['cosine']:.3f} | {cell(f)} "
-                     f"| {cell(n)} | {c['leaked_identities']} / {c['identities']} | "
-                     f"{f['source_cos_max_mean']:.3f} / {n['source_cos_max_mean']:.3f} |")
+        lines.append(
+            f"| {u['scale']} | {u['arm']} | {u['steps']} | {u['leak_threshold']['cosine']:.3f} | {cell(f)} "
+            f"| {cell(n)} | {c['leaked_identities']} / {c['identities']} | "
+            f"{f['source_cos_max_mean']:.3f} / {n['source_cos_max_mean']:.3f} |"
+        )
     return "\n".join(lines)
 
 
@@ -697,16 +879,19 @@ def gate_table(units: list[dict]) -> str:
     the first FAR where the gate is conclusive. "Become identities" in docs/results.md means a pass."""
     from scoremix_plugin.datareport.leaks import gate_passes
 
-    head = ("| scale | arm | steps | train CPU min | FAR (cosine) | real recognised | single-class recognised "
-            "| far score-mix recognised | far condition-mix recognised |")
+    head = (
+        "| scale | arm | steps | train CPU min | FAR (cosine) | real recognised | single-class recognised "
+        "| far score-mix recognised | far condition-mix recognised |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for u in units:
         if "recognised_at" not in u["single"]:
             continue  # measured before the gate's rule was applied to units
         far = gate_far(u)
         if far is None:
-            lines.append(f"| {u['scale']} | {u['arm']} | {u['steps']} | {u['train_cpu_s'] / 60:.1f} | none conclusive "
-                         "| | | | |")
+            lines.append(
+                f"| {u['scale']} | {u['arm']} | {u['steps']} | {u['train_cpu_s'] / 60:.1f} | none conclusive | | | | |"
+            )
             continue
         real = u["real"]["recognised_at"][far]
         cos = next(g["cosine"] for g in u["gate_thresholds"] if f"{g['far']:g}" == far)
@@ -716,9 +901,11 @@ def gate_table(units: list[dict]) -> str:
             verdict = "pass" if gate_passes(m["share"], real["share"]) else "fail"
             return f"{m['recognised']} / {m['of']} ({100 * m['share']:.0f} %, {verdict})"
 
-        lines.append(f"| {u['scale']} | {u['arm']} | {u['steps']} | {u['train_cpu_s'] / 60:.1f} | {far} ({cos:.3f}) "
-                     f"| {real['recognised']} / {real['of']} ({100 * real['share']:.0f} %) "
-                     f"| {cell(u['single'])} | {cell(u['mix_score'])} | {cell(u['mix_condition'])} |")
+        lines.append(
+            f"| {u['scale']} | {u['arm']} | {u['steps']} | {u['train_cpu_s'] / 60:.1f} | {far} ({cos:.3f}) "
+            f"| {real['recognised']} / {real['of']} ({100 * real['share']:.0f} %) "
+            f"| {cell(u['single'])} | {cell(u['mix_score'])} | {cell(u['mix_condition'])} |"
+        )
     return "\n".join(lines)
 
 
@@ -728,35 +915,50 @@ def summarise() -> dict:
 
     units = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json")) if p.name != "summary.json"]
     units.sort(key=lambda u: (u["scale"], list(ARMS).index(u["arm"]) if u["arm"] in ARMS else 99, u["steps"]))
-    head = ("| scale | arm | steps | train CPU min | top-1 | intra | Frechet | score-mix intra | score-mix novelty "
-            "| score-mix src | cond-mix intra | cond-mix novelty | cond-mix src |")
+    head = (
+        "| scale | arm | steps | train CPU min | top-1 | intra | Frechet | score-mix intra | score-mix novelty "
+        "| score-mix src | cond-mix intra | cond-mix novelty | cond-mix src |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     reals = {}
     for u in units:
         s, ms, mc = u["single"], u["mix_score"], u["mix_condition"]
         reals[u["scale"]] = u["real"]
-        lines.append(f"| {u['scale']} | {u['arm']} | {u['steps']} | {u['train_cpu_s'] / 60:.1f} | {s['top1']:.3f} | "
-                     f"{s['intra']:.3f} | {s['frechet']:.3f} | {ms['intra']:.3f} | {ms['nearest_real_cos']:.3f} | "
-                     f"{ms['nearest_real_is_source']:.2f} | {mc['intra']:.3f} | {mc['nearest_real_cos']:.3f} | "
-                     f"{mc['nearest_real_is_source']:.2f} |")
+        lines.append(
+            f"| {u['scale']} | {u['arm']} | {u['steps']} | {u['train_cpu_s'] / 60:.1f} | {s['top1']:.3f} | "
+            f"{s['intra']:.3f} | {s['frechet']:.3f} | {ms['intra']:.3f} | {ms['nearest_real_cos']:.3f} | "
+            f"{ms['nearest_real_is_source']:.2f} | {mc['intra']:.3f} | {mc['nearest_real_cos']:.3f} | "
+            f"{mc['nearest_real_is_source']:.2f} |"
+        )
     for scale, r in sorted(reals.items()):
-        lines.append(f"| {scale} | real images | - | - | {r['top1']:.3f} | {r['intra']:.3f} | {r['frechet']:.3f} "
-                     "| | | | | | |")
+        lines.append(
+            f"| {scale} | real images | - | - | {r['top1']:.3f} | {r['intra']:.3f} | {r['frechet']:.3f} | | | | | | |"
+        )
     table = "\n".join(lines)
     leaks = leak_table(units)
     gates = gate_table(units)
     downstream = summarise_downstream() if DOWNSTREAM_RESULTS.is_dir() else ""
-    write_text_atomic(RESULTS / "summary.md", "# Generator arms (experiments/generator_arms.py)\n\n" + table + "\n\n"
-                      "## Training leaks of the mixes (dataset report rule, one threshold at FAR "
-                      f"{LEAK_FAR:g})\n\n" + leaks + "\n"
-                      "\n## Identities recognised as themselves (the quality gate's rule, at the first FAR where it is "
-                      "conclusive)\n\n"
-                      + gates + "\n"
-                      + (f"\n## Downstream: baseline vs + far ScoreMix identities\n\n{downstream}\n" if downstream
-                         else ""))
-    write_json_atomic(RESULTS / "summary.json", {"units": [f"{u['arm']}-{u['scale']}-{u['steps']}" for u in units],
-                                                 "table_markdown": table, "leaks_markdown": leaks, "gate_markdown": gates,
-                                                 "downstream_markdown": downstream})
+    write_text_atomic(
+        RESULTS / "summary.md",
+        "# Generator arms (experiments/generator_arms.py)\n\n" + table + "\n\n"
+        "## Training leaks of the mixes (dataset report rule, one threshold at FAR "
+        f"{LEAK_FAR:g})\n\n" + leaks + "\n"
+        "\n## Identities recognised as themselves (the quality gate's rule, at the first FAR where it is "
+        "conclusive)\n\n"
+        + gates
+        + "\n"
+        + (f"\n## Downstream: baseline vs + far ScoreMix identities\n\n{downstream}\n" if downstream else ""),
+    )
+    write_json_atomic(
+        RESULTS / "summary.json",
+        {
+            "units": [f"{u['arm']}-{u['scale']}-{u['steps']}" for u in units],
+            "table_markdown": table,
+            "leaks_markdown": leaks,
+            "gate_markdown": gates,
+            "downstream_markdown": downstream,
+        },
+    )
     if units:
         import matplotlib
 
@@ -770,8 +972,11 @@ def summarise() -> dict:
             for j, (key, title) in enumerate(keys):
                 ax = axes[i, j]
                 for arm in ARMS:
-                    pts = [(u["train_cpu_s"] / 60, u["single"][key]) for u in units
-                           if u["scale"] == scale and u["arm"] == arm]
+                    pts = [
+                        (u["train_cpu_s"] / 60, u["single"][key])
+                        for u in units
+                        if u["scale"] == scale and u["arm"] == arm
+                    ]
                     if pts:
                         ax.plot(*zip(*pts), marker="o", label=arm)
                 if scale in reals:
@@ -819,8 +1024,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "summary":
         summarise()
     if args.command == "downstream":
-        run_downstream(out, [(a, sc, int(st)) for a, sc, st in (u.split(":") for u in args.units)], args.seeds,
-                       (args.scale,) if args.scale else ())
+        run_downstream(
+            out,
+            [(a, sc, int(st)) for a, sc, st in (u.split(":") for u in args.units)],
+            args.seeds,
+            (args.scale,) if args.scale else (),
+        )
         summarise()
     if args.command == "recogniser":
         prepare_scale(out, args.scale)

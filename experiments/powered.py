@@ -39,19 +39,41 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 DESIGNS = {
-    "earlier": {"identities": 40, "images": 16, "test_identities": 40, "pairs": 1000, "seeds": [0, 1, 2],
-                "arms": ["baseline", "random", "near", "far", "far-condition"],
-                "generator": "ablation/generator.py", "generator_steps": 2200},
-    "powered": {"identities": 200, "images": 16, "test_identities": 100, "pairs": 3000, "seeds": [0, 1, 2, 3, 4],
-                "arms": ["baseline", "random", "near", "far", "far-condition", "auggen-far"],
-                # Amended 2026-12-03, before any unit ran: the shipped 200-identity generator (issue 23), sampled,
-                # not trained here (docs/results.md, "Pre-registered design": its sha256 and quality).
-                "generator": "pretrained:toy200", "generator_steps": 0},
+    "earlier": {
+        "identities": 40,
+        "images": 16,
+        "test_identities": 40,
+        "pairs": 1000,
+        "seeds": [0, 1, 2],
+        "arms": ["baseline", "random", "near", "far", "far-condition"],
+        "generator": "ablation/generator.py",
+        "generator_steps": 2200,
+    },
+    "powered": {
+        "identities": 200,
+        "images": 16,
+        "test_identities": 100,
+        "pairs": 3000,
+        "seeds": [0, 1, 2, 3, 4],
+        "arms": ["baseline", "random", "near", "far", "far-condition", "auggen-far"],
+        # Amended 2026-12-03, before any unit ran: the shipped 200-identity generator (issue 23), sampled,
+        # not trained here (docs/results.md, "Pre-registered design": its sha256 and quality).
+        "generator": "pretrained:toy200",
+        "generator_steps": 0,
+    },
 }
 # The comparisons fixed in advance: (arm, reference arm), each a paired difference over seeds.
-COMPARISONS = [("random", "baseline"), ("near", "baseline"), ("far", "baseline"), ("far-condition", "baseline"),
-               ("auggen-far", "baseline"), ("far", "random"), ("far", "near"), ("far", "far-condition"),
-               ("far", "auggen-far")]
+COMPARISONS = [
+    ("random", "baseline"),
+    ("near", "baseline"),
+    ("far", "baseline"),
+    ("far-condition", "baseline"),
+    ("auggen-far", "baseline"),
+    ("far", "random"),
+    ("far", "near"),
+    ("far", "far-condition"),
+    ("far", "auggen-far"),
+]
 # Seconds per unit at 40 identities x 16 images on the 2-core build machine, from the earlier design's
 # runs (docs/results.md, "Cost"): used when no result JSON with timings exists yet.
 # The generator step: 1.82 CPU s (edm2-cpu, float32, one thread: 2,182 s for 1,200 steps in the generator arms,
@@ -69,8 +91,10 @@ def ablation():
 
 def arms_table() -> dict:
     """Every arm: the ablation's, plus AugGen's condition mixing of the far (embedding) pairs."""
-    return {**ablation().ARMS,
-            "auggen-far": {"strategy": "far", "space": "embedding", "generation": {"mix_space": "condition"}}}
+    return {
+        **ablation().ARMS,
+        "auggen-far": {"strategy": "far", "space": "embedding", "generation": {"mix_space": "condition"}},
+    }
 
 
 def auggen_available() -> bool:
@@ -97,8 +121,15 @@ def paired_stats(diffs: list[float], level: float = 0.95) -> dict:
 
     d = np.asarray(diffs, dtype=np.float64)
     n = len(d)
-    out = {"n": n, "mean": float(d.mean()) if n else None, "sd": None, "lo": None, "hi": None,
-           "up": int((d > 0).sum()), "down": int((d < 0).sum())}
+    out = {
+        "n": n,
+        "mean": float(d.mean()) if n else None,
+        "sd": None,
+        "lo": None,
+        "hi": None,
+        "up": int((d > 0).sum()),
+        "down": int((d < 0).sum()),
+    }
     if n > 1:
         sd = float(d.std(ddof=1))
         half = t_quantile(0.5 + level / 2, n - 1) * sd / math.sqrt(n)
@@ -144,16 +175,28 @@ def summarise(results_dir: Path, figure: Path | None = None) -> dict:
     for arm in order:
         runs = by_arm[arm]
         acc = {t: [runs[k]["accuracy"][t] for k in sorted(runs)] for t in targets}
-        s["arms"][arm] = {"seeds": sorted(runs), "accuracy": {
-            t: {"mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1)) if len(v) > 1 else None}
-            for t, v in acc.items()}}
+        s["arms"][arm] = {
+            "seeds": sorted(runs),
+            "accuracy": {
+                t: {"mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1)) if len(v) > 1 else None}
+                for t, v in acc.items()
+            },
+        }
         rep = [runs[k].get("datareport") for k in sorted(runs) if runs[k].get("datareport")]
         if rep:
             keys = ("eer", "fdr", "d_prime") + tuple(f"leaks_{k}" for k in rep[0].get("leak_counts", {}))
-            flat = [{**{k: r.get(k) for k in ("eer", "fdr", "d_prime")},
-                     **{f"leaks_{k}": v for k, v in r.get("leak_counts", {}).items()}} for r in rep]
-            s["arms"][arm]["datareport"] = {k: float(np.mean([f[k] for f in flat if f.get(k) is not None]))
-                                            for k in keys if any(f.get(k) is not None for f in flat)}
+            flat = [
+                {
+                    **{k: r.get(k) for k in ("eer", "fdr", "d_prime")},
+                    **{f"leaks_{k}": v for k, v in r.get("leak_counts", {}).items()},
+                }
+                for r in rep
+            ]
+            s["arms"][arm]["datareport"] = {
+                k: float(np.mean([f[k] for f in flat if f.get(k) is not None]))
+                for k in keys
+                if any(f.get(k) is not None for f in flat)
+            }
     for arm, ref in COMPARISONS:
         if arm not in by_arm or ref not in by_arm:
             continue
@@ -171,39 +214,66 @@ def summarise(results_dir: Path, figure: Path | None = None) -> dict:
 
     acc_lines = ["| arm | seeds | " + " | ".join(targets) + " |", "|---|---|" + "---|" * len(targets)]
     for arm, e in s["arms"].items():
-        cells = [pct(e["accuracy"][t]["mean"]) + ("" if e["accuracy"][t]["sd"] is None
-                                                 else f" ± {pct(e['accuracy'][t]['sd'])}") for t in targets]
+        cells = [
+            pct(e["accuracy"][t]["mean"])
+            + ("" if e["accuracy"][t]["sd"] is None else f" ± {pct(e['accuracy'][t]['sd'])}")
+            for t in targets
+        ]
         acc_lines.append(f"| {arm} | {len(e['seeds'])} | " + " | ".join(cells) + " |")
-    cmp_lines = ["| comparison | target | seeds | mean Δ | 95 % CI | up / down | detectable (CI half-width) "
-                 "| detectable at 80 % power |", "|---|---|---|---|---|---|---|---|"]
+    cmp_lines = [
+        "| comparison | target | seeds | mean Δ | 95 % CI | up / down | detectable (CI half-width) "
+        "| detectable at 80 % power |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for c in s["comparisons"]:
         ci = "-" if c["lo"] is None else f"[{pct(c['lo'], True)}, {pct(c['hi'], True)}]"
-        cmp_lines.append(f"| {c['arm']} − {c['ref']} | {c['target']} | {c['n']} | {pct(c['mean'], True)} | {ci} "
-                         f"| {c['up']} / {c['down']} | {pct(c.get('detectable'))} | {pct(c.get('detectable_80'))} |")
+        cmp_lines.append(
+            f"| {c['arm']} − {c['ref']} | {c['target']} | {c['n']} | {pct(c['mean'], True)} | {ci} "
+            f"| {c['up']} / {c['down']} | {pct(c.get('detectable'))} | {pct(c.get('detectable_80'))} |"
+        )
     rep_arms = [(a, e["datareport"]) for a, e in s["arms"].items() if "datareport" in e]
     rep_lines = []
     if rep_arms:
         keys = sorted({k for _, r in rep_arms for k in r})
         rep_lines = ["| arm | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
-        rep_lines += [f"| {a} | " + " | ".join("-" if k not in r else f"{r[k]:.3f}" for k in keys) + " |"
-                      for a, r in rep_arms]
+        rep_lines += [
+            f"| {a} | " + " | ".join("-" if k not in r else f"{r[k]:.3f}" for k in keys) + " |" for a, r in rep_arms
+        ]
     # Condition vs embedding space: shared by every arm and seed (one generator, one baseline).
     al = next((r["alignment"] for runs in by_arm.values() for r in runs.values() if r.get("alignment")), None)
     s["alignment"] = al
-    al_lines = [] if not al else [
-        "| linear CKA | shuffled | mutual kNN | shuffled | classes |", "|---|---|---|---|---|",
-        "| " + " | ".join("-" if al.get(k) is None else f"{al[k]:.3f}" for k in
-                         ("linear_cka", "linear_cka_shuffled", "mutual_knn", "mutual_knn_shuffled"))
-        + f" | {al.get('num_matched')} |"]
-    s["tables"] = {"accuracy": "\n".join(acc_lines), "comparisons": "\n".join(cmp_lines),
-                   "datareport": "\n".join(rep_lines), "alignment": "\n".join(al_lines)}
-    md = ("# Pair-selection experiment: summary\n\nVerification accuracy (%), mean ± sd (ddof 1) over seeds.\n\n"
-          + s["tables"]["accuracy"] + "\n\nPaired differences (points; same seed), mean, 95 % t-interval over "
-          "seeds, sign count, smallest detectable difference.\n\n" + s["tables"]["comparisons"] + "\n")
+    al_lines = (
+        []
+        if not al
+        else [
+            "| linear CKA | shuffled | mutual kNN | shuffled | classes |",
+            "|---|---|---|---|---|",
+            "| "
+            + " | ".join(
+                "-" if al.get(k) is None else f"{al[k]:.3f}"
+                for k in ("linear_cka", "linear_cka_shuffled", "mutual_knn", "mutual_knn_shuffled")
+            )
+            + f" | {al.get('num_matched')} |",
+        ]
+    )
+    s["tables"] = {
+        "accuracy": "\n".join(acc_lines),
+        "comparisons": "\n".join(cmp_lines),
+        "datareport": "\n".join(rep_lines),
+        "alignment": "\n".join(al_lines),
+    }
+    md = (
+        "# Pair-selection experiment: summary\n\nVerification accuracy (%), mean ± sd (ddof 1) over seeds.\n\n"
+        + s["tables"]["accuracy"]
+        + "\n\nPaired differences (points; same seed), mean, 95 % t-interval over "
+        "seeds, sign count, smallest detectable difference.\n\n" + s["tables"]["comparisons"] + "\n"
+    )
     if rep_lines:
         md += "\nDataset report of the synthetic set (mean over seeds).\n\n" + s["tables"]["datareport"] + "\n"
     if al_lines:
-        md += "\nGenerator condition space vs recogniser embedding space (shared).\n\n" + s["tables"]["alignment"] + "\n"
+        md += (
+            "\nGenerator condition space vs recogniser embedding space (shared).\n\n" + s["tables"]["alignment"] + "\n"
+        )
     results_dir = Path(results_dir)
     write_json_atomic(results_dir / "summary.json", s)
     write_text_atomic(results_dir / "summary.md", md)
@@ -223,8 +293,9 @@ def plot_comparisons(comparisons: list[dict], path: Path) -> None:
     from scoremix_plugin.io_utils import atomic_path
 
     targets = sorted({c["target"] for c in comparisons})
-    fig, axes = plt.subplots(1, len(targets), figsize=(5 * len(targets), 0.45 * len(comparisons) + 1.5),
-                             squeeze=False, sharey=True)
+    fig, axes = plt.subplots(
+        1, len(targets), figsize=(5 * len(targets), 0.45 * len(comparisons) + 1.5), squeeze=False, sharey=True
+    )
     for ax, t in zip(axes[0], targets):
         rows = [c for c in comparisons if c["target"] == t]
         for i, c in enumerate(rows):
@@ -265,13 +336,22 @@ def budget(design: dict, arms: list[str], seeds: list[int], results_dir: Path) -
     # generator, the shared baseline, centres + alignment (about a baseline's embedding time)
     shared = EARLIER_SECONDS["generator_step"] * design["generator_steps"] + 2 * EARLIER_SECONDS["baseline"] * scale
     total = sum(per_unit[a] for a, _ in todo) + shared
-    return {"per_unit_s": per_unit, "source": source, "units_total": len(arms) * len(seeds),
-            "units_todo": len(todo), "shared_s": shared, "total_cpu_h": total / 3600}
+    return {
+        "per_unit_s": per_unit,
+        "source": source,
+        "units_total": len(arms) * len(seeds),
+        "units_todo": len(todo),
+        "shared_s": shared,
+        "total_cpu_h": total / 3600,
+    }
 
 
 def format_budget(b: dict) -> str:
-    lines = [f"budget (2-core build machine, uncontended): {b['units_todo']} of {b['units_total']} (arm, seed) "
-             f"units to run, ~{b['total_cpu_h']:.1f} h in all (shared stages, if not yet done, ~{b['shared_s'] / 60:.0f} min)"]
+    lines = [
+        f"budget (2-core build machine, uncontended): {b['units_todo']} of {b['units_total']} (arm, seed) "
+        f"units to run, ~{b['total_cpu_h']:.1f} h in all "
+        f"(shared stages, if not yet done, ~{b['shared_s'] / 60:.0f} min)"
+    ]
     lines += [f"  {a}: ~{s / 60:.0f} min per seed ({b['source'][a]})" for a, s in b["per_unit_s"].items()]
     return "\n".join(lines)
 
@@ -282,9 +362,16 @@ def dataset_report(ctx, run_dir: Path) -> dict:
         return {}
     js = json.loads(Path(ctx.result("dataset_report").json).read_text())
     st = js["data"]["stats"]
-    return {"datareport": {"eer": st.get("eer"), "fdr": st.get("fdr"), "d_prime": st.get("d_prime"),
-                           "leak_counts": js.get("leak_counts", {}), "path": ctx.result("dataset_report").report,
-                           "seconds": ctx.markers["dataset_report"].get("seconds")}}
+    return {
+        "datareport": {
+            "eer": st.get("eer"),
+            "fdr": st.get("fdr"),
+            "d_prime": st.get("d_prime"),
+            "leak_counts": js.get("leak_counts", {}),
+            "path": ctx.result("dataset_report").report,
+            "seconds": ctx.markers["dataset_report"].get("seconds"),
+        }
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -312,9 +399,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.budget_only:
             return 0
         if "auggen-far" in arms and not auggen_available():
-            p.error("arm auggen-far needs the sampler's condition mixing (GenerateSettings.mix_space, "
-                    "AugGen) which this checkout lacks: merge the generator work (branch edm2-measure) "
-                    "or leave the arm out with --arms")
+            p.error(
+                "arm auggen-far needs the sampler's condition mixing (GenerateSettings.mix_space, "
+                "AugGen) which this checkout lacks: merge the generator work (branch edm2-measure) "
+                "or leave the arm out with --arms"
+            )
         run(args, design, arms, seeds, results)
     s = summarise(results, figure)
     print(s["tables"]["accuracy"] + "\n\n" + s["tables"]["comparisons"])
@@ -329,18 +418,30 @@ def run(args, design: dict, arms: list[str], seeds: list[int], results: Path) ->
 
     ab = ablation()
     out = Path(args.out or HERE / "runs" / args.design).resolve()
-    ns = argparse.Namespace(device=args.device, identities=design["identities"], images=design["images"],
-                            test_identities=design["test_identities"], pairs=design["pairs"], max_uses=3,
-                            recogniser=str(HERE / design.get("recogniser", "ablation/recogniser.py")),
-                            generator=design["generator"] if design["generator"].startswith("pretrained:")
-                            else str(HERE / design["generator"]))
+    ns = argparse.Namespace(
+        device=args.device,
+        identities=design["identities"],
+        images=design["images"],
+        test_identities=design["test_identities"],
+        pairs=design["pairs"],
+        max_uses=3,
+        recogniser=str(HERE / design.get("recogniser", "ablation/recogniser.py")),
+        generator=design["generator"]
+        if design["generator"].startswith("pretrained:")
+        else str(HERE / design["generator"]),
+    )
     shared = Context(recipe=edict(ab.build_recipe(ns)), out=out / "shared", progress=not args.no_progress)
     shared.out.mkdir(parents=True, exist_ok=True)
-    run_stages([s for s in STAGES if s.name in ("data", "baseline", "generator", "centres", "align")], shared,
-               log=lambda m: log(f"[shared] {m}"))
+    run_stages(
+        [s for s in STAGES if s.name in ("data", "baseline", "generator", "centres", "align")],
+        shared,
+        log=lambda m: log(f"[shared] {m}"),
+    )
     align = shared.result("align")
-    alignment = {k: getattr(align, k) for k in ("linear_cka", "linear_cka_shuffled", "mutual_knn",
-                                                 "mutual_knn_shuffled", "num_matched")}
+    alignment = {
+        k: getattr(align, k)
+        for k in ("linear_cka", "linear_cka_shuffled", "mutual_knn", "mutual_knn_shuffled", "num_matched")
+    }
     gen = shared.result("generator")
     generator = {"ref": design["generator"], "pretrained": gen.pretrained, "sha256": gen.sha256, "step": gen.step}
     table = arms_table()
@@ -349,11 +450,28 @@ def run(args, design: dict, arms: list[str], seeds: list[int], results: Path) ->
             if (results / f"{arm}-s{seed}.json").is_file():
                 print(f"[{arm} seed {seed}] complete, skipped", file=sys.stderr)
                 continue
-            r = ab.run_arm(arm, seed, shared, out, progress=not args.no_progress, arms=table, results_dir=results,
-                           dataset_report=True, extra=lambda ctx, d: {"design": args.design, "alignment": alignment, "generator": generator,
-                                                 **dataset_report(ctx, d)})
-            print(f"[{arm} seed {seed}] " + ", ".join(f"{t} {100 * a:.2f}" for t, a in r["accuracy"].items())
-                  + f" ({r['seconds']:.0f} s)", file=sys.stderr)
+            r = ab.run_arm(
+                arm,
+                seed,
+                shared,
+                out,
+                progress=not args.no_progress,
+                arms=table,
+                results_dir=results,
+                dataset_report=True,
+                extra=lambda ctx, d: {
+                    "design": args.design,
+                    "alignment": alignment,
+                    "generator": generator,
+                    **dataset_report(ctx, d),
+                },
+            )
+            print(
+                f"[{arm} seed {seed}] "
+                + ", ".join(f"{t} {100 * a:.2f}" for t, a in r["accuracy"].items())
+                + f" ({r['seconds']:.0f} s)",
+                file=sys.stderr,
+            )
 
 
 if __name__ == "__main__":

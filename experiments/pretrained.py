@@ -39,11 +39,11 @@ STORAGE = "float16"
 
 GENERATORS = {
     # The demo's data (scoremix_plugin/recipes/demo.py): judged with the demo's recogniser and selection.
-    "toy40": dict(toy=dict(identities=40, images_per_identity=16, test_identities=20, pairs=300, seed=0),
-                  scale="d40"),
+    "toy40": dict(toy=dict(identities=40, images_per_identity=16, test_identities=20, pairs=300, seed=0), scale="d40"),
     # The powered design's data (experiments/powered.py --design powered); identities 0-39 are toy40's.
-    "toy200": dict(toy=dict(identities=200, images_per_identity=16, test_identities=100, pairs=3000, seed=0),
-                   scale="d200"),
+    "toy200": dict(
+        toy=dict(identities=200, images_per_identity=16, test_identities=100, pairs=3000, seed=0), scale="d200"
+    ),
 }
 # The quality the shipped generators must reach (issue 23), judged at the strictest FAR where the judging
 # recogniser recognises at least 90 % of its REAL identities (see verdict).
@@ -85,8 +85,14 @@ def train(name: str, work: Path) -> None:
     if not (data / "toy_meta.json").is_file():
         t = g["toy"]
         log(f"{name}: toy data")
-        write_toy_dataset(data, num_identities=t["identities"], images_per_identity=t["images_per_identity"],
-                          num_test_identities=t["test_identities"], num_pairs=t["pairs"], seed=t["seed"])
+        write_toy_dataset(
+            data,
+            num_identities=t["identities"],
+            images_per_identity=t["images_per_identity"],
+            num_test_identities=t["test_identities"],
+            num_pairs=t["pairs"],
+            seed=t["seed"],
+        )
     cfg = read_config_file(config_file(name))
     cfg.update(rec=str(data.resolve()), output=str((d / "generator").resolve()))
     path = write_config_file(d / "generator_config.py", cfg, f"experiments/pretrained.py: {name}")
@@ -99,8 +105,14 @@ def train(name: str, work: Path) -> None:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu_file = d / "cpu.json"
     segs = json.loads(cpu_file.read_text()) if cpu_file.is_file() else []
-    segs.append({"cpu_s": round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 1),
-                 "to_step": last_step(d), "machine": machine(), "rc": rc})
+    segs.append(
+        {
+            "cpu_s": round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 1),
+            "to_step": last_step(d),
+            "machine": machine(),
+            "rc": rc,
+        }
+    )
     write_json_atomic(cpu_file, segs)
     if rc:
         raise SystemExit(rc)
@@ -137,14 +149,27 @@ def training_cpu_s(d: Path, step: int) -> float | None:
 def machine() -> dict:
     cpu = ""
     try:
-        cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                    if ln.startswith("model name")), "")
+        cpu = next(
+            (
+                ln.split(":", 1)[1].strip()
+                for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")
+            ),
+            "",
+        )
     except OSError:
         pass
     import torch
 
-    return {"cpu": cpu or platform.processor(), "cores": os.cpu_count(), "torch": torch.__version__,
-            "device": "cpu", "threads": 1, "dtype": "float32", "python": platform.python_version()}
+    return {
+        "cpu": cpu or platform.processor(),
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "device": "cpu",
+        "threads": 1,
+        "dtype": "float32",
+        "python": platform.python_version(),
+    }
 
 
 # Export and measurement.
@@ -166,8 +191,16 @@ def export_at(name: str, work: Path, step: int, dest: Path) -> dict:
 PARTS = ("single", "mix_score")
 
 
-def measure(name: str, work: Path, step: int, *, sampler: dict | None = None, guidance_scale: float | None = None,
-            parts=PARTS, tag: str = "") -> dict:
+def measure(
+    name: str,
+    work: Path,
+    step: int,
+    *,
+    sampler: dict | None = None,
+    guidance_scale: float | None = None,
+    parts=PARTS,
+    tag: str = "",
+) -> dict:
     """Quality of NAME at ``step`` (float16 as shipped), cached in RESULTS/NAME-STEP[tag].json."""
     from scoremix_plugin.generation.checkpoint import load_generator
     from scoremix_plugin.io_utils import write_json_atomic
@@ -191,18 +224,30 @@ def measure(name: str, work: Path, step: int, *, sampler: dict | None = None, gu
     if guidance_scale is not None:
         kw["guidance_scale"] = guidance_scale
     kw["parts"] = parts
-    res = arms.measure(den, None, "cfg", g["scale"], ref, shared, grid=RESULTS / "grids" / f"{name}-{step}{tag}.png",
-                       **kw)
-    result = {"name": name, "step": step, "sigma_rel": SIGMA_REL, "scale": g["scale"],
-              "sampler": sampler or arms.SAMPLER, "guidance": "cfg",
-              "guidance_scale": guidance_scale if guidance_scale is not None else arms.CFG_SCALE,
-              "train_cpu_s": training_cpu_s(d, step), "export": exported, "verdict": verdict(res),
-              "machine": machine(), **res}
+    res = arms.measure(
+        den, None, "cfg", g["scale"], ref, shared, grid=RESULTS / "grids" / f"{name}-{step}{tag}.png", **kw
+    )
+    result = {
+        "name": name,
+        "step": step,
+        "sigma_rel": SIGMA_REL,
+        "scale": g["scale"],
+        "sampler": sampler or arms.SAMPLER,
+        "guidance": "cfg",
+        "guidance_scale": guidance_scale if guidance_scale is not None else arms.CFG_SCALE,
+        "train_cpu_s": training_cpu_s(d, step),
+        "export": exported,
+        "verdict": verdict(res),
+        "machine": machine(),
+        **res,
+    }
     write_json_atomic(dest, result)
     v = result["verdict"]
-    log(f"{name} step {step}{tag}: at FAR {v['far']}: single {v.get('single_recognised')} top-1 "
+    log(
+        f"{name} step {step}{tag}: at FAR {v['far']}: single {v.get('single_recognised')} top-1 "
         f"{v.get('single_top1')}; far mixes {v.get('mix_recognised')} (source nearest {v.get('mix_source_share')}); "
-        f"{'PASS' if v['passes'] else 'not yet'}")
+        f"{'PASS' if v['passes'] else 'not yet'}"
+    )
     return result
 
 
@@ -229,14 +274,18 @@ def verdict(res: dict) -> dict:
     if "single" in res:
         out["single_recognised"] = res["single"]["recognised_at"][far]["share"]
         out["single_top1"] = res["single"]["top1"]
-        checks += [out["single_recognised"] >= TARGETS["single_recognised"],
-                   out["single_top1"] >= TARGETS["single_top1"]]
+        checks += [
+            out["single_recognised"] >= TARGETS["single_recognised"],
+            out["single_top1"] >= TARGETS["single_top1"],
+        ]
     if "mix_score" in res:
         out["mix_recognised"] = res["mix_score"]["recognised_at"][far]["share"]
         out["mix_source_share"] = res["mix_score"]["nearest_real_is_source"]
         out["mix_intra"] = res["mix_score"]["intra"]
-        checks += [out["mix_recognised"] >= TARGETS["mix_recognised"],
-                   out["mix_source_share"] < TARGETS["mix_source_share_below"]]
+        checks += [
+            out["mix_recognised"] >= TARGETS["mix_recognised"],
+            out["mix_source_share"] < TARGETS["mix_source_share_below"],
+        ]
     return out | {"passes": bool(checks) and all(checks)}
 
 
@@ -253,12 +302,18 @@ def curve(name: str) -> list[dict]:
 
 def curve_table(name: str) -> str:
     """The curve as Markdown: per step, every FAR's shares (real / single-class / far mixes) and the verdict."""
-    lines = [f"### {name}", "", "| step | epochs | train CPU min | top-1 | judged at FAR | real | classes recognised | "
-             "far mixes recognised | mix intra | mix nearest is a source | passes | at 1e-4: real / single / mix | "
-             "at 1e-2: real / single / mix |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"### {name}",
+        "",
+        "| step | epochs | train CPU min | top-1 | judged at FAR | real | classes recognised | "
+        "far mixes recognised | mix intra | mix nearest is a source | passes | at 1e-4: real / single / mix | "
+        "at 1e-2: real / single / mix |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     t = GENERATORS[name]["toy"]
-    for f in sorted(RESULTS.glob(f"{name}-*.json"), key=lambda f: int(f.stem.split("-")[1]) if f.stem.split("-")[1]
-                    .isdigit() else 0):
+    for f in sorted(
+        RESULTS.glob(f"{name}-*.json"), key=lambda f: int(f.stem.split("-")[1]) if f.stem.split("-")[1].isdigit() else 0
+    ):
         r = json.loads(f.read_text())
         if f.stem != f"{name}-{r.get('step')}":
             continue
@@ -270,13 +325,17 @@ def curve_table(name: str) -> str:
             b = by.get(far, {})
             return " / ".join(f"{b[k]:.2f}" if b.get(k) is not None else "-" for k in ("real", "single", "mix"))
 
-        lines.append(f"| {r['step']} | {r['step'] * 32 / (t['identities'] * t['images_per_identity']):.0f} | "
-                     f"{cpu / 60:.0f} | " if cpu else f"| {r['step']} | "
-                     f"{r['step'] * 32 / (t['identities'] * t['images_per_identity']):.0f} | - | ")
-        lines[-1] += (f"{v.get('single_top1', float('nan')):.3f} | {v['far']} | {v['real_recognised']:.2f} | "
-                      f"{v.get('single_recognised', float('nan')):.3f} | {v.get('mix_recognised', float('nan')):.3f} | "
-                      f"{v.get('mix_intra', float('nan')):.3f} | {v.get('mix_source_share', float('nan')):.3f} | "
-                      f"{'yes' if v['passes'] else 'no'} | {trio('0.0001')} | {trio('0.01')} |")
+        lines.append(
+            f"| {r['step']} | {r['step'] * 32 / (t['identities'] * t['images_per_identity']):.0f} | {cpu / 60:.0f} | "
+            if cpu
+            else f"| {r['step']} | {r['step'] * 32 / (t['identities'] * t['images_per_identity']):.0f} | - | "
+        )
+        lines[-1] += (
+            f"{v.get('single_top1', float('nan')):.3f} | {v['far']} | {v['real_recognised']:.2f} | "
+            f"{v.get('single_recognised', float('nan')):.3f} | {v.get('mix_recognised', float('nan')):.3f} | "
+            f"{v.get('mix_intra', float('nan')):.3f} | {v.get('mix_source_share', float('nan')):.3f} | "
+            f"{'yes' if v['passes'] else 'no'} | {trio('0.0001')} | {trio('0.01')} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -289,10 +348,14 @@ def plot_curve(name: str) -> Path | None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.6))
     steps = [r["step"] for r in rows]
-    for key, label in (("single_top1", "single-class top-1"), ("single_recognised", "classes recognised"),
-                       ("mix_recognised", "far mixes recognised"), ("mix_source_share", "mixes nearest a source")):
+    for key, label in (
+        ("single_top1", "single-class top-1"),
+        ("single_recognised", "classes recognised"),
+        ("mix_recognised", "far mixes recognised"),
+        ("mix_source_share", "mixes nearest a source"),
+    ):
         ax.plot(steps, [r.get(key) for r in rows], marker="o", label=label)
-    for key, y in (("single_top1", TARGETS["single_top1"]), ("mix", TARGETS["mix_recognised"])):
+    for y in (TARGETS["single_top1"], TARGETS["mix_recognised"]):
         ax.axhline(y, color="grey", lw=0.6, ls="--")
     ax.set_xlabel("training steps (batch 32)")
     ax.set_ylim(0, 1.02)
@@ -332,23 +395,31 @@ def ship(name: str, work: Path, step: int) -> Path:
             "ship": f"python experiments/pretrained.py ship {name} --step {step}",
             "config": f"scoremix_plugin/recipes/pretrained/{name}.py",
             "note": "train resumes from its last checkpoint; the generator config's total_steps bounds it, and the "
-                    "shipped file is the post-hoc EMA reconstructed at `step` from the snapshots (the learning-rate "
-                    "schedule does not depend on total_steps, so a shorter run gives the same weights up to it)",
+            "shipped file is the post-hoc EMA reconstructed at `step` from the snapshots (the learning-rate "
+            "schedule does not depend on total_steps, so a shorter run gives the same weights up to it)",
         },
-        "toy": fp | {"test_identities": t["test_identities"], "pairs": t["pairs"], "renderer_version": RENDERER_VERSION},
+        "toy": fp
+        | {"test_identities": t["test_identities"], "pairs": t["pairs"], "renderer_version": RENDERER_VERSION},
         "generator_config": {k: v for k, v in read_config_file(config_file(name)).items()},
         "step": step,
         "epochs": round(step * 32 / (t["identities"] * t["images_per_identity"]), 1),
         "sigma_rel": SIGMA_REL,
         "train_cpu_s": training_cpu_s(d, step),
         "machine": res["machine"],
-        "weights": {k: res["export"][k] for k in ("file", "sha256", "bytes", "storage_dtype", "max_abs_diff",
-                                                  "output_abs_mean")},
-        "quality": {"judged_by": f"experiments/generator_arms.py scale {g['scale']} "
-                                 f"({arms_scale(g['scale'])}); sampler {res['sampler']} CFG {res['guidance_scale']}",
-                    "targets": TARGETS, **res["verdict"],
-                    "measured": {k: res[k] for k in ("real", "single", "mix_score", "mix_condition", "mix_score_near",
-                                                     "pairs", "gate_thresholds") if k in res}},
+        "weights": {
+            k: res["export"][k] for k in ("file", "sha256", "bytes", "storage_dtype", "max_abs_diff", "output_abs_mean")
+        },
+        "quality": {
+            "judged_by": f"experiments/generator_arms.py scale {g['scale']} "
+            f"({arms_scale(g['scale'])}); sampler {res['sampler']} CFG {res['guidance_scale']}",
+            "targets": TARGETS,
+            **res["verdict"],
+            "measured": {
+                k: res[k]
+                for k in ("real", "single", "mix_score", "mix_condition", "mix_score_near", "pairs", "gate_thresholds")
+                if k in res
+            },
+        },
         "curve": [r | {"train_cpu_s": training_cpu_s(d, r["step"])} for r in curve(name)],
     }
     write_json_atomic(dest_dir / f"{name}.json", prov)
@@ -359,9 +430,11 @@ def ship(name: str, work: Path, step: int) -> Path:
 
 def arms_scale(scale: str) -> str:
     sc = _arms().SCALES[scale]
-    return (f"{sc['identities']} identities x {sc['images']}, recogniser {sc['recogniser_epochs']} epochs; "
-            f"{sc['classes']} classes x {sc['per_class']} single-class samples, {sc['pairs']} far pairs "
-            f"(max uses {sc['max_uses']}) x {sc['per_mix']}")
+    return (
+        f"{sc['identities']} identities x {sc['images']}, recogniser {sc['recogniser_epochs']} epochs; "
+        f"{sc['classes']} classes x {sc['per_class']} single-class samples, {sc['pairs']} far pairs "
+        f"(max uses {sc['max_uses']}) x {sc['per_mix']}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,7 @@ Module names (what the state dict holds): ``conv1, bn1, prelu, layer1..layer4`` 
 
 ``load_backbone(path, network)`` is the ``.pt`` model loader (a host ``model.pt``, our ``model.pt`` or a
 checkpoint holding the backbone). This module sits in the package's base layer, below verification, so
-scoring a ``.pt`` model needs nothing from the trainers (``recognition/backbones.py`` re-exports it).
+scoring a ``.pt`` model needs nothing from the trainers.
 """
 
 from __future__ import annotations
@@ -109,7 +109,9 @@ class IResNet(nn.Module):
             nn.Conv2d(cin, cout, kernel_size=1, stride=2, bias=False),
             nn.BatchNorm2d(cout, eps=BN_EPS),
         )
-        return nn.Sequential(IBasicBlock(cin, cout, 2, downsample), *(IBasicBlock(cout, cout) for _ in range(blocks - 1)))
+        return nn.Sequential(
+            IBasicBlock(cin, cout, 2, downsample), *(IBasicBlock(cout, cout) for _ in range(blocks - 1))
+        )
 
     def _init_weights(self) -> None:
         for m in self.modules():
@@ -176,7 +178,7 @@ def _backbone_state_dict(obj: Any, path: Path) -> dict:
         raise InputError(f"{path}: no backbone state dict found (keys: {sorted(obj)[:8]})")
     # DistributedDataParallel prefixes every name with "module."
     if all(k.startswith("module.") for k in obj):
-        obj = {k[len("module."):]: v for k, v in obj.items()}
+        obj = {k[len("module.") :]: v for k, v in obj.items()}
     return obj
 
 

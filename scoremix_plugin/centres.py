@@ -1,4 +1,4 @@
-"""Centres files: one unit vector per class (contracts.md, "Centres files").
+"""Centres files: one unit vector per class.
 
 Written by ``scoremix embed`` (space "embedding" or "head") and ``scoremix export-conditions``
 (space "condition"); read by ``scoremix select`` and ``scoremix align``.
@@ -62,7 +62,12 @@ def load_centres(path: str | os.PathLike) -> Centres:
         raise MissingInputError(f"centres file not found: {p}")
     try:
         z = np.load(p, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:  # a pickle (refused: it could run code), or not numpy at all
+    except (
+        ValueError,
+        OSError,
+        EOFError,
+        zipfile.BadZipFile,
+    ) as e:  # a pickle (refused: it could run code), or not numpy at all
         raise InputError(f"{p}: not a centres .npz file (numpy cannot read it without unpickling)") from e
     if not isinstance(z, np.lib.npyio.NpzFile):
         raise InputError(f"{p}: a single array (.npy), not a centres .npz file")
@@ -80,5 +85,7 @@ def load_centres(path: str | os.PathLike) -> Centres:
         raise InputError(f"{p}: unknown space {space!r}; expected one of {SPACES}")
     norms = np.linalg.norm(centres, axis=1)
     if not np.all(np.isfinite(centres)) or np.any(np.abs(norms - 1) > 1e-3):
-        raise InputError(f"{p}: centres rows must be finite unit vectors (row norms {norms.min():.4f}..{norms.max():.4f})")
+        raise InputError(
+            f"{p}: centres rows must be finite unit vectors (row norms {norms.min():.4f}..{norms.max():.4f})"
+        )
     return Centres(labels, centres, counts, space)

@@ -29,9 +29,17 @@ def _range_text(lo, hi, lo_open, hi_open) -> str:
     return "finite"
 
 
-def check_number(value: Any, what: str, *, integer: bool = False, lo: float | None = None,
-                 hi: float | None = None, lo_open: bool = False, hi_open: bool = False,
-                 error: type[Exception] = InputError) -> int | float:
+def check_number(
+    value: Any,
+    what: str,
+    *,
+    integer: bool = False,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    error: type[Exception] = InputError,
+) -> int | float:
     """``value`` as an int (``integer``) or a finite float in the range, else ``error`` naming ``what``."""
     kind = "an integer" if integer else "a number"
     rng = _range_text(lo, hi, lo_open, hi_open)
@@ -54,14 +62,22 @@ def _parse(text: str, integer: bool):
         return text
 
 
-def number_arg(flag: str, *, integer: bool = False, lo: float | None = None, hi: float | None = None,
-               lo_open: bool = False, hi_open: bool = False) -> Callable[[str], int | float]:
+def number_arg(
+    flag: str,
+    *,
+    integer: bool = False,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+    hi_open: bool = False,
+) -> Callable[[str], int | float]:
     """An argparse ``type=`` for ``flag``: parse, then :func:`check_number` (errors as ArgumentTypeError)."""
 
     def parse(text: str):
         try:
-            return check_number(_parse(text, integer), flag, integer=integer, lo=lo, hi=hi, lo_open=lo_open,
-                                hi_open=hi_open)
+            return check_number(
+                _parse(text, integer), flag, integer=integer, lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open
+            )
         except InputError as e:
             raise argparse.ArgumentTypeError(str(e).replace(f"{flag} ", "", 1)) from None
 

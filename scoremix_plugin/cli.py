@@ -28,20 +28,44 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "make-bin": ("scoremix_plugin.verification.cli", "make_bin", "write a verification .bin file"),
     "verify": ("scoremix_plugin.verification.cli", "verify", "evaluate a model on .bin verification sets"),
     "verify-ijb": ("scoremix_plugin.verification.cli", "verify_ijb", "IJB-B / IJB-C template verification (TAR@FAR)"),
-    "verify-tinyface": ("scoremix_plugin.verification.cli", "verify_tinyface", "TinyFace closed-set identification (rank-1/5/20)"),
+    "verify-tinyface": (
+        "scoremix_plugin.verification.cli",
+        "verify_tinyface",
+        "TinyFace closed-set identification (rank-1/5/20)",
+    ),
     "train": ("scoremix_plugin.recognition.cli", "train", "train a recogniser from an arcface_torch config"),
     "export": ("scoremix_plugin.recognition.cli", "export", "export model.pt to ONNX"),
     "embed": ("scoremix_plugin.recognition.cli", "embed", "class centres from a model or a head checkpoint"),
-    "train-generator": ("scoremix_plugin.generation.cli", "train_generator", "train the class-conditional EDM generator"),
-    "ema": ("scoremix_plugin.generation.posthoc_ema", "ema", "post-hoc EMA: reconstruct any sigma_rel from the snapshots"),
-    "export-conditions": ("scoremix_plugin.generation.cli", "export_conditions", "generator class embeddings as a centres file"),
+    "train-generator": (
+        "scoremix_plugin.generation.cli",
+        "train_generator",
+        "train the class-conditional EDM generator",
+    ),
+    "ema": (
+        "scoremix_plugin.generation.posthoc_ema",
+        "ema",
+        "post-hoc EMA: reconstruct any sigma_rel from the snapshots",
+    ),
+    "export-conditions": (
+        "scoremix_plugin.generation.cli",
+        "export_conditions",
+        "generator class embeddings as a centres file",
+    ),
     "sample": ("scoremix_plugin.generation.cli", "sample", "sample a grid of source classes and their mix"),
     "select": ("scoremix_plugin.synthesis.cli", "select", "choose far/near/random class pairs"),
     "generate": ("scoremix_plugin.synthesis.cli", "generate", "ScoreMix synthetic identities into RecordIO shards"),
     "align": ("scoremix_plugin.synthesis.cli", "align", "CKA / mutual-kNN alignment of two centres files"),
-    "report-dataset": ("scoremix_plugin.datareport.cli", "report_dataset", "dataset report: EER, d', FDR, consistency, leak checks"),
+    "report-dataset": (
+        "scoremix_plugin.datareport.cli",
+        "report_dataset",
+        "dataset report: EER, d', FDR, consistency, leak checks",
+    ),
     "merge": ("scoremix_plugin.integration.cli", "merge", "merge real + synthetic into one arcface_torch folder"),
-    "arcface-train": ("scoremix_plugin.integration.cli", "arcface_train", "run the unchanged arcface_torch train_v2.py with the scoremix loader"),
+    "arcface-train": (
+        "scoremix_plugin.integration.cli",
+        "arcface_train",
+        "run the unchanged arcface_torch train_v2.py with the scoremix loader",
+    ),
     "pipeline": ("scoremix_plugin.pipeline.cli", "pipeline", "run a pipeline recipe end to end"),
     "demo": ("scoremix_plugin.pipeline.cli", "demo", "the CPU demo end to end on the embedded toy data"),
 }
@@ -49,8 +73,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scoremix", description=__doc__.splitlines()[0])
-    parser.add_argument("--debug", action="store_true",
-                        help="print the traceback of every error, not only of bugs (also SCOREMIX_DEBUG=1)")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="print the traceback of every error, not only of bugs (also SCOREMIX_DEBUG=1)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, (module, stem, help_) in COMMANDS.items():
@@ -79,9 +106,11 @@ def main(argv: list[str] | None = None) -> int:
         user = user_error_message(e)
         if user is None:
             traceback.print_exc()
-            print(f"scoremix {name}: internal error: {type(e).__name__}: {e}\n"
-                  "This is a bug in scoremix, not in your input: please report it with the traceback above.",
-                  file=sys.stderr)
+            print(
+                f"scoremix {name}: internal error: {type(e).__name__}: {e}\n"
+                "This is a bug in scoremix, not in your input: please report it with the traceback above.",
+                file=sys.stderr,
+            )
             return 1
         if debug:
             traceback.print_exc()

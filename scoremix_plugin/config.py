@@ -3,8 +3,7 @@
 The recogniser trainer, the generator trainer, generation and the pipeline all read their settings
 this way, so a team's host recipe (``configs/ms1mv3_r50.py``) runs unchanged. Merging is shallow,
 as the host's ``base.config.update(job.config)`` is. Keys the reader does not know are kept and
-reported in ONE warning that names them; only the ``scoremix`` block is validated strictly
-(contracts.md, "The scoremix block").
+reported in ONE warning that names them; only the ``scoremix`` block is validated strictly.
 """
 
 from __future__ import annotations
@@ -147,7 +146,8 @@ def validate_scoremix_block(cfg: Mapping[str, Any], source: str = "config") -> e
         v = out[key]
         if v is not None and not isinstance(v, (str, Mapping)):
             raise ConfigError(
-                f"{source}: config.scoremix.{key} must be None, a registered name or a serialised dict, got {type(v).__name__}"
+                f"{source}: config.scoremix.{key} must be None, a registered name or a serialised dict, "
+                f"got {type(v).__name__}"
             )
     return out
 
@@ -166,12 +166,22 @@ def check_recogniser_config(cfg: MutableMapping[str, Any], source: str = "config
     A host recipe passes unchanged (these are the host's own types); what fails here would otherwise
     fail late (``lr=nan`` after a few steps), or not at all (``max_steps=-5`` wrote an untrained model).
     """
+
     def need(key: str, ok: bool, what: str) -> None:
         if not ok:
             raise ConfigError(f"{source}: config.{key} must be {what}, got {cfg.get(key)!r}")
 
-    for key in ("num_classes", "num_image", "num_epoch", "batch_size", "gradient_acc", "embedding_size", "verbose",
-                "frequent", "eval_batch_size"):
+    for key in (
+        "num_classes",
+        "num_image",
+        "num_epoch",
+        "batch_size",
+        "gradient_acc",
+        "embedding_size",
+        "verbose",
+        "frequent",
+        "eval_batch_size",
+    ):
         need(key, _is_int(cfg.get(key)) and cfg[key] >= 1, "an integer >= 1")
     for key in ("warmup_epoch", "num_workers"):
         need(key, _is_int(cfg.get(key)) and cfg[key] >= 0, "an integer >= 0")
@@ -180,21 +190,32 @@ def check_recogniser_config(cfg: MutableMapping[str, Any], source: str = "config
     for key in ("momentum", "weight_decay"):
         need(key, _is_number(cfg.get(key)) and cfg[key] >= 0, "a finite number >= 0")
     need("sample_rate", _is_number(cfg.get("sample_rate")) and 0 < cfg["sample_rate"] <= 1, "a number in (0, 1]")
-    need("max_steps", cfg.get("max_steps") is None or (_is_int(cfg["max_steps"]) and cfg["max_steps"] >= 1),
-         "None or an integer >= 1")
-    need("grad_clip", cfg.get("grad_clip") is None or (_is_number(cfg["grad_clip"]) and cfg["grad_clip"] > 0),
-         "None or a finite number > 0")
-    need("image_degrade", cfg.get("image_degrade") is None or (_is_int(cfg["image_degrade"]) and cfg["image_degrade"] >= 1),
-         "None or an integer >= 1")
+    need(
+        "max_steps",
+        cfg.get("max_steps") is None or (_is_int(cfg["max_steps"]) and cfg["max_steps"] >= 1),
+        "None or an integer >= 1",
+    )
+    need(
+        "grad_clip",
+        cfg.get("grad_clip") is None or (_is_number(cfg["grad_clip"]) and cfg["grad_clip"] > 0),
+        "None or a finite number > 0",
+    )
+    need(
+        "image_degrade",
+        cfg.get("image_degrade") is None or (_is_int(cfg["image_degrade"]) and cfg["image_degrade"] >= 1),
+        "None or an integer >= 1",
+    )
     need("rec", isinstance(cfg.get("rec"), (str, os.PathLike)), "a folder path")
     need("output", isinstance(cfg.get("output"), (str, os.PathLike)), "a folder path")
     targets = cfg.get("val_targets")
     if isinstance(targets, str):
         # One target written without brackets: iterating the string would ask for 'l', 'f', 'w'.
         cfg["val_targets"] = targets = [targets] if targets else []
-    need("val_targets", targets is None or (isinstance(targets, (list, tuple))
-                                            and all(isinstance(t, str) and t for t in targets)),
-         "a list of target names (e.g. ['lfw', 'cfp_fp'])")
+    need(
+        "val_targets",
+        targets is None or (isinstance(targets, (list, tuple)) and all(isinstance(t, str) and t for t in targets)),
+        "a list of target names (e.g. ['lfw', 'cfp_fp'])",
+    )
 
 
 def recogniser_config(job: Mapping[str, Any], source: str = "config") -> edict:
@@ -235,7 +256,10 @@ def write_config_file(path: str | os.PathLike, cfg: Mapping[str, Any], comment: 
     from scoremix_plugin.io_utils import write_text_atomic
 
     lines = [f"# {line}" for line in comment.splitlines()] + [
-        "from easydict import EasyDict as edict", "", "config = edict()"]
+        "from easydict import EasyDict as edict",
+        "",
+        "config = edict()",
+    ]
     for key, value in cfg.items():
         value = _plain(value)
         lines.append(f"config.{key} = edict({value!r})" if isinstance(value, dict) else f"config.{key} = {value!r}")

@@ -73,10 +73,17 @@ def save_torch_atomic(obj: Any, path: str | os.PathLike) -> None:
         # not a bug. atomic_path removed the partial temporary file; the previous checkpoint is untouched.
         if isinstance(e, OutputWriteError):
             raise
-        reason = (e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip().splitlines()[0][:160]
-                  if str(e).strip() else type(e).__name__)
-        raise OutputWriteError(f"{path}: could not save ({reason}; is the disk full?); "
-                               "the previous file under that name, if any, is unchanged") from e
+        reason = (
+            e.strerror
+            if isinstance(e, OSError) and e.strerror
+            else str(e).strip().splitlines()[0][:160]
+            if str(e).strip()
+            else type(e).__name__
+        )
+        raise OutputWriteError(
+            f"{path}: could not save ({reason}; is the disk full?); "
+            "the previous file under that name, if any, is unchanged"
+        ) from e
 
 
 def load_torch_safe(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
@@ -93,8 +100,9 @@ def load_torch_safe(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
         # file: keep only the reason (the line after "WeightsUnpickler error:", else the first line).
         text = str(e)
         reason = text.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()[0] if text.strip() else ""
-        raise CheckpointError(f"{p}: not a checkpoint torch.load(weights_only=True) can read "
-                              f"({type(e).__name__}: {reason[:200]})") from e
+        raise CheckpointError(
+            f"{p}: not a checkpoint torch.load(weights_only=True) can read ({type(e).__name__}: {reason[:200]})"
+        ) from e
 
 
 def atomic_tempdir(final_dir: str | os.PathLike) -> tempfile.TemporaryDirectory:
@@ -104,8 +112,9 @@ def atomic_tempdir(final_dir: str | os.PathLike) -> tempfile.TemporaryDirectory:
     return tempfile.TemporaryDirectory(prefix=f".{final.name}.tmp-", dir=final.parent)
 
 
-def refuse_output_overlapping_inputs(out: str | os.PathLike, inputs: dict[str, Any], *, what: str = "--out",
-                                     may_contain: bool = False) -> None:
+def refuse_output_overlapping_inputs(
+    out: str | os.PathLike, inputs: dict[str, Any], *, what: str = "--out", may_contain: bool = False
+) -> None:
     """Refuse an output folder that is, holds or lies inside one of the command's inputs.
 
     Writing there would replace or mix into the data the command reads (``merge --out`` onto the real
@@ -120,12 +129,15 @@ def refuse_output_overlapping_inputs(out: str | os.PathLike, inputs: dict[str, A
         i = Path(path).resolve()
         if o == i or i in o.parents or (o in i.parents and not may_contain):
             relation = "is" if o == i else ("lies inside" if i in o.parents else "contains")
-            raise OutputExistsError(f"{what} {out} {relation} {flag} {path}: the output must not overlap an input "
-                                    "the command reads (choose another folder)")
+            raise OutputExistsError(
+                f"{what} {out} {relation} {flag} {path}: the output must not overlap an input "
+                "the command reads (choose another folder)"
+            )
 
 
-def refuse_existing_output(folder: str | os.PathLike, patterns: tuple[str, ...], *, hint: str,
-                           what: str = "--out") -> None:
+def refuse_existing_output(
+    folder: str | os.PathLike, patterns: tuple[str, ...], *, hint: str, what: str = "--out"
+) -> None:
     """Refuse to write into ``folder`` when it already holds files matching ``patterns`` (a user's data)."""
     f = Path(folder)
     if not f.is_dir():
@@ -136,8 +148,14 @@ def refuse_existing_output(folder: str | os.PathLike, patterns: tuple[str, ...],
         raise OutputExistsError(f"{what} {f} already holds {', '.join(hits[:5])}{more}; {hint}")
 
 
-def refuse_output_file(out: str | os.PathLike, *, overwrite: bool = False, inputs: dict[str, Any] | None = None,
-                       folders: dict[str, Any] | None = None, what: str = "--out") -> None:
+def refuse_output_file(
+    out: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    inputs: dict[str, Any] | None = None,
+    folders: dict[str, Any] | None = None,
+    what: str = "--out",
+) -> None:
     """The one rule for a command that writes one file: never over an input (not even with ``--overwrite``),
     never into a folder the command reads (``folders``: flag -> folder; not even with ``--overwrite``), and
     never over an existing file unless ``overwrite`` (the user says the file is theirs to replace)."""
@@ -153,8 +171,15 @@ def refuse_output_file(out: str | os.PathLike, *, overwrite: bool = False, input
         raise OutputExistsError(f"{what} {out} already exists; choose another name or pass --overwrite")
 
 
-def refuse_output_folder(out: str | os.PathLike, patterns: tuple[str, ...], *, overwrite: bool = False,
-                         inputs: dict[str, Any] | None = None, what: str = "--out", may_contain: bool = False) -> None:
+def refuse_output_folder(
+    out: str | os.PathLike,
+    patterns: tuple[str, ...],
+    *,
+    overwrite: bool = False,
+    inputs: dict[str, Any] | None = None,
+    what: str = "--out",
+    may_contain: bool = False,
+) -> None:
     """The same rule for a command that writes named files into a folder (a report, an image tree): never
     onto, into or around an input (``inputs``: flag -> path; ``may_contain`` as in
     :func:`refuse_output_overlapping_inputs`), and never over files matching ``patterns`` unless ``overwrite``."""
@@ -165,22 +190,25 @@ def refuse_output_folder(out: str | os.PathLike, patterns: tuple[str, ...], *, o
         refuse_existing_output(out, patterns, what=what, hint="choose another folder or pass --overwrite")
 
 
-def check_state_tensors(state: Any, path: str | os.PathLike, expected: dict[str, tuple[int, ...]] | None = None,
-                        prefix: str = "") -> None:
+def check_state_tensors(
+    state: Any, path: str | os.PathLike, expected: dict[str, tuple[int, ...]] | None = None, prefix: str = ""
+) -> None:
     """A loaded state dict is a dict of tensors, finite, with the ``expected`` shapes (when given), else a
     CheckpointError naming the file and the tensor (a wrong shape would broadcast silently into sums)."""
     import torch
 
     if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: {prefix.rstrip('.') or 'state'} is a {type(state).__name__}, not a dict "
-                              "of tensors")
+        raise CheckpointError(
+            f"{path}: {prefix.rstrip('.') or 'state'} is a {type(state).__name__}, not a dict of tensors"
+        )
     for key, value in state.items():
         if not isinstance(value, torch.Tensor):
             raise CheckpointError(f"{path}: '{prefix}{key}' is a {type(value).__name__}, not a tensor")
         want = (expected or {}).get(key)
         if want is not None and tuple(value.shape) != tuple(want):
-            raise CheckpointError(f"{path}: '{prefix}{key}' has shape {list(value.shape)}, the network expects "
-                                  f"{list(want)}")
+            raise CheckpointError(
+                f"{path}: '{prefix}{key}' has shape {list(value.shape)}, the network expects {list(want)}"
+            )
     check_finite_weights(state, path, prefix=prefix)
 
 
@@ -198,8 +226,12 @@ def check_finite_weights(state: Any, path: str | os.PathLike, prefix: str = "") 
             check_finite_weights(value, path, prefix=f"{name}.")
         elif isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
             bad = int((~torch.isfinite(value)).sum())
-            raise CheckpointError(f"{path}: key '{name}' holds {bad} non-finite value(s) (NaN/inf) of {value.numel()}: "
-                                  "the weights are unusable (did the training run diverge?)")
+            raise CheckpointError(
+                f"{path}: key '{name}' holds {bad} non-finite value(s) (NaN/inf) of {value.numel()}: "
+                "the weights are unusable (did the training run diverge?)"
+            )
+
+
 def pyplot():
     """``matplotlib.pyplot`` drawing to files only (the Agg backend: no display, also on a headless server)."""
     import matplotlib
@@ -235,6 +267,8 @@ def check_inside(root: str | os.PathLike, rel: str, where: str) -> Path:
 
     r = Path(rel)
     if r.is_absolute() or ".." in r.parts:
-        raise InputError(f"{where}: image path {rel!r} is {'absolute' if r.is_absolute() else 'outside its root'}; "
-                         f"entries must be relative paths under {root}")
+        raise InputError(
+            f"{where}: image path {rel!r} is {'absolute' if r.is_absolute() else 'outside its root'}; "
+            f"entries must be relative paths under {root}"
+        )
     return Path(root) / r

@@ -50,7 +50,16 @@ _SKIN = np.array(
     np.float32,
 )
 _HAIR = np.array(
-    [[20, 18, 18], [60, 40, 28], [105, 70, 40], [150, 110, 60], [205, 170, 105], [165, 75, 35], [150, 150, 150], [225, 225, 220]],
+    [
+        [20, 18, 18],
+        [60, 40, 28],
+        [105, 70, 40],
+        [150, 110, 60],
+        [205, 170, 105],
+        [165, 75, 35],
+        [150, 150, 150],
+        [225, 225, 220],
+    ],
     np.float32,
 )
 _HAIR_P = np.array([0.26, 0.24, 0.16, 0.1, 0.09, 0.06, 0.06, 0.03])
@@ -121,8 +130,19 @@ class Nuisance:
 
 NORMAL = Nuisance()
 # The CFP-FP analogue: one image of a pair near frontal, the other at a strong yaw, plus harder lighting.
-STRONG = Nuisance(yaw=0.62, pitch=3.0, roll=13.0, scale=0.1, shift=5.0, light=0.6, brightness=0.22, contrast=0.25,
-                  noise=7.0, blur=1.4, jpeg_min=30)
+STRONG = Nuisance(
+    yaw=0.62,
+    pitch=3.0,
+    roll=13.0,
+    scale=0.1,
+    shift=5.0,
+    light=0.6,
+    brightness=0.22,
+    contrast=0.25,
+    noise=7.0,
+    blur=1.4,
+    jpeg_min=30,
+)
 
 
 # Identities.
@@ -183,11 +203,35 @@ def _twin_of(parent: Identity, rng: np.random.Generator) -> Identity:
     return Identity(**d)
 
 
-_SPREAD = {"face_w": 1.8, "face_h": 1.8, "jaw": 0.3, "cheek": 0.6, "skin": 0.6, "skin_warm": 1.0, "eye_dx": 1.0,
-           "eye_y": 1.2, "eye_w": 0.5, "eye_h": 0.35, "eye_tilt": 5.0, "brow_thick": 0.6, "brow_arch": 0.8,
-           "brow_tilt": 1.2, "brow_gap": 0.9, "nose_len": 1.8, "nose_w": 0.9, "mouth_y": 1.0, "mouth_w": 1.5,
-           "lip": 0.6, "lip_red": 0.3, "ear": 0.12, "hair_line": 1.8, "hair_volume": 1.5, "mole_x": 0.3,
-           "mole_y": 0.3, "mole_r": 0.0}
+_SPREAD = {
+    "face_w": 1.8,
+    "face_h": 1.8,
+    "jaw": 0.3,
+    "cheek": 0.6,
+    "skin": 0.6,
+    "skin_warm": 1.0,
+    "eye_dx": 1.0,
+    "eye_y": 1.2,
+    "eye_w": 0.5,
+    "eye_h": 0.35,
+    "eye_tilt": 5.0,
+    "brow_thick": 0.6,
+    "brow_arch": 0.8,
+    "brow_tilt": 1.2,
+    "brow_gap": 0.9,
+    "nose_len": 1.8,
+    "nose_w": 0.9,
+    "mouth_y": 1.0,
+    "mouth_w": 1.5,
+    "lip": 0.6,
+    "lip_red": 0.3,
+    "ear": 0.12,
+    "hair_line": 1.8,
+    "hair_volume": 1.5,
+    "mole_x": 0.3,
+    "mole_y": 0.3,
+    "mole_r": 0.0,
+}
 
 
 def make_identities(num: int, seed: int, group: int = 0, twin_fraction: float = 0.35) -> list[Identity]:
@@ -214,7 +258,9 @@ def _pt(x: float, y: float) -> tuple[int, int]:
 
 
 def _ellipse(img, cx, cy, ax, ay, angle, colour, thickness=-1, start=0, end=360):
-    cv2.ellipse(img, _pt(cx, cy), _pt(max(ax, 0.1), max(ay, 0.1)), angle, start, end, colour, thickness, cv2.LINE_AA, _SHIFT)
+    cv2.ellipse(
+        img, _pt(cx, cy), _pt(max(ax, 0.1), max(ay, 0.1)), angle, start, end, colour, thickness, cv2.LINE_AA, _SHIFT
+    )
 
 
 def _silhouette_ellipse(face, mask, cx, cy, ax, ay, angle, colour):
@@ -255,7 +301,11 @@ class _Head:
 def _face_outline(idt: Identity, head: _Head, n: int = 40) -> np.ndarray:
     t = np.linspace(0.0, 2 * np.pi, n, endpoint=False)
     lower = np.clip(np.sin(t), 0.0, None)
-    w = idt.face_w * (1.0 - 0.32 * idt.jaw * lower**2.2) * (1.0 + 0.06 * idt.cheek * np.exp(-((np.sin(t) - 0.1) ** 2) / 0.05))
+    w = (
+        idt.face_w
+        * (1.0 - 0.32 * idt.jaw * lower**2.2)
+        * (1.0 + 0.06 * idt.cheek * np.exp(-((np.sin(t) - 0.1) ** 2) / 0.05))
+    )
     dx = w * np.cos(t)
     y = CY + idt.face_h * np.sin(t) * np.where(np.sin(t) > 0, 1.0, 0.92)
     # The silhouette of a turning head moves much less than the features on its surface.
@@ -263,8 +313,9 @@ def _face_outline(idt: Identity, head: _Head, n: int = 40) -> np.ndarray:
     return np.stack([x, y], 1)
 
 
-def render_face(idt: Identity, rng: np.random.Generator, nuisance: Nuisance = NORMAL, size: int = 112,
-                yaw: float | None = None) -> np.ndarray:
+def render_face(
+    idt: Identity, rng: np.random.Generator, nuisance: Nuisance = NORMAL, size: int = 112, yaw: float | None = None
+) -> np.ndarray:
     """Draw one image of ``idt``: RGB uint8 ``size x size x 3``. All randomness comes from ``rng``."""
     u, n = rng.uniform, rng.normal
     # Per-image nuisance draws.
@@ -294,8 +345,15 @@ def render_face(idt: Identity, rng: np.random.Generator, nuisance: Nuisance = NO
 
     # Hair behind the head (long hair, a bun).
     if style == "long":
-        pts = np.array([[CX - fw - vol - 2, top + 10], [CX - fw - vol - 4, CY + fh + 14], [CX + fw + vol + 4, CY + fh + 14],
-                        [CX + fw + vol + 2, top + 10]], np.float64)
+        pts = np.array(
+            [
+                [CX - fw - vol - 2, top + 10],
+                [CX - fw - vol - 4, CY + fh + 14],
+                [CX + fw + vol + 4, CY + fh + 14],
+                [CX + fw + vol + 2, top + 10],
+            ],
+            np.float64,
+        )
         pts[:, 0] += head.sil
         _poly(face, pts, _c(hair_dark))
         _poly(mask, pts, 255)
@@ -303,7 +361,14 @@ def render_face(idt: Identity, rng: np.random.Generator, nuisance: Nuisance = NO
         _silhouette_ellipse(face, mask, CX + head.sil, top - 5 - vol, 8 + vol * 0.5, 7, 0, _c(hair))
 
     # Neck and shoulders (clothes vary per image).
-    neck = np.array([[CX - fw * 0.45, CY + fh * 0.6], [CX - fw * 0.5, F + 2], [CX + fw * 0.5, F + 2], [CX + fw * 0.45, CY + fh * 0.6]])
+    neck = np.array(
+        [
+            [CX - fw * 0.45, CY + fh * 0.6],
+            [CX - fw * 0.5, F + 2],
+            [CX + fw * 0.5, F + 2],
+            [CX + fw * 0.45, CY + fh * 0.6],
+        ]
+    )
     _poly(face, neck, _c(skin_dark))
     _poly(mask, neck, 255)
     _silhouette_ellipse(face, mask, CX, F + 12, fw * 1.9, 22, 0, _c(cloth))
@@ -341,13 +406,40 @@ def render_face(idt: Identity, rng: np.random.Generator, nuisance: Nuisance = NO
         cap = np.stack([CX + head.sil + rx * np.cos(t), CY + ry * np.sin(t)], 1)
         side_y = CY - 4 if style in ("long", "side_part", "curly") else CY - 10
         if style == "fringe":
-            edge = np.array([[CX + fw + 1, side_y], [CX + fw * 0.8, hl + 4], [CX - fw * 0.8, hl + 4], [CX - fw - 1, side_y]])
+            edge = np.array(
+                [[CX + fw + 1, side_y], [CX + fw * 0.8, hl + 4], [CX - fw * 0.8, hl + 4], [CX - fw - 1, side_y]]
+            )
         elif style == "side_part":
-            edge = np.array([[CX + fw + 1, side_y], [CX + fw * 0.6, hl + 1], [CX - fw * 0.2, hl - 2], [CX - fw * 0.7, hl + 6], [CX - fw - 1, side_y]])
+            edge = np.array(
+                [
+                    [CX + fw + 1, side_y],
+                    [CX + fw * 0.6, hl + 1],
+                    [CX - fw * 0.2, hl - 2],
+                    [CX - fw * 0.7, hl + 6],
+                    [CX - fw - 1, side_y],
+                ]
+            )
         elif style == "receding":
-            edge = np.array([[CX + fw + 1, side_y], [CX + fw * 0.5, hl - 3], [CX + 3, hl + 1], [CX - 3, hl + 1], [CX - fw * 0.5, hl - 3], [CX - fw - 1, side_y]])
+            edge = np.array(
+                [
+                    [CX + fw + 1, side_y],
+                    [CX + fw * 0.5, hl - 3],
+                    [CX + 3, hl + 1],
+                    [CX - 3, hl + 1],
+                    [CX - fw * 0.5, hl - 3],
+                    [CX - fw - 1, side_y],
+                ]
+            )
         else:
-            edge = np.array([[CX + fw + 1, side_y], [CX + fw * 0.7, hl + 1], [CX, hl - 1], [CX - fw * 0.7, hl + 1], [CX - fw - 1, side_y]])
+            edge = np.array(
+                [
+                    [CX + fw + 1, side_y],
+                    [CX + fw * 0.7, hl + 1],
+                    [CX, hl - 1],
+                    [CX - fw * 0.7, hl + 1],
+                    [CX - fw - 1, side_y],
+                ]
+            )
         edge[:, 0] = CX + (edge[:, 0] - CX) * (1 - 0.12 * abs(head.s)) + head.sil
         pts = np.concatenate([cap, edge])
         _poly(face, pts, _c(hair))
@@ -399,9 +491,24 @@ def render_face(idt: Identity, rng: np.random.Generator, nuisance: Nuisance = NO
             if idt.glasses == 1:
                 _ellipse(face, ex, ey, 6.5 * k, 5.5, 0, g, 1)
             else:
-                pts = np.array([[ex - 7 * k, ey - 4.5], [ex + 7 * k, ey - 4.5], [ex + 7 * k, ey + 4.5], [ex - 7 * k, ey + 4.5], [ex - 7 * k, ey - 4.5]])
+                pts = np.array(
+                    [
+                        [ex - 7 * k, ey - 4.5],
+                        [ex + 7 * k, ey - 4.5],
+                        [ex + 7 * k, ey + 4.5],
+                        [ex - 7 * k, ey + 4.5],
+                        [ex - 7 * k, ey - 4.5],
+                    ]
+                )
                 _line(face, pts, g, 1)
-        _line(face, np.array([[centres[0] + 6 * head.width(-idt.eye_dx), ey - 1], [centres[1] - 6 * head.width(idt.eye_dx), ey - 1]]), g, 1)
+        _line(
+            face,
+            np.array(
+                [[centres[0] + 6 * head.width(-idt.eye_dx), ey - 1], [centres[1] - 6 * head.width(idt.eye_dx), ey - 1]]
+            ),
+            g,
+            1,
+        )
 
     # Nose: bridge line, tip shadow and nostrils; the tip stands out, so it moves most under yaw.
     tip = head.x(0.0, 4.0 + idt.nose_len * 0.2)
@@ -409,7 +516,9 @@ def render_face(idt: Identity, rng: np.random.Generator, nuisance: Nuisance = NO
     _line(face, bridge, _c(skin * 0.78), 1)
     _ellipse(face, tip, nose_y - 0.5, idt.nose_w * 0.8, 2.2, 0, _c(skin * 0.9))
     for side in (-1, 1):
-        _ellipse(face, tip + side * idt.nose_w * 0.55 * head.width(side * 3), nose_y + 0.6, 1.3, 0.8, 0, _c(skin * 0.45))
+        _ellipse(
+            face, tip + side * idt.nose_w * 0.55 * head.width(side * 3), nose_y + 0.6, 1.3, 0.8, 0, _c(skin * 0.45)
+        )
 
     # Mouth: width shrinks with the turn, corners lift with the smile, it opens for some images.
     mx, mk = head.x(0.0, 2.0), head.width(0.0)
@@ -428,18 +537,35 @@ def render_face(idt: Identity, rng: np.random.Generator, nuisance: Nuisance = NO
     else:
         _line(face, np.stack([mx + xs * mw, mouth_y + curve], 1), _c(lip_col * 0.5), 1)
     if idt.beard == 2:
-        pts = np.array([[mx - mw - 1, mouth_y + 1], [mx - mw * 0.6, mouth_y - 3.5], [mx + mw * 0.6, mouth_y - 3.5], [mx + mw + 1, mouth_y + 1],
-                        [mx + mw * 0.5, mouth_y - 1.6], [mx - mw * 0.5, mouth_y - 1.6]])
+        pts = np.array(
+            [
+                [mx - mw - 1, mouth_y + 1],
+                [mx - mw * 0.6, mouth_y - 3.5],
+                [mx + mw * 0.6, mouth_y - 3.5],
+                [mx + mw + 1, mouth_y + 1],
+                [mx + mw * 0.5, mouth_y - 1.6],
+                [mx - mw * 0.5, mouth_y - 1.6],
+            ]
+        )
         _poly(face, pts, _c(hair_dark))
 
     if idt.mole_r > 0:
-        _ellipse(face, head.x(idt.mole_x * fw * 0.75), CY + idt.mole_y * fh * 0.6 + pitch, idt.mole_r, idt.mole_r, 0, _c(skin * 0.4))
+        _ellipse(
+            face,
+            head.x(idt.mole_x * fw * 0.75),
+            CY + idt.mole_y * fh * 0.6 + pitch,
+            idt.mole_r,
+            idt.mole_r,
+            0,
+            _c(skin * 0.4),
+        )
 
     return _photograph(face, mask, rng, nuisance, size, cloth)
 
 
-def _photograph(face: np.ndarray, mask: np.ndarray, rng: np.random.Generator, nz: Nuisance, size: int,
-                cloth: np.ndarray) -> np.ndarray:
+def _photograph(
+    face: np.ndarray, mask: np.ndarray, rng: np.random.Generator, nz: Nuisance, size: int, cloth: np.ndarray
+) -> np.ndarray:
     """Place the drawn head in a frame: roll/scale/shift, background, lighting, noise, blur, JPEG."""
     u = rng.uniform
     k = size / FRAME
@@ -462,7 +588,11 @@ def _photograph(face: np.ndarray, mask: np.ndarray, rng: np.random.Generator, nz
     g = np.linspace(-1.0, 1.0, size, dtype=np.float32)
     ramp = math.cos(theta) * g[None, :] + math.sin(theta) * g[:, None]
     img *= (1.0 + float(u(0, nz.light)) * ramp)[..., None]
-    img = (img - 128.0) * float(1.0 + u(-nz.contrast, nz.contrast)) + 128.0 + 255.0 * float(u(-nz.brightness, nz.brightness))
+    img = (
+        (img - 128.0) * float(1.0 + u(-nz.contrast, nz.contrast))
+        + 128.0
+        + 255.0 * float(u(-nz.brightness, nz.brightness))
+    )
     sigma = float(u(0, nz.blur))
     if sigma > 0.3:
         img = cv2.GaussianBlur(img, (0, 0), sigma)
@@ -481,8 +611,9 @@ TRAIN_GROUP, TEST_GROUP = 0, 1
 BINS = {"toy_lfw": (NORMAL, False), "toy_cfp_fp": (STRONG, True)}  # name -> (nuisance, frontal-vs-turned pairs)
 
 
-def _pair_images(ids: list[Identity], i: int, seed: int, stream: int, nuisance: Nuisance, frontal_profile: bool,
-                 size: int) -> tuple[np.ndarray, np.ndarray, bool]:
+def _pair_images(
+    ids: list[Identity], i: int, seed: int, stream: int, nuisance: Nuisance, frontal_profile: bool, size: int
+) -> tuple[np.ndarray, np.ndarray, bool]:
     """Pair ``i`` of a verification file: even pairs are the same identity, odd pairs two different ones.
 
     Alternating keeps every one of the protocol's 10 unshuffled folds balanced.
@@ -502,9 +633,17 @@ def _pair_images(ids: list[Identity], i: int, seed: int, stream: int, nuisance: 
     return img_a, img_b, same
 
 
-def write_toy_dataset(out_dir: str | os.PathLike, *, num_identities: int = 40, images_per_identity: int = 12,
-                      num_test_identities: int = 20, num_pairs: int = 300, seed: int = 0, size: int = 112,
-                      progress: bool = False) -> dict[str, Any]:
+def write_toy_dataset(
+    out_dir: str | os.PathLike,
+    *,
+    num_identities: int = 40,
+    images_per_identity: int = 12,
+    num_test_identities: int = 20,
+    num_pairs: int = 300,
+    seed: int = 0,
+    size: int = 112,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Write the toy dataset to ``out_dir`` and return a summary (also written as ``toy_meta.json``).
 
     Training identities get labels ``0 .. num_identities-1``; the verification files use a separate
@@ -517,12 +656,18 @@ def write_toy_dataset(out_dir: str | os.PathLike, *, num_identities: int = 40, i
     from scoremix_plugin.recordio import FaceRecWriter, encode_jpeg
     from scoremix_plugin.verification.binfile import write_bin
 
-    for name, v in (("num_identities", num_identities), ("images_per_identity", images_per_identity),
-                    ("num_pairs", num_pairs), ("size", size)):
+    for name, v in (
+        ("num_identities", num_identities),
+        ("images_per_identity", images_per_identity),
+        ("num_pairs", num_pairs),
+        ("size", size),
+    ):
         if int(v) < 1:
             raise InputError(f"write_toy_dataset: {name} must be >= 1, got {v}")
     if num_test_identities < 2:
-        raise InputError(f"write_toy_dataset: num_test_identities must be >= 2 (different pairs), got {num_test_identities}")
+        raise InputError(
+            f"write_toy_dataset: num_test_identities must be >= 2 (different pairs), got {num_test_identities}"
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     train_ids = make_identities(num_identities, seed, TRAIN_GROUP)
@@ -533,7 +678,9 @@ def write_toy_dataset(out_dir: str | os.PathLike, *, num_identities: int = 40, i
     with FaceRecWriter(out, num_classes=num_identities, image_size=size) as writer:
         for label, idt in enumerate(train_ids):
             for j in range(images_per_identity):
-                writer.write(render_face(idt, np.random.default_rng([seed, TRAIN_GROUP, label, j]), NORMAL, size), label)
+                writer.write(
+                    render_face(idt, np.random.default_rng([seed, TRAIN_GROUP, label, j]), NORMAL, size), label
+                )
                 bar.update(1)
 
     bins = {}
@@ -552,8 +699,12 @@ def write_toy_dataset(out_dir: str | os.PathLike, *, num_identities: int = 40, i
         "format": "scoremix-toy/1",
         "seed": int(seed),
         "size": int(size),
-        "train": {"rec": "train.rec", "num_classes": num_identities, "num_image": num_identities * images_per_identity,
-                  "images_per_identity": images_per_identity},
+        "train": {
+            "rec": "train.rec",
+            "num_classes": num_identities,
+            "num_image": num_identities * images_per_identity,
+            "images_per_identity": images_per_identity,
+        },
         "test": {"num_identities": num_test_identities, "bins": bins},
         "nuisance": {"train": asdict(NORMAL), **{name: asdict(nz) for name, (nz, _) in BINS.items()}},
         "identity_fields": [f.name for f in fields(Identity)],
@@ -588,16 +739,24 @@ def toy_fingerprint(*, num_identities: int, images_per_identity: int, seed: int 
         for j in sorted({0, images_per_identity - 1}):
             img = render_face(idt, np.random.default_rng([seed, TRAIN_GROUP, label, j]), NORMAL, size)
             pix.update(np.ascontiguousarray(img).tobytes())
-    return {"renderer_version": RENDERER_VERSION, "identities": int(num_identities),
-            "images_per_identity": int(images_per_identity), "seed": int(seed), "size": int(size),
-            "identities_sha256": vec, "images_sha256": pix.hexdigest()}
+    return {
+        "renderer_version": RENDERER_VERSION,
+        "identities": int(num_identities),
+        "images_per_identity": int(images_per_identity),
+        "seed": int(seed),
+        "size": int(size),
+        "identities_sha256": vec,
+        "images_sha256": pix.hexdigest(),
+    }
 
 
 # CLI.
 
 
 def add_toy_data_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, help="output folder (train.rec/.idx, property, toy_*.bin, toy_meta.json)")
+    parser.add_argument(
+        "--out", required=True, help="output folder (train.rec/.idx, property, toy_*.bin, toy_meta.json)"
+    )
     parser.add_argument("--identities", type=int, default=40, help="training identities (labels 0..N-1)")
     parser.add_argument("--images-per-identity", type=int, default=12)
     parser.add_argument("--test-identities", type=int, default=20, help="held-out identities for the .bin files")
@@ -610,17 +769,31 @@ def add_toy_data_arguments(parser: argparse.ArgumentParser) -> None:
 def run_toy_data(args: argparse.Namespace) -> int:
     from scoremix_plugin.io_utils import refuse_existing_output
 
-    for flag, value, low in (("--identities", args.identities, 1), ("--images-per-identity", args.images_per_identity, 1),
-                             ("--test-identities", args.test_identities, 2), ("--pairs", args.pairs, 1),
-                             ("--size", args.size, 1)):
+    for flag, value, low in (
+        ("--identities", args.identities, 1),
+        ("--images-per-identity", args.images_per_identity, 1),
+        ("--test-identities", args.test_identities, 2),
+        ("--pairs", args.pairs, 1),
+        ("--size", args.size, 1),
+    ):
         if value < low:
             raise InputError(f"{flag} must be >= {low}, got {value}")
     if not args.overwrite:
-        refuse_existing_output(args.out, ("*",), hint="pass --overwrite to write the toy dataset over them, or "
-                                                     "choose an empty folder")
-    s = write_toy_dataset(args.out, num_identities=args.identities, images_per_identity=args.images_per_identity,
-                          num_test_identities=args.test_identities, num_pairs=args.pairs, seed=args.seed,
-                          size=args.size, progress=True)
-    print(f"{args.out}: {s['train']['num_image']} images of {s['train']['num_classes']} identities; "
-          + ", ".join(f"{k}.bin ({v['pairs']} pairs)" for k, v in s["test"]["bins"].items()))
+        refuse_existing_output(
+            args.out, ("*",), hint="pass --overwrite to write the toy dataset over them, or choose an empty folder"
+        )
+    s = write_toy_dataset(
+        args.out,
+        num_identities=args.identities,
+        images_per_identity=args.images_per_identity,
+        num_test_identities=args.test_identities,
+        num_pairs=args.pairs,
+        seed=args.seed,
+        size=args.size,
+        progress=True,
+    )
+    print(
+        f"{args.out}: {s['train']['num_image']} images of {s['train']['num_classes']} identities; "
+        + ", ".join(f"{k}.bin ({v['pairs']} pairs)" for k, v in s["test"]["bins"].items())
+    )
     return 0

@@ -11,8 +11,9 @@ from scoremix_plugin.generation.network import build_network, network_kwargs
 def micro_denoiser(num_classes: int = 5) -> EDMPrecond:
     """The ``test-micro`` U-Net at 16 px, seeded, in eval mode."""
     torch.manual_seed(0)
-    return EDMPrecond(build_network(network_kwargs("test-micro", num_classes)), num_classes=num_classes,
-                      resolution=16).eval()
+    return EDMPrecond(
+        build_network(network_kwargs("test-micro", num_classes)), num_classes=num_classes, resolution=16
+    ).eval()
 
 
 class Counting(torch.nn.Module):
@@ -28,4 +29,3 @@ class Counting(torch.nn.Module):
         self.batch_sizes.append(x.shape[0])
         self.label_kinds.add("weights" if labels.is_floating_point() else "labels")
         return self.inner(x, sigma, labels)
-

@@ -40,7 +40,9 @@ class Bad:
     culprit: str  # text the error message must contain
     keep: list[Path] = field(default_factory=list)  # files/folders whose bytes must not change
     guard_memory: bool = False  # run under an address-space limit (an unbounded allocation fails, not the machine)
-    before: Callable[[], object] | None = None  # runs just before the command (e.g. take a lock); may return a finaliser
+    before: Callable[[], object] | None = (
+        None  # runs just before the command (e.g. take a lock); may return a finaliser
+    )
 
 
 @dataclass
@@ -98,12 +100,12 @@ def build_fixtures(root: Path) -> Fixtures:
     import numpy as np
     import torch
 
+    from scoremix_plugin.backbones import get_backbone
     from scoremix_plugin.centres import save_centres
     from scoremix_plugin.generation.checkpoint import CHECKPOINT_FORMAT, plain
     from scoremix_plugin.generation.edm import EDMPrecond
     from scoremix_plugin.generation.network import build_network, network_kwargs
     from scoremix_plugin.io_utils import save_torch_atomic
-    from scoremix_plugin.recognition.backbones import get_backbone
     from scoremix_plugin.synthesis.generate import GenerateSettings, generate
     from scoremix_plugin.synthesis.select import run_selection
     from scoremix_plugin.toydata import write_toy_dataset
@@ -116,48 +118,126 @@ def build_fixtures(root: Path) -> Fixtures:
     den = EDMPrecond(build_network(kw), num_classes=6, resolution=16, sigma_data=0.5)
     sd = den.net.state_dict()
     gen = root / "gen.pt"
-    save_torch_atomic({"format": CHECKPOINT_FORMAT, "step": 0, "net": sd, "ema": sd, "optimizer": {},
-                       "config": plain({"rec": str(toy), "seed": 0}), "num_classes": 6, "resolution": 16,
-                       "preset": "test-micro", "network_kwargs": plain(kw), "sigma_data": 0.5}, gen)
+    save_torch_atomic(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "step": 0,
+            "net": sd,
+            "ema": sd,
+            "optimizer": {},
+            "config": plain({"rec": str(toy), "seed": 0}),
+            "num_classes": 6,
+            "resolution": 16,
+            "preset": "test-micro",
+            "network_kwargs": plain(kw),
+            "sigma_data": 0.5,
+        },
+        gen,
+    )
     save_centres(root / "centres.npz", np.arange(6), np.random.default_rng(0).normal(size=(6, 8)), space="embedding")
     run_selection(root / "centres.npz", root / "pairs.csv", strategy="far", num_identities=2, progress=False)
     net = get_backbone("r10_tiny", num_features=32)
     torch.save(net.state_dict(), root / "model.pt")
-    torch.save({k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
-                for k, v in net.state_dict().items()}, root / "nan_model.pt")
-    torch.save({"format": "scoremix-recogniser/1", "head": {"weight": torch.full((6, 32), float("nan"))},
-                "rank": 0, "world_size": 1, "num_classes": 6, "class_start": 0}, root / "checkpoint_rank0.pt")
+    torch.save(
+        {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in net.state_dict().items()},
+        root / "nan_model.pt",
+    )
+    torch.save(
+        {
+            "format": "scoremix-recogniser/1",
+            "head": {"weight": torch.full((6, 32), float("nan"))},
+            "rank": 0,
+            "world_size": 1,
+            "num_classes": 6,
+            "class_start": 0,
+        },
+        root / "checkpoint_rank0.pt",
+    )
     torch.save([1, 2, 3], root / "list.pt")
     (root / "garbage.pt").write_bytes(np.random.default_rng(1).bytes(300))
     syn = root / "syn"
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        generate(GenerateSettings(ckpt=str(gen), pairs=str(root / "pairs.csv"), real=str(toy), images_per_identity=1,
-                                  shard_size=1, steps=1, batch_size=2, guidance="none", guidance_scale=1.0,
-                                  bf16=False), syn, device="cpu", grids=False,
-                 progress=False)
+        generate(
+            GenerateSettings(
+                ckpt=str(gen),
+                pairs=str(root / "pairs.csv"),
+                real=str(toy),
+                images_per_identity=1,
+                shard_size=1,
+                steps=1,
+                batch_size=2,
+                guidance="none",
+                guidance_scale=1.0,
+                bf16=False,
+            ),
+            syn,
+            device="cpu",
+            grids=False,
+            progress=False,
+        )
     finally:
         torch.set_num_threads(n)
 
     def rec_cfg(tmp: Path, **over) -> Path:
-        values = dict(rec=str(toy), network="r10_tiny", embedding_size=32, num_classes=6, num_image=24, num_epoch=1,
-                      warmup_epoch=0, batch_size=8, lr=0.1, num_workers=0, frequent=1, verbose=10_000,
-                      val_targets=["toy_lfw"], output=str(tmp / "run"), seed=0, device="cpu", max_steps=1)
+        values = dict(
+            rec=str(toy),
+            network="r10_tiny",
+            embedding_size=32,
+            num_classes=6,
+            num_image=24,
+            num_epoch=1,
+            warmup_epoch=0,
+            batch_size=8,
+            lr=0.1,
+            num_workers=0,
+            frequent=1,
+            verbose=10_000,
+            val_targets=["toy_lfw"],
+            output=str(tmp / "run"),
+            seed=0,
+            device="cpu",
+            max_steps=1,
+        )
         values.update(over)
         return _config_file(tmp / "rec_cfg.py", values)
 
     def gen_cfg(tmp: Path, **over) -> Path:
-        values = dict(rec=str(toy), output=str(tmp / "gen_run"), preset="test-micro", resolution=16, batch_size=4,
-                      total_steps=1, num_workers=0, log_every=1, bf16=False, checkpoint_every=None,
-                      sample_every=None, sample_steps=1, sample_classes=2, device="cpu")
+        values = dict(
+            rec=str(toy),
+            output=str(tmp / "gen_run"),
+            preset="test-micro",
+            resolution=16,
+            batch_size=4,
+            total_steps=1,
+            num_workers=0,
+            log_every=1,
+            bf16=False,
+            checkpoint_every=None,
+            sample_every=None,
+            sample_steps=1,
+            sample_classes=2,
+            device="cpu",
+        )
         values.update(over)
         return _config_file(tmp / "gen_cfg.py", values)
 
-    return Fixtures(root=root, toy=toy, gen=gen, centres=root / "centres.npz", pairs=root / "pairs.csv",
-                    model=root / "model.pt", nan_model=root / "nan_model.pt", nan_head=root / "checkpoint_rank0.pt",
-                    list_ckpt=root / "list.pt", garbage=root / "garbage.pt", syn=syn, rec_cfg=rec_cfg,
-                    gen_cfg=gen_cfg)
+    return Fixtures(
+        root=root,
+        toy=toy,
+        gen=gen,
+        centres=root / "centres.npz",
+        pairs=root / "pairs.csv",
+        model=root / "model.pt",
+        nan_model=root / "nan_model.pt",
+        nan_head=root / "checkpoint_rank0.pt",
+        list_ckpt=root / "list.pt",
+        garbage=root / "garbage.pt",
+        syn=syn,
+        rec_cfg=rec_cfg,
+        gen_cfg=gen_cfg,
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -167,8 +247,23 @@ S = str
 
 
 def _sample(fx, tmp, *extra, ckpt=None):
-    return ["sample", "--ckpt", S(ckpt or fx.gen), "--out", S(tmp / "grid.png"), "--n", "1", "--steps", "1", "--guidance", "none",
-            "--guidance-scale", "1", "--no-bf16", *extra]
+    return [
+        "sample",
+        "--ckpt",
+        S(ckpt or fx.gen),
+        "--out",
+        S(tmp / "grid.png"),
+        "--n",
+        "1",
+        "--steps",
+        "1",
+        "--guidance",
+        "none",
+        "--guidance-scale",
+        "1",
+        "--no-bf16",
+        *extra,
+    ]
 
 
 @case("sample: class out of range")
@@ -208,8 +303,9 @@ def _(fx, tmp):
 
 @case("sample: --outside-window column out of range")
 def _(fx, tmp):
-    return Bad(_sample(fx, tmp, "--classes", "1,2", "--mix-window", "0.5,2", "--outside-window", "5"),
-               "--outside-window")
+    return Bad(
+        _sample(fx, tmp, "--classes", "1,2", "--mix-window", "0.5,2", "--outside-window", "5"), "--outside-window"
+    )
 
 
 @case("sample: autoguidance without --guide")
@@ -235,8 +331,22 @@ def _(fx, tmp):
 @case("sample: output under a file")
 def _(fx, tmp):
     (tmp / "file").write_text("x")
-    return Bad(["sample", "--ckpt", S(fx.gen), "--classes", "1", "--n", "1", "--steps", "1",
-                "--out", S(tmp / "file" / "grid.png")], "file")
+    return Bad(
+        [
+            "sample",
+            "--ckpt",
+            S(fx.gen),
+            "--classes",
+            "1",
+            "--n",
+            "1",
+            "--steps",
+            "1",
+            "--out",
+            S(tmp / "file" / "grid.png"),
+        ],
+        "file",
+    )
 
 
 @case("export-conditions: checkpoint is a list")
@@ -270,8 +380,13 @@ def _(fx, tmp):
 def _(fx, tmp):
     import numpy as np
 
-    np.savez(tmp / "nan.npz", labels=np.arange(3), centres=np.full((3, 4), np.nan, np.float32),
-             counts=np.zeros(3, np.int64), space=np.array("embedding"))
+    np.savez(
+        tmp / "nan.npz",
+        labels=np.arange(3),
+        centres=np.full((3, 4), np.nan, np.float32),
+        counts=np.zeros(3, np.int64),
+        space=np.array("embedding"),
+    )
     return Bad(_select(fx, tmp, "--num-identities", "1", centres=tmp / "nan.npz"), "nan.npz")
 
 
@@ -298,13 +413,23 @@ def _(fx, tmp):
 @case("select: output under a file")
 def _(fx, tmp):
     (tmp / "file").write_text("x")
-    return Bad(["select", "--centres", S(fx.centres), "--num-identities", "2", "--out", S(tmp / "file" / "p.csv")],
-               "file")
+    return Bad(
+        ["select", "--centres", S(fx.centres), "--num-identities", "2", "--out", S(tmp / "file" / "p.csv")], "file"
+    )
 
 
 def _generate(fx, tmp, *extra, out=None, **over):
-    args = {"--ckpt": fx.gen, "--pairs": fx.pairs, "--real": fx.toy, "--images-per-identity": 1, "--steps": 1,
-            "--batch-size": 2, "--guidance": "none", "--guidance-scale": 1, "--out": out or tmp / "syn"}
+    args = {
+        "--ckpt": fx.gen,
+        "--pairs": fx.pairs,
+        "--real": fx.toy,
+        "--images-per-identity": 1,
+        "--steps": 1,
+        "--batch-size": 2,
+        "--guidance": "none",
+        "--guidance-scale": 1,
+        "--out": out or tmp / "syn",
+    }
     args.update(over)
     flat = [x for k, v in args.items() for x in (k, S(v))]
     return ["generate", *flat, "--no-grids", "--no-bf16", *extra]
@@ -354,8 +479,7 @@ def _(fx, tmp):
     import shutil
 
     shutil.copytree(fx.toy, tmp / "real")
-    return Bad(_generate(fx, tmp, **{"--real": tmp / "real", "--out": tmp / "real"}), "real",
-               keep=[tmp / "real"])
+    return Bad(_generate(fx, tmp, **{"--real": tmp / "real", "--out": tmp / "real"}), "real", keep=[tmp / "real"])
 
 
 @case("generate: output locked by another run")
@@ -365,13 +489,20 @@ def _(fx, tmp):
 
     def hold():
         # Another process holds the folder's lock (this process would share its own lock).
-        p = subprocess.Popen([sys.executable, "-c",
-                              "import fcntl, os, sys, time\n"
-                              f"f = open({S(out / '.lock')!r}, 'a+')\n"
-                              "fcntl.flock(f, fcntl.LOCK_EX)\n"
-                              "f.truncate(0); f.write(str(os.getpid())); f.flush()\n"
-                              "print('held', flush=True)\n"
-                              "time.sleep(60)\n"], stdout=subprocess.PIPE, text=True)
+        p = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import fcntl, os, sys, time\n"
+                f"f = open({S(out / '.lock')!r}, 'a+')\n"
+                "fcntl.flock(f, fcntl.LOCK_EX)\n"
+                "f.truncate(0); f.write(str(os.getpid())); f.flush()\n"
+                "print('held', flush=True)\n"
+                "time.sleep(60)\n",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         p.stdout.readline()
 
         def release():
@@ -419,8 +550,23 @@ def _(fx, tmp):
 
 @case("verify: model with NaN weights")
 def _(fx, tmp):
-    return Bad(["verify", "--model", S(fx.nan_model), "--network", "r10_tiny", "--data", S(fx.toy),
-                "--targets", "toy_lfw", "--device", "cpu", "--no-progress"], "nan_model.pt")
+    return Bad(
+        [
+            "verify",
+            "--model",
+            S(fx.nan_model),
+            "--network",
+            "r10_tiny",
+            "--data",
+            S(fx.toy),
+            "--targets",
+            "toy_lfw",
+            "--device",
+            "cpu",
+            "--no-progress",
+        ],
+        "nan_model.pt",
+    )
 
 
 @case("sample: generator with NaN weights")
@@ -451,8 +597,9 @@ def _(fx, tmp):
     import shutil
 
     shutil.copytree(fx.toy, tmp / "data" / "real")
-    return Bad(_merge(fx, tmp, tmp / "data", "--overwrite", real=tmp / "data" / "real"), "real",
-               keep=[tmp / "data" / "real"])
+    return Bad(
+        _merge(fx, tmp, tmp / "data", "--overwrite", real=tmp / "data" / "real"), "real", keep=[tmp / "data" / "real"]
+    )
 
 
 @case("embed: head checkpoint with NaN weights")
@@ -477,25 +624,63 @@ def _(fx, tmp):
 
 @case("embed: .pt model without --network")
 def _(fx, tmp):
-    return Bad(["embed", "--model", S(fx.model), "--data", S(fx.toy), "--out", S(tmp / "c.npz"), "--no-progress"],
-               "--network")
+    return Bad(
+        ["embed", "--model", S(fx.model), "--data", S(fx.toy), "--out", S(tmp / "c.npz"), "--no-progress"], "--network"
+    )
 
 
 @case("embed: --data missing")
 def _(fx, tmp):
-    return Bad(["embed", "--model", S(fx.model), "--network", "r10_tiny", "--data", S(tmp / "nodata"),
-                "--out", S(tmp / "c.npz"), "--no-progress"], "nodata")
+    return Bad(
+        [
+            "embed",
+            "--model",
+            S(fx.model),
+            "--network",
+            "r10_tiny",
+            "--data",
+            S(tmp / "nodata"),
+            "--out",
+            S(tmp / "c.npz"),
+            "--no-progress",
+        ],
+        "nodata",
+    )
 
 
 @case("embed: model with NaN weights")
 def _(fx, tmp):
-    return Bad(["embed", "--model", S(fx.nan_model), "--network", "r10_tiny", "--data", S(fx.toy),
-                "--out", S(tmp / "c.npz"), "--device", "cpu", "--no-progress"], "nan_model.pt")
+    return Bad(
+        [
+            "embed",
+            "--model",
+            S(fx.nan_model),
+            "--network",
+            "r10_tiny",
+            "--data",
+            S(fx.toy),
+            "--out",
+            S(tmp / "c.npz"),
+            "--device",
+            "cpu",
+            "--no-progress",
+        ],
+        "nan_model.pt",
+    )
 
 
 def _merge(fx, tmp, out, *extra, real=None, syn=None):
-    return ["merge", "--real", S(real or fx.toy), "--synthetic", S(syn or fx.syn), "--out", S(out),
-            "--no-progress", *extra]
+    return [
+        "merge",
+        "--real",
+        S(real or fx.toy),
+        "--synthetic",
+        S(syn or fx.syn),
+        "--out",
+        S(out),
+        "--no-progress",
+        *extra,
+    ]
 
 
 @case("merge: --out is the real folder")
@@ -511,8 +696,9 @@ def _(fx, tmp):
     import shutil
 
     shutil.copytree(fx.syn, tmp / "syn")
-    return Bad(_merge(fx, tmp, tmp / "syn" / "shard-00000", "--overwrite", syn=tmp / "syn"), "shard-00000",
-               keep=[tmp / "syn"])
+    return Bad(
+        _merge(fx, tmp, tmp / "syn" / "shard-00000", "--overwrite", syn=tmp / "syn"), "shard-00000", keep=[tmp / "syn"]
+    )
 
 
 @case("merge: --out holds data")
@@ -543,8 +729,23 @@ def _(fx, tmp):
 def _(fx, tmp):
     (tmp / "data").mkdir()
     (tmp / "data" / "train.rec").write_bytes(b"precious")
-    return Bad(["toy-data", "--out", S(tmp / "data"), "--identities", "2", "--images-per-identity", "1",
-                "--test-identities", "2", "--pairs", "2"], "data", keep=[tmp / "data"])
+    return Bad(
+        [
+            "toy-data",
+            "--out",
+            S(tmp / "data"),
+            "--identities",
+            "2",
+            "--images-per-identity",
+            "1",
+            "--test-identities",
+            "2",
+            "--pairs",
+            "2",
+        ],
+        "data",
+        keep=[tmp / "data"],
+    )
 
 
 @case("toy-data: --identities 0")
@@ -718,8 +919,11 @@ def _(fx, tmp):
     import shutil
 
     shutil.copytree(fx.toy, tmp / "data")
-    return Bad(["train-generator", S(fx.gen_cfg(tmp, rec=S(tmp / "data"), output=S(tmp / "data")))], "data",
-               keep=[tmp / "data"])
+    return Bad(
+        ["train-generator", S(fx.gen_cfg(tmp, rec=S(tmp / "data"), output=S(tmp / "data")))],
+        "data",
+        keep=[tmp / "data"],
+    )
 
 
 @case("train-generator: --resume checkpoint is a list")
@@ -747,14 +951,40 @@ def _(fx, tmp):
 
 @case("report-dataset: data missing")
 def _(fx, tmp):
-    return Bad(["report-dataset", "--data", S(tmp / "nodata"), "--model", S(fx.model), "--network", "r10_tiny",
-                "--out", S(tmp / "rep")], "nodata")
+    return Bad(
+        [
+            "report-dataset",
+            "--data",
+            S(tmp / "nodata"),
+            "--model",
+            S(fx.model),
+            "--network",
+            "r10_tiny",
+            "--out",
+            S(tmp / "rep"),
+        ],
+        "nodata",
+    )
 
 
 @case("report-dataset: model with NaN weights")
 def _(fx, tmp):
-    return Bad(["report-dataset", "--data", S(fx.syn), "--model", S(fx.nan_model), "--network", "r10_tiny",
-                "--device", "cpu", "--out", S(tmp / "rep")], "nan_model.pt")
+    return Bad(
+        [
+            "report-dataset",
+            "--data",
+            S(fx.syn),
+            "--model",
+            S(fx.nan_model),
+            "--network",
+            "r10_tiny",
+            "--device",
+            "cpu",
+            "--out",
+            S(tmp / "rep"),
+        ],
+        "nan_model.pt",
+    )
 
 
 @case("pipeline: recipe missing")
@@ -791,21 +1021,49 @@ def _(fx, tmp):
 @case("make-bin: pairs file missing")
 def _(fx, tmp):
     (tmp / "images").mkdir()  # (an --out inside --images would be refused first: the output rule)
-    return Bad(["make-bin", "--pairs", S(tmp / "pairs.txt"), "--images", S(tmp / "images"), "--out",
-                S(tmp / "x.bin")], "pairs.txt")
+    return Bad(
+        ["make-bin", "--pairs", S(tmp / "pairs.txt"), "--images", S(tmp / "images"), "--out", S(tmp / "x.bin")],
+        "pairs.txt",
+    )
 
 
 @case("verify: .bin is garbage")
 def _(fx, tmp):
     (tmp / "g.bin").write_bytes(b"\x80\x02garbage")
-    return Bad(["verify", "--model", S(fx.model), "--network", "r10_tiny", "--bins", S(tmp / "g.bin"),
-                "--device", "cpu", "--no-progress"], "g.bin")
+    return Bad(
+        [
+            "verify",
+            "--model",
+            S(fx.model),
+            "--network",
+            "r10_tiny",
+            "--bins",
+            S(tmp / "g.bin"),
+            "--device",
+            "cpu",
+            "--no-progress",
+        ],
+        "g.bin",
+    )
 
 
 @case("verify: model missing")
 def _(fx, tmp):
-    return Bad(["verify", "--model", S(tmp / "none.pt"), "--network", "r10_tiny", "--data", S(fx.toy),
-                "--targets", "toy_lfw", "--no-progress"], "none.pt")
+    return Bad(
+        [
+            "verify",
+            "--model",
+            S(tmp / "none.pt"),
+            "--network",
+            "r10_tiny",
+            "--data",
+            S(fx.toy),
+            "--targets",
+            "toy_lfw",
+            "--no-progress",
+        ],
+        "none.pt",
+    )
 
 
 @case("verify: embeddings lack issame")
@@ -822,8 +1080,20 @@ def _(fx, tmp):
 
 
 def _report(fx, tmp, *extra, data=None):
-    return ["report-dataset", "--data", S(data or fx.syn), "--model", S(fx.model), "--network", "r10_tiny",
-            "--device", "cpu", "--out", S(tmp / "rep"), *extra]
+    return [
+        "report-dataset",
+        "--data",
+        S(data or fx.syn),
+        "--model",
+        S(fx.model),
+        "--network",
+        "r10_tiny",
+        "--device",
+        "cpu",
+        "--out",
+        S(tmp / "rep"),
+        *extra,
+    ]
 
 
 @case("report-dataset: --genuine-cap -5")
@@ -891,8 +1161,12 @@ def _posthoc_run(fx, tmp, mutate=None):
     ckpt = torch.load(fx.gen, weights_only=True)
     ckpt["config"] = {**ckpt["config"], "posthoc_ema": [0.05, 0.1]}
     torch.save(ckpt, run / "generator.pt")
-    snap = {"format": POSTHOC_FORMAT, "step": 1, "sigma_rels": [0.05, 0.1],
-            "emas": [dict(ckpt["net"]), dict(ckpt["net"])]}
+    snap = {
+        "format": POSTHOC_FORMAT,
+        "step": 1,
+        "sigma_rels": [0.05, 0.1],
+        "emas": [dict(ckpt["net"]), dict(ckpt["net"])],
+    }
     if mutate:
         mutate(snap)
     snapshot_path(run, 1).parent.mkdir()
@@ -1027,14 +1301,18 @@ def _recipe(tmp, **blocks):
 
 @case("pipeline: recipe generation.guidance is an unknown word")
 def _(fx, tmp):
-    return Bad(["pipeline", S(_recipe(tmp, generation={"guidance": "strong"})), "--out", S(tmp / "p")],
-               "recipe.generation.guidance")
+    return Bad(
+        ["pipeline", S(_recipe(tmp, generation={"guidance": "strong"})), "--out", S(tmp / "p")],
+        "recipe.generation.guidance",
+    )
 
 
 @case("pipeline: recipe generation.images_per_identity=-3")
 def _(fx, tmp):
-    return Bad(["pipeline", S(_recipe(tmp, generation={"images_per_identity": -3})), "--out", S(tmp / "p")],
-               "recipe.generation.images_per_identity")
+    return Bad(
+        ["pipeline", S(_recipe(tmp, generation={"images_per_identity": -3})), "--out", S(tmp / "p")],
+        "recipe.generation.images_per_identity",
+    )
 
 
 @case("pipeline: recipe generation.guidance_scale=nan")
@@ -1055,18 +1333,22 @@ def _(fx, tmp):
 
 @case("pipeline: recipe dataset_report.min_share=5")
 def _(fx, tmp):
-    return Bad(["pipeline", S(_recipe(tmp, dataset_report={"min_share": 5})), "--out", S(tmp / "p")],
-               "recipe.dataset_report.min_share")
+    return Bad(
+        ["pipeline", S(_recipe(tmp, dataset_report={"min_share": 5})), "--out", S(tmp / "p")],
+        "recipe.dataset_report.min_share",
+    )
 
 
 @case("merge: manifest made for another real folder")
 def _(fx, tmp):
     from scoremix_plugin.toydata import write_toy_dataset
 
-    write_toy_dataset(tmp / "other", num_identities=6, images_per_identity=4, num_test_identities=4, num_pairs=10,
-                      seed=7)
-    return Bad(["merge", "--real", S(tmp / "other"), "--synthetic", S(fx.syn), "--out", S(tmp / "m"),
-                "--no-progress"], "other")
+    write_toy_dataset(
+        tmp / "other", num_identities=6, images_per_identity=4, num_test_identities=4, num_pairs=10, seed=7
+    )
+    return Bad(
+        ["merge", "--real", S(tmp / "other"), "--synthetic", S(fx.syn), "--out", S(tmp / "m"), "--no-progress"], "other"
+    )
 
 
 @case("merge: manifest's generator sha256 edited")
@@ -1078,8 +1360,10 @@ def _(fx, tmp):
     m = json.loads((tmp / "syn" / "manifest.json").read_text())
     m["generator"]["sha256"] = "0" * 64
     (tmp / "syn" / "manifest.json").write_text(json.dumps(m))
-    return Bad(["merge", "--real", S(fx.toy), "--synthetic", S(tmp / "syn"), "--out", S(tmp / "m"),
-                "--no-progress"], "generator.sha256")
+    return Bad(
+        ["merge", "--real", S(fx.toy), "--synthetic", S(tmp / "syn"), "--out", S(tmp / "m"), "--no-progress"],
+        "generator.sha256",
+    )
 
 
 @case("merge: manifest's real folder moved away, another dataset given")
@@ -1093,10 +1377,13 @@ def _(fx, tmp):
     m = json.loads((tmp / "syn" / "manifest.json").read_text())
     m["real"]["rec"] = str(tmp / "gone")  # the recorded folder no longer exists: only real.idx_sha256 can tell
     (tmp / "syn" / "manifest.json").write_text(json.dumps(m))
-    write_toy_dataset(tmp / "other", num_identities=6, images_per_identity=4, num_test_identities=4, num_pairs=10,
-                      seed=7)
-    return Bad(["merge", "--real", S(tmp / "other"), "--synthetic", S(tmp / "syn"), "--out", S(tmp / "m"),
-                "--no-progress"], "other")
+    write_toy_dataset(
+        tmp / "other", num_identities=6, images_per_identity=4, num_test_identities=4, num_pairs=10, seed=7
+    )
+    return Bad(
+        ["merge", "--real", S(tmp / "other"), "--synthetic", S(tmp / "syn"), "--out", S(tmp / "m"), "--no-progress"],
+        "other",
+    )
 
 
 def _idx_copy(fx, tmp, edit):
@@ -1141,8 +1428,10 @@ def _(fx, tmp):
     (tmp / "secret").mkdir()
     (tmp / "secret" / "secret_0001.jpg").write_text("password=hunter2\n")
     (tmp / "pairs.txt").write_text("1\t1\n../secret\t1\t1\n")
-    return Bad(["make-bin", "--pairs", S(tmp / "pairs.txt"), "--images", S(tmp / "images"), "--out",
-                S(tmp / "x.bin")], "outside")
+    return Bad(
+        ["make-bin", "--pairs", S(tmp / "pairs.txt"), "--images", S(tmp / "images"), "--out", S(tmp / "x.bin")],
+        "outside",
+    )
 
 
 @case("train: config.rec missing, val_targets set")
@@ -1200,8 +1489,11 @@ def _(fx, tmp):
     import shutil
 
     model = Path(shutil.copy(fx.model, tmp / "model.pt"))
-    return Bad(["export", "--model", S(model), "--network", "r10_tiny", "--out", S(model), "--no-check",
-                "--overwrite"], "--model", keep=[model])
+    return Bad(
+        ["export", "--model", S(model), "--network", "r10_tiny", "--out", S(model), "--no-check", "--overwrite"],
+        "--model",
+        keep=[model],
+    )
 
 
 @case("embed: --out exists")
@@ -1215,8 +1507,11 @@ def _(fx, tmp):
     import shutil
 
     ck = Path(shutil.copy(fx.nan_head, tmp / "checkpoint_rank0.pt"))
-    return Bad(["embed", "--checkpoint", S(tmp / "checkpoint_rank*.pt"), "--out", S(ck), "--overwrite"],
-               "--checkpoint", keep=[ck])
+    return Bad(
+        ["embed", "--checkpoint", S(tmp / "checkpoint_rank*.pt"), "--out", S(ck), "--overwrite"],
+        "--checkpoint",
+        keep=[ck],
+    )
 
 
 @case("embed: --out inside --data")
@@ -1224,8 +1519,25 @@ def _(fx, tmp):
     import shutil
 
     data = Path(shutil.copytree(fx.toy, tmp / "data"))
-    return Bad(["embed", "--model", S(fx.model), "--network", "r10_tiny", "--data", S(data), "--out",
-                S(data / "c.npz"), "--device", "cpu", "--no-progress", "--overwrite"], "--data", keep=[data])
+    return Bad(
+        [
+            "embed",
+            "--model",
+            S(fx.model),
+            "--network",
+            "r10_tiny",
+            "--data",
+            S(data),
+            "--out",
+            S(data / "c.npz"),
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--overwrite",
+        ],
+        "--data",
+        keep=[data],
+    )
 
 
 @case("export-conditions: --out exists")
@@ -1276,8 +1588,9 @@ def _(fx, tmp):
 def _(fx, tmp):
     (tmp / "al").mkdir()
     j = _existing(tmp / "al" / "alignment.json")
-    return Bad(["align", "--a", S(fx.centres), "--b", S(fx.centres), "--out", S(tmp / "al")], "alignment.json",
-               keep=[j])
+    return Bad(
+        ["align", "--a", S(fx.centres), "--b", S(fx.centres), "--out", S(tmp / "al")], "alignment.json", keep=[j]
+    )
 
 
 @case("make-bin: --out exists")
@@ -1291,8 +1604,11 @@ def _(fx, tmp):
     import shutil
 
     data = Path(shutil.copytree(fx.toy, tmp / "data"))
-    return Bad(["make-bin", "--rec", S(data), "--num-pairs", "4", "--out", S(data / "toy_lfw.bin"), "--overwrite"],
-               "--rec", keep=[data])
+    return Bad(
+        ["make-bin", "--rec", S(data), "--num-pairs", "4", "--out", S(data / "toy_lfw.bin"), "--overwrite"],
+        "--rec",
+        keep=[data],
+    )
 
 
 def _ijb(tmp, *extra):
@@ -1308,8 +1624,7 @@ def _(fx, tmp):
 @case("verify-ijb: --json inside --root, with --overwrite")
 def _(fx, tmp):
     (tmp / "IJBC" / "meta").mkdir(parents=True)
-    return Bad(_ijb(tmp, "--json", S(tmp / "IJBC" / "meta" / "r.json"), "--overwrite"), "--root",
-               keep=[tmp / "IJBC"])
+    return Bad(_ijb(tmp, "--json", S(tmp / "IJBC" / "meta" / "r.json"), "--overwrite"), "--root", keep=[tmp / "IJBC"])
 
 
 @case("verify-ijb: --out holds a report")
@@ -1323,8 +1638,11 @@ def _(fx, tmp):
 def _(fx, tmp):
     (tmp / "rep").mkdir()
     md = _existing(tmp / "rep" / "ijb_1n.md")
-    return Bad(_ijb(tmp, "--task", "identification", "--json", S(tmp / "r.json"), "--out", S(tmp / "rep")),
-               "ijb_1n.md", keep=[md])
+    return Bad(
+        _ijb(tmp, "--task", "identification", "--json", S(tmp / "r.json"), "--out", S(tmp / "rep")),
+        "ijb_1n.md",
+        keep=[md],
+    )
 
 
 @case("rec to-folder: OUT holds files")
@@ -1339,8 +1657,7 @@ def _(fx, tmp):
     import shutil
 
     data = Path(shutil.copytree(fx.toy, tmp / "data"))
-    return Bad(["rec", "to-folder", S(data), S(data / "images"), "--no-progress", "--overwrite"], S(data),
-               keep=[data])
+    return Bad(["rec", "to-folder", S(data), S(data / "images"), "--no-progress", "--overwrite"], S(data), keep=[data])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1404,8 +1721,9 @@ def judge(name: str, bad: Bad, rc: object, err: str, changed: bool) -> Outcome:
     if rc == 0 or rc is None or changed:
         return Outcome(name, "silent", rc, last if not changed else f"changed protected files; {last}")
     cmd = bad.argv[0]
-    ok = (rc == 2 and re.match(rf"scoremix {re.escape(cmd)}( [\w-]+)?: error: ", last) is not None
-          and bad.culprit in last)
+    ok = (
+        rc == 2 and re.match(rf"scoremix {re.escape(cmd)}( [\w-]+)?: error: ", last) is not None and bad.culprit in last
+    )
     return Outcome(name, "clean" if ok else "unclear", rc, last)
 
 

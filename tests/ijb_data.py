@@ -18,6 +18,6 @@ def small_ijb_root(tmp_path: Path, n: int = N_FILES) -> Path:
         lines = (GOLDEN / "meta" / name).read_text().splitlines()[:n]
         (root / "meta" / name).write_text("\n".join(lines) + "\n")
     tids = sorted({int(line.split()[1]) for line in (root / "meta" / "ijbc_face_tid_mid.txt").read_text().splitlines()})
-    pairs = [f"{a} {b} {int((a + b) % 3 == 0)}" for i, a in enumerate(tids) for b in tids[i + 1:]]
+    pairs = [f"{a} {b} {int((a + b) % 3 == 0)}" for i, a in enumerate(tids) for b in tids[i + 1 :]]
     (root / "meta" / "ijbc_template_pair_label.txt").write_text("\n".join(pairs) + "\n")
     return root

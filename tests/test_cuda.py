@@ -20,8 +20,10 @@ import numpy as np
 import pytest
 import torch
 
-pytestmark = [pytest.mark.cuda,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (benchmarks/gpu_check.py)")]
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (benchmarks/gpu_check.py)"),
+]
 
 REPO = Path(__file__).resolve().parents[1]
 DEVICE = "cuda:0"
@@ -66,7 +68,7 @@ def test_recogniser_autocast_matches_fp32():
     Train mode (batch statistics), as in training: an untrained network's default running statistics
     let activations grow past fp16's range in eval mode, which would test the initialisation, not autocast.
     """
-    from scoremix_plugin.recognition.backbones import get_backbone
+    from scoremix_plugin.backbones import get_backbone
 
     torch.manual_seed(0)
     ref_net = get_backbone("r50").to(DEVICE).train()
@@ -85,7 +87,8 @@ def test_recogniser_autocast_matches_fp32():
 
 
 def test_loader_yields_batches_on_cuda_local_rank(toy_data):
-    """The host's positional call: a DataLoader whose batches are already on cuda:local_rank (train_v2.py never moves them)."""
+    """The host's positional call: a DataLoader whose batches are already on cuda:local_rank (train_v2.py never
+    moves them)."""
     from scoremix_plugin.integration.loader import get_dataloader
 
     loader = get_dataloader(str(toy_data), 0, 8, False, False, 2048, 2)
@@ -106,7 +109,9 @@ def _free_port() -> int:
 NCCL_SCRIPT = """
 import sys, torch, torch.distributed as dist
 from scoremix_plugin.config import load_recogniser_config
-from scoremix_plugin.recognition.losses import CombinedMarginLoss, MarginSoftmaxHead, _AllGatherWithGrad, _DistSoftmaxCrossEntropy
+from scoremix_plugin.recognition.losses import (
+    CombinedMarginLoss, MarginSoftmaxHead, _AllGatherWithGrad, _DistSoftmaxCrossEntropy,
+)
 from scoremix_plugin.recognition.train import train
 
 dist.init_process_group("nccl", rank=0, world_size=1)  # env:// from the test, as torchrun or the host sets it
@@ -134,13 +139,38 @@ def test_trainer_under_one_gpu_nccl_group(toy_data, tmp_path):
     """An nccl group of one GPU (as torchrun --nproc_per_node=1 or the host opens it): head collectives + trainer."""
     from test_integration_helpers import write_recogniser_config
 
-    cfg = write_recogniser_config(tmp_path / "cfg.py", rec=str(toy_data), num_classes=12, num_image=96, num_epoch=1,
-                                  warmup_epoch=0, val_targets=["toy_lfw"], network="r10_tiny", batch_size=16,
-                                  fp16=True, max_steps=3, output=str(tmp_path / "out"), num_workers=2)
-    env = dict(os.environ, RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-               MASTER_PORT=str(_free_port()), PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(NCCL_SCRIPT), str(cfg)], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=240)
+    cfg = write_recogniser_config(
+        tmp_path / "cfg.py",
+        rec=str(toy_data),
+        num_classes=12,
+        num_image=96,
+        num_epoch=1,
+        warmup_epoch=0,
+        val_targets=["toy_lfw"],
+        network="r10_tiny",
+        batch_size=16,
+        fp16=True,
+        max_steps=3,
+        output=str(tmp_path / "out"),
+        num_workers=2,
+    )
+    env = dict(
+        os.environ,
+        RANK="0",
+        LOCAL_RANK="0",
+        WORLD_SIZE="1",
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(_free_port()),
+        PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(NCCL_SCRIPT), str(cfg)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert proc.returncode == 0 and "NCCL_OK 1" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-4000:]
     assert (tmp_path / "out" / "model.pt").is_file() and (tmp_path / "out" / "checkpoint_rank0.pt").is_file()
 
@@ -152,17 +182,31 @@ def test_generator_trains_loads_and_samples_on_cuda(toy_data, tmp_path):
     from scoremix_plugin.generation.train import train_generator
 
     out = tmp_path / "gen"
-    summary = train_generator(dict(rec=str(toy_data), preset="test-micro", resolution=16, batch_size=8, total_steps=4,
-                                   log_every=2, sample_every=None, sample_steps=2, sample_classes=2, output=str(out),
-                                   num_workers=0, bf16=True))
+    summary = train_generator(
+        dict(
+            rec=str(toy_data),
+            preset="test-micro",
+            resolution=16,
+            batch_size=8,
+            total_steps=4,
+            log_every=2,
+            sample_every=None,
+            sample_steps=2,
+            sample_classes=2,
+            output=str(out),
+            num_workers=0,
+            bf16=True,
+        )
+    )
     assert summary["step"] == 4 and np.isfinite(summary["final_loss"])
     classes, weights = torch.tensor([[0, 5], [3, 7]]), torch.tensor([[0.5, 0.5], [0.3, 0.7]])
     results = {}
     for device, amp in (("cpu", None), (DEVICE, None), (DEVICE, torch.bfloat16)):
         denoiser, _ = load_generator(out / "generator.pt", device=device, amp=amp)
         gens = [image_generator(0, i, 0) for i in range(2)]  # CPU generators: the same noise on every device
-        results[(device, amp)] = sample(denoiser, classes, weights, generators=gens, num_steps=4, guidance="cfg",
-                                        guidance_scale=2.0).cpu()
+        results[(device, amp)] = sample(
+            denoiser, classes, weights, generators=gens, num_steps=4, guidance="cfg", guidance_scale=2.0
+        ).cpu()
     cpu = results[("cpu", None)]
     assert (results[(DEVICE, None)] - cpu).abs().max() < 2e-2  # fp32 on the GPU (TF32 convolutions) vs CPU
     assert (results[(DEVICE, torch.bfloat16)] - cpu).abs().mean() < 5e-2
@@ -173,7 +217,7 @@ def test_onnx_export_runs_on_the_cuda_provider(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip(f"this onnxruntime has no CUDA provider ({ort.get_available_providers()}): install onnxruntime-gpu")
-    from scoremix_plugin.recognition.backbones import get_backbone
+    from scoremix_plugin.backbones import get_backbone
     from scoremix_plugin.recognition.export import export_onnx
     from scoremix_plugin.verification.evaluate import OnnxEmbedder
 

@@ -18,7 +18,7 @@ def _write_manifest(toy: Path, out: Path) -> Path:
     import cv2
 
     from scoremix_plugin.io_utils import sha256_file, write_json_atomic
-    from scoremix_plugin.recordio import FaceRecFolder, ShardWriter
+    from scoremix_plugin.recordio import FaceRecFolder, FaceRecWriter
     from scoremix_plugin.synthesis.select import Selection, write_pairs
     from scoremix_plugin.toydata import NORMAL, make_identities, render_face
     from scoremix_plugin.verification.binfile import load_bin_images
@@ -30,7 +30,7 @@ def _write_manifest(toy: Path, out: Path) -> Path:
     shards = []
     for s, ids in enumerate([(0, 1), (2, 3)]):
         name = f"shard-{s:05d}"
-        with ShardWriter(out / name, num_classes=c_real + C_SYN) as w:
+        with FaceRecWriter(out / name, num_classes=c_real + C_SYN) as w:
             for n in ids:
                 for j in range(PER):
                     if n == EVAL_LEAK:
@@ -40,21 +40,43 @@ def _write_manifest(toy: Path, out: Path) -> Path:
                     else:
                         img = render_face(fresh[n], np.random.default_rng([99, n, j]), NORMAL, 112)
                     w.write(np.ascontiguousarray(img), c_real + n)
-        shards.append({"path": name, "labels": [c_real + ids[0], c_real + ids[-1] + 1], "images": PER * len(ids),
-                       "rec_sha256": sha256_file(out / name / "train.rec"),
-                       "idx_sha256": sha256_file(out / name / "train.idx")})
+        shards.append(
+            {
+                "path": name,
+                "labels": [c_real + ids[0], c_real + ids[-1] + 1],
+                "images": PER * len(ids),
+                "rec_sha256": sha256_file(out / name / "train.rec"),
+                "idx_sha256": sha256_file(out / name / "train.idx"),
+            }
+        )
     classes = np.array([[0, 1], [2, 3], [4, 5], [6, 7]])
-    write_pairs(out / "pairs.csv", Selection(classes, np.full((C_SYN, 2), 0.5), np.ones(C_SYN)),
-                {"strategy": "far", "space": "embedding"})
+    write_pairs(
+        out / "pairs.csv",
+        Selection(classes, np.full((C_SYN, 2), 0.5), np.ones(C_SYN)),
+        {"strategy": "far", "space": "embedding"},
+    )
     (out / "gen.pt").write_bytes(b"stand-in: the report never loads the generator")
-    write_json_atomic(out / "manifest.json", {
-        "format": "scoremix-shards/1", "real": {"num_classes": c_real, "num_image": len(real), "rec": str(toy)},
-        "num_classes": c_real + C_SYN, "num_synthetic_classes": C_SYN, "num_synthetic_images": C_SYN * PER,
-        "generator": {"checkpoint": "gen.pt", "sha256": sha256_file(out / "gen.pt"), "step": 40},
-        "selection": {"file": "pairs.csv", "sha256": sha256_file(out / "pairs.csv"), "strategy": "far",
-                      "space": "embedding"},
-        "sampler": {"solver": "heun", "steps": 8, "guidance": "none", "guidance_scale": 1.0, "seed": 0},
-        "planned_shards": 2, "complete": True, "shards": shards})
+    write_json_atomic(
+        out / "manifest.json",
+        {
+            "format": "scoremix-shards/1",
+            "real": {"num_classes": c_real, "num_image": len(real), "rec": str(toy)},
+            "num_classes": c_real + C_SYN,
+            "num_synthetic_classes": C_SYN,
+            "num_synthetic_images": C_SYN * PER,
+            "generator": {"checkpoint": "gen.pt", "sha256": sha256_file(out / "gen.pt"), "step": 40},
+            "selection": {
+                "file": "pairs.csv",
+                "sha256": sha256_file(out / "pairs.csv"),
+                "strategy": "far",
+                "space": "embedding",
+            },
+            "sampler": {"solver": "heun", "steps": 8, "guidance": "none", "guidance_scale": 1.0, "seed": 0},
+            "planned_shards": 2,
+            "complete": True,
+            "shards": shards,
+        },
+    )
     return out / "manifest.json"
 
 
@@ -62,7 +84,7 @@ def _write_manifest(toy: Path, out: Path) -> Path:
 def setup(toy_data, tmp_path_factory):
     import torch
 
-    from scoremix_plugin.recognition.backbones import get_backbone
+    from scoremix_plugin.backbones import get_backbone
 
     d = tmp_path_factory.mktemp("dsr")
     torch.manual_seed(0)
@@ -79,8 +101,19 @@ def test_report_dataset_finds_the_planted_evaluation_leak(setup, monkeypatch):
     from scoremix_plugin import cli
 
     out = setup["dir"] / "rep"
-    args = ["report-dataset", "--data", str(setup["manifest"]), "--model", str(setup["model"]), "--network",
-            "r10_tiny", "--targets", "toy_lfw,toy_cfp_fp", "--out", str(out)]
+    args = [
+        "report-dataset",
+        "--data",
+        str(setup["manifest"]),
+        "--model",
+        str(setup["model"]),
+        "--network",
+        "r10_tiny",
+        "--targets",
+        "toy_lfw,toy_cfp_fp",
+        "--out",
+        str(out),
+    ]
     assert cli.main(args) == 0
     rep = json.loads((out / "report.json").read_text())
     assert rep["format"] == "scoremix-dataset-report/1" and rep["threshold_from"] == "real"
@@ -124,16 +157,23 @@ def test_drop_leaks_writes_a_contiguous_leak_free_set(setup):
     from scoremix_plugin.synthesis.select import read_pairs
 
     gen = setup["manifest"].parent
-    rep = report_dataset(setup["manifest"], setup["model"], setup["dir"] / "rep2", network="r10_tiny",
-                         bins={"toy_lfw": setup["toy"] / "toy_lfw.bin"}, progress=False)
+    rep = report_dataset(
+        setup["manifest"],
+        setup["model"],
+        setup["dir"] / "rep2",
+        network="r10_tiny",
+        bins={"toy_lfw": setup["toy"] / "toy_lfw.bin"},
+        progress=False,
+    )
     reasons = rep.leak_reasons()
     c_real = rep.real.identities
     assert list(reasons) == [c_real + EVAL_LEAK] and "evaluation leak: toy_lfw:7" in reasons[c_real + EVAL_LEAK][0]
     m = drop_identities(setup["manifest"], reasons, gen / "leak-free", progress=False)
     v = verify_manifest(gen / "leak-free" / "manifest.json")  # checksums, contiguous labels, totals
     assert v.num_synthetic_classes == 3 and v.num_classes == c_real + 3 and m.extra["kept_new_labels"] == [0, 1, 3]
-    assert m.extra["dropped"] == [{"label": c_real + 2, "new_label": 2, "classes": [4, 5],
-                                   "reasons": reasons[c_real + 2]}]
+    assert m.extra["dropped"] == [
+        {"label": c_real + 2, "new_label": 2, "classes": [4, 5], "reasons": reasons[c_real + 2]}
+    ]
     assert read_pairs(gen / "leak-free" / "pairs.csv").classes.tolist() == [[0, 1], [2, 3], [6, 7]]
     assert v.real_rec.resolve() == Path(setup["toy"]).resolve()
     assert (gen / "leak-free" / v.to_json()["real"]["rec"]).resolve() == Path(setup["toy"]).resolve()
@@ -142,9 +182,15 @@ def test_drop_leaks_writes_a_contiguous_leak_free_set(setup):
     assert new.labels.tolist() == [c_real + 2] * PER  # old identity 3 renumbered to 2
     assert [new.jpeg(i) for i in range(PER)] == [old.jpeg(i) for i in range(PER, 2 * PER)]  # bytes copied
     # the leak-free set reports no leak, from cached embeddings
-    clean = report_dataset(gen / "leak-free", setup["model"], setup["dir"] / "rep3", network="r10_tiny",
-                           bins={"toy_lfw": setup["toy"] / "toy_lfw.bin"}, cache_dir=setup["dir"] / "rep2" / "cache",
-                           progress=False)
+    clean = report_dataset(
+        gen / "leak-free",
+        setup["model"],
+        setup["dir"] / "rep3",
+        network="r10_tiny",
+        bins={"toy_lfw": setup["toy"] / "toy_lfw.bin"},
+        cache_dir=setup["dir"] / "rep2" / "cache",
+        progress=False,
+    )
     assert clean.leak_counts["evaluation"] == 0 and clean.data.identities == 3
 
 
@@ -174,8 +220,8 @@ def test_generate_drop_leaks_prints_the_verdict(syn_inputs, tmp_path, capsys):  
     import torch
     from test_synthesis_generate import NUM_IDS, _args, _generate_here
 
+    from scoremix_plugin.backbones import get_backbone
     from scoremix_plugin.cli import main
-    from scoremix_plugin.recognition.backbones import get_backbone
     from scoremix_plugin.synthesis.manifest import verify_manifest
 
     inp = syn_inputs
@@ -187,8 +233,24 @@ def test_generate_drop_leaks_prints_the_verdict(syn_inputs, tmp_path, capsys):  
     torch.manual_seed(0)
     torch.save(get_backbone("r10_tiny", num_features=32).state_dict(), tmp_path / "model.pt")
     # A planted training leak at a lenient FAR: whatever the untrained recogniser says, the rules decide.
-    assert main(_args(inp, out, "--embedder", str(tmp_path / "model.pt"), "--network", "r10_tiny", "--drop-leaks",
-                      "--targets", "toy_lfw", "--far", "0.2")) == 0
+    assert (
+        main(
+            _args(
+                inp,
+                out,
+                "--embedder",
+                str(tmp_path / "model.pt"),
+                "--network",
+                "r10_tiny",
+                "--drop-leaks",
+                "--targets",
+                "toy_lfw",
+                "--far",
+                "0.2",
+            )
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "quality gate" in printed and "leak-free/manifest.json" in printed
     rep = json.loads((out / "report" / "report.json").read_text())

@@ -67,8 +67,10 @@ def test_planted_leaks_are_found_and_told_apart(world):
     syn[lab == 7] = _unit(real_of(src)[:per] + 0.2 * rng.normal(size=(per, D)) / np.sqrt(D))
     syn[lab == 11] = _unit(real_of(50)[:per] + 0.2 * rng.normal(size=(per, D)) / np.sqrt(D))
     thr, tl, el, ol, ex = _check(world, syn, lab)
-    assert [(lk.label, lk.kind, lk.match) for lk in tl] == [(7, "training_source", f"class {src}"),
-                                                           (11, "training_other", "class 50")]
+    assert [(lk.label, lk.kind, lk.match) for lk in tl] == [
+        (7, "training_source", f"class {src}"),
+        (11, "training_other", "class 50"),
+    ]
     assert [(lk.label, lk.match) for lk in el] == [(3, "toy_lfw:17")] and el[0].cosine > thr.cosine
     assert ol == []
     assert ex["nearest_other"][11] == 50 and ex["nearest_real"][7] == src
@@ -81,8 +83,12 @@ def test_quality_gate_verdict(world):
     # "identities" whose own images agree no better than strangers: the gate fails and says what to change
     rng = np.random.default_rng(1)
     noise = _unit(rng.normal(size=(125, D)))
-    bad = L.quality_gate(noise, world["syn_lab"], thr, manifest={
-        "generator": {"step": 1200}, "sampler": {"guidance": "none", "guidance_scale": 1.0, "steps": 8}})
+    bad = L.quality_gate(
+        noise,
+        world["syn_lab"],
+        thr,
+        manifest={"generator": {"step": 1200}, "sampler": {"guidance": "none", "guidance_scale": 1.0, "steps": 8}},
+    )
     assert not bad.passed and bad.recognised == 0 and bad.identities == 25
     text = bad.text()
     assert "FAIL" in text and "step 1200" in text and "--guidance cfg" in text and "--steps, now 8" in text

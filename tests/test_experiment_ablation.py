@@ -68,8 +68,8 @@ def test_paired_stats_match_scipy_t_interval_and_count_signs(powered):
 
 def test_detectable_difference_formula(powered):
     # t_{0.975,4} = 2.7764451, t_{0.8,4} = 0.9409646
-    assert powered.detectable(2.0, 5) == pytest.approx(2.7764451 * 2 / 5 ** 0.5, rel=1e-6)
-    assert powered.detectable(2.0, 5, power=0.8) == pytest.approx((2.7764451 + 0.9409646) * 2 / 5 ** 0.5, rel=1e-6)
+    assert powered.detectable(2.0, 5) == pytest.approx(2.7764451 * 2 / 5**0.5, rel=1e-6)
+    assert powered.detectable(2.0, 5, power=0.8) == pytest.approx((2.7764451 + 0.9409646) * 2 / 5**0.5, rel=1e-6)
     with pytest.raises(ValueError, match="n >= 2"):
         powered.detectable(1.0, 1)
 
@@ -84,7 +84,13 @@ def test_summary_rebuilds_tables_and_figure_from_jsons(powered, tmp_path):
     far = [0.83, 0.82, 0.85]
     rnd = [0.82, 0.81, 0.84]
     rep = {"eer": 0.1, "fdr": 3.0, "d_prime": 2.0, "leak_counts": {"evaluation": 2, "training_source": 1}}
-    al = {"linear_cka": 0.31, "linear_cka_shuffled": 0.05, "mutual_knn": 0.2, "mutual_knn_shuffled": 0.04, "num_matched": 9}
+    al = {
+        "linear_cka": 0.31,
+        "linear_cka_shuffled": 0.05,
+        "mutual_knn": 0.2,
+        "mutual_knn_shuffled": 0.04,
+        "num_matched": 9,
+    }
     for s in range(3):
         _write(tmp_path, "baseline", s, {"t": base[s]})
         _write(tmp_path, "far", s, {"t": far[s]}, datareport=rep, alignment=al)
@@ -98,7 +104,9 @@ def test_summary_rebuilds_tables_and_figure_from_jsons(powered, tmp_path):
     assert fb["detectable"] == pytest.approx(fb["hi"] - fb["mean"])
     assert "| far − baseline | t | 3 | +2.33 | [-2.84, +7.50] | 2 / 0 |" in s["tables"]["comparisons"]
     assert "| far | 3 | 83.33 ± 1.53 |" in s["tables"]["accuracy"]
-    assert "| far | 2.000 | 0.100 | 3.000 | 2.000 | 1.000 |" in s["tables"]["datareport"]  # sorted keys: d_prime, eer, fdr, leaks_*
+    assert (
+        "| far | 2.000 | 0.100 | 3.000 | 2.000 | 1.000 |" in s["tables"]["datareport"]
+    )  # sorted keys: d_prime, eer, fdr, leaks_*
     assert "| 0.310 | 0.050 | 0.200 | 0.040 | 9 |" in s["tables"]["alignment"]
     assert (tmp_path / "fig.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((tmp_path / "summary.json").read_text())["tables"] == s["tables"]
@@ -112,8 +120,10 @@ def test_committed_earlier_jsons_rebuild_the_published_table(powered, tmp_path):
     s = powered.summarise(tmp_path)
     docs = (REPO / "docs" / "results.md").read_text()
     # docs/results.md's earlier-design table: the same means and sds (its per-seed rows carry one decimal)
-    assert "82.27 ± 1.37 | 91.07 ± 0.35" in docs and "| baseline | 3 | 82.27 ± 1.37 | 91.07 ± 0.35 |" in s["tables"][
-        "accuracy"]
+    assert (
+        "82.27 ± 1.37 | 91.07 ± 0.35" in docs
+        and "| baseline | 3 | 82.27 ± 1.37 | 91.07 ± 0.35 |" in s["tables"]["accuracy"]
+    )
     assert "| far | 3 | 84.50 ± 0.60 | 91.30 ± 0.17 |" in s["tables"]["accuracy"]
 
 

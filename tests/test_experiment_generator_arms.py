@@ -47,9 +47,20 @@ def test_summary_table_and_curves(arms, tmp_path, monkeypatch):
     metrics = {"top1": 0.5, "intra": 0.4, "frechet": 0.3, "n": 10}
     mix = {"intra": 0.2, "nearest_real_cos": 0.6, "nearest_real_is_source": 0.5, "identities": 4}
     for arm, steps, cpu in (("a", 300, 600.0), ("b", 200, 590.0)):
-        (tmp_path / f"{arm}-s40-{steps}.json").write_text(json.dumps({
-            "arm": arm, "scale": "s40", "steps": steps, "train_cpu_s": cpu, "single": metrics, "real": metrics,
-            "mix_score": mix, "mix_condition": mix}))
+        (tmp_path / f"{arm}-s40-{steps}.json").write_text(
+            json.dumps(
+                {
+                    "arm": arm,
+                    "scale": "s40",
+                    "steps": steps,
+                    "train_cpu_s": cpu,
+                    "single": metrics,
+                    "real": metrics,
+                    "mix_score": mix,
+                    "mix_condition": mix,
+                }
+            )
+        )
     s = arms.summarise()
     rows = s["table"].splitlines()
     assert rows[2].startswith("| s40 | a | 300 | 10.0 | 0.500") and rows[3].startswith("| s40 | b | 200 | 9.8")
@@ -76,11 +87,20 @@ def test_downstream_summary_pairs_each_unit_with_the_same_seed_baseline(arms, tm
     base = {0: 0.80, 1: 0.82, 2: 0.78}
     gain = {0: 0.02, 1: 0.01, 2: 0.03}
     for s in base:
-        (tmp_path / f"baseline-s40-s{s}.json").write_text(json.dumps(
-            {"arm": "baseline", "scale": "s40", "seed": s, "accuracy": {"toy_lfw": base[s]}}))
-        (tmp_path / f"b-s40-600-s{s}.json").write_text(json.dumps(
-            {"arm": "b-s40-600", "unit": "b-s40-600", "scale": "s40", "seed": s,
-             "accuracy": {"toy_lfw": base[s] + gain[s]}}))
+        (tmp_path / f"baseline-s40-s{s}.json").write_text(
+            json.dumps({"arm": "baseline", "scale": "s40", "seed": s, "accuracy": {"toy_lfw": base[s]}})
+        )
+        (tmp_path / f"b-s40-600-s{s}.json").write_text(
+            json.dumps(
+                {
+                    "arm": "b-s40-600",
+                    "unit": "b-s40-600",
+                    "scale": "s40",
+                    "seed": s,
+                    "accuracy": {"toy_lfw": base[s] + gain[s]},
+                }
+            )
+        )
     rows = arms.summarise_downstream().splitlines()
     assert rows[2] == "| baseline (s40) | 3 | 80.00 | - |"
     # Paired differences 2, 1, 3 points: mean 2, sd 1, t(0.975, 2) = 4.303 -> half-width 4.303 / sqrt(3) = 2.48.
@@ -105,23 +125,39 @@ def test_recognised_and_gate_table_follow_the_quality_gates_rule(arms):
     # Two identities of 3 images: the first tight (every pair above 0.9), the second with one stray image, so 2
     # of its 3 pairs fall under 0.9: not recognised (the rule needs MORE than half of the pairs).
     emb = arms.unit_rows(np.array([[1, 0.1, 0], [1, 0, 0.1], [1, 0.05, 0.05], [0, 1, 0], [0, 1, 0.1], [0, 0, 1]]))
-    r = arms.recognised(emb, np.array([0, 0, 0, 1, 1, 1]), [{"far": 1e-4, "cosine": 0.9},
-                                                            {"far": 1e-2, "cosine": -0.5}])["recognised_at"]
+    r = arms.recognised(
+        emb, np.array([0, 0, 0, 1, 1, 1]), [{"far": 1e-4, "cosine": 0.9}, {"far": 1e-2, "cosine": -0.5}]
+    )["recognised_at"]
     assert r["0.0001"] == {"recognised": 1, "of": 2, "share": 0.5}
     assert r["0.01"] == {"recognised": 2, "of": 2, "share": 1.0}
 
     def at(k1, k2, n=10):  # recognised at FAR 1e-4 and 1e-2
-        return {"recognised_at": {"0.0001": {"recognised": k1, "of": n, "share": k1 / n},
-                                  "0.01": {"recognised": k2, "of": n, "share": k2 / n}}}
+        return {
+            "recognised_at": {
+                "0.0001": {"recognised": k1, "of": n, "share": k1 / n},
+                "0.01": {"recognised": k2, "of": n, "share": k2 / n},
+            }
+        }
 
     gates = [{"far": 1e-4, "cosine": 0.93}, {"far": 1e-2, "cosine": 0.61}]
-    unit = {"scale": "s400", "arm": "b", "steps": 600, "train_cpu_s": 600.0, "gate_thresholds": gates,
-            "real": at(1, 8), "single": at(0, 4), "mix_score": at(0, 3), "mix_condition": at(0, 0)}
+    unit = {
+        "scale": "s400",
+        "arm": "b",
+        "steps": 600,
+        "train_cpu_s": 600.0,
+        "gate_thresholds": gates,
+        "real": at(1, 8),
+        "single": at(0, 4),
+        "mix_score": at(0, 3),
+        "mix_condition": at(0, 0),
+    }
     old = dict(unit, single={"top1": 0.1})  # a unit measured before the rule existed is left out
     weak = dict(unit, real=at(1, 4))  # the recogniser recognises under half the real identities at every FAR
     rows = arms.gate_table([unit, old, weak]).splitlines()
     assert len(rows) == 4
     # Judged at 1e-2, the first FAR where >= half the real identities are recognised: 0.4 >= 0.5 * 0.8 passes.
-    assert rows[2] == ("| s400 | b | 600 | 10.0 | 0.01 (0.610) | 8 / 10 (80 %) | 4 / 10 (40 %, pass) "
-                       "| 3 / 10 (30 %, fail) | 0 / 10 (0 %, fail) |")
+    assert rows[2] == (
+        "| s400 | b | 600 | 10.0 | 0.01 (0.610) | 8 / 10 (80 %) | 4 / 10 (40 %, pass) "
+        "| 3 / 10 (30 %, fail) | 0 / 10 (0 %, fail) |"
+    )
     assert "none conclusive" in rows[3]

@@ -19,8 +19,11 @@ def _res(real, single, mix, top1=0.97, source=0.3):
     def rec(shares):
         return {"recognised_at": {f: {"share": s} for f, s in zip(fars, shares)}}
 
-    return {"real": rec(real), "single": rec(single) | {"top1": top1},
-            "mix_score": rec(mix) | {"nearest_real_is_source": source, "intra": 0.5}}
+    return {
+        "real": rec(real),
+        "single": rec(single) | {"top1": top1},
+        "mix_score": rec(mix) | {"nearest_real_is_source": source, "intra": 0.5},
+    }
 
 
 def test_verdict_judges_where_the_real_identities_meet_the_target(pre):
@@ -51,9 +54,18 @@ def test_demo_seeds_summary_pairs_by_seed(tmp_path, monkeypatch):
     ds = load_script("experiments/demo_seeds.py")
     monkeypatch.setattr(ds, "RESULTS", tmp_path)
     for seed, (b, m) in enumerate([(0.80, 0.83), (0.82, 0.84), (0.79, 0.80)]):
-        (tmp_path / f"seed-{seed}.json").write_text(json.dumps({
-            "seed": seed, "generator": {"pretrained": "toy40"}, "baseline": {"toy_lfw": 0.9, "toy_cfp_fp": b},
-            "scoremix": {"toy_lfw": 0.9, "toy_cfp_fp": m}, "gate_passed": True, "wall_s": 1.0}))
+        (tmp_path / f"seed-{seed}.json").write_text(
+            json.dumps(
+                {
+                    "seed": seed,
+                    "generator": {"pretrained": "toy40"},
+                    "baseline": {"toy_lfw": 0.9, "toy_cfp_fp": b},
+                    "scoremix": {"toy_lfw": 0.9, "toy_cfp_fp": m},
+                    "gate_passed": True,
+                    "wall_s": 1.0,
+                }
+            )
+        )
     s = ds.summarise()
     cfp = s["targets"]["toy_cfp_fp"]
     assert s["seeds"] == [0, 1, 2] and cfp["up"] == 3 and cfp["mean"] == pytest.approx(2.0)

@@ -23,6 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 
 # EDM formulas.
 
+
 def test_precond_coefficients_golden():
     c_skip, c_out, c_in, c_noise = precond_coefficients(torch.tensor([0.5, 0.002, 80.0], dtype=torch.float64))
     # sigma = sigma_data = 0.5: c_skip = 1/2, c_out = 0.25/sqrt(0.5), c_in = 1/sqrt(0.5), c_noise = ln(0.5)/4
@@ -66,8 +67,12 @@ def test_edm_loss_golden_against_numpy():
     for i in range(5):
         s, sd = S[i], 0.5
         x = Y[i] + s * N[i]
-        c_skip, c_out, c_in, c_noise = sd**2 / (s**2 + sd**2), s * sd / np.sqrt(s**2 + sd**2), \
-            1 / np.sqrt(s**2 + sd**2), np.log(s) / 4
+        c_skip, c_out, c_in, c_noise = (
+            sd**2 / (s**2 + sd**2),
+            s * sd / np.sqrt(s**2 + sd**2),
+            1 / np.sqrt(s**2 + sd**2),
+            np.log(s) / 4,
+        )
         F = 0.7 * c_in * x + -0.3 * c_noise + E[labels[i].item()][:, None, None]
         Dx = c_skip * x + c_out * F
         lam = (s**2 + sd**2) / (s * sd) ** 2
@@ -87,6 +92,7 @@ def test_sigma_schedule_and_training_distribution():
 
 
 # The sampler on a case with an exact answer.
+
 
 class GaussianDenoiser:
     """Exact denoiser of data ~ N(mu_c, s0^2 I): D(x; sigma, c) = (s0^2 x + sigma^2 mu_c) / (s0^2 + sigma^2)."""
@@ -131,14 +137,25 @@ def test_heun_matches_the_exact_ode_solution_and_beats_euler():
 
 def test_mix_of_gaussians_is_the_gaussian_of_the_mixed_mean():
     # D_mix = sum_k w_k D_k is the exact denoiser of N(sum_k w_k mu_k, s0^2): the mix lands there.
-    mixed = sample(GaussianDenoiser([0.3, -0.4]), torch.tensor([[0, 1]] * 8), torch.tensor([[0.25, 0.75]] * 8),
-                   generators=_gens(8), num_steps=16)
-    direct = sample(GaussianDenoiser([0.25 * 0.3 + 0.75 * -0.4]), torch.zeros(8, 1, dtype=torch.long),
-                    torch.ones(8, 1), generators=_gens(8), num_steps=16)
+    mixed = sample(
+        GaussianDenoiser([0.3, -0.4]),
+        torch.tensor([[0, 1]] * 8),
+        torch.tensor([[0.25, 0.75]] * 8),
+        generators=_gens(8),
+        num_steps=16,
+    )
+    direct = sample(
+        GaussianDenoiser([0.25 * 0.3 + 0.75 * -0.4]),
+        torch.zeros(8, 1, dtype=torch.long),
+        torch.ones(8, 1),
+        generators=_gens(8),
+        num_steps=16,
+    )
     torch.testing.assert_close(mixed, direct, atol=1e-5, rtol=0)
 
 
 # The sampler with a real (untrained) U-Net.
+
 
 @pytest.fixture(scope="module")
 def micro():
@@ -147,8 +164,9 @@ def micro():
 
 def test_one_hot_weights_give_the_single_class_sample(micro):
     single = sample(micro, torch.tensor([[2], [4]]), torch.ones(2, 1), generators=_gens(2), num_steps=4)
-    onehot = sample(micro, torch.tensor([[2, 0], [1, 4]]), torch.tensor([[1.0, 0.0], [0.0, 1.0]]),
-                    generators=_gens(2), num_steps=4)
+    onehot = sample(
+        micro, torch.tensor([[2, 0], [1, 4]]), torch.tensor([[1.0, 0.0], [0.0, 1.0]]), generators=_gens(2), num_steps=4
+    )
     torch.testing.assert_close(onehot, single, atol=1e-4, rtol=0)
 
 
@@ -156,8 +174,16 @@ def test_one_hot_weights_give_the_single_class_sample(micro):
 def test_k_way_mix_is_one_batched_forward_per_stage(micro, guidance):
     main, guide = Counting(micro), Counting(micro)
     B, K, N = 2, 3, 4
-    sample(main, torch.tensor([[0, 1, 2], [3, 4, 0]]), torch.full((B, K), 1 / 3), generators=_gens(B),
-           num_steps=N, guidance=guidance, guidance_scale=2.0, guide=guide if guidance == "autoguidance" else None)
+    sample(
+        main,
+        torch.tensor([[0, 1, 2], [3, 4, 0]]),
+        torch.full((B, K), 1 / 3),
+        generators=_gens(B),
+        num_steps=N,
+        guidance=guidance,
+        guidance_scale=2.0,
+        guide=guide if guidance == "autoguidance" else None,
+    )
     assert main.calls == 2 * N - 1
     assert set(main.batch_sizes) == {B * K + (B if guidance == "cfg" else 0)}
     assert guide.calls == (2 * N - 1 if guidance == "autoguidance" else 0)
@@ -167,8 +193,15 @@ def test_an_image_does_not_depend_on_its_batch(micro):
     classes, weights = torch.tensor([[0, 1], [2, 3], [4, 0]]), torch.tensor([[0.5, 0.5], [0.3, 0.7], [0.9, 0.1]])
     gens = [image_generator(7, ident, 5) for ident in (10, 11, 12)]
     batch = sample(micro, classes, weights, generators=gens, num_steps=4, guidance="cfg", guidance_scale=2.5)
-    alone = sample(micro, classes[1:2], weights[1:2], generators=[image_generator(7, 11, 5)], num_steps=4,
-                   guidance="cfg", guidance_scale=2.5)
+    alone = sample(
+        micro,
+        classes[1:2],
+        weights[1:2],
+        generators=[image_generator(7, 11, 5)],
+        num_steps=4,
+        guidance="cfg",
+        guidance_scale=2.5,
+    )
     torch.testing.assert_close(alone[0], batch[1], atol=1e-4, rtol=0)
     assert (batch[0] - batch[1]).abs().max() > 0.1  # different seeds, different images
     # the seed is a stable function of (seed, identity, index)
@@ -201,8 +234,10 @@ def test_mix_window_outside_uses_the_base_column():
     mix = sample(den, classes, weights, generators=gens(), **kw)
     torch.testing.assert_close(full, mix)
     # the more of the trajectory mixes, the closer the images get to the mix
-    means = [sample(den, classes, weights, mix_window=(0, hi), outside_window=0, generators=gens(), **kw).mean().item()
-             for hi in (0.01, 0.1, 1.0)]
+    means = [
+        sample(den, classes, weights, mix_window=(0, hi), outside_window=0, generators=gens(), **kw).mean().item()
+        for hi in (0.01, 0.1, 1.0)
+    ]
     assert single.mean().item() < means[0] < means[1] < means[2] < mix.mean().item()
 
 
@@ -220,6 +255,7 @@ def test_bf16_autocast_only_where_the_cpu_has_kernels_for_it(monkeypatch):
 
 # Fewer evaluations: DPM-Solver++(2M) and guidance in a limited interval.
 
+
 def _order_errors(solver, steps=(16, 32, 64, 128)):
     den = GaussianDenoiser([0.3, -0.4])
     B = 32
@@ -227,8 +263,13 @@ def _order_errors(solver, steps=(16, 32, 64, 128)):
     noise = torch.stack([torch.randn(3, 8, 8, generator=g) for g in _gens(B)]).double()
     exact = 0.3 + (80 * noise - 0.3) * 0.2 / math.sqrt(0.04 + 6400)
     inside = exact.abs() < 1
-    return [(sample(den, classes, weights, generators=_gens(B), num_steps=n, solver=solver).double() - exact)[inside]
-            .abs().max().item() for n in steps]
+    return [
+        (sample(den, classes, weights, generators=_gens(B), num_steps=n, solver=solver).double() - exact)[inside]
+        .abs()
+        .max()
+        .item()
+        for n in steps
+    ]
 
 
 @pytest.mark.parametrize("solver, order", [("euler", 1), ("heun", 2), ("dpm2m", 2)])
@@ -255,10 +296,21 @@ def test_guidance_interval_skips_the_reference_outside_and_is_counted(micro, sol
 
     main, guide = Counting(micro), Counting(micro)
     B, K, N, interval = 2, 2, 6, (0.28, 2.9)
-    kw = dict(num_steps=N, solver=solver, guidance=guidance, guidance_scale=2.0,
-              guide=guide if guidance == "autoguidance" else None)
-    sample(main, torch.tensor([[0, 1], [2, 3]]), torch.full((B, K), 0.5), generators=_gens(B),
-           guidance_interval=interval, **kw)
+    kw = dict(
+        num_steps=N,
+        solver=solver,
+        guidance=guidance,
+        guidance_scale=2.0,
+        guide=guide if guidance == "autoguidance" else None,
+    )
+    sample(
+        main,
+        torch.tensor([[0, 1], [2, 3]]),
+        torch.full((B, K), 0.5),
+        generators=_gens(B),
+        guidance_interval=interval,
+        **kw,
+    )
     sigmas = stage_sigmas(N, solver)
     inside = sum(interval[0] < t <= interval[1] for t in sigmas)
     assert 0 < inside < len(sigmas)

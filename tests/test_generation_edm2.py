@@ -24,10 +24,27 @@ from scoremix_plugin.generation.train import learning_rate, train_generator
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 
-EDM2 = dict(preset="edm2-test", resolution=16, batch_size=8, lr=1e-2, lr_warmup=4, lr_decay_ref=4,
-            adam_betas=(0.9, 0.99), P_mean=-0.8, P_std=1.6, loss_weighting="uncertainty", ema_sigma_rel=0.1,
-            posthoc_ema=[0.05, 0.10], posthoc_every=2, num_workers=0, sample_steps=2, sample_classes=2,
-            log_every=4, sample_every=None, checkpoint_every=None)
+EDM2 = dict(
+    preset="edm2-test",
+    resolution=16,
+    batch_size=8,
+    lr=1e-2,
+    lr_warmup=4,
+    lr_decay_ref=4,
+    adam_betas=(0.9, 0.99),
+    P_mean=-0.8,
+    P_std=1.6,
+    loss_weighting="uncertainty",
+    ema_sigma_rel=0.1,
+    posthoc_ema=[0.05, 0.10],
+    posthoc_every=2,
+    num_workers=0,
+    sample_steps=2,
+    sample_classes=2,
+    log_every=4,
+    sample_every=None,
+    checkpoint_every=None,
+)
 
 
 def rms(x: torch.Tensor) -> float:
@@ -55,8 +72,11 @@ def test_random_network_activations_stay_unit_through_depth():
             if isinstance(block, mp.Block):
                 block.emb_gain.fill_(1.0)  # the embedding modulation on, so it is part of what is checked
     seen: list[tuple[str, float]] = []
-    hooks = [m.register_forward_hook(lambda m, i, o, name=name: seen.append((name, rms(o))))
-             for name, m in net.named_modules() if isinstance(m, mp.Block) or name == "out_conv"]
+    hooks = [
+        m.register_forward_hook(lambda m, i, o, name=name: seen.append((name, rms(o))))
+        for name, m in net.named_modules()
+        if isinstance(m, mp.Block) or name == "out_conv"
+    ]
     x = torch.randn(8, 3, 32, 32)
     with torch.no_grad():
         net(x, torch.linspace(-2, 1, 8), torch.arange(8))
@@ -169,15 +189,22 @@ def test_posthoc_reconstruction_matches_a_direct_power_ema():
     steps, every, dim = 2000, 50, 64
     # A weight trajectory with drift, oscillation and noise (index t = the weights after step t).
     t = torch.arange(steps + 1, dtype=torch.float64)[:, None]
-    traj = (torch.cumsum(torch.randn(steps + 1, dim, generator=g, dtype=torch.float64), 0) * 0.05
-            + torch.sin(t / 150 + torch.rand(dim, generator=g, dtype=torch.float64) * 6) + t / steps)
+    traj = (
+        torch.cumsum(torch.randn(steps + 1, dim, generator=g, dtype=torch.float64), 0) * 0.05
+        + torch.sin(t / 150 + torch.rand(dim, generator=g, dtype=torch.float64) * 6)
+        + t / steps
+    )
     gammas = [sigma_rel_to_gamma(0.05), sigma_rel_to_gamma(0.10)]
     runs = [_power_ema(traj, gm, every)[1] for gm in gammas]
     snap_steps = sorted(runs[0])
     for target in (0.07, 0.13):
         direct, _ = _power_ema(traj, sigma_rel_to_gamma(target), steps)
-        x = solve_coefficients([s for s in snap_steps for _ in gammas], [gm for _ in snap_steps for gm in gammas],
-                               steps, sigma_rel_to_gamma(target))
+        x = solve_coefficients(
+            [s for s in snap_steps for _ in gammas],
+            [gm for _ in snap_steps for gm in gammas],
+            steps,
+            sigma_rel_to_gamma(target),
+        )
         assert x.sum() == pytest.approx(1.0)
         recon = sum(float(x[2 * i + j]) * runs[j][s] for i, s in enumerate(snap_steps) for j in range(2))
         spread = (runs[0][steps] - runs[1][steps]).norm()  # how far apart the stored profiles are
@@ -246,23 +273,45 @@ def test_ema_cli_output_loads_samples_exports_and_generates(edm2_run, tmp_path, 
 
     denoiser, config = load_generator(g_path)
     assert isinstance(denoiser.net, mp.EDM2UNet) and config["step"] == 4
-    images = sample(denoiser, torch.tensor([[0, 5]] * 2), torch.tensor([[0.5, 0.5]] * 2), num_steps=2,
-                    generators=[image_generator(0, 0, j) for j in range(2)], guidance="cfg", guidance_scale=2.0)
+    images = sample(
+        denoiser,
+        torch.tensor([[0, 5]] * 2),
+        torch.tensor([[0.5, 0.5]] * 2),
+        num_steps=2,
+        generators=[image_generator(0, 0, j) for j in range(2)],
+        guidance="cfg",
+        guidance_scale=2.0,
+    )
     assert images.shape == (2, 3, 16, 16) and torch.isfinite(images).all()
     assert cli.main(["export-conditions", "--ckpt", str(g_path), "--out", str(tmp_path / "cond.npz")]) == 0
     cond = load_centres(tmp_path / "cond.npz")
     assert cond.centres.shape == (12, denoiser.net.condition_table().shape[1])
     with pytest.raises(ValueError, match="optimiser"):
-        train_generator(dict(rec=str(toy_data), output=str(tmp_path / "r"), total_steps=6, bf16=False,
-                             resume=str(g_path), **EDM2))
+        train_generator(
+            dict(rec=str(toy_data), output=str(tmp_path / "r"), total_steps=6, bf16=False, resume=str(g_path), **EDM2)
+        )
     # shards from the reconstructed generator
     rng = np.random.default_rng(0)
     save_centres(tmp_path / "c.npz", np.arange(12), rng.normal(size=(12, 8)), space="embedding")
     run_selection(tmp_path / "c.npz", tmp_path / "pairs.csv", strategy="far", num_identities=2, progress=False)
-    generate(GenerateSettings(ckpt=str(g_path), pairs=str(tmp_path / "pairs.csv"), real=str(toy_data),
-                              images_per_identity=2, shard_size=2, steps=2, batch_size=4, seed=0,
-                              guidance="none", guidance_scale=1.0, bf16=False),
-             tmp_path / "shards", device="cpu", progress=False)
+    generate(
+        GenerateSettings(
+            ckpt=str(g_path),
+            pairs=str(tmp_path / "pairs.csv"),
+            real=str(toy_data),
+            images_per_identity=2,
+            shard_size=2,
+            steps=2,
+            batch_size=4,
+            seed=0,
+            guidance="none",
+            guidance_scale=1.0,
+            bf16=False,
+        ),
+        tmp_path / "shards",
+        device="cpu",
+        progress=False,
+    )
     m = verify_manifest(tmp_path / "shards" / "manifest.json")
     assert m.complete and m.num_synthetic_images == 4
 
@@ -275,16 +324,38 @@ def test_torchrun_two_processes_edm2(toy_data, tmp_path):
     import sys
 
     cfg = tmp_path / "gen.py"
-    opts = {**EDM2, "batch_size": 4, "total_steps": 4, "bf16": False, "output": str(tmp_path / "out"),
-            "rec": str(toy_data)}
+    opts = {
+        **EDM2,
+        "batch_size": 4,
+        "total_steps": 4,
+        "bf16": False,
+        "output": str(tmp_path / "out"),
+        "rec": str(toy_data),
+    }
     cfg.write_text(f"from easydict import EasyDict as edict\nconfig = edict({opts!r})\n")
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          "-m", "scoremix_plugin", "train-generator", str(cfg)],
-                         capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "scoremix_plugin",
+            "train-generator",
+            str(cfg),
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     log = [json.loads(line) for line in (tmp_path / "out" / "train_log.jsonl").read_text().splitlines()]
     assert [(r["step"], r["world_size"]) for r in log] == [(4, 2)]
     ckpt = load_checkpoint(tmp_path / "out" / "generator.pt")
     assert ckpt["step"] == 4 and "uncertainty" in ckpt and sorted(ckpt["posthoc"]) == ["0.05", "0.1"]
-    assert sorted(p.name for p in (tmp_path / "out" / "posthoc").iterdir()) == ["posthoc-0000002.pt",
-                                                                                "posthoc-0000004.pt"]
+    assert sorted(p.name for p in (tmp_path / "out" / "posthoc").iterdir()) == [
+        "posthoc-0000002.pt",
+        "posthoc-0000004.pt",
+    ]

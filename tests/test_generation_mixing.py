@@ -28,14 +28,29 @@ def _gens(n, seed=0):
 def test_forwards_per_step_are_the_documented_numbers(micro, mix_space, guidance, solver):
     main, guide = Counting(micro), Counting(copy.deepcopy(micro))
     B, K, N = 3, 2, 4
-    sample(main, torch.tensor([[0, 1], [2, 3], [4, 0]]), torch.full((B, K), 0.7 if mix_space == "condition" else 0.5),
-           generators=_gens(B), num_steps=N, solver=solver, guidance=guidance, guidance_scale=2.0,
-           guide=guide if guidance == "autoguidance" else None, mix_space=mix_space)
+    sample(
+        main,
+        torch.tensor([[0, 1], [2, 3], [4, 0]]),
+        torch.full((B, K), 0.7 if mix_space == "condition" else 0.5),
+        generators=_gens(B),
+        num_steps=N,
+        solver=solver,
+        guidance=guidance,
+        guidance_scale=2.0,
+        guide=guide if guidance == "autoguidance" else None,
+        mix_space=mix_space,
+    )
     stages = 2 * N - 1 if solver == "heun" else N
     assert main.calls == stages and guide.calls == (stages if guidance == "autoguidance" else 0)
     # Per image and stage: score K (+1 null for CFG), condition 1 (+1 null); autoguidance repeats them in the guide.
-    per_image = {("score", "none"): K, ("score", "cfg"): K + 1, ("score", "autoguidance"): 2 * K,
-                 ("condition", "none"): 1, ("condition", "cfg"): 2, ("condition", "autoguidance"): 2}
+    per_image = {
+        ("score", "none"): K,
+        ("score", "cfg"): K + 1,
+        ("score", "autoguidance"): 2 * K,
+        ("condition", "none"): 1,
+        ("condition", "cfg"): 2,
+        ("condition", "autoguidance"): 2,
+    }
     assert (sum(main.batch_sizes) + sum(guide.batch_sizes)) == B * stages * per_image[mix_space, guidance]
     assert network_evaluations(N, solver, K, guidance, 2.0, mix_space) == stages * per_image[mix_space, guidance]
     assert main.label_kinds == {"weights" if mix_space == "condition" else "labels"}
@@ -50,8 +65,14 @@ def test_condition_mix_is_a_single_class_forward_on_the_interpolated_embedding(m
     with torch.no_grad():
         table[0] = 0.7 * table[1] + 0.7 * table[3]
     kw = dict(num_steps=4, guidance=guidance, guidance_scale=2.5)
-    mixed = sample(micro, torch.tensor([[1, 3]] * 2), torch.tensor([[0.7, 0.7]] * 2), generators=_gens(2),
-                   mix_space="condition", **kw)
+    mixed = sample(
+        micro,
+        torch.tensor([[1, 3]] * 2),
+        torch.tensor([[0.7, 0.7]] * 2),
+        generators=_gens(2),
+        mix_space="condition",
+        **kw,
+    )
     single = sample(interp, torch.zeros(2, 1, dtype=torch.long), torch.ones(2, 1), generators=_gens(2), **kw)
     torch.testing.assert_close(mixed, single, atol=1e-4, rtol=0)  # batch shapes differ: float rounding
     # ... and it is not the score mix of the same pair (the two methods differ).
@@ -60,29 +81,69 @@ def test_condition_mix_is_a_single_class_forward_on_the_interpolated_embedding(m
 
 
 def test_condition_mix_of_one_hot_weights_is_the_class_sample(micro):
-    single = sample(micro, torch.tensor([[2], [4]]), torch.ones(2, 1), generators=_gens(2), num_steps=3,
-                    guidance="cfg", guidance_scale=2.0)
-    onehot = sample(micro, torch.tensor([[2, 0], [1, 4]]), torch.tensor([[1.0, 0.0], [0.0, 1.0]]),
-                    generators=_gens(2), num_steps=3, guidance="cfg", guidance_scale=2.0, mix_space="condition")
+    single = sample(
+        micro,
+        torch.tensor([[2], [4]]),
+        torch.ones(2, 1),
+        generators=_gens(2),
+        num_steps=3,
+        guidance="cfg",
+        guidance_scale=2.0,
+    )
+    onehot = sample(
+        micro,
+        torch.tensor([[2, 0], [1, 4]]),
+        torch.tensor([[1.0, 0.0], [0.0, 1.0]]),
+        generators=_gens(2),
+        num_steps=3,
+        guidance="cfg",
+        guidance_scale=2.0,
+        mix_space="condition",
+    )
     torch.testing.assert_close(onehot, single, atol=1e-4, rtol=0)
 
 
 def test_condition_mix_checks(micro):
     with pytest.raises(ValueError, match="mix_space"):
-        sample(micro, torch.tensor([[0, 1]]), torch.tensor([[0.5, 0.5]]), generators=_gens(1), num_steps=2,
-               mix_space="latent")
+        sample(
+            micro,
+            torch.tensor([[0, 1]]),
+            torch.tensor([[0.5, 0.5]]),
+            generators=_gens(1),
+            num_steps=2,
+            mix_space="latent",
+        )
     with pytest.raises(ValueError, match="finite"):
-        sample(micro, torch.tensor([[0, 1]]), torch.tensor([[0.7, float("nan")]]), generators=_gens(1), num_steps=2,
-               mix_space="condition")
+        sample(
+            micro,
+            torch.tensor([[0, 1]]),
+            torch.tensor([[0.7, float("nan")]]),
+            generators=_gens(1),
+            num_steps=2,
+            mix_space="condition",
+        )
     with pytest.raises(ValueError, match="columns"):
         micro.net(torch.zeros(1, 3, 16, 16), torch.zeros(1), torch.zeros(1, 4))
 
 
 # Guides for autoguidance (generation/guide.py).
 
-GUIDE_MAIN = dict(preset="test-micro", resolution=16, batch_size=16, lr=2e-3, lr_warmup=5, num_workers=0,
-                  sample_steps=2, sample_classes=2, sample_every=None, log_every=5, bf16=False, total_steps=24,
-                  checkpoint_every=8, snapshot_every=8)
+GUIDE_MAIN = dict(
+    preset="test-micro",
+    resolution=16,
+    batch_size=16,
+    lr=2e-3,
+    lr_warmup=5,
+    num_workers=0,
+    sample_steps=2,
+    sample_classes=2,
+    sample_every=None,
+    log_every=5,
+    bf16=False,
+    total_steps=24,
+    checkpoint_every=8,
+    snapshot_every=8,
+)
 
 
 def test_snapshot_guide_is_the_nearest_earlier_snapshot(toy_data, tmp_path):
@@ -112,8 +173,16 @@ def test_smaller_guide_trains_a_fraction_of_the_steps_and_guides(toy_data, tmp_p
     assert gcfg["step"] == 6 and guide.num_classes == 12 and guide.resolution == 16
     # The guide plugs into the sampler's autoguidance with a main model of the same classes.
     with torch.no_grad():
-        x = sample(guide, torch.tensor([[0, 5]]), torch.tensor([[0.5, 0.5]]), generators=_gens(1), num_steps=2,
-                   guidance="autoguidance", guidance_scale=2.0, guide=guide)
+        x = sample(
+            guide,
+            torch.tensor([[0, 5]]),
+            torch.tensor([[0.5, 0.5]]),
+            generators=_gens(1),
+            num_steps=2,
+            guidance="autoguidance",
+            guidance_scale=2.0,
+            guide=guide,
+        )
     assert torch.isfinite(x).all()
     with pytest.raises(ValueError, match="fraction"):
         guide_config(main_cfg, preset="test-micro", fraction=0)

@@ -16,8 +16,18 @@ from scoremix_plugin.generation.edm import EDMPrecond, edm_loss
 from scoremix_plugin.generation.network import build_network, network_kwargs
 from scoremix_plugin.generation.train import GeneratorImages, train_generator
 
-MICRO = dict(preset="test-micro", resolution=16, batch_size=16, lr=2e-3, lr_warmup=10, num_workers=0,
-             sample_steps=3, sample_classes=2, log_every=10, bf16=False)
+MICRO = dict(
+    preset="test-micro",
+    resolution=16,
+    batch_size=16,
+    lr=2e-3,
+    lr_warmup=10,
+    num_workers=0,
+    sample_steps=3,
+    sample_classes=2,
+    log_every=10,
+    bf16=False,
+)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
@@ -26,8 +36,17 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 @pytest.fixture(scope="module")
 def trained(toy_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("gen")
-    summary = train_generator(dict(rec=str(toy_data), output=str(out), total_steps=120, checkpoint_every=40,
-                                   snapshot_every=40, sample_every=None, **MICRO))
+    summary = train_generator(
+        dict(
+            rec=str(toy_data),
+            output=str(out),
+            total_steps=120,
+            checkpoint_every=40,
+            snapshot_every=40,
+            sample_every=None,
+            **MICRO,
+        )
+    )
     return out, summary
 
 
@@ -72,8 +91,16 @@ def test_resume_is_exact(toy_data, tmp_path):
             assert torch.equal(a[part][k], b[part][k]), (part, k)
     # a checkpoint of another architecture is refused with the file named
     with pytest.raises(ValueError, match="generator.pt"):
-        train_generator(dict(cfg, output=str(tmp_path / "c"), total_steps=20, preset="tiny-cpu", resolution=32,
-                             resume=str(tmp_path / "b" / "generator.pt")))
+        train_generator(
+            dict(
+                cfg,
+                output=str(tmp_path / "c"),
+                total_steps=20,
+                preset="tiny-cpu",
+                resolution=32,
+                resume=str(tmp_path / "b" / "generator.pt"),
+            )
+        )
 
 
 def test_load_generator_and_errors(trained, tmp_path):
@@ -101,17 +128,67 @@ def test_cli_export_conditions_and_sample(trained, tmp_path):
     np.testing.assert_allclose(cond.centres[3], (table[3] / table[3].norm()).numpy(), atol=1e-6)
 
     grid = tmp_path / "grid.png"
-    assert cli.main(["sample", "--ckpt", str(ckpt), "--classes", "3,7", "--weights", "0.5,0.5", "--n", "4",
-                     "--out", str(grid), "--steps", "3", "--guidance", "cfg", "--guidance-scale", "2.5",
-                     "--no-bf16"]) == 0
+    assert (
+        cli.main(
+            [
+                "sample",
+                "--ckpt",
+                str(ckpt),
+                "--classes",
+                "3,7",
+                "--weights",
+                "0.5,0.5",
+                "--n",
+                "4",
+                "--out",
+                str(grid),
+                "--steps",
+                "3",
+                "--guidance",
+                "cfg",
+                "--guidance-scale",
+                "2.5",
+                "--no-bf16",
+            ]
+        )
+        == 0
+    )
     img = cv2.imread(str(grid))
     assert img.shape == (4 * 18 + 2, 4 * 18 + 2, 3)  # rows: class 3, class 7, score mix, condition mix
-    assert json.loads(grid.with_suffix(".json").read_text())["rows"] == ["class 3", "class 7", "score mix",
-                                                                        "condition mix"]
+    assert json.loads(grid.with_suffix(".json").read_text())["rows"] == [
+        "class 3",
+        "class 7",
+        "score mix",
+        "condition mix",
+    ]
     auto = tmp_path / "auto.png"
-    assert cli.main(["sample", "--ckpt", str(ckpt), "--classes", "1,2,3", "--n", "2", "--out", str(auto),
-                     "--steps", "3", "--guidance", "autoguidance", "--guidance-scale", "2",
-                     "--guide", str(out / "generator-0000040.pt"), "--mix-space", "score", "--no-bf16"]) == 0
+    assert (
+        cli.main(
+            [
+                "sample",
+                "--ckpt",
+                str(ckpt),
+                "--classes",
+                "1,2,3",
+                "--n",
+                "2",
+                "--out",
+                str(auto),
+                "--steps",
+                "3",
+                "--guidance",
+                "autoguidance",
+                "--guidance-scale",
+                "2",
+                "--guide",
+                str(out / "generator-0000040.pt"),
+                "--mix-space",
+                "score",
+                "--no-bf16",
+            ]
+        )
+        == 0
+    )
     assert cv2.imread(str(auto)).shape == (4 * 18 + 2, 2 * 18 + 2, 3)
 
 
@@ -123,14 +200,30 @@ def test_torchrun_two_processes(toy_data, tmp_path):
     import sys
 
     cfg = tmp_path / "gen.py"
-    cfg.write_text("from easydict import EasyDict as edict\n"
-                   f"config = edict(rec={str(toy_data)!r}, output={str(tmp_path / 'out')!r}, preset='test-micro',\n"
-                   "    resolution=16, batch_size=8, total_steps=20, num_workers=0, log_every=10, bf16=False,\n"
-                   "    checkpoint_every=None, sample_every=None, sample_steps=2, sample_classes=2)\n")
+    cfg.write_text(
+        "from easydict import EasyDict as edict\n"
+        f"config = edict(rec={str(toy_data)!r}, output={str(tmp_path / 'out')!r}, preset='test-micro',\n"
+        "    resolution=16, batch_size=8, total_steps=20, num_workers=0, log_every=10, bf16=False,\n"
+        "    checkpoint_every=None, sample_every=None, sample_steps=2, sample_classes=2)\n"
+    )
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          "-m", "scoremix_plugin", "train-generator", str(cfg)],
-                         capture_output=True, text=True, env=env, timeout=120)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "scoremix_plugin",
+            "train-generator",
+            str(cfg),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     log = [json.loads(line) for line in (tmp_path / "out" / "train_log.jsonl").read_text().splitlines()]
     assert [(r["step"], r["world_size"]) for r in log] == [(10, 2), (20, 2)]
@@ -141,13 +234,15 @@ def test_torchrun_two_processes(toy_data, tmp_path):
 def test_duration_stops_early_with_a_checkpoint(toy_data, tmp_path):
     # A time cap far below what 1,000 steps take: training stops at a log step, checkpointed, and
     # says so with a plain bool (callers write the summary to JSON).
-    summary = train_generator(dict(rec=str(toy_data), output=str(tmp_path), total_steps=1000, duration=1e-3,
-                                   sample_every=None, **MICRO))
+    summary = train_generator(
+        dict(rec=str(toy_data), output=str(tmp_path), total_steps=1000, duration=1e-3, sample_every=None, **MICRO)
+    )
     assert type(summary["stopped_early"]) is bool and summary["stopped_early"]
     assert summary["step"] == MICRO["log_every"]
     assert (tmp_path / "generator.pt").is_file()
     json.dumps({k: v for k, v in summary.items() if k != "losses"})
     # Under the cap: still a plain bool, not a 0-d tensor from the timing comparison.
-    summary = train_generator(dict(rec=str(toy_data), output=str(tmp_path / "long"), total_steps=20, duration=1e6,
-                                   sample_every=None, **MICRO))
+    summary = train_generator(
+        dict(rec=str(toy_data), output=str(tmp_path / "long"), total_steps=20, duration=1e6, sample_every=None, **MICRO)
+    )
     assert type(summary["stopped_early"]) is bool and not summary["stopped_early"] and summary["step"] == 20

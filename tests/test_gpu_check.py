@@ -64,12 +64,24 @@ def test_a_part_past_its_budget_is_killed_and_recorded(tmp_path):
 
 
 def test_targets_and_fastest_from_a_report():
-    report = {"meta": {}, "parts": {
-        "generator": {"presets": {"p": {"sampler_variants_mix2": {
-            "eager": {"images_per_s": 10.0, "fraction_of_peak": 0.3, "images_per_h": 36000},
-            "compile": {"images_per_s": 20.0, "fraction_of_peak": 0.6, "images_per_h": 72000},
-            "cuda_graphs": {"error": "boom"}}}}},
-        "recogniser": {"images_per_s": 850.0}, "host": {"images_per_s": 1000.0}}}
+    report = {
+        "meta": {},
+        "parts": {
+            "generator": {
+                "presets": {
+                    "p": {
+                        "sampler_variants_mix2": {
+                            "eager": {"images_per_s": 10.0, "fraction_of_peak": 0.3, "images_per_h": 36000},
+                            "compile": {"images_per_s": 20.0, "fraction_of_peak": 0.6, "images_per_h": 72000},
+                            "cuda_graphs": {"error": "boom"},
+                        }
+                    }
+                }
+            },
+            "recogniser": {"images_per_s": 850.0},
+            "host": {"images_per_s": 1000.0},
+        },
+    }
     rows = gpu_report.targets(report)
     assert rows[0][-1] == "met" and "compile" in rows[0][0]
     assert rows[1][-1] == "missed" and rows[1][2] == "0.850"

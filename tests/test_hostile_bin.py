@@ -72,31 +72,53 @@ def traced():
 
 NUMPY_MA = b"cnumpy.core.multiarray\n"
 RECONSTRUCT_1E9 = NUMPY_MA + b"_reconstruct\ncnumpy\nndarray\nJ\x00\xca\x9a;\x85C\x01b\x87R"
-DTYPE_U1 = (b"cnumpy\ndtype\nX\x02\x00\x00\x00u1\x89\x88\x87R(K\x03X\x01\x00\x00\x00|NNNJ\xff\xff\xff\xffJ\xff\xff"
-            b"\xff\xffK\x00tb")
+DTYPE_U1 = (
+    b"cnumpy\ndtype\nX\x02\x00\x00\x00u1\x89\x88\x87R(K\x03X\x01\x00\x00\x00|NNNJ\xff\xff\xff\xffJ\xff\xff"
+    b"\xff\xffK\x00tb"
+)
 EXPLOITS = {
     # ndarray((1,), 'O', b'AAAAAAAA'): an object array whose 8 pointer bytes come from the file (segfault).
     "object_array_55_bytes": (b"((S'a'\nS'b'\nlcnumpy\nndarray\n((I1\ntS'O'\nS'AAAAAAAA'\ntRt.", UnsafePickleError),
     # _reconstruct(ndarray, (10**9,), b'b'): a 1 GB array allocated from a few dozen bytes.
     "reconstruct_1e9": (b"\x80\x02](" + RECONSTRUCT_1E9 + b"q\x00h\x00e]\x88a\x86.", BinFileError),
-    "reconstruct_1e9_short_data": (b"\x80\x02](" + RECONSTRUCT_1E9 + b"(K\x01J\x00\xca\x9a;\x85" + DTYPE_U1
-                                   + b"\x89C\x03abctbq\x00h\x00e]\x88a\x86.", BinFileError),
-    "frombuffer_1e9": (b"\x80\x02](cnumpy._core.numeric\n_frombuffer\n(C\x03abc" + DTYPE_U1
-                       + b"J\x00\xca\x9a;\x85X\x01\x00\x00\x00CtRq\x00h\x00e]\x88a\x86.", BinFileError),
-    "scalar_object_dtype": (b"\x80\x02]](" + NUMPY_MA + b"scalar\ncnumpy\ndtype\nX\x01\x00\x00\x00O\x89\x88\x87R"
-                            b"C\x08AAAAAAAA\x86Re\x86.", UnsafePickleError),
+    "reconstruct_1e9_short_data": (
+        b"\x80\x02]("
+        + RECONSTRUCT_1E9
+        + b"(K\x01J\x00\xca\x9a;\x85"
+        + DTYPE_U1
+        + b"\x89C\x03abctbq\x00h\x00e]\x88a\x86.",
+        BinFileError,
+    ),
+    "frombuffer_1e9": (
+        b"\x80\x02](cnumpy._core.numeric\n_frombuffer\n(C\x03abc"
+        + DTYPE_U1
+        + b"J\x00\xca\x9a;\x85X\x01\x00\x00\x00CtRq\x00h\x00e]\x88a\x86.",
+        BinFileError,
+    ),
+    "scalar_object_dtype": (
+        b"\x80\x02]](" + NUMPY_MA + b"scalar\ncnumpy\ndtype\nX\x01\x00\x00\x00O\x89\x88\x87RC\x08AAAAAAAA\x86Re\x86.",
+        UnsafePickleError,
+    ),
     # ndarray(shape=(10**9,)) called directly (no buffer): 8 GB of float64.
     "ndarray_direct_1e9": (b"\x80\x02(]cnumpy\nndarray\nJ\x00\xca\x9a;\x85\x85Rat.", UnsafePickleError),
     # dtype('O8') named through numpy.dtype, and an object array through _reconstruct + BUILD with list data.
     "dtype_object": (b"\x80\x02cnumpy\ndtype\nX\x02\x00\x00\x00O8\x89\x88\x87R.", UnsafePickleError),
-    "setstate_object_list": (b"\x80\x02(]" + NUMPY_MA + b"_reconstruct\ncnumpy\nndarray\nK\x01\x85C\x01b\x87R"
-                             b"(K\x01K\x01\x85cnumpy\ndtype\nX\x02\x00\x00\x00u1\x89\x88\x87R\x89]tbat.",
-                             UnsafePickleError),
+    "setstate_object_list": (
+        b"\x80\x02(]" + NUMPY_MA + b"_reconstruct\ncnumpy\nndarray\nK\x01\x85C\x01b\x87R"
+        b"(K\x01K\x01\x85cnumpy\ndtype\nX\x02\x00\x00\x00u1\x89\x88\x87R\x89]tbat.",
+        UnsafePickleError,
+    ),
     # a plain dtype whose state sets the has-object flag (0x3f).
-    "dtype_flags_object": (b"\x80\x02cnumpy\ndtype\nX\x02\x00\x00\x00V8\x89\x88\x87R(K\x03X\x01\x00\x00\x00|NNNJ"
-                           b"\xff\xff\xff\xffJ\xff\xff\xff\xffK?tb.", UnsafePickleError),
-    "dtype_u8_flags": (b"\x80\x02cnumpy\ndtype\nX\x02\x00\x00\x00u8\x89\x88\x87R(K\x03X\x01\x00\x00\x00<NNNJ"
-                       b"\xff\xff\xff\xffJ\xff\xff\xff\xffK?tb.", UnsafePickleError),
+    "dtype_flags_object": (
+        b"\x80\x02cnumpy\ndtype\nX\x02\x00\x00\x00V8\x89\x88\x87R(K\x03X\x01\x00\x00\x00|NNNJ"
+        b"\xff\xff\xff\xffJ\xff\xff\xff\xffK?tb.",
+        UnsafePickleError,
+    ),
+    "dtype_u8_flags": (
+        b"\x80\x02cnumpy\ndtype\nX\x02\x00\x00\x00u8\x89\x88\x87R(K\x03X\x01\x00\x00\x00<NNNJ"
+        b"\xff\xff\xff\xffJ\xff\xff\xff\xffK?tb.",
+        UnsafePickleError,
+    ),
     # bytes(10**9): a gigabyte of zeros.
     "bytes_1e9": (b"\x80\x02c__builtin__\nbytes\nJ\x00\xca\x9a;\x85R.", UnsafePickleError),
     # C unpickler memo: LONG_BINPUT 2**31 grows a 16 GB list.
@@ -110,8 +132,14 @@ EXPLOITS = {
     "empty_list_bomb": (b"\x80\x02" + b"]" * 200_000 + b".", BinFileError),
     "memoize_bomb": (b"\x80\x04]" + b"\x94" * 100_000 + b".", BinFileError),
     # _codecs.encode of one memoised 1 MB string, 100,000 times.
-    "encode_amplification": (b"\x80\x02(c_codecs\nencode\nq\x00X\x00\x00\x10\x00" + b"a" * (1 << 20) + b"q\x01"
-                             + b"h\x00h\x01X\x06\x00\x00\x00latin1\x86R" * 100 + b"l.", BinFileError),
+    "encode_amplification": (
+        b"\x80\x02(c_codecs\nencode\nq\x00X\x00\x00\x10\x00"
+        + b"a" * (1 << 20)
+        + b"q\x01"
+        + b"h\x00h\x01X\x06\x00\x00\x00latin1\x86R" * 100
+        + b"l.",
+        BinFileError,
+    ),
     # Code execution and codec lookup.
     "os_system": (b"\x80\x02cos\nsystem\nX\x04\x00\x00\x00true\x85R.", UnsafePickleError),
     "codec_rot13": (b"\x80\x02c_codecs\nencode\nX\x01\x00\x00\x00xX\x05\x00\x00\x00rot13\x86R.", UnsafePickleError),
@@ -171,8 +199,13 @@ def _mutate(data: bytes, rng: random.Random) -> bytes:
     for _ in range(rng.choice((1, 1, 1, 2, 3, 8))):
         n = len(buf)
         # Structure lives in the first and last bytes and around the opcodes; bias positions there.
-        pos = rng.choice((rng.randrange(max(1, min(n, 64))), max(0, n - 1 - rng.randrange(max(1, min(n, 64)))),
-                          rng.randrange(max(1, n))))
+        pos = rng.choice(
+            (
+                rng.randrange(max(1, min(n, 64))),
+                max(0, n - 1 - rng.randrange(max(1, min(n, 64)))),
+                rng.randrange(max(1, n)),
+            )
+        )
         op = rng.randrange(9)
         if not buf:
             buf = bytearray(rng.randbytes(rng.randrange(1, 8)))
@@ -185,16 +218,16 @@ def _mutate(data: bytes, rng: random.Random) -> bytes:
         elif op == 3:
             buf[pos:pos] = rng.randbytes(rng.randrange(1, 9))
         elif op == 4:
-            del buf[pos:pos + rng.randrange(1, 16)]
+            del buf[pos : pos + rng.randrange(1, 16)]
         elif op == 5:
             a = rng.randrange(len(buf))
-            buf[pos:pos] = buf[a:a + rng.randrange(1, 64)]
+            buf[pos:pos] = buf[a : a + rng.randrange(1, 64)]
         elif op == 6:
-            del buf[rng.randrange(len(buf)):]
+            del buf[rng.randrange(len(buf)) :]
         elif op == 7:  # a length or integer field made huge or negative
-            buf[pos:pos + 4] = struct.pack("<I", rng.choice((0x7FFFFFFF, 0xFFFFFFFF, 1 << 30, 10**9, 0x80000000)))
+            buf[pos : pos + 4] = struct.pack("<I", rng.choice((0x7FFFFFFF, 0xFFFFFFFF, 1 << 30, 10**9, 0x80000000)))
         else:
-            buf[pos:pos + 8] = struct.pack("<Q", rng.choice((1 << 40, 1 << 63, (1 << 64) - 1)))
+            buf[pos : pos + 8] = struct.pack("<Q", rng.choice((1 << 40, 1 << 63, (1 << 64) - 1)))
     return bytes(buf)
 
 
@@ -213,11 +246,24 @@ def test_random_byte_mutations(golden_dir, traced):
 
 # Grammar-built hostile pickles.
 
-GLOBALS = [("os", "system"), ("builtins", "eval"), ("__builtin__", "getattr"), ("numpy", "ndarray"),
-           ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "scalar"),
-           ("numpy._core.numeric", "_frombuffer"), ("_codecs", "encode"), ("__builtin__", "bytes"),
-           ("builtins", "bytes"), ("numpy", "frombuffer"), ("copyreg", "_reconstructor"), ("numpy", "load"),
-           ("pickle", "loads"), ("builtins", "bytearray")]
+GLOBALS = [
+    ("os", "system"),
+    ("builtins", "eval"),
+    ("__builtin__", "getattr"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("_codecs", "encode"),
+    ("__builtin__", "bytes"),
+    ("builtins", "bytes"),
+    ("numpy", "frombuffer"),
+    ("copyreg", "_reconstructor"),
+    ("numpy", "load"),
+    ("pickle", "loads"),
+    ("builtins", "bytearray"),
+]
 DTYPE_CODES = ["O", "O8", "|O", "V8", "S10", "U4", "b1", "u1", "<f4", ">i8", "f8", "M8", "c16", "?", "i1"]
 
 
@@ -246,9 +292,24 @@ class _Asm:
         return b"C" + bytes([len(raw)]) + raw if len(raw) < 256 else b"B" + struct.pack("<I", len(raw)) + raw
 
     def lie(self) -> bytes:
-        return self.rng.choice((b"B\xff\xff\xff\x7fab", b"\x8e" + struct.pack("<Q", 1 << 40) + b"ab",
-                                b"r\x00\x00\x00\x80", b"j\x00\x00\x00\x80", b"h\xff", b"\x95" + struct.pack("<Q", 1 << 50),
-                                b"\x8f", b"}", b"\x91", b"(\x91", b"i__builtin__\nbytes\n", b"\x82\x01", b"\x97", b"0"))
+        return self.rng.choice(
+            (
+                b"B\xff\xff\xff\x7fab",
+                b"\x8e" + struct.pack("<Q", 1 << 40) + b"ab",
+                b"r\x00\x00\x00\x80",
+                b"j\x00\x00\x00\x80",
+                b"h\xff",
+                b"\x95" + struct.pack("<Q", 1 << 50),
+                b"\x8f",
+                b"}",
+                b"\x91",
+                b"(\x91",
+                b"i__builtin__\nbytes\n",
+                b"\x82\x01",
+                b"\x97",
+                b"0",
+            )
+        )
 
     def tuple_(self, depth: int) -> bytes:
         n = self.rng.randrange(5)
@@ -258,8 +319,17 @@ class _Asm:
     def expr(self, depth: int = 0) -> bytes:
         r = self.rng.random()
         if depth > 4 or r < 0.3:
-            return self.rng.choice((self.int_, self.str_, self.bytes_, lambda: b"N", lambda: b"\x88", lambda: b"\x89",
-                                    lambda: self.global_()))()
+            return self.rng.choice(
+                (
+                    self.int_,
+                    self.str_,
+                    self.bytes_,
+                    lambda: b"N",
+                    lambda: b"\x88",
+                    lambda: b"\x89",
+                    lambda: self.global_(),
+                )
+            )()
         if r < 0.45:
             return self.tuple_(depth)
         if r < 0.55:
@@ -281,8 +351,13 @@ class _Asm:
     def program(self) -> bytes:
         proto = b"\x80" + bytes([self.rng.choice((2, 4, 5))])
         if self.rng.random() < 0.5:  # shaped like a .bin: (list of images, list of flags)
-            body = (b"](" + b"".join(self.expr(1) for _ in range(2)) + b"e]("
-                    + b"".join(self.expr(1) for _ in range(1)) + b"e\x86")
+            body = (
+                b"]("
+                + b"".join(self.expr(1) for _ in range(2))
+                + b"e]("
+                + b"".join(self.expr(1) for _ in range(1))
+                + b"e\x86"
+            )
         else:
             body = self.expr()
         return proto + body + b"."

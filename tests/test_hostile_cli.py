@@ -68,8 +68,11 @@ def _error_classes() -> dict[str, type]:
     pkg = Path(__file__).resolve().parents[1] / "scoremix_plugin"
     found = {}
     for f in sorted(pkg.rglob("*.py")):
-        names = [n.name for n in ast.walk(ast.parse(f.read_text())) if isinstance(n, ast.ClassDef)
-                 and n.name.endswith("Error") and not n.name.startswith("_")]
+        names = [
+            n.name
+            for n in ast.walk(ast.parse(f.read_text()))
+            if isinstance(n, ast.ClassDef) and n.name.endswith("Error") and not n.name.startswith("_")
+        ]
         if names:
             parts = f.relative_to(pkg.parent).with_suffix("").parts
             module = importlib.import_module(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
@@ -114,8 +117,19 @@ def test_train_overwrite_and_toy_data_overwrite(fx, tmp_path, capsys):
     assert main(["train", str(cfg), "--no-progress", "--resume", "--max-steps", "2"]) == 0
     assert (run / "train_log.jsonl").read_text().count("\n") > lines
     data = tmp_path / "toy"
-    args = ["toy-data", "--out", str(data), "--identities", "2", "--images-per-identity", "1",
-            "--test-identities", "2", "--pairs", "2"]
+    args = [
+        "toy-data",
+        "--out",
+        str(data),
+        "--identities",
+        "2",
+        "--images-per-identity",
+        "1",
+        "--test-identities",
+        "2",
+        "--pairs",
+        "2",
+    ]
     assert main(args) == 0
     assert main(args) == 2 and "--overwrite" in capsys.readouterr().err
     assert main([*args, "--overwrite"]) == 0
@@ -125,19 +139,47 @@ def test_train_overwrite_and_toy_data_overwrite(fx, tmp_path, capsys):
 
 
 def _generate_argv(fx, out):
-    return ["generate", "--ckpt", str(fx.gen), "--pairs", str(fx.pairs), "--real", str(fx.toy),
-            "--images-per-identity", "1", "--shard-size", "1", "--steps", "1", "--batch-size", "2",
-            "--guidance", "none", "--guidance-scale", "1", "--no-bf16", "--no-grids", "--out", str(out)]
+    return [
+        "generate",
+        "--ckpt",
+        str(fx.gen),
+        "--pairs",
+        str(fx.pairs),
+        "--real",
+        str(fx.toy),
+        "--images-per-identity",
+        "1",
+        "--shard-size",
+        "1",
+        "--steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--guidance",
+        "none",
+        "--guidance-scale",
+        "1",
+        "--no-bf16",
+        "--no-grids",
+        "--out",
+        str(out),
+    ]
 
 
 def test_generate_lock_names_the_holder_and_dies_with_it(fx, tmp_path, capsys):
     out = tmp_path / "syn"
     out.mkdir()
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\n"
-         "from scoremix_plugin.synthesis.generate import _lock_output\n"
-         f"f = _lock_output(Path({str(out)!r}))\nprint('held', flush=True)\ntime.sleep(120)\n"],
-        stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom pathlib import Path\n"
+            "from scoremix_plugin.synthesis.generate import _lock_output\n"
+            f"f = _lock_output(Path({str(out)!r}))\nprint('held', flush=True)\ntime.sleep(120)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         assert main(_generate_argv(fx, out)) == 2
@@ -172,4 +214,3 @@ def test_resume_redoes_damaged_shards_byte_identical(fx, tmp_path, capsys):
     # a sound folder resumes without redoing anything
     assert main(_generate_argv(fx, out)) == 0
     assert "redoing" not in capsys.readouterr().out
-

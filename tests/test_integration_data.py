@@ -18,7 +18,7 @@ from scoremix_plugin.data.augment import Augmentation, DegradeResize
 from scoremix_plugin.data.loader import build_train_dataset, make_train_loader
 from scoremix_plugin.data.scoremix_dataset import ScoreMixDataset
 from scoremix_plugin.integration.loader import get_dataloader
-from scoremix_plugin.recordio import FaceRecFolder, RecordIOError, ShardWriter
+from scoremix_plugin.recordio import FaceRecFolder, FaceRecWriter, RecordIOError
 from scoremix_plugin.synthesis.manifest import ManifestError
 
 C_SYN, PER_CLASS = 6, 5  # toy_data: 12 real classes x 8 images = 96; synthetic 6 x 5 = 30 in 2 shards
@@ -106,8 +106,17 @@ def test_augmentation_per_source(toy_data, synth):
 
 def test_build_train_dataset_checks_counts_and_degrades(toy_data, synth, tmp_path):
     block = {"manifest": str(synth), "ratio": None, "aug_real": None, "aug_synthetic": None}
-    good = dict(rec=str(toy_data), num_classes=12 + C_SYN, num_image=96 + C_SYN * PER_CLASS, num_epoch=1,
-                warmup_epoch=0, val_targets=["toy_lfw"], dataset="scoremix", scoremix=block, image_degrade=16)
+    good = dict(
+        rec=str(toy_data),
+        num_classes=12 + C_SYN,
+        num_image=96 + C_SYN * PER_CLASS,
+        num_epoch=1,
+        warmup_epoch=0,
+        val_targets=["toy_lfw"],
+        dataset="scoremix",
+        scoremix=block,
+        image_degrade=16,
+    )
     cfg = load_recogniser_config(write_recogniser_config(tmp_path / "good.py", **good))
     ds = build_train_dataset(cfg)
     assert isinstance(ds, ScoreMixDataset) and len(ds) == good["num_image"]
@@ -124,9 +133,17 @@ def test_build_train_dataset_checks_counts_and_degrades(toy_data, synth, tmp_pat
         with pytest.raises(ConfigError, match=rf"bad_{key}\.py: config\.{key}"):
             build_train_dataset(cfg, source=str(tmp_path / f"bad_{key}.py"))
 
-    plain = load_recogniser_config(write_recogniser_config(
-        tmp_path / "plain.py", rec=str(toy_data), num_classes=12, num_image=96, num_epoch=1, warmup_epoch=0,
-        val_targets=[]))
+    plain = load_recogniser_config(
+        write_recogniser_config(
+            tmp_path / "plain.py",
+            rec=str(toy_data),
+            num_classes=12,
+            num_image=96,
+            num_epoch=1,
+            warmup_epoch=0,
+            val_targets=[],
+        )
+    )
     ds = build_train_dataset(plain)
     assert type(ds).__name__ == "FaceRecDataset" and len(ds) == 96
 
@@ -143,16 +160,28 @@ def test_manifest_and_shard_errors(toy_data, synth, tmp_path):
         ScoreMixDataset(toy_data, m)
     # Labels that were never made final (0-based in the shard) are refused, naming the shard file.
     bad = tmp_path / "bad"
-    with ShardWriter(bad / "shard-00000", num_classes=12 + 2) as w:
+    with FaceRecWriter(bad / "shard-00000", num_classes=12 + 2) as w:
         for n in range(2):
             for i in range(3):
                 w.write(synthetic_image(n, i), n)
     from scoremix_plugin.io_utils import sha256_file
 
     s = bad / "shard-00000"
-    manifest = {**raw, "num_classes": 14, "num_synthetic_classes": 2, "num_synthetic_images": 6,
-                "shards": [{"path": "shard-00000", "labels": [12, 14], "images": 6,
-                            "rec_sha256": sha256_file(s / "train.rec"), "idx_sha256": sha256_file(s / "train.idx")}]}
+    manifest = {
+        **raw,
+        "num_classes": 14,
+        "num_synthetic_classes": 2,
+        "num_synthetic_images": 6,
+        "shards": [
+            {
+                "path": "shard-00000",
+                "labels": [12, 14],
+                "images": 6,
+                "rec_sha256": sha256_file(s / "train.rec"),
+                "idx_sha256": sha256_file(s / "train.idx"),
+            }
+        ],
+    }
     (bad / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(RecordIOError, match=r"label 0 .*outside \[12, 14\).*final"):
         ScoreMixDataset(toy_data, bad / "manifest.json")
@@ -163,9 +192,19 @@ def test_manifest_and_shard_errors(toy_data, synth, tmp_path):
 
 def test_get_dataloader_host_signatures(toy_data, synth, tmp_path):
     block = {"manifest": str(synth)}
-    cfg = load_recogniser_config(write_recogniser_config(
-        tmp_path / "c.py", rec=str(toy_data), num_classes=12 + C_SYN, num_image=96 + C_SYN * PER_CLASS,
-        num_epoch=1, warmup_epoch=0, val_targets=[], dataset="scoremix", scoremix=block))
+    cfg = load_recogniser_config(
+        write_recogniser_config(
+            tmp_path / "c.py",
+            rec=str(toy_data),
+            num_classes=12 + C_SYN,
+            num_image=96 + C_SYN * PER_CLASS,
+            num_epoch=1,
+            warmup_epoch=0,
+            val_targets=[],
+            dataset="scoremix",
+            scoremix=block,
+        )
+    )
     new = get_dataloader(str(toy_data), 0, 16, False, False, 123, 0, cfg=cfg)  # (.., dali, dali_aug, seed, workers)
     old = get_dataloader(str(toy_data), 0, 16, False, 321, 0, cfg=cfg)  # (.., dali, seed, workers)
     assert isinstance(new, DataLoader) and isinstance(old, DataLoader)
@@ -213,7 +252,9 @@ def test_augmentation_specs():
         out = pickle.loads(pickle.dumps(Augmentation(spec, key="config.scoremix.aug_real")))(img)
         assert out.shape == img.shape and (out[..., 0] == out[..., 1]).all()  # grey in all three channels
     with pytest.raises(ConfigError, match="aug_real.*could not read"):
-        Augmentation({"transform": {"__class_fullname__": "NoSuchTransform", "p": 1.0}}, key="config.scoremix.aug_real")(img)
+        Augmentation(
+            {"transform": {"__class_fullname__": "NoSuchTransform", "p": 1.0}}, key="config.scoremix.aug_real"
+        )(img)
     with pytest.raises(ConfigError, match="aug_synthetic.*registered name"):
         Augmentation(3, key="config.scoremix.aug_synthetic")
     with pytest.raises(ConfigError, match="image_degrade"):

@@ -109,7 +109,9 @@ def make_host(root: Path, configs: dict[str, dict]) -> Path:
         (root / rel).write_text(textwrap.dedent(text).lstrip())
     for name, keys in configs.items():
         body = "".join(f"config.{k} = {v!r}\n" for k, v in keys.items())
-        (root / "configs" / f"{name}.py").write_text("from easydict import EasyDict as edict\n\nconfig = edict()\n" + body)
+        (root / "configs" / f"{name}.py").write_text(
+            "from easydict import EasyDict as edict\n\nconfig = edict()\n" + body
+        )
     return root
 
 
@@ -118,14 +120,28 @@ def host(toy_data, tmp_path_factory):
     manifest = write_shards(tmp_path_factory.mktemp("syn_launch"), toy_data, C_SYN, PER_CLASS, classes_per_shard=3)
     root = tmp_path_factory.mktemp("arcface_torch")
     common = dict(rec=str(toy_data), num_epoch=1, warmup_epoch=0, val_targets=["toy_lfw"])
-    make_host(root, {
-        "scoremix_toy": dict(common, num_classes=C_REAL + C_SYN, num_image=N_REAL + C_SYN * PER_CLASS,
-                             dataset="scoremix", scoremix={"manifest": str(manifest), "ratio": None},
-                             output=str(root / "out_scoremix")),
-        "plain_toy": dict(common, num_classes=C_REAL, num_image=N_REAL, output=str(root / "out_plain")),
-        "wrong_toy": dict(common, num_classes=C_REAL, num_image=N_REAL + C_SYN * PER_CLASS, dataset="scoremix",
-                          scoremix={"manifest": str(manifest)}, output=str(root / "out_wrong")),
-    })
+    make_host(
+        root,
+        {
+            "scoremix_toy": dict(
+                common,
+                num_classes=C_REAL + C_SYN,
+                num_image=N_REAL + C_SYN * PER_CLASS,
+                dataset="scoremix",
+                scoremix={"manifest": str(manifest), "ratio": None},
+                output=str(root / "out_scoremix"),
+            ),
+            "plain_toy": dict(common, num_classes=C_REAL, num_image=N_REAL, output=str(root / "out_plain")),
+            "wrong_toy": dict(
+                common,
+                num_classes=C_REAL,
+                num_image=N_REAL + C_SYN * PER_CLASS,
+                dataset="scoremix",
+                scoremix={"manifest": str(manifest)},
+                output=str(root / "out_wrong"),
+            ),
+        },
+    )
     return root
 
 
@@ -160,8 +176,9 @@ def test_other_configs_keep_the_host_loader(host, toy_data, restore_shim):
 def test_config_mismatch_fails_before_the_host_runs(host, restore_shim, capsys):
     # Through the CLI's boundary: a ConfigError is one line on stderr and exit 2.
     assert scoremix_main(["arcface-train", "--arcface-root", str(host), "configs/wrong_toy"]) == 2
-    assert re.search(r"scoremix arcface-train: error: .*wrong_toy\.py: config\.num_classes = 12 .*manifest",
-                     capsys.readouterr().err)
+    assert re.search(
+        r"scoremix arcface-train: error: .*wrong_toy\.py: config\.num_classes = 12 .*manifest", capsys.readouterr().err
+    )
     assert not (host / "out_wrong").exists()
     assert scoremix_main(["arcface-train", "--arcface-root", str(host), "configs/missing"]) == 2
     assert "does not exist" in capsys.readouterr().err
@@ -171,16 +188,31 @@ def test_config_mismatch_fails_before_the_host_runs(host, restore_shim, capsys):
 
 @pytest.mark.slow
 def test_torchrun_two_processes_shard_the_data(host, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-           "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        "OMP_NUM_THREADS": "1",
+    }
     out = host / "out_scoremix"
     for f in out.glob("record_*.json"):
         f.unlink()
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "scoremix_plugin", "arcface-train", "--arcface-root", str(host), "configs/scoremix_toy"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "scoremix_plugin",
+        "arcface-train",
+        "--arcface-root",
+        str(host),
+        "configs/scoremix_toy",
+    ]
     # Own process group, so a hang kills torchrun's workers too, not only torchrun.
-    p = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         start_new_session=True)
+    p = subprocess.Popen(
+        cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     try:
         log, _ = p.communicate(timeout=180)
     except subprocess.TimeoutExpired:

@@ -25,9 +25,28 @@ def merged(toy_data, tmp_path_factory):
     root = base / "arcface_torch"
     (root / "configs").mkdir(parents=True)
     out = base / "merged"
-    rc = scoremix_main(["merge", "--real", str(toy_data), "--synthetic", str(manifest), "--out", str(out),
-                        "--arcface-root", str(root), "--name", "toy_scoremix", "--num-epoch", "3",
-                        "--warmup-epoch", "1", "--no-progress", "--json", str(base / "summary.json")])
+    rc = scoremix_main(
+        [
+            "merge",
+            "--real",
+            str(toy_data),
+            "--synthetic",
+            str(manifest),
+            "--out",
+            str(out),
+            "--arcface-root",
+            str(root),
+            "--name",
+            "toy_scoremix",
+            "--num-epoch",
+            "3",
+            "--warmup-epoch",
+            "1",
+            "--no-progress",
+            "--json",
+            str(base / "summary.json"),
+        ]
+    )
     assert rc == 0
     return out, manifest, root, base
 
@@ -56,7 +75,10 @@ def test_payloads_labels_and_layout(merged, toy_data):
     assert len(ranges) == C_REAL + C_SYN
     assert ranges[C_REAL] == (N_REAL + 1, N_REAL + 1 + PER_CLASS)
     h0, _ = m.read(0)
-    assert h0.flag == 2 and h0.label == (N_REAL + C_SYN * PER_CLASS + 1, N_REAL + C_SYN * PER_CLASS + C_REAL + C_SYN + 1)
+    assert h0.flag == 2 and h0.label == (
+        N_REAL + C_SYN * PER_CLASS + 1,
+        N_REAL + C_SYN * PER_CLASS + C_REAL + C_SYN + 1,
+    )
     for b in ("toy_lfw.bin", "toy_cfp_fp.bin"):
         assert (out / b).read_bytes() == (toy_data / b).read_bytes()
 
@@ -76,14 +98,20 @@ def test_generated_config_matches(merged):
         full = load_recogniser_config(out / "toy_scoremix.py")
     assert full.dataset == "rec"
     summary = json.loads((base / "summary.json").read_text())
-    assert summary == json.loads((out / "merge.json").read_text()) | {"host_config": str(root / "configs" / "toy_scoremix.py")}
+    assert summary == json.loads((out / "merge.json").read_text()) | {
+        "host_config": str(root / "configs" / "toy_scoremix.py")
+    }
     assert not list(out.parent.glob(".merged.tmp-*"))
 
 
 def test_refuses_bad_inputs(merged, toy_data, tmp_path, capsys):
     out, manifest, _, _ = merged
-    assert scoremix_main(["merge", "--real", str(toy_data), "--synthetic", str(manifest), "--out", str(out),
-                          "--no-progress"]) == 2
+    assert (
+        scoremix_main(
+            ["merge", "--real", str(toy_data), "--synthetic", str(manifest), "--out", str(out), "--no-progress"]
+        )
+        == 2
+    )
     assert "--overwrite" in capsys.readouterr().err
     copy = tmp_path / "syn"
     shutil.copytree(manifest.parent, copy)

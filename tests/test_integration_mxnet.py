@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from scoremix_plugin import mxnet_compat  # the documented name (integration.mxnet_compat underneath)
+from scoremix_plugin.integration import mxnet_compat
 from scoremix_plugin.recordio import decode_image
 from scoremix_plugin.verification.binfile import load_bin as safe_load_bin
 
@@ -77,14 +77,22 @@ def test_edge_cases_read_and_rewrite_byte_identical(mx, golden_dir, tmp_path):
         assert payload == base64.b64decode(c["payload_b64"]), c["name"]
         want = c["read_header"]
         got_label = header.label.tolist() if isinstance(header.label, np.ndarray) else header.label
-        assert (header.flag, got_label, header.id, header.id2) == (want["flag"], want["label"], want["id"],
-                                                                    want["id2"]), c["name"]
+        assert (header.flag, got_label, header.id, header.id2) == (
+            want["flag"],
+            want["label"],
+            want["id"],
+            want["id2"],
+        ), c["name"]
     # The shuffle_rec.py pattern: write_idx(key, pack(IRHeader(...), payload)) gives mxnet's bytes exactly.
     w = mx.recordio.MXIndexedRecordIO(str(tmp_path / "edge.idx"), str(tmp_path / "edge.rec"), "w")
     for c in writes:
         h = c["write_header"]
-        w.write_idx(c["key"], mx.recordio.pack(mx.recordio.IRHeader(h["flag"], h["label"], h["id"], h["id2"]),
-                                               base64.b64decode(c["payload_b64"])))
+        w.write_idx(
+            c["key"],
+            mx.recordio.pack(
+                mx.recordio.IRHeader(h["flag"], h["label"], h["id"], h["id2"]), base64.b64decode(c["payload_b64"])
+            ),
+        )
     w.close()
     assert (tmp_path / "edge.rec").read_bytes() == (root / "edge.rec").read_bytes()
     assert (tmp_path / "edge.idx").read_bytes() == (root / "edge.idx").read_bytes()
@@ -142,9 +150,11 @@ def test_unprovided_names_fail_clearly(mx):
 
 
 def test_importing_the_package_does_not_install_the_shim():
-    code = ("import sys, scoremix_plugin, scoremix_plugin.cli, scoremix_plugin.integration.loader, "
-            "scoremix_plugin.integration.launcher, scoremix_plugin.integration.merge; "
-            "assert 'mxnet' not in sys.modules, 'mxnet shim installed at import time'")
+    code = (
+        "import sys, scoremix_plugin, scoremix_plugin.cli, scoremix_plugin.integration.loader, "
+        "scoremix_plugin.integration.launcher, scoremix_plugin.integration.merge; "
+        "assert 'mxnet' not in sys.modules, 'mxnet shim installed at import time'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
@@ -185,7 +195,7 @@ def test_real_host_reads_our_files_through_the_shim(host, golden_dir, toy_data):
     from scoremix_plugin.verification.binfile import load_bin_images
 
     dataset, verification = host
-    # MXFaceDataset over mxnet's golden folder and over a folder our ShardWriter wrote: sample for
+    # MXFaceDataset over mxnet's golden folder and over a folder our FaceRecWriter wrote: sample for
     # sample (same flips under the same seed) what our Dataset gives.
     for root, n in ((golden_dir / "recordio" / "insightface", 20), (toy_data, 12 * 8)):
         theirs, ours = dataset.MXFaceDataset(str(root), 0), FaceRecDataset(root)
@@ -199,8 +209,11 @@ def test_real_host_reads_our_files_through_the_shim(host, golden_dir, toy_data):
             assert int(y) == int(y2)
             torch.testing.assert_close(x, x2, rtol=0, atol=0)
     # load_bin over mxnet-era golden .bin files (Python 2 and 3 pickles) and a .bin our write_bin made.
-    for path in (golden_dir / "verification" / "toy_py2.bin", golden_dir / "verification" / "toy_py3.bin",
-                 toy_data / "toy_lfw.bin"):
+    for path in (
+        golden_dir / "verification" / "toy_py2.bin",
+        golden_dir / "verification" / "toy_py3.bin",
+        toy_data / "toy_lfw.bin",
+    ):
         data_list, issame = verification.load_bin(str(path), (112, 112))
         images, same = load_bin_images(path)
         assert [bool(s) for s in issame] == same.tolist()

@@ -29,8 +29,9 @@ def test_recipe_files_load_cleanly(name):
         warnings.simplefilter("error")
         base = load_recogniser_config(folder / "recogniser.py")
         host = load_recogniser_config(folder / "host_scoremix_r50.py")
-        gen = merge_config(read_config_file(folder / "generator.py"), GENERATOR_DEFAULTS, source=name,
-                           required=("rec",))
+        gen = merge_config(
+            read_config_file(folder / "generator.py"), GENERATOR_DEFAULTS, source=name, required=("rec",)
+        )
     _check_config(gen, name)
     assert network_resolution(network_kwargs(gen.preset, 10, gen.resolution)) == 112
     assert base.dataset == "rec" and base.network == host.network == "r50"

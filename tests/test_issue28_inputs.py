@@ -42,7 +42,7 @@ def test_identity_ranges_that_contradict_the_labels_are_refused_by_every_reader(
 
 def test_pack_names_the_magnitude_rule_for_negative_labels():
     with pytest.raises(RecordIOError, match=r"magnitude >= 2\*\*24"):
-        pack((0, -2**24, 0, 0))
+        pack((0, -(2**24), 0, 0))
 
 
 def test_ijb_meta_paths_must_stay_under_the_root(tmp_path):
@@ -101,8 +101,11 @@ def test_a_garbled_jpeg_in_training_is_skipped_counted_and_named(tmp_path, capfd
     d = _folder(tmp_path / "r", [jpegs[0], _garbled(jpegs[3]), jpegs[2], jpegs[3]])  # labels 0, 0, 1, 1
     ds = FaceRecDataset(d, flip=False)
     capfd.readouterr()
-    with pytest.warns(RecordIOWarning, match=rf"file {d / 'train.rec'}, key 2: garbled JPEG .*key 1 of the same "
-                                             r"identity \(label 0\)"):
+    with pytest.warns(
+        RecordIOWarning,
+        match=rf"file {d / 'train.rec'}, key 2: garbled JPEG .*key 1 of the same "
+        r"identity \(label 0\)",
+    ):
         x, y = ds[1]
     assert "JPEG" not in capfd.readouterr().err  # libjpeg's bare line no longer reaches the terminal
     assert int(y) == 0 and torch_equal(x, ds[0][0]) and list(ds.garbled) == [2]
@@ -169,8 +172,21 @@ def test_overwrite_replaces_an_earlier_output(tmp_path, capsys):
     assert main(argv) == 0
     assert main(argv) == 2 and "already holds 0, 1" in capsys.readouterr().err
     assert main([*argv, "--overwrite"]) == 0
-    assert main(["align", "--a", str(tmp_path / "c.npz"), "--b", str(tmp_path / "c.npz"), "--json",
-                 str(tmp_path / "c.npz"), "--overwrite"]) == 2  # never over an input
+    assert (
+        main(
+            [
+                "align",
+                "--a",
+                str(tmp_path / "c.npz"),
+                "--b",
+                str(tmp_path / "c.npz"),
+                "--json",
+                str(tmp_path / "c.npz"),
+                "--overwrite",
+            ]
+        )
+        == 2
+    )  # never over an input
     assert "is --a" in capsys.readouterr().err
 
 
@@ -187,9 +203,18 @@ def test_manifest_real_idx_sha256_verifies_a_moved_real_folder(tmp_path):
     real = _insightface(tmp_path / "real", [0, 0, 1, 1], [(1, 3), (3, 5)])
     other = _insightface(tmp_path / "other", [0, 0, 1, 1, 1], [(1, 3), (3, 6)])  # another dataset
     (tmp_path / "syn").mkdir()
-    m = Manifest(path=tmp_path / "syn" / "manifest.json", real_num_classes=2, real_num_image=4, real_rec=real,
-                 num_synthetic_classes=0, num_synthetic_images=0, generator={}, selection={}, sampler={},
-                 real_idx_sha256=sha256_file(real / "train.idx"))
+    m = Manifest(
+        path=tmp_path / "syn" / "manifest.json",
+        real_num_classes=2,
+        real_num_image=4,
+        real_rec=real,
+        num_synthetic_classes=0,
+        num_synthetic_images=0,
+        generator={},
+        selection={},
+        sampler={},
+        real_idx_sha256=sha256_file(real / "train.idx"),
+    )
     m.write()
     on_disk = json.loads(m.path.read_text())
     assert on_disk["real"]["idx_sha256"] == m.real_idx_sha256

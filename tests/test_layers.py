@@ -71,8 +71,11 @@ def upward_imports(pkg: Path, layers: list[list[str]]) -> list[str]:
 def test_no_import_runs_upward():
     layers = _layers()
     rank = {name: i for i, layer in enumerate(layers) for name in layer}
-    units = {p.name if p.is_dir() else p.stem for p in PKG.iterdir()
-             if (p.is_dir() and (p / "__init__.py").is_file()) or p.suffix == ".py"}
+    units = {
+        p.name if p.is_dir() else p.stem
+        for p in PKG.iterdir()
+        if (p.is_dir() and (p / "__init__.py").is_file()) or p.suffix == ".py"
+    }
     missing = sorted(units - set(rank) - {"cli", "__main__", "__init__"})
     assert not missing, f"docs/architecture.md's layers do not place {missing}"
     upward = upward_imports(PKG, layers)
@@ -99,7 +102,9 @@ def test_the_checker_sees_an_upward_import(tmp_path):
     assert upward_imports(pkg, layers) == []
     (pkg / "low" / "bad.py").write_text("import toypkg.high.mod\n\n\ndef f():\n    from ..high import mod\n")
     found = upward_imports(pkg, layers)
-    assert found == ["toypkg.low.bad -> toypkg.high (low is below high)",
-                     "toypkg.low.bad -> toypkg.high.mod (low is below high)"], found
+    assert found == [
+        "toypkg.low.bad -> toypkg.high (low is below high)",
+        "toypkg.low.bad -> toypkg.high.mod (low is below high)",
+    ], found
     (pkg / "low" / "cli.py").write_text("import toypkg.high.mod\n")  # a shell may import any layer
     assert upward_imports(pkg, layers) == found

@@ -50,8 +50,11 @@ def _stages(calls: list[str], fail: set[str] | None = None) -> list[Stage]:
 
 
 def _ctx(tmp_path: Path, **recipe) -> Context:
-    return Context(recipe=edict({"a": "1", "b": "2", "c": "3", "_path": str(tmp_path / "r.py"), **recipe}),
-                   out=tmp_path / "out", progress=False)
+    return Context(
+        recipe=edict({"a": "1", "b": "2", "c": "3", "_path": str(tmp_path / "r.py"), **recipe}),
+        out=tmp_path / "out",
+        progress=False,
+    )
 
 
 def _status(res):
@@ -111,10 +114,34 @@ def test_failed_stage_leaves_no_marker_and_needs_are_enforced(tmp_path):
         run_stages(_stages(calls), _ctx(tmp_path), only="c", log=lambda s: None)
 
 
+def test_marker_of_an_older_format_is_refused_in_one_line_until_force(tmp_path):
+    from scoremix_plugin.pipeline.runner import MARKER_FORMAT, marker_path, plan
+
+    calls: list[str] = []
+    run_stages(_stages(calls), _ctx(tmp_path), log=lambda s: None)
+    p = marker_path(tmp_path / "out", "b")
+    old = json.loads(p.read_text())
+    del old["format"]  # version 1 markers had none
+    p.write_text(json.dumps(old))
+    calls.clear()
+    with pytest.raises(
+        PipelineError, match=f"stage 'b' was finished by an older scoremix.*{MARKER_FORMAT}.*--force"
+    ) as e:
+        run_stages(_stages(calls), _ctx(tmp_path), log=lambda s: None)
+    assert "\n" not in str(e.value) and calls == []
+    with pytest.raises(PipelineError, match="--force"):
+        plan(_stages(calls), _ctx(tmp_path))  # --list says the same
+    res = run_stages(_stages(calls), _ctx(tmp_path), force=True, log=lambda s: None)
+    assert _status(res) == {"a": "ran", "b": "ran", "c": "ran"}
+    assert read_marker(tmp_path / "out", "b")["format"] == MARKER_FORMAT
+
+
 def test_recipe_keys_are_checked(tmp_path):
     bad = tmp_path / "bad.py"
-    bad.write_text("from easydict import EasyDict as edict\nconfig = edict(recogniser='r.py', generator='g.py', "
-                   "selection=edict(strategy='far', colour='red'))\n")
+    bad.write_text(
+        "from easydict import EasyDict as edict\nconfig = edict(recogniser='r.py', generator='g.py', "
+        "selection=edict(strategy='far', colour='red'))\n"
+    )
     with pytest.raises(PipelineError, match=r"recipe.selection: \[.colour.\]"):
         load_recipe(bad)
     bad.write_text("from easydict import EasyDict as edict\nconfig = edict(generator='g.py')\n")
@@ -135,10 +162,13 @@ def test_demo_recipes_load_from_the_package():
     full = load_recipe(demo_recipe(full=True))
     # one setting away: the same demo with its generator trained here
     assert full.generator == "demo/generator.py" and (Path(full._path).parent / full.generator).is_file()
-    assert {k: v for k, v in full.items() if k not in ("generator", "generator_sigma_rel", "quality_gate", "name",
-                                                       "_path")} == \
-        {k: v for k, v in recipe.items() if k not in ("generator", "generator_sigma_rel", "quality_gate", "name",
-                                                      "_path")}
+    assert {
+        k: v for k, v in full.items() if k not in ("generator", "generator_sigma_rel", "quality_gate", "name", "_path")
+    } == {
+        k: v
+        for k, v in recipe.items()
+        if k not in ("generator", "generator_sigma_rel", "quality_gate", "name", "_path")
+    }
 
 
 # A miniature recipe end to end.
@@ -243,8 +273,10 @@ def test_mini_recipe_end_to_end_then_rerun_skips(tmp_path, monkeypatch):
     # ScoreMix trains a head of C_real + n classes; the baseline one of C_real.
     import torch
 
-    heads = {run: torch.load(out / run / "checkpoint_rank0.pt", weights_only=True)["head"]["weight"].shape[0]
-             for run in ("baseline", "scoremix")}
+    heads = {
+        run: torch.load(out / run / "checkpoint_rank0.pt", weights_only=True)["head"]["weight"].shape[0]
+        for run in ("baseline", "scoremix")
+    }
     assert heads == {"baseline": c_real, "scoremix": c_real + n_syn}
     # The merged folder holds what its config says: every real and synthetic image and class.
     from scoremix_plugin.config import read_config_file
@@ -252,10 +284,16 @@ def test_mini_recipe_end_to_end_then_rerun_skips(tmp_path, monkeypatch):
 
     merged_cfg = read_config_file(out / "merged/scoremix_merged.py")
     with FaceRecFolder(out / "merged") as merged:
-        counts = {"num_classes": merged.num_classes, "num_image": len(merged),
-                  "labels": sorted(set(merged.labels.tolist()))}
-    assert counts == {"num_classes": c_real + n_syn, "num_image": 2 * c_real + 2 * n_syn,
-                      "labels": list(range(c_real + n_syn))}
+        counts = {
+            "num_classes": merged.num_classes,
+            "num_image": len(merged),
+            "labels": sorted(set(merged.labels.tolist())),
+        }
+    assert counts == {
+        "num_classes": c_real + n_syn,
+        "num_image": 2 * c_real + 2 * n_syn,
+        "labels": list(range(c_real + n_syn)),
+    }
     assert (merged_cfg["num_classes"], merged_cfg["num_image"]) == (counts["num_classes"], counts["num_image"])
     assert "dataset = 'scoremix'" in (out / "scoremix/config.py").read_text()
 
@@ -282,8 +320,10 @@ def test_mini_recipe_end_to_end_then_rerun_skips(tmp_path, monkeypatch):
 
 def test_real_folder_data_stage(tmp_path, toy_data):
     recipe = tmp_path / "real.py"
-    recipe.write_text("from easydict import EasyDict as edict\n"
-                      f"config = edict(data=edict(rec={str(toy_data)!r}), recogniser='r.py', generator='g.py')\n")
+    recipe.write_text(
+        "from easydict import EasyDict as edict\n"
+        f"config = edict(data=edict(rec={str(toy_data)!r}), recogniser='r.py', generator='g.py')\n"
+    )
     status = run_recipe(recipe, tmp_path / "out", stage="data", progress=False, log=lambda s: None)
     assert status == {"data": {"status": "ran", "seconds": status["data"]["seconds"]}}
     summary = read_marker(tmp_path / "out", "data")["summary"]
@@ -305,8 +345,10 @@ def test_a_recipe_adds_a_stage_before_the_report(tmp_path):
 
     assert cli.main(["pipeline", str(tmp_path / "r.py"), "--out", str(tmp_path / "out"), "--stage", "nope"]) == 2
     bad = tmp_path / "bad.py"
-    bad.write_text("from easydict import EasyDict as edict\n"
-                   "config = edict(recogniser='r.py', generator='g.py', stages=['count'])\n")
+    bad.write_text(
+        "from easydict import EasyDict as edict\n"
+        "config = edict(recogniser='r.py', generator='g.py', stages=['count'])\n"
+    )
     with pytest.raises(PipelineError, match="recipe.stages"):
         load_recipe(bad)
 
@@ -323,10 +365,12 @@ def _guide_recipe(tmp_path: Path, generator: str, guide: str, extra: str = "") -
     (tmp_path / "rec.py").write_text(textwrap.dedent(MINI_REC))
     (tmp_path / "gen.py").write_text(textwrap.dedent(GUIDE_GEN))
     path = tmp_path / "r.py"
-    path.write_text("from easydict import EasyDict as edict\n"
-                    f"config = edict(device='cpu', recogniser='rec.py', generator={generator!r}, guide={guide},\n"
-                    "    data=edict(toy=edict(identities=4, images_per_identity=2, test_identities=4, pairs=20)),\n"
-                    f"    generation=edict(guidance='autoguidance'){extra})\n")
+    path.write_text(
+        "from easydict import EasyDict as edict\n"
+        f"config = edict(device='cpu', recogniser='rec.py', generator={generator!r}, guide={guide},\n"
+        "    data=edict(toy=edict(identities=4, images_per_identity=2, test_identities=4, pairs=20)),\n"
+        f"    generation=edict(guidance='autoguidance'){extra})\n"
+    )
     return path
 
 
@@ -338,8 +382,7 @@ def test_generator_stage_makes_the_guide_from_post_hoc_ema_snapshots_or_a_smalle
     def run(r, o):
         return [run_recipe(r, o, stage=s, progress=False, log=lambda m: None) for s in ("data", "generator")]
 
-    recipe = _guide_recipe(tmp_path, "gen.py", "edict(kind='snapshot', fraction=0.25)",
-                           ", generator_sigma_rel=0.10")
+    recipe = _guide_recipe(tmp_path, "gen.py", "edict(kind='snapshot', fraction=0.25)", ", generator_sigma_rel=0.10")
     run(recipe, tmp_path / "a")
     res = read_marker(tmp_path / "a", "generator")["summary"]
     main, guide = load_checkpoint(res["checkpoint"]), load_checkpoint(res["guide"])
@@ -360,30 +403,38 @@ def test_generator_stage_makes_the_guide_from_post_hoc_ema_snapshots_or_a_smalle
     assert not (tmp_path / "b" / "generator" / "generator.pt").exists()  # the main one was not retrained
 
 
-@pytest.mark.parametrize("body, message", [
-    ("generation=edict(guidance='autoguidance')", "needs recipe.guide"),
-    ("guide=edict(kind='snapshot')", "only used with guidance = 'autoguidance'"),
-    ("guide=edict(kind='early'), generation=edict(guidance='autoguidance')", "recipe.guide.kind must be one of"),
-    ("guide=edict(kind='smaller'), generation=edict(guidance='autoguidance')", "needs recipe.guide.preset"),
-    ("guide=edict(kind='snapshot', fraction=1.5), generation=edict(guidance='autoguidance')",
-     r"recipe.guide.fraction must be in \(0, 1\)"),
-    ("generator_sigma_rel=0.5", "recipe.generator_sigma_rel must be a number"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ("generation=edict(guidance='autoguidance')", "needs recipe.guide"),
+        ("guide=edict(kind='snapshot')", "only used with guidance = 'autoguidance'"),
+        ("guide=edict(kind='early'), generation=edict(guidance='autoguidance')", "recipe.guide.kind must be one of"),
+        ("guide=edict(kind='smaller'), generation=edict(guidance='autoguidance')", "needs recipe.guide.preset"),
+        (
+            "guide=edict(kind='snapshot', fraction=1.5), generation=edict(guidance='autoguidance')",
+            r"recipe.guide.fraction must be in \(0, 1\)",
+        ),
+        ("generator_sigma_rel=0.5", "recipe.generator_sigma_rel must be a number"),
+    ],
+)
 def test_guide_settings_are_checked_when_the_recipe_loads(tmp_path, body, message):
     bad = tmp_path / "r.py"
-    bad.write_text("from easydict import EasyDict as edict\n"
-                   f"config = edict(recogniser='r.py', generator='g.py', {body})\n")
+    bad.write_text(
+        f"from easydict import EasyDict as edict\nconfig = edict(recogniser='r.py', generator='g.py', {body})\n"
+    )
     with pytest.raises(PipelineError, match=message):
         load_recipe(bad)
 
 
-def test_generator_fingerprint_settings_unchanged_without_guide_or_posthoc_ema(tmp_path):
-    """A recipe that sets neither key keeps its old generator settings (finished runs stay complete), and a
-    recipe built as a plain dict without the keys (experiments/) works."""
+def test_generator_fingerprint_settings_hold_every_key(tmp_path):
+    """Unset keys are fingerprinted as None; a recipe built as a plain dict without them (experiments/) works."""
     from scoremix_plugin.pipeline.stages import generator_settings
 
     ctx = _ctx(tmp_path, device="cpu")
-    assert generator_settings(ctx) == {"device": "cpu"}
+    assert generator_settings(ctx) == {"device": "cpu", "guide": None, "sigma_rel": None}
     ctx = _ctx(tmp_path, device="cpu", guide={"kind": "snapshot", "fraction": 0.25}, generator_sigma_rel=0.1)
-    assert generator_settings(ctx) == {"device": "cpu", "sigma_rel": 0.1,
-                                       "guide": {"kind": "snapshot", "fraction": 0.25, "preset": None}}
+    assert generator_settings(ctx) == {
+        "device": "cpu",
+        "sigma_rel": 0.1,
+        "guide": {"kind": "snapshot", "fraction": 0.25, "preset": None},
+    }

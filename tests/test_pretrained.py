@@ -35,11 +35,14 @@ def test_the_demo_generator_is_shipped():
 def test_shipped_weights_match_the_toy_data_they_were_trained_on(name):
     prov = pretrained.provenance(name)
     t = prov["toy"]
-    now = toy_fingerprint(num_identities=t["identities"], images_per_identity=t["images_per_identity"],
-                          seed=t["seed"], size=t["size"])
+    now = toy_fingerprint(
+        num_identities=t["identities"], images_per_identity=t["images_per_identity"], seed=t["seed"], size=t["size"]
+    )
     stale = {k: (t.get(k), v) for k, v in now.items() if t.get(k) != v}
-    assert not stale, (f"{name}: the toy renderer or its settings changed since the shipped generator was trained "
-                       f"({stale}); retrain it: {prov['made_by']['train']}, then {prov['made_by']['ship']}")
+    assert not stale, (
+        f"{name}: the toy renderer or its settings changed since the shipped generator was trained "
+        f"({stale}); retrain it: {prov['made_by']['train']}, then {prov['made_by']['ship']}"
+    )
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -53,8 +56,16 @@ def test_shipped_file_loads_as_untrusted_input_and_samples(name):
     den, cfg = load_generator(path)
     assert cfg["step"] == prov["step"]
     res = int(raw["resolution"])
-    x = sample(den, torch.tensor([[0], [1]]), torch.ones(2, 1), generators=[image_generator(0, 0, i) for i in (0, 1)],
-               num_steps=2, solver="heun", guidance="cfg", guidance_scale=2.5)
+    x = sample(
+        den,
+        torch.tensor([[0], [1]]),
+        torch.ones(2, 1),
+        generators=[image_generator(0, 0, i) for i in (0, 1)],
+        num_steps=2,
+        solver="heun",
+        guidance="cfg",
+        guidance_scale=2.5,
+    )
     assert x.shape == (2, 3, res, res) and torch.isfinite(x).all()
     assert prov["quality"]["far"] is not None and "single_top1" in prov["quality"]
 
@@ -65,10 +76,27 @@ def tiny_run(toy_data, tmp_path_factory):
     from scoremix_plugin.generation.train import train_generator
 
     out = tmp_path_factory.mktemp("tiny_gen")
-    train_generator(dict(rec=str(toy_data), output=str(out), total_steps=4, bf16=False, preset="edm2-test",
-                         resolution=16, batch_size=8, lr=1e-2, lr_warmup=2, lr_decay_ref=4, posthoc_ema=[0.05, 0.10],
-                         posthoc_every=2, num_workers=0, sample_every=None, checkpoint_every=None,
-                         loss_weighting="uncertainty", ema_sigma_rel=0.1))
+    train_generator(
+        dict(
+            rec=str(toy_data),
+            output=str(out),
+            total_steps=4,
+            bf16=False,
+            preset="edm2-test",
+            resolution=16,
+            batch_size=8,
+            lr=1e-2,
+            lr_warmup=2,
+            lr_decay_ref=4,
+            posthoc_ema=[0.05, 0.10],
+            posthoc_every=2,
+            num_workers=0,
+            sample_every=None,
+            checkpoint_every=None,
+            loss_weighting="uncertainty",
+            ema_sigma_rel=0.1,
+        )
+    )
     return reconstruct(out, 0.10)
 
 
@@ -86,9 +114,15 @@ def test_export_keeps_what_sampling_needs_once_in_float16(tiny_run, tmp_path):
 
 
 def _ctx(tmp_path, **toy):
-    recipe = edict(seed=0, generator="pretrained:toy40", data=edict(rec=None, toy=edict(
-        dict(identities=40, images_per_identity=16, test_identities=20, pairs=300, seed=0) | toy)),
-                   _path=str(tmp_path / "r.py"))
+    recipe = edict(
+        seed=0,
+        generator="pretrained:toy40",
+        data=edict(
+            rec=None,
+            toy=edict(dict(identities=40, images_per_identity=16, test_identities=20, pairs=300, seed=0) | toy),
+        ),
+        _path=str(tmp_path / "r.py"),
+    )
     return Context(recipe=recipe, out=tmp_path)
 
 
@@ -105,15 +139,20 @@ def test_pipeline_takes_the_shipped_generator_only_for_its_own_data(tmp_path):
         check_pretrained_fits(ctx)
 
 
-@pytest.mark.parametrize("extra, match", [("generator_sigma_rel=0.1", "already its post-hoc EMA"),
-                                          ("generation=edict(guidance='autoguidance'), guide=edict(kind='snapshot')",
-                                           "does not ship"),
-                                          ("generator='pretrained:nope'", "no shipped generator 'nope'")])
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        ("generator_sigma_rel=0.1", "already its post-hoc EMA"),
+        ("generation=edict(guidance='autoguidance'), guide=edict(kind='snapshot')", "does not ship"),
+        ("generator='pretrained:nope'", "no shipped generator 'nope'"),
+    ],
+)
 def test_recipe_refuses_what_a_shipped_generator_cannot_give(tmp_path, extra, match):
     f = tmp_path / "r.py"
-    f.write_text("from easydict import EasyDict as edict\nconfig = edict(recogniser='x.py', "
-                 f"generator='pretrained:toy40', {extra})\n".replace("generator='pretrained:toy40', generator=",
-                                                                      "generator="))
+    f.write_text(
+        "from easydict import EasyDict as edict\nconfig = edict(recogniser='x.py', "
+        f"generator='pretrained:toy40', {extra})\n".replace("generator='pretrained:toy40', generator=", "generator=")
+    )
     with pytest.raises(PipelineError, match=match):
         load_recipe(f)
 
@@ -143,15 +182,26 @@ def test_a_pip_install_carries_the_demo_recipes_and_the_shipped_generators():
     from pathlib import Path
 
     repo = Path(__file__).resolve().parents[1]
-    globs = tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["scoremix_plugin"]
+    globs = tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"][
+        "scoremix_plugin"
+    ]
     pkg = repo / "scoremix_plugin"
-    needed = [p for d in ("recipes", "pretrained") for p in (pkg / d).rglob("*") if p.is_file()
-              and "__pycache__" not in p.parts]
+    needed = [
+        p
+        for d in ("recipes", "pretrained")
+        for p in (pkg / d).rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    ]
     assert any(p.name == "demo.py" for p in needed) and any(p.suffix == ".pt" for p in needed)
     # setuptools' globs: "*" does not cross a folder
-    missing = [str(p.relative_to(pkg)) for p in needed
-               if not any(fnmatch.fnmatch(str(p.relative_to(pkg)), g) and
-                          str(p.relative_to(pkg)).count("/") == g.count("/") for g in globs)]
+    missing = [
+        str(p.relative_to(pkg))
+        for p in needed
+        if not any(
+            fnmatch.fnmatch(str(p.relative_to(pkg)), g) and str(p.relative_to(pkg)).count("/") == g.count("/")
+            for g in globs
+        )
+    ]
     assert not missing, f"not in [tool.setuptools.package-data]: {missing}"
 
 

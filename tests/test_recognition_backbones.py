@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from scoremix_plugin.recognition.backbones import BACKBONES, get_backbone
+from scoremix_plugin.backbones import BACKBONES, get_backbone
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 

@@ -87,8 +87,16 @@ def _sharded_worker(rank: int, world: int, port: int, out_dir: str) -> None:
     emb = emb_all[rank * 4 : (rank + 1) * 4].clone().requires_grad_(True)
     loss = head(emb, labels_all[rank * 4 : (rank + 1) * 4])
     loss.backward()
-    torch.save({"loss": loss.detach(), "emb_grad": emb.grad, "w": head.weight.detach(), "w_grad": head.weight.grad,
-                "start": head.class_start}, os.path.join(out_dir, f"r{rank}.pt"))
+    torch.save(
+        {
+            "loss": loss.detach(),
+            "emb_grad": emb.grad,
+            "w": head.weight.detach(),
+            "w_grad": head.weight.grad,
+            "start": head.class_start,
+        },
+        os.path.join(out_dir, f"r{rank}.pt"),
+    )
     dist.destroy_process_group()
 
 

@@ -23,9 +23,21 @@ STEPS_PER_EPOCH = 96 // 16  # toy_data: 12 identities x 8 images, batch 16
 
 def _write_config(path: Path, rec: Path, output: Path, **over) -> Path:
     cfg = dict(
-        rec=str(rec), network="r10_tiny", embedding_size=64, num_classes=12, num_image=96, num_epoch=4,
-        warmup_epoch=1, batch_size=16, lr=0.1, num_workers=0, frequent=1, verbose=10_000,
-        val_targets=["toy_lfw"], output=str(output), seed=7,
+        rec=str(rec),
+        network="r10_tiny",
+        embedding_size=64,
+        num_classes=12,
+        num_image=96,
+        num_epoch=4,
+        warmup_epoch=1,
+        batch_size=16,
+        lr=0.1,
+        num_workers=0,
+        frequent=1,
+        verbose=10_000,
+        val_targets=["toy_lfw"],
+        output=str(output),
+        seed=7,
     )
     cfg.update(over)
     body = "".join(f"config.{k} = {v!r}\n" for k, v in cfg.items())
@@ -102,9 +114,20 @@ def test_missing_verification_file_is_an_error(toy_data, tmp_path):
 
 
 def test_adamw_cosface_gradient_accumulation(toy_data, tmp_path):
-    cfg = load_recogniser_config(_write_config(
-        tmp_path / "c.py", toy_data, tmp_path / "o", optimizer="adamw", lr=1e-3, gradient_acc=2,
-        margin_list=(1.0, 0.0, 0.4), sample_rate=0.5, max_steps=4, val_targets=[]))
+    cfg = load_recogniser_config(
+        _write_config(
+            tmp_path / "c.py",
+            toy_data,
+            tmp_path / "o",
+            optimizer="adamw",
+            lr=1e-3,
+            gradient_acc=2,
+            margin_list=(1.0, 0.0, 0.4),
+            sample_rate=0.5,
+            max_steps=4,
+            val_targets=[],
+        )
+    )
     with pytest.warns(UserWarning, match="sample_rate"):
         summary = train(cfg, progress=False)
     assert summary["global_step"] == 4
@@ -115,27 +138,47 @@ def test_adamw_cosface_gradient_accumulation(toy_data, tmp_path):
 
 
 def test_resume_from_host_checkpoint_format(toy_data, tmp_path):
-    cfg = load_recogniser_config(_write_config(tmp_path / "c.py", toy_data, tmp_path / "o", num_epoch=1,
-                                               val_targets=[], save_all_states=True))
+    cfg = load_recogniser_config(
+        _write_config(tmp_path / "c.py", toy_data, tmp_path / "o", num_epoch=1, val_targets=[], save_all_states=True)
+    )
     train(cfg, progress=False)
     host = torch.load(tmp_path / "o" / "checkpoint_gpu_0.pt", weights_only=True)
-    assert set(host) == {"epoch", "global_step", "state_dict_backbone", "state_dict_softmax_fc", "state_optimizer",
-                         "state_lr_scheduler"}
+    assert set(host) == {
+        "epoch",
+        "global_step",
+        "state_dict_backbone",
+        "state_dict_softmax_fc",
+        "state_optimizer",
+        "state_lr_scheduler",
+    }
     assert (host["epoch"], host["global_step"], host["state_dict_softmax_fc"]["weight"].shape) == (1, 6, (12, 64))
     (tmp_path / "o" / "checkpoint_rank0.pt").unlink()  # only the host's file is left
-    cfg = load_recogniser_config(_write_config(tmp_path / "c2.py", toy_data, tmp_path / "o", num_epoch=2,
-                                               val_targets=[], resume=True))
+    cfg = load_recogniser_config(
+        _write_config(tmp_path / "c2.py", toy_data, tmp_path / "o", num_epoch=2, val_targets=[], resume=True)
+    )
     assert train(cfg, progress=False)["global_step"] == 12
 
 
 def test_trains_on_real_plus_synthetic_through_the_scoremix_dataset(toy_data, tmp_path):
-    from test_integration_helpers import write_shards  # real shards + manifest (contracts.md)
+    from test_integration_helpers import write_shards  # real shards + manifest
 
-    manifest = write_shards(tmp_path / "syn", toy_data, num_synthetic_classes=2, images_per_class=8,
-                            classes_per_shard=1)
-    cfg = load_recogniser_config(_write_config(
-        tmp_path / "c.py", toy_data, tmp_path / "o", num_classes=14, num_image=112, num_epoch=1, val_targets=[],
-        dataset="scoremix", scoremix={"manifest": str(manifest)}, image_degrade=32))
+    manifest = write_shards(
+        tmp_path / "syn", toy_data, num_synthetic_classes=2, images_per_class=8, classes_per_shard=1
+    )
+    cfg = load_recogniser_config(
+        _write_config(
+            tmp_path / "c.py",
+            toy_data,
+            tmp_path / "o",
+            num_classes=14,
+            num_image=112,
+            num_epoch=1,
+            val_targets=[],
+            dataset="scoremix",
+            scoremix={"manifest": str(manifest)},
+            image_degrade=32,
+        )
+    )
     summary = train(cfg, progress=False)
     assert summary["global_step"] == 112 // 16
     head = torch.load(tmp_path / "o" / "checkpoint_rank0.pt", weights_only=True)["head"]["weight"]
@@ -143,11 +186,24 @@ def test_trains_on_real_plus_synthetic_through_the_scoremix_dataset(toy_data, tm
 
 
 def test_torchrun_two_gloo_processes_and_head_centres(toy_data, tmp_path):
-    cfg_path = _write_config(tmp_path / "cfg.py", toy_data, tmp_path / "out", num_epoch=1, batch_size=8,
-                             val_targets=[], save_all_states=True)
+    cfg_path = _write_config(
+        tmp_path / "cfg.py", toy_data, tmp_path / "out", num_epoch=1, batch_size=8, val_targets=[], save_all_states=True
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "scoremix_plugin", "train", str(cfg_path), "--json", str(tmp_path / "s.json"), "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "scoremix_plugin",
+        "train",
+        str(cfg_path),
+        "--json",
+        str(tmp_path / "s.json"),
+        "--no-progress",
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "s.json").read_text())
@@ -157,8 +213,19 @@ def test_torchrun_two_gloo_processes_and_head_centres(toy_data, tmp_path):
     slices = [torch.load(out / f"checkpoint_rank{r}.pt", weights_only=True) for r in (0, 1)]
     assert [(c["class_start"], c["head"]["weight"].shape[0]) for c in slices] == [(0, 6), (6, 6)]
     assert cli.main(["embed", "--checkpoint", str(out / "checkpoint_rank*.pt"), "--out", str(tmp_path / "h.npz")]) == 0
-    assert cli.main(["embed", "--checkpoint", str(out / "checkpoint_gpu_1.pt"), str(out / "checkpoint_gpu_0.pt"),
-                     "--out", str(tmp_path / "h2.npz")]) == 0
+    assert (
+        cli.main(
+            [
+                "embed",
+                "--checkpoint",
+                str(out / "checkpoint_gpu_1.pt"),
+                str(out / "checkpoint_gpu_0.pt"),
+                "--out",
+                str(tmp_path / "h2.npz"),
+            ]
+        )
+        == 0
+    )
     from scoremix_plugin.centres import load_centres
 
     ours, host = load_centres(tmp_path / "h.npz"), load_centres(tmp_path / "h2.npz")
@@ -173,8 +240,19 @@ def _export_onnx(run_a, tmp_path):
     pytest.importorskip("onnxruntime", reason="ONNX export needs the [onnx] extra (onnx, onnxruntime)")
     output, _ = run_a
     onnx_path = tmp_path / "m.onnx"
-    rc = cli.main(["export", "--model", str(output / "model.pt"), "--network", "r10_tiny", "--out", str(onnx_path),
-                   "--json", str(tmp_path / "e.json")])
+    rc = cli.main(
+        [
+            "export",
+            "--model",
+            str(output / "model.pt"),
+            "--network",
+            "r10_tiny",
+            "--out",
+            str(onnx_path),
+            "--json",
+            str(tmp_path / "e.json"),
+        ]
+    )
     assert rc == 0
     check = json.loads((tmp_path / "e.json").read_text())["check"]
     assert check["min_cosine"] > 0.9999 and check["output_dim"] == 64
@@ -206,10 +284,40 @@ def test_onnx_export_loads_in_insightface(run_a, toy_data, tmp_path):
 def test_onnx_export_onnxruntime_and_centres(run_a, toy_data, tmp_path):
     output, onnx_path = _export_onnx(run_a, tmp_path)
     # Embedding-space centres through onnxruntime and through torch agree.
-    assert cli.main(["embed", "--model", str(onnx_path), "--data", str(toy_data), "--out", str(tmp_path / "c.npz"),
-                     "--no-progress"]) == 0
-    assert cli.main(["embed", "--model", str(output / "model.pt"), "--network", "r10_tiny", "--data", str(toy_data),
-                     "--out", str(tmp_path / "t.npz"), "--device", "cpu", "--no-progress"]) == 0
+    assert (
+        cli.main(
+            [
+                "embed",
+                "--model",
+                str(onnx_path),
+                "--data",
+                str(toy_data),
+                "--out",
+                str(tmp_path / "c.npz"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert (
+        cli.main(
+            [
+                "embed",
+                "--model",
+                str(output / "model.pt"),
+                "--network",
+                "r10_tiny",
+                "--data",
+                str(toy_data),
+                "--out",
+                str(tmp_path / "t.npz"),
+                "--device",
+                "cpu",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     from scoremix_plugin.centres import load_centres
 
     c, t = load_centres(tmp_path / "c.npz"), load_centres(tmp_path / "t.npz")

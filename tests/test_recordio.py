@@ -11,12 +11,12 @@ import pytest
 
 from scoremix_plugin.recordio import (
     FaceRecFolder,
+    FaceRecWriter,
     IndexedRecordIOReader,
     IndexedRecordIOWriter,
     IRHeader,
     RecordIOReader,
     RecordIOWriter,
-    ShardWriter,
     decode_image,
     encode_jpeg,
     pack,
@@ -59,7 +59,7 @@ def test_edge_reader_gives_back_headers_and_payloads(gold):
     # Some payloads really are split into parts on disk (the case the fast path must not get wrong).
     raw = (gold / "edge" / "edge.rec").read_bytes()
     off = r.offset(11)  # magic_at_0
-    assert int.from_bytes(raw[off + 4:off + 8], "little") >> 29 == 1
+    assert int.from_bytes(raw[off + 4 : off + 8], "little") >> 29 == 1
 
 
 def test_sequential_raw_records(gold, tmp_path):
@@ -90,9 +90,9 @@ def test_insightface_writer_and_reader(gold, tmp_path):
             w.write_idx(c["key"], pack(_header(c), payloads[c["key"]]))
     for name in ("train.rec", "train.idx"):
         assert (tmp_path / "a" / name).read_bytes() == (gold / "insightface" / name).read_bytes()
-    # ShardWriter given the same JPEG bytes and labels writes the whole folder identically.
+    # FaceRecWriter given the same JPEG bytes and labels writes the whole folder identically.
     images = [c for c in cases if c["flag"] == 0]
-    with ShardWriter(tmp_path / "b") as sw:
+    with FaceRecWriter(tmp_path / "b") as sw:
         for c in images:
             sw.write(payloads[c["key"]], int(c["label"]))
     for name in ("train.rec", "train.idx", "property"):

@@ -85,8 +85,11 @@ def test_info_json_file_and_converter_script(image_folder, tmp_path):
 
     repo = Path(__file__).resolve().parents[1]
     out = tmp_path / "rec"
-    r = subprocess.run([sys.executable, str(repo / "converters" / "folder_to_rec.py"), str(image_folder), str(out),
-                        "--no-progress"], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, str(repo / "converters" / "folder_to_rec.py"), str(image_folder), str(out), "--no-progress"],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     assert main(["rec", "info", str(out), "--json", str(tmp_path / "info.json")]) == 0
     assert json.loads((tmp_path / "info.json").read_text())["images"] == 7

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from scoremix_plugin.recordio import FaceRecFolder, RecordIOError, ShardWriter
+from scoremix_plugin.recordio import FaceRecFolder, FaceRecWriter, RecordIOError
 from scoremix_plugin.recordio.dataset import FaceRecDataset
 
 
@@ -72,7 +72,7 @@ def test_shard_round_trip_through_dataset(tmp_path):
     # Smooth images (upsampled 4x4 noise): JPEG keeps them close, unlike pixel noise.
     small = rng.integers(0, 256, (6, 4, 4, 3), dtype=np.uint8)
     imgs = [cv2.resize(s, (112, 112), interpolation=cv2.INTER_LINEAR) for s in small]
-    with ShardWriter(tmp_path, num_classes=10) as w:
+    with FaceRecWriter(tmp_path, num_classes=10) as w:
         for i, img in enumerate(imgs):
             w.write(img, 7 + i // 3)
     ds = FaceRecDataset(tmp_path, flip=False)

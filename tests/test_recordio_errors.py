@@ -12,12 +12,12 @@ import pytest
 from scoremix_plugin.cli import main
 from scoremix_plugin.recordio import (
     FaceRecFolder,
+    FaceRecWriter,
     IndexedRecordIOReader,
     IndexedRecordIOWriter,
     IRHeader,
     RecordIOError,
     RecordIOReader,
-    ShardWriter,
     encode_jpeg,
     pack,
     unpack,
@@ -32,7 +32,7 @@ def good(tmp_path_factory):
     """A sound InsightFace folder: 6 images (labels 0,0,1,1,2,2), 3 identity records, key 0."""
     out = tmp_path_factory.mktemp("good")
     rng = np.random.default_rng(0)
-    with ShardWriter(out) as w:
+    with FaceRecWriter(out) as w:
         for i in range(6):
             w.write(cv2.resize(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8), (112, 112)), i // 2)
     return out
@@ -61,7 +61,7 @@ def test_good_folder_checks(good):
 def test_wrong_magic(bad):
     off = _offsets(bad)[3]
     data = bytearray((bad / "train.rec").read_bytes())
-    data[off:off + 4] = b"\xde\xad\xbe\xef"
+    data[off : off + 4] = b"\xde\xad\xbe\xef"
     (bad / "train.rec").write_bytes(bytes(data))
     with pytest.raises(RecordIOError, match=rf"train.rec, key 3, offset {off}: bad magic 0xEFBEADDE"):
         FaceRecFolder(bad)
@@ -115,7 +115,7 @@ def test_missing_image_key_in_header_range(bad, capsys):
 def test_label_at_or_above_2_pow_24_is_refused(tmp_path):
     img = np.zeros((112, 112, 3), np.uint8)
     with pytest.raises(RecordIOError, match=r"key 1: label 16777216 outside \[0, 2\*\*24\)"):
-        with ShardWriter(tmp_path / "s") as w:
+        with FaceRecWriter(tmp_path / "s") as w:
             w.write(img, 2**24)
     assert not (tmp_path / "s" / "train.rec").exists()
     for label in (2.0**24 + 2, 2.0**24 + 0.5, -(2.0**24), [1.0, 2.0**25]):
@@ -133,7 +133,7 @@ def test_label_at_or_above_2_pow_24_is_refused(tmp_path):
 
 def test_bad_labels_on_write(tmp_path):
     img = np.zeros((112, 112, 3), np.uint8)
-    w = ShardWriter(tmp_path / "s", num_classes=3)
+    w = FaceRecWriter(tmp_path / "s", num_classes=3)
     w.write(img, 0)
     with pytest.raises(RecordIOError, match=r"key 2: label 3 outside \[0, num_classes=3\)"):
         w.write(img, 3)
@@ -147,7 +147,7 @@ def test_bad_labels_on_write(tmp_path):
 
 
 def test_non_112_images_are_refused(tmp_path, bad):
-    with ShardWriter(tmp_path / "s") as w:
+    with FaceRecWriter(tmp_path / "s") as w:
         with pytest.raises(RecordIOError, match=r"key 1: image is 100x112, expected 112x112"):
             w.write(np.zeros((100, 112, 3), np.uint8), 0)
         with pytest.raises(RecordIOError, match=r"key 1: image is 64x64, expected 112x112"):
@@ -175,7 +175,9 @@ def test_labels_checked_against_property_and_whole_numbers(bad, tmp_path):
     with IndexedRecordIOWriter(tmp_path / "train.idx", tmp_path / "train.rec") as w:
         w.write_idx(0, pack(IRHeader(0, 1.0, 0, 0), b"x"))
         w.write_idx(1, pack(IRHeader(0, 2.5, 1, 0), b"y"))
-    with pytest.raises(RecordIOError, match=r"train.rec, key 1, offset 36: label 2.5 is not a whole number in \[0, 2\*\*24\)"):
+    with pytest.raises(
+        RecordIOError, match=r"train.rec, key 1, offset 36: label 2.5 is not a whole number in \[0, 2\*\*24\)"
+    ):
         FaceRecFolder(tmp_path)
 
 

@@ -16,7 +16,15 @@ import pytest
 
 from scoremix_plugin.cli import main
 from scoremix_plugin.errors import OutputExistsError
-from scoremix_plugin.recordio import FaceRecFolder, IRHeader, RecordIOError, ShardWriter, encode_jpeg, pack, unpack_img
+from scoremix_plugin.recordio import (
+    FaceRecFolder,
+    FaceRecWriter,
+    IRHeader,
+    RecordIOError,
+    encode_jpeg,
+    pack,
+    unpack_img,
+)
 from scoremix_plugin.recordio import writer as writer_module
 from scoremix_plugin.recordio.convert import check_rec, folder_to_rec, rec_to_folder
 from scoremix_plugin.recordio.dataset import FaceRecDataset
@@ -30,7 +38,7 @@ def _picture(seed: int) -> np.ndarray:
 
 def _folder(path, payloads: list[bytes]):
     """An InsightFace folder with the given stored payloads (labels 0, 0, 1, 1, ...), sizes unchecked."""
-    with ShardWriter(path, image_size=None) as w:
+    with FaceRecWriter(path, image_size=None) as w:
         for i, p in enumerate(payloads):
             w.write(p, i // 2)
     return path
@@ -73,12 +81,16 @@ def test_idx_offset_beyond_int64_names_file_and_line(tmp_path, jpegs, capsys):
     lines = (d / "train.idx").read_text().splitlines()
     lines[2] = lines[2].split("\t")[0] + "\t" + str(1 << 63)
     (d / "train.idx").write_text("\n".join(lines) + "\n")
-    with pytest.raises(RecordIOError, match=r"train\.idx: line 3: key \d+ or offset 9223372036854775808 is out of range"):
+    with pytest.raises(
+        RecordIOError, match=r"train\.idx: line 3: key \d+ or offset 9223372036854775808 is out of range"
+    ):
         FaceRecFolder(d)
     _cli_fails(["rec", "check", str(d), "--no-progress"], capsys, "line 3")
 
 
-@pytest.mark.parametrize("payload", [b"", b"not an image at all", b"\xff\xd8\xff\xe0 garbage"], ids=["empty", "text", "jpeg-head"])
+@pytest.mark.parametrize(
+    "payload", [b"", b"not an image at all", b"\xff\xd8\xff\xe0 garbage"], ids=["empty", "text", "jpeg-head"]
+)
 def test_undecodable_payload_names_key_and_offset(tmp_path, jpegs, payload, capsys):
     d = _folder(tmp_path / "r", [jpegs[0], payload, jpegs[2], jpegs[3]])
     ds = FaceRecDataset(d)
@@ -125,7 +137,9 @@ def test_check_fails_two_keys_on_one_record(tmp_path, jpegs, capsys):
     (d / "train.idx").write_text("\n".join(lines) + "\n")
     with pytest.raises(RecordIOError, match="keys 2 and 3 point at the same record"):
         FaceRecFolder(d)  # every reader refuses it now (issue 28), not only the check
-    with pytest.raises(RecordIOError, match=rf"keys 2 and 3 point at the same record.*|train\.idx, key 3, offset {k2_off}"):
+    with pytest.raises(
+        RecordIOError, match=rf"keys 2 and 3 point at the same record.*|train\.idx, key 3, offset {k2_off}"
+    ):
         check_rec(d, progress=False)
     _cli_fails(["rec", "check", str(d), "--no-progress"], capsys, "same record")
 
@@ -191,8 +205,11 @@ def test_from_folder_never_writes_into_its_input(image_src, where, capsys):
     relation = "is" if where == "same" else "lies inside"
     with pytest.raises(OutputExistsError, match=f"{relation} the input folder"):
         folder_to_rec(image_src, out, progress=False, overwrite=True)
-    _cli_fails(["rec", "from-folder", str(image_src), str(out), "--overwrite", "--no-progress"], capsys,
-               f"{relation} the input folder")
+    _cli_fails(
+        ["rec", "from-folder", str(image_src), str(out), "--overwrite", "--no-progress"],
+        capsys,
+        f"{relation} the input folder",
+    )
     assert sorted(p.relative_to(image_src) for p in image_src.rglob("*")) == before
 
 
@@ -230,8 +247,9 @@ class _FullDisk:
 @pytest.mark.parametrize("room,fail_flush", [(5_000, False), (10**9, True)], ids=["during-writes", "at-close"])
 def test_full_disk_leaves_no_temporary_files(image_src, tmp_path, monkeypatch, room, fail_flush, capsys):
     real_open = open
-    monkeypatch.setattr(writer_module, "open",
-                        lambda *a, **k: _FullDisk(real_open(*a, **k), room, fail_flush), raising=False)
+    monkeypatch.setattr(
+        writer_module, "open", lambda *a, **k: _FullDisk(real_open(*a, **k), room, fail_flush), raising=False
+    )
     out = tmp_path / "out"
     with pytest.raises(RecordIOError, match="No space left on device"):
         folder_to_rec(image_src, out, progress=False)

@@ -13,11 +13,11 @@ from hypothesis import strategies as st
 
 from scoremix_plugin.recordio import (
     FaceRecFolder,
+    FaceRecWriter,
     IndexedRecordIOReader,
     IndexedRecordIOWriter,
     IRHeader,
     RecordIOReader,
-    ShardWriter,
     encode_jpeg,
     pack,
     unpack,
@@ -32,7 +32,7 @@ def dmlc_parts(buf: bytes) -> list[bytes]:
     """The spec, written as plainly as possible: split at every 4-byte-aligned magic word."""
     parts, start = [], 0
     for i in range(0, len(buf) - len(buf) % 4, 4):
-        if buf[i:i + 4] == MAGIC:
+        if buf[i : i + 4] == MAGIC:
             parts.append(buf[start:i])
             start = i + 4
     parts.append(buf[start:])
@@ -59,7 +59,7 @@ def test_frame_matches_dmlc_and_reads_back(buf):
     # Layout: one 8-byte header per part, each part padded only at the very end.
     expect_len = 8 * len(parts) + sum(len(p) for p in parts) + (-len(parts[-1]) % 4)
     assert len(framed) == expect_len
-    flags = [int.from_bytes(framed[p + 4:p + 8], "little") >> 29 for p in _part_starts(framed, parts)]
+    flags = [int.from_bytes(framed[p + 4 : p + 8], "little") >> 29 for p in _part_starts(framed, parts)]
     assert flags == ([0] if len(parts) == 1 else [1] + [2] * (len(parts) - 2) + [3])
     record, end = read_framed(framed, 0)
     assert record == buf and end == len(framed)
@@ -95,8 +95,10 @@ def test_irheader_round_trip(flag, label, id_, id2, payload):
 
 
 @SETTINGS
-@given(st.lists(st.tuples(st.integers(0, 10**6), payloads()), max_size=12, unique_by=lambda kv: kv[0]),
-       st.randoms(use_true_random=False))
+@given(
+    st.lists(st.tuples(st.integers(0, 10**6), payloads()), max_size=12, unique_by=lambda kv: kv[0]),
+    st.randoms(use_true_random=False),
+)
 def test_indexed_files_round_trip_in_any_order(items, rnd: random.Random):
     with tempfile.TemporaryDirectory() as d:
         idx, rec = Path(d) / "x.idx", Path(d) / "x.rec"
@@ -117,12 +119,16 @@ _JPEGS = [encode_jpeg(np.full((112, 112, 3), v, np.uint8)) for v in (0, 120, 255
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.lists(st.tuples(st.integers(1, 2**24 - 10), st.integers(1, 4)), min_size=1, max_size=6,
-                unique_by=lambda t: t[0]), st.integers(0, 2))
+@given(
+    st.lists(
+        st.tuples(st.integers(1, 2**24 - 10), st.integers(1, 4)), min_size=1, max_size=6, unique_by=lambda t: t[0]
+    ),
+    st.integers(0, 2),
+)
 def test_shard_round_trip(groups, which):
     with tempfile.TemporaryDirectory() as d:
         written = []
-        with ShardWriter(d) as w:
+        with FaceRecWriter(d) as w:
             for label, count in groups:
                 for j in range(count):
                     data = _JPEGS[(which + j) % 3]

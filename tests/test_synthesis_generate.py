@@ -40,9 +40,22 @@ def syn_inputs(toy_data, tmp_path_factory):
     with torch.no_grad():  # diffusers zero-initialises nothing we rely on; make the output visibly class-dependent
         den.net.class_table.weight.normal_(0, 1)
     sd = den.net.state_dict()
-    save_torch_atomic({"format": CHECKPOINT_FORMAT, "step": 0, "net": sd, "ema": sd, "optimizer": {},
-                       "config": plain({"rec": str(toy_data), "seed": 0}), "num_classes": c_real, "resolution": 16,
-                       "preset": "test-micro", "network_kwargs": plain(kw), "sigma_data": 0.5}, d / "gen.pt")
+    save_torch_atomic(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "step": 0,
+            "net": sd,
+            "ema": sd,
+            "optimizer": {},
+            "config": plain({"rec": str(toy_data), "seed": 0}),
+            "num_classes": c_real,
+            "resolution": 16,
+            "preset": "test-micro",
+            "network_kwargs": plain(kw),
+            "sigma_data": 0.5,
+        },
+        d / "gen.pt",
+    )
     rng = np.random.default_rng(0)
     save_centres(d / "centres.npz", np.arange(c_real), rng.normal(size=(c_real, 16)), space="embedding")
     run_selection(d / "centres.npz", d / "pairs.csv", strategy="far", num_identities=NUM_IDS, progress=False)
@@ -50,17 +63,45 @@ def syn_inputs(toy_data, tmp_path_factory):
 
 
 def _args(inp, out, *extra):
-    return ["generate", "--ckpt", str(inp["ckpt"]), "--pairs", str(inp["pairs"]), "--real", str(inp["real"]),
-            "--images-per-identity", str(PER_ID), "--shard-size", str(SHARD), "--steps", "2", "--batch-size", "4",
-            "--guidance", "none", "--guidance-scale", "1", "--no-bf16", "--seed", "3", "--out", str(out), *extra]
+    return [
+        "generate",
+        "--ckpt",
+        str(inp["ckpt"]),
+        "--pairs",
+        str(inp["pairs"]),
+        "--real",
+        str(inp["real"]),
+        "--images-per-identity",
+        str(PER_ID),
+        "--shard-size",
+        str(SHARD),
+        "--steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--guidance",
+        "none",
+        "--guidance-scale",
+        "1",
+        "--no-bf16",
+        "--seed",
+        "3",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def _run(args, env_extra=None, torchrun=0):
     env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
-    pre = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}"] \
-        if torchrun else [sys.executable]
-    return subprocess.run(pre + ["-m", "scoremix_plugin", *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=240)
+    pre = (
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}"]
+        if torchrun
+        else [sys.executable]
+    )
+    return subprocess.run(
+        pre + ["-m", "scoremix_plugin", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=240
+    )
 
 
 # The child process counts the images it writes and kills itself (SIGKILL: no clean-up, no atexit, like a
@@ -82,8 +123,14 @@ sys.exit(cli.main(sys.argv[2:]))
 
 def _run_killed_after(args, images: int):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-c", _KILL_AFTER, str(images), *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=240)
+    return subprocess.run(
+        [sys.executable, "-c", _KILL_AFTER, str(images), *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
 
 
 def _files(out: Path) -> dict[str, bytes]:
@@ -107,8 +154,19 @@ def _generate_here(inp, out, **change):
     """The same run as _args() describes, in this process (no interpreter start-up)."""
     from scoremix_plugin.synthesis.generate import GenerateSettings, generate
 
-    kw = dict(ckpt=str(inp["ckpt"]), pairs=str(inp["pairs"]), real=str(inp["real"]), images_per_identity=PER_ID,
-              shard_size=SHARD, steps=2, batch_size=4, guidance="none", guidance_scale=1.0, bf16=False, seed=3)
+    kw = dict(
+        ckpt=str(inp["ckpt"]),
+        pairs=str(inp["pairs"]),
+        real=str(inp["real"]),
+        images_per_identity=PER_ID,
+        shard_size=SHARD,
+        steps=2,
+        batch_size=4,
+        guidance="none",
+        guidance_scale=1.0,
+        bf16=False,
+        seed=3,
+    )
     kw.update(change)
     with _one_thread():
         return generate(GenerateSettings(**kw), out, device="cpu", progress=False)
@@ -129,7 +187,7 @@ def test_shards_read_back(syn_inputs, reference_run):
     m = verify_manifest(reference_run / "manifest.json")  # checksums, contiguous labels, totals
     raw = json.loads((reference_run / "manifest.json").read_text())
     assert raw["format"] == "scoremix-shards/1" and m.complete
-    assert m.to_json() == raw  # read + write gives the file back: one schema (contracts.md)
+    assert m.to_json() == raw  # read + write gives the file back: one schema
     assert m.num_classes == c_real + NUM_IDS and m.num_synthetic_images == NUM_IDS * PER_ID
     assert m.real_num_classes == c_real and m.real_num_image == len(FaceRecFolder(syn_inputs["real"]))
     assert m.real_rec == Path(syn_inputs["real"]).absolute() and m.num_image == m.real_num_image + NUM_IDS * PER_ID
@@ -180,13 +238,33 @@ def test_crash_resume_byte_identical(syn_inputs, reference_run, tmp_path):
     assert _files(out) == _files(reference_run)
 
 
+def test_folder_of_an_older_settings_format_is_refused_in_one_line(syn_inputs, reference_run, tmp_path):
+    import shutil
+
+    from scoremix_plugin.synthesis.generate import SETTINGS_FORMAT
+
+    out = tmp_path / "old"
+    shutil.copytree(reference_run, out)
+    old = json.loads((out / "settings.json").read_text())
+    old["format"] = "scoremix-shards/1"  # what version 1 wrote, with the keys of unset options left out
+    for key in ("mix_space", "mix_weights", "guidance_interval"):
+        old.pop(key)
+    (out / "settings.json").write_text(json.dumps(old))
+    with pytest.raises(ValueError, match=f"older scoremix .*'scoremix-shards/1'.*{SETTINGS_FORMAT}.*new --out") as e:
+        _generate_here(syn_inputs, out)
+    assert "\n" not in str(e.value)
+
+
 def test_two_process_torchrun_same_bytes(syn_inputs, reference_run, tmp_path):
     out = tmp_path / "out"
     r = _run(_args(syn_inputs, out), torchrun=2)
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
     log = r.stdout + r.stderr
-    made = sorted(line.split("made ")[1].split()[0] + "@" + line.split("rank ")[1].split()[0]
-                  for line in log.splitlines() if " made shard-" in line)
+    made = sorted(
+        line.split("made ")[1].split()[0] + "@" + line.split("rank ")[1].split()[0]
+        for line in log.splitlines()
+        if " made shard-" in line
+    )
     # round-robin, each shard made exactly once
     assert made == ["shard-00000@0", "shard-00001@1", "shard-00002@0"], log[-2000:]
     assert _files(out) == _files(reference_run)
@@ -201,8 +279,15 @@ def test_guidance_window_and_bad_inputs(syn_inputs, reference_run, tmp_path):
     # triplets (K = 3) go through the same path; weights from the file
     from scoremix_plugin.synthesis.select import run_selection
 
-    run_selection(syn_inputs["dir"] / "centres.npz", tmp_path / "tri.csv", strategy="near", num_identities=2, k=3,
-                  weights=[0.5, 0.25, 0.25], progress=False)
+    run_selection(
+        syn_inputs["dir"] / "centres.npz",
+        tmp_path / "tri.csv",
+        strategy="near",
+        num_identities=2,
+        k=3,
+        weights=[0.5, 0.25, 0.25],
+        progress=False,
+    )
     m = _generate_here(syn_inputs, tmp_path / "tri", pairs=str(tmp_path / "tri.csv"))
     assert m.complete and m.selection["k"] == 3 and m.num_synthetic_images == 2 * PER_ID
     with pytest.raises(ValueError, match="needs --guide"):
@@ -226,7 +311,7 @@ def test_condition_mixing_reaches_the_sampler(syn_inputs, reference_run, tmp_pat
     assert m.complete and m.sampler["mix_space"] == "condition" and m.sampler["mix_weights"] == [0.7, 0.7]
     settings = json.loads((tmp_path / "cond" / "settings.json").read_text())
     assert settings["mix_space"] == "condition" and settings["mix_weights"] == [0.7, 0.7]
-    assert "mix_space" not in json.loads((reference_run / "settings.json").read_text())  # old folders still resume
+    assert json.loads((reference_run / "settings.json").read_text())["mix_space"] == "score"  # every key, always
     a = (tmp_path / "cond" / "shard-00000" / "train.rec").read_bytes()
     assert a != (reference_run / "shard-00000" / "train.rec").read_bytes()
     with pytest.raises(ValueError, match="convex"):

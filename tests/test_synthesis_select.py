@@ -79,8 +79,16 @@ def test_triplets_and_pairs_file(tmp_path):
     assert sel.classes.shape == (6, 3) and sel.classes.min() >= 100
     assert np.bincount(sel.classes.reshape(-1) - 100, minlength=30).max() == 1
     with open(tmp_path / "p.csv") as f:
-        assert next(csv.reader(f)) == ["new_label", "class_a", "class_b", "class_c", "weight_a", "weight_b",
-                                       "weight_c", "distance"]
+        assert next(csv.reader(f)) == [
+            "new_label",
+            "class_a",
+            "class_b",
+            "class_c",
+            "weight_a",
+            "weight_b",
+            "weight_c",
+            "distance",
+        ]
     back = read_pairs(tmp_path / "p.csv")
     assert np.array_equal(back.classes, sel.classes)
     np.testing.assert_allclose(back.weights.sum(1), 1.0)
@@ -104,11 +112,29 @@ def test_select_cli(tmp_path):
     from scoremix_plugin.cli import main
 
     save_centres(tmp_path / "c.npz", np.arange(20), _random_centres(20, 5, 0), space="embedding")
-    assert main(["select", "--centres", str(tmp_path / "c.npz"), "--strategy", "near", "--num-identities", "4",
-                 "--out", str(tmp_path / "p.csv")]) == 0
+    assert (
+        main(
+            [
+                "select",
+                "--centres",
+                str(tmp_path / "c.npz"),
+                "--strategy",
+                "near",
+                "--num-identities",
+                "4",
+                "--out",
+                str(tmp_path / "p.csv"),
+            ]
+        )
+        == 0
+    )
     assert len(read_pairs(tmp_path / "p.csv")) == 4
-    assert main(["select", "--centres", str(tmp_path / "c.npz"), "--num-identities", "11",
-                 "--out", str(tmp_path / "q.csv")]) == 2
+    assert (
+        main(
+            ["select", "--centres", str(tmp_path / "c.npz"), "--num-identities", "11", "--out", str(tmp_path / "q.csv")]
+        )
+        == 2
+    )
     assert not (tmp_path / "q.csv").exists()
 
 
@@ -148,8 +174,22 @@ def test_align_cli(tmp_path):
     lb = np.concatenate([order, np.arange(50, 60)])
     xb = np.concatenate([(x @ q)[order], rng.normal(size=(10, 8))])
     save_centres(tmp_path / "b.npz", lb, xb, space="embedding")
-    assert main(["align", "--a", str(tmp_path / "a.npz"), "--b", str(tmp_path / "b.npz"), "--out",
-                 str(tmp_path / "al"), "--json", str(tmp_path / "al.json")]) == 0
+    assert (
+        main(
+            [
+                "align",
+                "--a",
+                str(tmp_path / "a.npz"),
+                "--b",
+                str(tmp_path / "b.npz"),
+                "--out",
+                str(tmp_path / "al"),
+                "--json",
+                str(tmp_path / "al.json"),
+            ]
+        )
+        == 0
+    )
     import json
 
     res = json.loads((tmp_path / "al.json").read_text())
@@ -163,8 +203,14 @@ def test_mixing_weights_are_numbers_checked_once(tmp_path):
     from scoremix_plugin.synthesis.select import convex_weights, parse_weights, run_selection
 
     save_centres(tmp_path / "c.npz", np.arange(8), _random_centres(8, 4, 0), space="embedding")
-    sel = run_selection(tmp_path / "c.npz", tmp_path / "p.csv", strategy="far", num_identities=2,
-                        weights=np.array([0.25, 0.75]), progress=False)
+    sel = run_selection(
+        tmp_path / "c.npz",
+        tmp_path / "p.csv",
+        strategy="far",
+        num_identities=2,
+        weights=np.array([0.25, 0.75]),
+        progress=False,
+    )
     assert np.array_equal(read_pairs(tmp_path / "p.csv").weights, np.tile([0.25, 0.75], (2, 1)))
     assert np.array_equal(sel.weights, np.tile([0.25, 0.75], (2, 1)))
     assert np.array_equal(parse_weights("0.25,0.75", 2), convex_weights([0.25, 0.75], 2))

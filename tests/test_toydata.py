@@ -107,8 +107,23 @@ def test_nuisance_presets_order():
 
 def test_cli_writes_the_folder(tmp_path):
     out = tmp_path / "cli"
-    rc = cli.main(["toy-data", "--out", str(out), "--identities", "2", "--images-per-identity", "2",
-                   "--test-identities", "2", "--pairs", "4", "--seed", "1"])
+    rc = cli.main(
+        [
+            "toy-data",
+            "--out",
+            str(out),
+            "--identities",
+            "2",
+            "--images-per-identity",
+            "2",
+            "--test-identities",
+            "2",
+            "--pairs",
+            "4",
+            "--seed",
+            "1",
+        ]
+    )
     assert rc == 0
     assert FaceRecFolder(out).num_classes == 2
     assert load_bin(out / "toy_lfw.bin")[1].tolist() == [True, False, True, False]

@@ -54,7 +54,8 @@ def test_protocol_reproduces_golden_numbers(golden_dir, expected, name):
 
 
 def _naive_protocol(dist, issame, nfolds=10):
-    """The protocol spelled out loop by loop (contracts.md), to check the vectorised version on ties."""
+    """The protocol spelled out loop by loop (the host's eval/verification.py), to check the vectorised version
+    on ties."""
     thresholds = np.arange(0, 4, 0.01)
     n = len(dist)
     sizes = [n // nfolds + (1 if i < n % nfolds else 0) for i in range(nfolds)]
@@ -125,8 +126,9 @@ def test_tar_at_far_exact_flagged_and_duplicates():
     few = tar_at_far(np.r_[neg[:100], pos], np.r_[np.zeros(100, bool), np.ones(4, bool)], [1e-3])
     assert few[1e-3].few_negatives and 0.0 <= few[1e-3].tar <= 1.0
     # All negatives tied (the FAR curve repeats values): no interpolation, no error, nothing accepted at a tie.
-    tied = tar_at_far(np.r_[np.ones(3000), [0.2, 1.0, 3.0]], np.r_[np.zeros(3000, bool), np.ones(3, bool)],
-                      [1e-3, 1e-2])
+    tied = tar_at_far(
+        np.r_[np.ones(3000), [0.2, 1.0, 3.0]], np.r_[np.zeros(3000, bool), np.ones(3, bool)], [1e-3, 1e-2]
+    )
     assert tied[1e-3].tar == pytest.approx(1 / 3) and tied[1e-2].tar == pytest.approx(1 / 3)
     far, tar, thr = roc_curve(np.r_[np.ones(3000), [0.2, 1.0, 3.0]], np.r_[np.zeros(3000, bool), np.ones(3, bool)])
     assert np.all(np.diff(far) >= 0) and np.all(np.diff(tar) >= 0) and far[-1] == tar[-1] == 1.0
@@ -245,11 +247,11 @@ def test_sample_pairs_balanced_distinct_and_seeded():
 
 def test_bin_from_rec_via_cli(tmp_path):
     from scoremix_plugin import cli
-    from scoremix_plugin.recordio import ShardWriter
+    from scoremix_plugin.recordio import FaceRecWriter
 
     rng = np.random.default_rng(0)
     rec = tmp_path / "rec"
-    with ShardWriter(rec) as w:
+    with FaceRecWriter(rec) as w:
         for label in range(5):
             for _ in range(3):
                 w.write(rng.integers(0, 255, (112, 112, 3), dtype=np.uint8), label)
@@ -282,15 +284,18 @@ def test_bin_from_pairs_lfw_and_csv(tmp_path):
             cv2.imwrite(str(root / name / f"{name}_{k:04d}.jpg"), rng.integers(0, 255, (112, 112, 3), dtype=np.uint8))
     lfw = tmp_path / "pairs.txt"
     lfw.write_text("1 2\nAnn_A 1 2\nAnn_A 1 Bob_B 2\n")
-    assert read_pairs(lfw) == [("Ann_A/Ann_A_0001.jpg", "Ann_A/Ann_A_0002.jpg", True),
-                               ("Ann_A/Ann_A_0001.jpg", "Bob_B/Bob_B_0002.jpg", False)]
+    assert read_pairs(lfw) == [
+        ("Ann_A/Ann_A_0001.jpg", "Ann_A/Ann_A_0002.jpg", True),
+        ("Ann_A/Ann_A_0001.jpg", "Bob_B/Bob_B_0002.jpg", False),
+    ]
     assert bin_from_pairs(lfw, root, tmp_path / "lfw.bin") == 2
     images, issame = load_bin(tmp_path / "lfw.bin")
     assert issame.tolist() == [True, False]
     assert images[3] == (root / "Bob_B" / "Bob_B_0002.jpg").read_bytes()  # stored verbatim
     csv_file = tmp_path / "pairs.csv"
-    csv_file.write_text("path_a,path_b,same\nAnn_A/Ann_A_0001.jpg,Ann_A/Ann_A_0002.jpg,1\n"
-                        "Ann_A/Ann_A_0002.jpg,Bob_B/Bob_B_0001.jpg,0\n")
+    csv_file.write_text(
+        "path_a,path_b,same\nAnn_A/Ann_A_0001.jpg,Ann_A/Ann_A_0002.jpg,1\nAnn_A/Ann_A_0002.jpg,Bob_B/Bob_B_0001.jpg,0\n"
+    )
     assert bin_from_pairs(csv_file, root, tmp_path / "csv.bin") == 2
     assert load_bin(tmp_path / "csv.bin")[1].tolist() == [True, False]
     cv2.imwrite(str(root / "Bob_B" / "Bob_B_0003.jpg"), np.zeros((100, 90, 3), np.uint8))

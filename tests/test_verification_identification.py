@@ -113,6 +113,7 @@ def test_avg_h_in_verify_summary(tmp_path):
 
 # Bad input: one line naming the file.
 
+
 def _tinyface_copy(tmp_path: Path) -> Path:
     root = tmp_path / "tf"
     shutil.copytree(TINY / "root", root)
@@ -126,8 +127,20 @@ def _run(argv, capsys) -> tuple[int, str]:
 
 
 def test_tinyface_cli_writes_report(tmp_path, capsys):
-    rc = cli.main(["verify-tinyface", "--root", str(TINY / "root"), "--features", str(TINY / "features.npz"),
-                   "--json", str(tmp_path / "r.json"), "--out", str(tmp_path / "rep"), "--no-progress"])
+    rc = cli.main(
+        [
+            "verify-tinyface",
+            "--root",
+            str(TINY / "root"),
+            "--features",
+            str(TINY / "features.npz"),
+            "--json",
+            str(tmp_path / "r.json"),
+            "--out",
+            str(tmp_path / "rep"),
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     out = json.loads((tmp_path / "r.json").read_text())
     assert out["cmc_count"] == [37, 67, 91] and (tmp_path / "rep" / "tinyface_cmc.png").stat().st_size > 0
@@ -155,18 +168,46 @@ def test_tinyface_bad_input_is_one_line_naming_the_file(tmp_path, capsys, case):
         with np.load(features) as z:
             np.savez(named, paths=z["paths"][1:], features=z["features"][1:])
         features = named
-    rc, err = _run(["verify-tinyface", "--root", str(root), "--features", str(features),
-                    "--json", str(tmp_path / "r.json"), "--no-progress"], capsys)
+    rc, err = _run(
+        [
+            "verify-tinyface",
+            "--root",
+            str(root),
+            "--features",
+            str(features),
+            "--json",
+            str(tmp_path / "r.json"),
+            "--no-progress",
+        ],
+        capsys,
+    )
     assert rc == 2 and len(err.splitlines()) == 1, err
     assert err.startswith("scoremix verify-tinyface: error: ") and str(named) in err
 
 
 def test_ijb_1n_cli_and_bad_input(tmp_path, capsys):
-    rc = cli.main(["verify-ijb", "--root", str(IJB1N), "--target", "IJBC", "--features", str(IJB1N / "img_feats.npy"),
-                   "--task", "identification", "--json", str(tmp_path / "r.json"), "--no-progress"])
+    rc = cli.main(
+        [
+            "verify-ijb",
+            "--root",
+            str(IJB1N),
+            "--target",
+            "IJBC",
+            "--features",
+            str(IJB1N / "img_feats.npy"),
+            "--task",
+            "identification",
+            "--json",
+            str(tmp_path / "r.json"),
+            "--no-progress",
+        ]
+    )
     assert rc == 0
-    assert json.loads((tmp_path / "r.json").read_text())["modes"]["F1N1D1"]["galleries"]["G1+G2"]["rank_count"] == \
-        [81, 143, 162]
+    assert json.loads((tmp_path / "r.json").read_text())["modes"]["F1N1D1"]["galleries"]["G1+G2"]["rank_count"] == [
+        81,
+        143,
+        162,
+    ]
     capsys.readouterr()
     root = tmp_path / "ijb"
     shutil.copytree(IJB1N, root)
@@ -179,8 +220,23 @@ def test_ijb_1n_cli_and_bad_input(tmp_path, capsys):
     t = lines[1].split(",")[0]  # every row of this probe template moves to a subject without a gallery template
     lines = [f"{t},4242,{ln.split(',')[2]}" if ln.split(",")[0] == t else ln for ln in lines]
     probe.write_text("\n".join(lines) + "\n")
-    rc, err = _run(["verify-ijb", "--root", str(root), "--target", "IJBC", "--features", str(root / "img_feats.npy"),
-                    "--task", "identification", "--json", str(tmp_path / "r2.json"), "--no-progress"], capsys)
+    rc, err = _run(
+        [
+            "verify-ijb",
+            "--root",
+            str(root),
+            "--target",
+            "IJBC",
+            "--features",
+            str(root / "img_feats.npy"),
+            "--task",
+            "identification",
+            "--json",
+            str(tmp_path / "r2.json"),
+            "--no-progress",
+        ],
+        capsys,
+    )
     assert rc == 2 and len(err.splitlines()) == 1 and str(probe) in err and "4242" in err, err
 
 

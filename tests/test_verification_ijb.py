@@ -37,6 +37,7 @@ def golden_result(golden_meta):
 
 # The host's numbers.
 
+
 def test_meta_parsed_like_the_host(golden_meta):
     assert golden_meta.num_images == 2072 and np.unique(golden_meta.templates).size == 408
     assert golden_meta.pair_templates.shape == (60925, 2) and int(golden_meta.labels.sum()) == 925
@@ -90,6 +91,7 @@ def test_roc_points_drop_collinear_points_and_keep_ties_together():
 
 # The model path: align, embed (image then flip), score.
 
+
 class _Projection:
     """A fixed random linear embedder (a real computation on the pixels, fast on CPU)."""
 
@@ -111,8 +113,9 @@ def test_model_path_embeds_host_crops_and_flips(tmp_path):
     expected = np.concatenate([emb(x), emb(np.ascontiguousarray(x[..., ::-1]))], axis=1)
     np.testing.assert_allclose(feats, expected, rtol=1e-5, atol=1e-5)
     result = evaluate_ijb(root, "ijbc", emb, modes="F1N1D1,F0N0D0", batch_size=7, progress=False)
-    direct = evaluate_modes(expected, meta.faceness, meta.templates, meta.medias, meta.pair_templates, meta.labels,
-                            ("F1N1D1", "F0N0D0"))
+    direct = evaluate_modes(
+        expected, meta.faceness, meta.templates, meta.medias, meta.pair_templates, meta.labels, ("F1N1D1", "F0N0D0")
+    )
     assert list(result.modes) == ["F1N1D1", "F0N0D0"]
     for m in result.modes:
         np.testing.assert_allclose(result.modes[m].tar, direct.modes[m].tar, atol=1e-6)
@@ -120,16 +123,38 @@ def test_model_path_embeds_host_crops_and_flips(tmp_path):
 
 def test_cli_with_a_torch_model_and_with_saved_features(tmp_path, capsys):
     torch = pytest.importorskip("torch")
-    from scoremix_plugin.recognition.backbones import get_backbone
+    from scoremix_plugin.backbones import get_backbone
 
     root = small_ijb_root(tmp_path)
     torch.manual_seed(0)
     torch.save(get_backbone("r10_tiny", num_features=32).state_dict(), tmp_path / "model.pt")
     out_json, saved = tmp_path / "a.json", tmp_path / "feats.npy"
-    rc = cli.main(["verify-ijb", "--root", str(root), "--target", "IJBC", "--model", str(tmp_path / "model.pt"),
-                   "--network", "r10_tiny", "--device", "cpu", "--batch-size", "8", "--modes", "all",
-                   "--json", str(out_json), "--save-features", str(saved), "--out", str(tmp_path / "rep"),
-                   "--no-progress"])
+    rc = cli.main(
+        [
+            "verify-ijb",
+            "--root",
+            str(root),
+            "--target",
+            "IJBC",
+            "--model",
+            str(tmp_path / "model.pt"),
+            "--network",
+            "r10_tiny",
+            "--device",
+            "cpu",
+            "--batch-size",
+            "8",
+            "--modes",
+            "all",
+            "--json",
+            str(out_json),
+            "--save-features",
+            str(saved),
+            "--out",
+            str(tmp_path / "rep"),
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     a = json.loads(out_json.read_text())
     assert a["target"] == "IJBC" and a["far"] == list(IJB_FARS) and list(a["modes"]) == list(MODES)
@@ -139,17 +164,44 @@ def test_cli_with_a_torch_model_and_with_saved_features(tmp_path, capsys):
     assert "| Methods | 1e-06 | 1e-05 | 0.0001 | 0.001 | 0.01 | 0.1 |" in md and "| F1N1D1-IJBC |" in md
     assert (tmp_path / "rep" / "ijb_roc.png").stat().st_size > 1000
     # The same numbers again from the saved features.
-    rc = cli.main(["verify-ijb", "--root", str(root), "--target", "IJBC", "--features", str(saved), "--modes", "all",
-                   "--json", str(tmp_path / "b.json")])
+    rc = cli.main(
+        [
+            "verify-ijb",
+            "--root",
+            str(root),
+            "--target",
+            "IJBC",
+            "--features",
+            str(saved),
+            "--modes",
+            "all",
+            "--json",
+            str(tmp_path / "b.json"),
+        ]
+    )
     assert rc == 0
     assert json.loads((tmp_path / "b.json").read_text())["modes"] == a["modes"]
     # Saved features are never replaced silently.
-    err = _cli_error(capsys, "--root", str(root), "--target", "IJBC", "--model", str(tmp_path / "model.pt"),
-                     "--network", "r10_tiny", "--json", str(out_json), "--save-features", str(saved))
+    err = _cli_error(
+        capsys,
+        "--root",
+        str(root),
+        "--target",
+        "IJBC",
+        "--model",
+        str(tmp_path / "model.pt"),
+        "--network",
+        "r10_tiny",
+        "--json",
+        str(out_json),
+        "--save-features",
+        str(saved),
+    )
     assert "feats.npy already exists" in err
 
 
 # Bad input: an IJBError naming the file and line (the CLI prints it and exits 2).
+
 
 def _cli_error(capsys, *argv) -> str:
     capsys.readouterr()  # drop what earlier commands printed
@@ -178,9 +230,14 @@ def test_pair_with_unknown_template(tmp_path):
         read_ijb_meta(root, "IJBC")
 
 
-@pytest.mark.parametrize("line, match", [("1 2", r"ijbc_template_pair_label.txt.*(columns|fields)"),
-                                         ("1 2 x", r"ijbc_template_pair_label.txt.*integer"),
-                                         ("1 2 2", r"ijbc_template_pair_label.txt:3: label must be 0 or 1")])
+@pytest.mark.parametrize(
+    "line, match",
+    [
+        ("1 2", r"ijbc_template_pair_label.txt.*(columns|fields)"),
+        ("1 2 x", r"ijbc_template_pair_label.txt.*integer"),
+        ("1 2 2", r"ijbc_template_pair_label.txt:3: label must be 0 or 1"),
+    ],
+)
 def test_malformed_pair_lines(tmp_path, line, match):
     root = small_ijb_root(tmp_path)
     pairs = root / "meta" / "ijbc_template_pair_label.txt"
@@ -210,17 +267,28 @@ def test_malformed_meta_lines(tmp_path):
 
 def test_features_with_wrong_rows_odd_width_or_nan(tmp_path, golden_meta, capsys):
     feats = np.load(GOLDEN / "img_feats.npy")
-    for name, arr, match in [("rows.npy", feats[:-1], "2071 rows but .*ijbc_name_5pts_score.txt lists 2072"),
-                             ("odd.npy", feats[:, :-1], "width 255 is not even"),
-                             ("vec.npy", feats[0], "expected a 2-D array")]:
+    for name, arr, match in [
+        ("rows.npy", feats[:-1], "2071 rows but .*ijbc_name_5pts_score.txt lists 2072"),
+        ("odd.npy", feats[:, :-1], "width 255 is not even"),
+        ("vec.npy", feats[0], "expected a 2-D array"),
+    ]:
         np.save(tmp_path / name, arr)
         with pytest.raises(IJBError, match=match):
             load_features(tmp_path / name, golden_meta)
     bad = feats.copy()
     bad[7, 3] = np.nan
     np.save(tmp_path / "nan.npy", bad)
-    err = _cli_error(capsys, "--root", str(GOLDEN), "--target", "IJBC", "--features", str(tmp_path / "nan.npy"),
-                     "--json", str(tmp_path / "o.json"))
+    err = _cli_error(
+        capsys,
+        "--root",
+        str(GOLDEN),
+        "--target",
+        "IJBC",
+        "--features",
+        str(tmp_path / "nan.npy"),
+        "--json",
+        str(tmp_path / "o.json"),
+    )
     assert "row 7" in err and "ijbc_name_5pts_score.txt:8" in err and "7.png" in err
     assert not (tmp_path / "o.json").exists()
 
@@ -236,8 +304,11 @@ def test_images_that_fail_are_named_and_counted(tmp_path):
     shutil.copy(GOLDEN / "loose_crop" / "9.png", root / "loose_crop" / "9.png")
     (root / "loose_crop" / "11.png").write_bytes(b"not a png")
     meta.landmarks[2] = 0.0  # degenerate landmarks: no transform fits them
-    with pytest.raises(IJBError, match=r"2 of 24 images could not be loaded or aligned: 2.png .*degenerate.*"
-                                       r"11.png .*not a readable image"):
+    with pytest.raises(
+        IJBError,
+        match=r"2 of 24 images could not be loaded or aligned: 2.png .*degenerate.*"
+        r"11.png .*not a readable image",
+    ):
         image_features(meta, _Projection(), batch_size=4, progress=False)
 
 
@@ -257,5 +328,11 @@ def test_modes_and_target_checked(tmp_path):
 def test_arrays_path_refuses_a_pair_without_template_features():
     feats = np.ones((3, 4), dtype=np.float32)
     with pytest.raises(IJBError, match=r"pair 1 \(line 2\) names template \[1, 7\] without features"):
-        evaluate_modes(feats, np.ones(3, np.float32), np.array([1, 1, 2]), np.array([0, 1, 0]),
-                       np.array([[1, 2], [1, 7]]), np.array([1, 0], bool))
+        evaluate_modes(
+            feats,
+            np.ones(3, np.float32),
+            np.array([1, 1, 2]),
+            np.array([0, 1, 0]),
+            np.array([[1, 2], [1, 7]]),
+            np.array([1, 0], bool),
+        )

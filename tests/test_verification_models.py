@@ -26,8 +26,11 @@ from scoremix_plugin.verification.evaluate import (  # noqa: E402
 def _tiny_net() -> torch.nn.Module:
     torch.manual_seed(0)
     return torch.nn.Sequential(
-        torch.nn.Conv2d(3, 8, 4, stride=4), torch.nn.PReLU(8), torch.nn.AdaptiveAvgPool2d(4),
-        torch.nn.Flatten(), torch.nn.Linear(128, 16),
+        torch.nn.Conv2d(3, 8, 4, stride=4),
+        torch.nn.PReLU(8),
+        torch.nn.AdaptiveAvgPool2d(4),
+        torch.nn.Flatten(),
+        torch.nn.Linear(128, 16),
     ).eval()
 
 
@@ -35,9 +38,14 @@ def _export(net, path, dynamic=True):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
         torch.onnx.export(
-            net, (torch.zeros(1, 3, 112, 112),), str(path), input_names=["data"], output_names=["embedding"],
+            net,
+            (torch.zeros(1, 3, 112, 112),),
+            str(path),
+            input_names=["data"],
+            output_names=["embedding"],
             dynamic_axes={"data": {0: "batch"}, "embedding": {0: "batch"}} if dynamic else None,
-            opset_version=17, dynamo=False,
+            opset_version=17,
+            dynamo=False,
         )
     return path
 
@@ -53,8 +61,25 @@ def test_cli_verify_onnx_on_golden_bin(tmp_path, golden_dir, tiny):
     net, onnx_path, _ = tiny
     out, summary = tmp_path / "report", tmp_path / "summary.json"
     bin_path = golden_dir / "verification" / "toy_py3.bin"
-    rc = cli.main(["verify", "--model", str(onnx_path), "--bins", str(bin_path), "--out", str(out),
-                   "--json", str(summary), "--batch-size", "32", "--far", "1e-3", "1e-1", "--no-progress"])
+    rc = cli.main(
+        [
+            "verify",
+            "--model",
+            str(onnx_path),
+            "--bins",
+            str(bin_path),
+            "--out",
+            str(out),
+            "--json",
+            str(summary),
+            "--batch-size",
+            "32",
+            "--far",
+            "1e-3",
+            "1e-1",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     for name in ("verification.json", "verification.md", "roc.png"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0
@@ -113,11 +138,14 @@ def test_onnx_with_sub_mul_stem_gets_raw_pixels(tmp_path):
         helper.make_node("Flatten", ["p"], ["embedding"], name="flat"),
     ]
     graph = helper.make_graph(
-        nodes, "mxnet_like",
+        nodes,
+        "mxnet_like",
         [helper.make_tensor_value_info("data", TensorProto.FLOAT, ["N", 3, 112, 112])],
         [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", 3])],
-        [helper.make_tensor("mean", TensorProto.FLOAT, [], [127.5]),
-         helper.make_tensor("scale", TensorProto.FLOAT, [], [0.0078125])],
+        [
+            helper.make_tensor("mean", TensorProto.FLOAT, [], [127.5]),
+            helper.make_tensor("scale", TensorProto.FLOAT, [], [0.0078125]),
+        ],
     )
     path = tmp_path / "mx.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
@@ -129,7 +157,7 @@ def test_onnx_with_sub_mul_stem_gets_raw_pixels(tmp_path):
 
 
 def test_torch_state_dict_embedder(tmp_path):
-    from scoremix_plugin.recognition.backbones import get_backbone
+    from scoremix_plugin.backbones import get_backbone
 
     torch.manual_seed(0)
     net = get_backbone("r10_tiny", num_features=32).eval()
@@ -148,8 +176,9 @@ def test_torch_state_dict_embedder(tmp_path):
 
 def test_verify_bins_matches_evaluate(golden_dir, tiny):
     _, onnx_path, _ = tiny
-    res = verify_bins(OnnxEmbedder(onnx_path), {"toy": golden_dir / "verification" / "toy_py2.bin"},
-                      batch_size=64, progress=False)
+    res = verify_bins(
+        OnnxEmbedder(onnx_path), {"toy": golden_dir / "verification" / "toy_py2.bin"}, batch_size=64, progress=False
+    )
     assert set(res) == {"toy"} and res["toy"].xnorm > 0 and len(res["toy"].accuracy_per_fold) == 10
 
 
@@ -165,8 +194,17 @@ def test_cli_missing_target_is_an_error(tmp_path, tiny, capsys):
 @pytest.mark.parametrize("name", ["odd_count", "hard"])
 def test_cli_embeddings_reproduce_expected(tmp_path, golden_dir, name):
     out = tmp_path / "e.json"
-    rc = cli.main(["verify", "--embeddings", str(golden_dir / "verification" / f"embeddings_{name}.npz"),
-                   "--json", str(out), "--out", str(tmp_path / "rep")])
+    rc = cli.main(
+        [
+            "verify",
+            "--embeddings",
+            str(golden_dir / "verification" / f"embeddings_{name}.npz"),
+            "--json",
+            str(out),
+            "--out",
+            str(tmp_path / "rep"),
+        ]
+    )
     assert rc == 0
     got = json.loads(out.read_text())
     want = json.loads((golden_dir / "verification" / "expected.json").read_text())[name]
@@ -198,8 +236,25 @@ def test_cli_on_toy_dataset_targets_and_rec_bin(tmp_path, toy_data, tiny):
     made = tmp_path / "from_rec.bin"
     assert cli.main(["make-bin", "--rec", str(toy_data), "--num-pairs", "40", "--seed", "1", "--out", str(made)]) == 0
     summary = tmp_path / "s.json"
-    assert cli.main(["verify", "--model", str(onnx_path), "--data", str(toy_data), "--targets", "toy_lfw,toy_cfp_fp",
-                     "--json", str(summary), "--no-progress", "--device", "cpu"]) == 0
+    assert (
+        cli.main(
+            [
+                "verify",
+                "--model",
+                str(onnx_path),
+                "--data",
+                str(toy_data),
+                "--targets",
+                "toy_lfw,toy_cfp_fp",
+                "--json",
+                str(summary),
+                "--no-progress",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     res = json.loads(summary.read_text())
     assert set(res["results"]) == {"toy_lfw", "toy_cfp_fp"}
     assert res["meta"]["onnx_providers"] == ["CPUExecutionProvider"]

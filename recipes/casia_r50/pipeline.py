@@ -28,8 +28,17 @@ config = edict(
     # at toy scale (docs/results.md, "Generator arms"). The paper's autoguidance is two lines away:
     # guidance="autoguidance" here and, beside generator=, guide=edict(kind="smaller", preset="edm2-xs",
     # fraction=0.25) (the generator stage then trains the XS guide) or edict(kind="snapshot", fraction=0.25).
-    generation=edict(images_per_identity=50, solver="heun", steps=32, guidance="cfg", guidance_scale=2.0,
-                     mix_window=None, shard_size=500, batch_size=256, bf16=True),
+    generation=edict(
+        images_per_identity=50,
+        solver="heun",
+        steps=32,
+        guidance="cfg",
+        guidance_scale=2.0,
+        mix_window=None,
+        shard_size=500,
+        batch_size=256,
+        bf16=True,
+    ),
     # same_steps=False: the ScoreMix run trains the same number of epochs over the larger set (more steps),
     # as real + synthetic comparisons usually do; True gives the stricter equal-steps comparison.
     scoremix=edict(ratio=None, aug_real=None, aug_synthetic=None, same_steps=False),

@@ -30,8 +30,9 @@ def pick(src: Path, identities: int, per_identity: int, seed: int) -> dict[str, 
         if len(images) >= per_identity:
             eligible[d.name] = images[:per_identity]
     if len(eligible) < identities:
-        raise SystemExit(f"{src}: only {len(eligible)} identities have >= {per_identity} images, "
-                         f"{identities} were asked for")
+        raise SystemExit(
+            f"{src}: only {len(eligible)} identities have >= {per_identity} images, {identities} were asked for"
+        )
     chosen = sorted(random.Random(seed).sample(sorted(eligible), identities))
     return {name: eligible[name] for name in chosen}
 
@@ -53,9 +54,17 @@ def main(argv: list[str] | None = None) -> int:
         (tmp / name).mkdir()
         for f in images:
             (tmp / name / f.name).symlink_to(f.resolve())
-    (tmp / "subset.json").write_text(json.dumps({"src": str(args.src.resolve()), "seed": args.seed,
-                                                 "identities": args.identities,
-                                                 "images_per_identity": args.images_per_identity}, indent=2))
+    (tmp / "subset.json").write_text(
+        json.dumps(
+            {
+                "src": str(args.src.resolve()),
+                "seed": args.seed,
+                "identities": args.identities,
+                "images_per_identity": args.images_per_identity,
+            },
+            indent=2,
+        )
+    )
     if args.out.exists():
         args.out.rmdir()
     os.replace(tmp, args.out)  # complete folders only appear under the final name

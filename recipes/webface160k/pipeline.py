@@ -26,11 +26,21 @@ config = edict(
     selection=edict(strategy="far", space="embedding", num_identities=4000, max_uses=1, k=2, weights=None),
     # CFG, as in casia_r50/pipeline.py (autoguidance: guidance="autoguidance" + guide=edict(kind="smaller",
     # preset="edm2-xs", fraction=0.25); it lost to CFG at toy scale, docs/results.md).
-    generation=edict(images_per_identity=50, solver="heun", steps=32, guidance="cfg", guidance_scale=2.0,
-                     mix_window=None, shard_size=500, batch_size=256, bf16=True),
+    generation=edict(
+        images_per_identity=50,
+        solver="heun",
+        steps=32,
+        guidance="cfg",
+        guidance_scale=2.0,
+        mix_window=None,
+        shard_size=500,
+        batch_size=256,
+        bf16=True,
+    ),
     scoremix=edict(ratio=None, aug_real=None, aug_synthetic=None, same_steps=False),
-    merge=edict(name="webface160k_scoremix_r50",
-                config_overrides={"network": "r50", "num_epoch": 40, "warmup_epoch": 2}),
+    merge=edict(
+        name="webface160k_scoremix_r50", config_overrides={"network": "r50", "num_epoch": 40, "warmup_epoch": 2}
+    ),
     # The paper's "Avg-H" set; IJB-B/C and TinyFace need their own protocols (not in this pipeline).
     verification=edict(targets=["lfw", "cfp_fp", "agedb_30", "calfw", "cplfw"], batch_size=256),
     report=edict(grid_pairs=8, grid_images=8),

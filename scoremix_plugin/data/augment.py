@@ -48,24 +48,27 @@ def _none(A):
 def _light(A):
     # Photometric jitter, a little blur and a small affine jitter: what a face crop varies by between
     # two photos of one person, while keeping the alignment the recogniser relies on.
-    return A.Compose([
-        A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02, p=0.5),
-        A.GaussianBlur(blur_limit=(3, 5), p=0.2),
-        A.Affine(scale=(0.95, 1.05), translate_percent=(-0.03, 0.03), rotate=(-5, 5), p=0.5),
-    ])
+    return A.Compose(
+        [
+            A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02, p=0.5),
+            A.GaussianBlur(blur_limit=(3, 5), p=0.2),
+            A.Affine(scale=(0.95, 1.05), translate_percent=(-0.03, 0.03), rotate=(-5, 5), p=0.5),
+        ]
+    )
 
 
 def _strong(A):
-    return A.Compose([
-        A.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.05, p=0.8),
-        A.ToGray(p=0.1),
-        A.OneOf([A.GaussianBlur(blur_limit=(3, 7)), A.MotionBlur(blur_limit=(3, 7))], p=0.3),
-        A.Affine(scale=(0.9, 1.1), translate_percent=(-0.06, 0.06), rotate=(-10, 10), p=0.7),
-        A.ImageCompression(quality_range=(40, 95), p=0.3),
-        A.GaussNoise(std_range=(0.02, 0.08), p=0.2),
-        A.CoarseDropout(num_holes_range=(1, 2), hole_height_range=(0.1, 0.25), hole_width_range=(0.1, 0.25),
-                        p=0.2),
-    ])
+    return A.Compose(
+        [
+            A.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.05, p=0.8),
+            A.ToGray(p=0.1),
+            A.OneOf([A.GaussianBlur(blur_limit=(3, 7)), A.MotionBlur(blur_limit=(3, 7))], p=0.3),
+            A.Affine(scale=(0.9, 1.1), translate_percent=(-0.06, 0.06), rotate=(-10, 10), p=0.7),
+            A.ImageCompression(quality_range=(40, 95), p=0.3),
+            A.GaussNoise(std_range=(0.02, 0.08), p=0.2),
+            A.CoarseDropout(num_holes_range=(1, 2), hole_height_range=(0.1, 0.25), hole_width_range=(0.1, 0.25), p=0.2),
+        ]
+    )
 
 
 AUGMENTATIONS: dict[str, Callable[[Any], Any]] = {"none": _none, "light": _light, "strong": _strong}
@@ -77,15 +80,19 @@ class Augmentation:
     def __init__(self, spec: str | Mapping[str, Any], *, key: str = "augmentation"):
         if isinstance(spec, str):
             if spec not in AUGMENTATIONS:
-                raise ConfigError(f"{key}: unknown augmentation {spec!r}; registered: {sorted(AUGMENTATIONS)} "
-                                  "(or give a serialised albumentations dict)")
+                raise ConfigError(
+                    f"{key}: unknown augmentation {spec!r}; registered: {sorted(AUGMENTATIONS)} "
+                    "(or give a serialised albumentations dict)"
+                )
         elif isinstance(spec, Mapping):
             spec = dict(spec)
             # Accept a bare transform dict as well as the {"__version__", "transform"} wrapper to_dict writes.
             if "transform" not in spec:
                 if "__class_fullname__" not in spec:
-                    raise ConfigError(f"{key}: a serialised albumentations dict needs 'transform' (the output of "
-                                      "albumentations.to_dict) or '__class_fullname__'")
+                    raise ConfigError(
+                        f"{key}: a serialised albumentations dict needs 'transform' (the output of "
+                        "albumentations.to_dict) or '__class_fullname__'"
+                    )
                 spec = {"transform": spec}
         else:
             raise ConfigError(f"{key}: expected a registered name or a serialised dict, got {type(spec).__name__}")
@@ -118,8 +125,9 @@ class Augmentation:
     def __call__(self, img: np.ndarray) -> np.ndarray:
         out = self._get()(image=img)["image"]
         if out.shape != img.shape or out.dtype != np.uint8:
-            raise InputError(f"{self.key}: the pipeline must keep RGB uint8 {img.shape}, it returned "
-                             f"{out.dtype} {out.shape}")
+            raise InputError(
+                f"{self.key}: the pipeline must keep RGB uint8 {img.shape}, it returned {out.dtype} {out.shape}"
+            )
         return out
 
     def __getstate__(self):

@@ -40,17 +40,25 @@ def _degrade(cfg: Mapping[str, Any]):
 
 
 def check_against_manifest(cfg: Mapping[str, Any], manifest, source: str = "config") -> None:
-    """``cfg.num_classes`` / ``cfg.num_image`` must equal the manifest's totals (contracts.md)."""
+    """``cfg.num_classes`` / ``cfg.num_image`` must equal the manifest's totals."""
     for key, expected, how in (
-        ("num_classes", manifest.num_classes, f"num_classes (real {manifest.real_num_classes} + synthetic "
-                                              f"{manifest.num_synthetic_classes})"),
-        ("num_image", manifest.num_image, f"real.num_image {manifest.real_num_image} + num_synthetic_images "
-                                          f"{manifest.num_synthetic_images}"),
+        (
+            "num_classes",
+            manifest.num_classes,
+            f"num_classes (real {manifest.real_num_classes} + synthetic {manifest.num_synthetic_classes})",
+        ),
+        (
+            "num_image",
+            manifest.num_image,
+            f"real.num_image {manifest.real_num_image} + num_synthetic_images {manifest.num_synthetic_images}",
+        ),
     ):
         got = cfg.get(key)
         if got != expected:
-            raise ConfigError(f"{source}: config.{key} = {got!r} but the manifest {manifest.path} gives "
-                              f"{expected} ({how}); set config.{key} = {expected}")
+            raise ConfigError(
+                f"{source}: config.{key} = {got!r} but the manifest {manifest.path} gives "
+                f"{expected} ({how}); set config.{key} = {expected}"
+            )
 
 
 def build_train_dataset(cfg: Mapping[str, Any], *, source: str | None = None) -> Dataset:
@@ -71,12 +79,20 @@ def build_train_dataset(cfg: Mapping[str, Any], *, source: str | None = None) ->
 
     block = validate_scoremix_block(cfg, source=source)
     if not cfg.get("rec"):
-        raise ConfigError(f"{source}: config.rec must name the real RecordIO folder (the host reads its .bin "
-                          "files from there too)")
+        raise ConfigError(
+            f"{source}: config.rec must name the real RecordIO folder (the host reads its .bin files from there too)"
+        )
     manifest = Manifest.read(block.manifest).validate()  # a complete run only: checksums, labels, totals
     check_against_manifest(cfg, manifest, source)
-    return ScoreMixDataset(cfg["rec"], manifest, ratio=block.ratio, aug_real=block.aug_real,
-                           aug_synthetic=block.aug_synthetic, transform=degrade, seed=int(cfg.get("seed", 2048)))
+    return ScoreMixDataset(
+        cfg["rec"],
+        manifest,
+        ratio=block.ratio,
+        aug_real=block.aug_real,
+        aug_synthetic=block.aug_synthetic,
+        transform=degrade,
+        seed=int(cfg.get("seed", 2048)),
+    )
 
 
 # The loader.
@@ -115,8 +131,9 @@ class DeviceDataLoader(DataLoader):
             yield tuple(t.to(self.device, non_blocking=True) for t in batch)
 
 
-def make_train_loader(dataset: Dataset, batch_size: int, seed: int, num_workers: int, rank: int, world: int,
-                      device: torch.device | str) -> DeviceDataLoader:
+def make_train_loader(
+    dataset: Dataset, batch_size: int, seed: int, num_workers: int, rank: int, world: int, device: torch.device | str
+) -> DeviceDataLoader:
     """The training DataLoader (both trainers): sharded, seeded, fixed batch, batches on ``device``."""
     if len(dataset) < batch_size * world:
         raise InputError(f"{len(dataset)} samples give no full batch of {batch_size} on each of {world} process(es)")

@@ -1,6 +1,6 @@
 """ScoreMix training data: the team's real RecordIO folder plus the synthetic shards of a generation manifest.
 
-Labels are FINAL everywhere (contracts.md, "Labels"): real classes are ``0 .. C_real-1``, synthetic
+Labels are FINAL everywhere: real classes are ``0 .. C_real-1``, synthetic
 identities already carry ``C_real + n`` in their shards, so nothing here adds an offset. Every
 source is checked against the manifest when the dataset is built (image counts, label ranges) and
 every sample's label against ``[0, num_classes)`` when it is read, because an out-of-range label
@@ -55,9 +55,18 @@ class ScoreMixDataset(torch.utils.data.Dataset):
     dict, a callable or None); then the host's random flip and normalisation.
     """
 
-    def __init__(self, real_root: str | os.PathLike, manifest: str | os.PathLike | Manifest, *,
-                 ratio: float | None = None, aug_real: Any = None, aug_synthetic: Any = None,
-                 transform=None, seed: int = 2048, verify: bool = True):
+    def __init__(
+        self,
+        real_root: str | os.PathLike,
+        manifest: str | os.PathLike | Manifest,
+        *,
+        ratio: float | None = None,
+        aug_real: Any = None,
+        aug_synthetic: Any = None,
+        transform=None,
+        seed: int = 2048,
+        verify: bool = True,
+    ):
         if not isinstance(manifest, Manifest):
             # An interrupted generation is refused: num_classes would count identities that have no images.
             manifest = Manifest.read(manifest).validate() if verify else Manifest.read(manifest)
@@ -66,8 +75,9 @@ class ScoreMixDataset(torch.utils.data.Dataset):
         self.real_root = Path(real_root)
         self.num_classes = m.num_classes
         self.seed = int(seed)
-        if ratio is not None and not (isinstance(ratio, (int, float)) and not isinstance(ratio, bool)
-                                      and 0 < ratio < 1):
+        if ratio is not None and not (
+            isinstance(ratio, (int, float)) and not isinstance(ratio, bool) and 0 < ratio < 1
+        ):
             raise InputError(f"ratio must be None or a number in (0, 1), got {ratio!r}")
         self.ratio = ratio
         t_real = chain(transform, build_augmentation(aug_real, key="config.scoremix.aug_real"))
@@ -77,20 +87,32 @@ class ScoreMixDataset(torch.utils.data.Dataset):
         check_provenance(m, real_dir=self.real_root, what="the real folder")  # another dataset: an error
         if m.real_rec is not None and m.real_rec.resolve() != self.real_root.resolve():
             # Not an error: a dataset copied elsewhere is still the same data (the counts are checked below).
-            warnings.warn(f"{m.path} was generated for the real folder {m.real_rec}; training reads {self.real_root}",
-                          stacklevel=2)
+            warnings.warn(
+                f"{m.path} was generated for the real folder {m.real_rec}; training reads {self.real_root}",
+                stacklevel=2,
+            )
         real = FaceRecDataset(self.real_root, transform=t_real)
-        self._check_source(real, 0, m.real_num_classes, m.real_num_image, f"the real folder {self.real_root}",
-                           "real.num_image")
+        self._check_source(
+            real, 0, m.real_num_classes, m.real_num_image, f"the real folder {self.real_root}", "real.num_image"
+        )
         if real.num_classes != m.real_num_classes:
-            raise RecordIOError(f"the real folder's property says {real.num_classes} classes, the manifest "
-                                f"{m.path} says real.num_classes = {m.real_num_classes}: the manifest was made "
-                                "for another real folder", file=self.real_root / "property")
+            raise RecordIOError(
+                f"the real folder's property says {real.num_classes} classes, the manifest "
+                f"{m.path} says real.num_classes = {m.real_num_classes}: the manifest was made "
+                "for another real folder",
+                file=self.real_root / "property",
+            )
         self.sources: list[FaceRecDataset] = [real]
         for shard in m.shards:
             ds = FaceRecDataset(shard.path, transform=t_syn)
-            self._check_source(ds, shard.labels[0], shard.labels[1], shard.images, f"shard {shard.path}",
-                               f"shards[{shard.index}].images")
+            self._check_source(
+                ds,
+                shard.labels[0],
+                shard.labels[1],
+                shard.images,
+                f"shard {shard.path}",
+                f"shards[{shard.index}].images",
+            )
             self.sources.append(ds)
 
         sizes = np.array([len(s) for s in self.sources], dtype=np.int64)
@@ -99,8 +121,10 @@ class ScoreMixDataset(torch.utils.data.Dataset):
         self.num_synthetic = int(sizes[1:].sum())
         self.num_image = self.num_real + self.num_synthetic
         if self.num_synthetic != m.num_synthetic_images:
-            raise InputError(f"{m.path}: the shards hold {self.num_synthetic} images, "
-                             f"num_synthetic_images says {m.num_synthetic_images}")
+            raise InputError(
+                f"{m.path}: the shards hold {self.num_synthetic} images, "
+                f"num_synthetic_images says {m.num_synthetic_images}"
+            )
         self.pool_labels = np.concatenate([s.labels for s in self.sources]).astype(np.int64)
         if ratio is not None:
             self.num_synthetic_per_epoch = int(round(ratio * self.num_image))
@@ -115,8 +139,17 @@ class ScoreMixDataset(torch.utils.data.Dataset):
         self.set_epoch(0)
 
     def _check_source(self, ds: FaceRecDataset, lo: int, hi: int, count: int, what: str, count_key: str) -> None:
-        check_source(ds.labels, count, lo, hi, what=what, count_key=count_key, manifest=self.manifest,
-                     rec_path=ds.folder.rec_path, image_keys=ds.folder.image_keys)
+        check_source(
+            ds.labels,
+            count,
+            lo,
+            hi,
+            what=what,
+            count_key=count_key,
+            manifest=self.manifest,
+            rec_path=ds.folder.rec_path,
+            image_keys=ds.folder.image_keys,
+        )
 
     # Epochs.
 
@@ -161,18 +194,37 @@ class ScoreMixDataset(torch.utils.data.Dataset):
         label = int(y)
         if not 0 <= label < self.num_classes:
             src = self.sources[s]
-            raise RecordIOError(f"label {label} outside [0, num_classes={self.num_classes})",
-                                file=src.folder.rec_path, key=int(src.folder.image_keys[i]))
+            raise RecordIOError(
+                f"label {label} outside [0, num_classes={self.num_classes})",
+                file=src.folder.rec_path,
+                key=int(src.folder.image_keys[i]),
+            )
         return x, y
 
     def summary(self) -> Mapping[str, Any]:
-        return {"num_classes": self.num_classes, "num_image": self.num_image, "num_real": self.num_real,
-                "num_synthetic": self.num_synthetic, "ratio": self.ratio,
-                "synthetic_per_epoch": self.num_synthetic_per_epoch, "shards": len(self.sources) - 1}
+        return {
+            "num_classes": self.num_classes,
+            "num_image": self.num_image,
+            "num_real": self.num_real,
+            "num_synthetic": self.num_synthetic,
+            "ratio": self.ratio,
+            "synthetic_per_epoch": self.num_synthetic_per_epoch,
+            "shards": len(self.sources) - 1,
+        }
 
 
-def check_source(labels, count: int, lo: int, hi: int, *, what: str, count_key: str, manifest: Manifest,
-                 rec_path=None, image_keys=None) -> None:
+def check_source(
+    labels,
+    count: int,
+    lo: int,
+    hi: int,
+    *,
+    what: str,
+    count_key: str,
+    manifest: Manifest,
+    rec_path=None,
+    image_keys=None,
+) -> None:
     """A folder the manifest describes holds ``count`` images with labels in ``[lo, hi)`` (final labels)."""
     labels = np.asarray(labels)
     if len(labels) != count:
@@ -181,7 +233,9 @@ def check_source(labels, count: int, lo: int, hi: int, *, what: str, count_key: 
     if bad.any():
         i = int(np.argmax(bad))
         key = None if image_keys is None else int(image_keys[i])
-        raise RecordIOError(f"label {int(labels[i])} of image {i} is outside [{lo}, {hi}) that the manifest "
-                            f"{manifest.path} gives {what} (labels are final: no offset is added)",
-                            file=rec_path, key=key)
-
+        raise RecordIOError(
+            f"label {int(labels[i])} of image {i} is outside [{lo}, {hi}) that the manifest "
+            f"{manifest.path} gives {what} (labels are final: no offset is added)",
+            file=rec_path,
+            key=key,
+        )

@@ -146,8 +146,9 @@ def model_key(model_path: str | os.PathLike, network: str | None, flip: bool = T
     return f"{sha256_file(model_path)[:24]}-{network or 'onnx'}-{'flip' if flip else 'plain'}"
 
 
-def embed_set(embedder, images: ImageSet, *, cache: EmbeddingCache | None = None, batch_size: int = 64,
-              progress: bool = True) -> np.ndarray:
+def embed_set(
+    embedder, images: ImageSet, *, cache: EmbeddingCache | None = None, batch_size: int = 64, progress: bool = True
+) -> np.ndarray:
     """Flip-added, unit-row float32 embeddings [N, D] of every image of ``images`` (cached by content)."""
     from tqdm.auto import tqdm
 

@@ -81,4 +81,3 @@ def _worst_grid(path: Path, ds, labels: list[int]) -> None:
         rows += imgs
     x = torch.from_numpy(np.stack(rows)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
     save_grid(path, x, ncol=GRID_IMAGES)
-

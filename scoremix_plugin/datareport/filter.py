@@ -25,8 +25,9 @@ from scoremix_plugin.io_utils import atomic_tempdir, sha256_file, write_json_ato
 FILTERED_NAME = "leak-free"
 
 
-def drop_identities(manifest_path: str | os.PathLike, drop: dict[int, list[str]], out_dir: str | os.PathLike,
-                    *, progress: bool = True) -> dict[str, Any]:
+def drop_identities(
+    manifest_path: str | os.PathLike, drop: dict[int, list[str]], out_dir: str | os.PathLike, *, progress: bool = True
+) -> dict[str, Any]:
     """Write the manifest's identities minus ``drop`` ({final label: reasons}) to ``out_dir``; return its manifest.
 
     ``out_dir`` is built under a temporary name and replaces a previous ``out_dir`` only when complete.
@@ -69,24 +70,49 @@ def drop_identities(manifest_path: str | os.PathLike, drop: dict[int, list[str]]
                         bar.update(1)
                 first = new_of[int(src.labels[keep_i[0]])]
                 # Paths where the folder will be once renamed into place: the manifest is relative to that.
-                shards_out.append(Shard(len(shards_out), out / name, (first, new_of[int(src.labels[keep_i[-1]])] + 1),
-                                        len(keep_i), sha256_file(tmp / name / "train.rec"),
-                                        sha256_file(tmp / name / "train.idx")))
-        write_pairs(tmp / "pairs.csv", Selection(sel.classes[kept], sel.weights[kept], sel.distance[kept]),
-                    {**read_pairs_meta(sel_path), "filtered_from": str(sel_path), "kept_new_labels": kept})
+                shards_out.append(
+                    Shard(
+                        len(shards_out),
+                        out / name,
+                        (first, new_of[int(src.labels[keep_i[-1]])] + 1),
+                        len(keep_i),
+                        sha256_file(tmp / name / "train.rec"),
+                        sha256_file(tmp / name / "train.idx"),
+                    )
+                )
+        write_pairs(
+            tmp / "pairs.csv",
+            Selection(sel.classes[kept], sel.weights[kept], sel.distance[kept]),
+            {**read_pairs_meta(sel_path), "filtered_from": str(sel_path), "kept_new_labels": kept},
+        )
         new = Manifest(
-            path=out / "manifest.json", real_num_classes=c_real, real_num_image=m.real_num_image,
-            real_rec=m.real_rec, num_synthetic_classes=len(kept),
+            path=out / "manifest.json",
+            real_num_classes=c_real,
+            real_num_image=m.real_num_image,
+            real_rec=m.real_rec,
+            num_synthetic_classes=len(kept),
             num_synthetic_images=sum(s.images for s in shards_out),
             generator={**m.generator, "checkpoint": _rebase(m.generator.get("checkpoint"), root, out)},
             selection={**m.selection, "file": "pairs.csv", "sha256": sha256_file(tmp / "pairs.csv")},
-            sampler=m.sampler, shards=tuple(shards_out), planned_shards=len(shards_out), complete=True,
-            extra={**m.extra,
-                   "filtered_from": {"manifest": os.path.relpath(m.path, out), "sha256": sha256_file(m.path)},
-                   "kept_new_labels": kept,
-                   "dropped": [{"label": lab, "new_label": lab - c_real,
-                                "classes": [int(c) for c in sel.classes[lab - c_real]], "reasons": list(drop[lab])}
-                               for lab in sorted(drop)]})
+            sampler=m.sampler,
+            shards=tuple(shards_out),
+            planned_shards=len(shards_out),
+            complete=True,
+            extra={
+                **m.extra,
+                "filtered_from": {"manifest": os.path.relpath(m.path, out), "sha256": sha256_file(m.path)},
+                "kept_new_labels": kept,
+                "dropped": [
+                    {
+                        "label": lab,
+                        "new_label": lab - c_real,
+                        "classes": [int(c) for c in sel.classes[lab - c_real]],
+                        "reasons": list(drop[lab]),
+                    }
+                    for lab in sorted(drop)
+                ],
+            },
+        )
         write_json_atomic(tmp / "manifest.json", new.to_json())
         if out.exists():  # our own derived folder from an earlier run: replaced only now that the new one is whole
             shutil.rmtree(out)
@@ -102,17 +128,37 @@ def _rebase(rel: str | None, old_root: Path, new_root: Path) -> str | None:
     return os.path.relpath(os.path.abspath(old_root / rel), os.path.abspath(new_root))
 
 
-def check_generation(out_dir: str | os.PathLike, model, *, network: str | None = None,
-                     real: str | os.PathLike | None = None, bins: dict[str, Path] | None = None, far: float = 1e-4,
-                     drop_leaks: bool = False, min_share: float = 0.5, device=None, progress: bool = True):
+def check_generation(
+    out_dir: str | os.PathLike,
+    model,
+    *,
+    network: str | None = None,
+    real: str | os.PathLike | None = None,
+    bins: dict[str, Path] | None = None,
+    far: float = 1e-4,
+    drop_leaks: bool = False,
+    min_share: float = 0.5,
+    device=None,
+    progress: bool = True,
+):
     """After ``scoremix generate``: the dataset report in ``OUT/report/``, the quality gate's verdict and, with
     ``drop_leaks``, the leak-free set in ``OUT/leak-free/``. Returns (report, filtered manifest or None).
     """
     from scoremix_plugin.datareport.report import report_dataset
 
     out = Path(out_dir)
-    rep = report_dataset(out / "manifest.json", model, out / "report", real=real, bins=bins, far=far,
-                         network=network, min_share=min_share, device=device, progress=progress)
+    rep = report_dataset(
+        out / "manifest.json",
+        model,
+        out / "report",
+        real=real,
+        bins=bins,
+        far=far,
+        network=network,
+        min_share=min_share,
+        device=device,
+        progress=progress,
+    )
     filtered = None
     if drop_leaks:
         filtered = drop_identities(out / "manifest.json", rep.leak_reasons(), out / FILTERED_NAME, progress=progress)

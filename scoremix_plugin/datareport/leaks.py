@@ -54,19 +54,30 @@ class Neighbours:
     above: np.ndarray  # [L] int64
 
 
-def neighbours(centres: np.ndarray, other: np.ndarray, k: int, threshold: float | None = None,
-               exclude_self: bool = False) -> Neighbours:
+def neighbours(
+    centres: np.ndarray, other: np.ndarray, k: int, threshold: float | None = None, exclude_self: bool = False
+) -> Neighbours:
     if len(other) == 0:
-        return Neighbours(np.full((len(centres), k), -1), np.full((len(centres), k), -np.inf, np.float32),
-                          np.zeros(len(centres), np.int64))
+        return Neighbours(
+            np.full((len(centres), k), -1),
+            np.full((len(centres), k), -np.inf, np.float32),
+            np.zeros(len(centres), np.int64),
+        )
     i, v, c = topk_similar(centres, other, k, threshold=threshold, exclude_self=exclude_self)
     return Neighbours(i, v, c)
 
 
-def training_leaks(labels: np.ndarray, centres: np.ndarray, sources: np.ndarray, real_labels: np.ndarray,
-                   real_centres: np.ndarray, threshold: float) -> tuple[list[Leak], dict[str, np.ndarray]]:
-    """(a) on identity means (``centres``, ``real_centres``: ``metrics.identity_means``): leaks, and per identity: ``source_cos`` [L, K] (-inf for a source without a centre),
-    ``nearest_real`` / ``nearest_real_cos``, ``nearest_other`` / ``nearest_other_cos`` (best non-source class).
+def training_leaks(
+    labels: np.ndarray,
+    centres: np.ndarray,
+    sources: np.ndarray,
+    real_labels: np.ndarray,
+    real_centres: np.ndarray,
+    threshold: float,
+) -> tuple[list[Leak], dict[str, np.ndarray]]:
+    """(a) on identity means (``centres``, ``real_centres``: ``metrics.identity_means``): leaks, and per
+    identity: ``source_cos`` [L, K] (-inf for a source without a centre), ``nearest_real`` /
+    ``nearest_real_cos``, ``nearest_other`` / ``nearest_other_cos`` (best non-source class).
     """
     pos = {int(c): j for j, c in enumerate(real_labels)}
     k = sources.shape[1]
@@ -86,18 +97,42 @@ def training_leaks(labels: np.ndarray, centres: np.ndarray, sources: np.ndarray,
     for r, lab in enumerate(labels.tolist()):
         c = int(np.argmax(src_cos[r]))
         if src_cos[r, c] > threshold:
-            leaks.append(Leak(lab, "training_source", float(src_cos[r, c]), f"class {int(sources[r, c])}",
-                              int(np.sum(src_cos[r] > threshold))))
+            leaks.append(
+                Leak(
+                    lab,
+                    "training_source",
+                    float(src_cos[r, c]),
+                    f"class {int(sources[r, c])}",
+                    int(np.sum(src_cos[r] > threshold)),
+                )
+            )
         if other_lab[r] >= 0 and other_cos[r] > threshold:
-            leaks.append(Leak(lab, "training_other", float(other_cos[r]), f"class {int(other_lab[r])}",
-                              int(nb.above[r] - np.sum(src_cos[r] > threshold))))
-    extra = {"source_cos": src_cos, "nearest_real": near_lab[:, 0], "nearest_real_cos": nb.cosine[:, 0],
-             "nearest_other": other_lab, "nearest_other_cos": other_cos}
+            leaks.append(
+                Leak(
+                    lab,
+                    "training_other",
+                    float(other_cos[r]),
+                    f"class {int(other_lab[r])}",
+                    int(nb.above[r] - np.sum(src_cos[r] > threshold)),
+                )
+            )
+    extra = {
+        "source_cos": src_cos,
+        "nearest_real": near_lab[:, 0],
+        "nearest_real_cos": nb.cosine[:, 0],
+        "nearest_other": other_lab,
+        "nearest_other_cos": other_cos,
+    }
     return leaks, extra
 
 
-def evaluation_leaks(labels: np.ndarray, centres: np.ndarray, evaluation: dict[str, np.ndarray], threshold: float,
-                     kind: str = "evaluation") -> list[Leak]:
+def evaluation_leaks(
+    labels: np.ndarray,
+    centres: np.ndarray,
+    evaluation: dict[str, np.ndarray],
+    threshold: float,
+    kind: str = "evaluation",
+) -> list[Leak]:
     """(b) or (c): identity means above ``threshold`` to any image of each evaluation set (chunked)."""
     best = {}
     for target, emb in evaluation.items():
@@ -134,16 +169,23 @@ class GateVerdict:
     def text(self) -> str:
         head = ("PASS" if self.passed else "FAIL") + ("" if self.conclusive else " (inconclusive)")
         real = "" if self.real_genuine_median is None else f" (real identities: {self.real_genuine_median:.3f})"
-        need = (f"need {100 * self.min_share:.0f} %" if self.real_share is None else
-                f"need {100 * self.min_share:.0f} % of the real identities' {100 * self.real_share:.1f} %")
-        lines = [f"quality gate {head}: {self.recognised}/{self.identities} synthetic identities "
-                 f"({100 * self.share:.1f} %, {need}) are recognised as themselves at "
-                 f"cosine > {self.threshold:.4f}, where {self.threshold_from} impostor pairs reach FAR "
-                 f"{self.far:g}; median synthetic genuine cosine {self.synthetic_genuine_median:.3f}{real}, "
-                 f"mean intra-identity cosine {self.synthetic_intra_mean:.3f}"]
+        need = (
+            f"need {100 * self.min_share:.0f} %"
+            if self.real_share is None
+            else f"need {100 * self.min_share:.0f} % of the real identities' {100 * self.real_share:.1f} %"
+        )
+        lines = [
+            f"quality gate {head}: {self.recognised}/{self.identities} synthetic identities "
+            f"({100 * self.share:.1f} %, {need}) are recognised as themselves at "
+            f"cosine > {self.threshold:.4f}, where {self.threshold_from} impostor pairs reach FAR "
+            f"{self.far:g}; median synthetic genuine cosine {self.synthetic_genuine_median:.3f}{real}, "
+            f"mean intra-identity cosine {self.synthetic_intra_mean:.3f}"
+        ]
         if not self.conclusive:
-            lines.append("  the recogniser recognises under half of the REAL identities at this threshold: train it "
-                         "better or judge at a larger FAR before trusting this verdict")
+            lines.append(
+                "  the recogniser recognises under half of the REAL identities at this threshold: train it "
+                "better or judge at a larger FAR before trusting this verdict"
+            )
         lines += [f"  - {a}" for a in self.advice]
         return "\n".join(lines)
 
@@ -151,14 +193,19 @@ class GateVerdict:
 def gate_advice(manifest: dict | None) -> tuple[str, ...]:
     """What to change when synthetic identities are not identities, from the settings that made them."""
     if not manifest:
-        return ("train the generator longer, sample with classifier-free guidance (--guidance cfg "
-                "--guidance-scale 2-3) and more solver steps",)
+        return (
+            "train the generator longer, sample with classifier-free guidance (--guidance cfg "
+            "--guidance-scale 2-3) and more solver steps",
+        )
     gen, smp = manifest.get("generator") or {}, manifest.get("sampler") or {}
     out = []
     step = gen.get("step")
-    out.append(f"train the generator longer (checkpoint at step {step}; scoremix train-generator resumes): "
-               "its class images must look like their class before mixes can" if step is not None else
-               "train the generator longer: its class images must look like their class before mixes can")
+    out.append(
+        f"train the generator longer (checkpoint at step {step}; scoremix train-generator resumes): "
+        "its class images must look like their class before mixes can"
+        if step is not None
+        else "train the generator longer: its class images must look like their class before mixes can"
+    )
     g, w = smp.get("guidance", "none"), float(smp.get("guidance_scale", 1.0) or 1.0)
     if g == "none" or w <= 1.0:
         out.append(f"sample with guidance (now {g}, w = {w:g}): --guidance cfg --guidance-scale 2-3")
@@ -191,10 +238,19 @@ def gate_conclusive(real_share: float | None) -> bool:
     return real_share is None or real_share >= 0.5
 
 
-def quality_gate(emb: np.ndarray, labels: np.ndarray, threshold: Threshold, *, threshold_from: str = "real",
-                 min_share: float = 0.5, real_emb: np.ndarray | None = None, real_labels: np.ndarray | None = None,
-                 real_genuine: np.ndarray | None = None, synthetic_genuine=None,
-                 manifest: dict | None = None) -> GateVerdict:
+def quality_gate(
+    emb: np.ndarray,
+    labels: np.ndarray,
+    threshold: Threshold,
+    *,
+    threshold_from: str = "real",
+    min_share: float = 0.5,
+    real_emb: np.ndarray | None = None,
+    real_labels: np.ndarray | None = None,
+    real_genuine: np.ndarray | None = None,
+    synthetic_genuine=None,
+    manifest: dict | None = None,
+) -> GateVerdict:
     """The verdict on synthetic identities (``emb``: their unit image embeddings, ``labels``: identities;
     ``real_emb`` / ``real_labels``: the real set, for the relative rule in the module docstring)."""
     from scoremix_plugin.datareport.metrics import genuine_pairs, identity_stats, pair_scores
@@ -210,10 +266,18 @@ def quality_gate(emb: np.ndarray, labels: np.ndarray, threshold: Threshold, *, t
     _, _, intra = identity_stats(emb, labels)
     passed = n > 0 and gate_passes(share, real_share, min_share)
     return GateVerdict(
-        passed=passed, far=threshold.far, threshold=threshold.cosine, threshold_from=threshold_from, identities=n,
-        recognised=recognised, share=float(share), min_share=float(min_share), real_share=real_share,
+        passed=passed,
+        far=threshold.far,
+        threshold=threshold.cosine,
+        threshold_from=threshold_from,
+        identities=n,
+        recognised=recognised,
+        share=float(share),
+        min_share=float(min_share),
+        real_share=real_share,
         conclusive=gate_conclusive(real_share),
         synthetic_genuine_median=float(np.median(synthetic_genuine)) if len(synthetic_genuine) else float("nan"),
         real_genuine_median=None if real_genuine is None else float(np.median(real_genuine)),
         synthetic_intra_mean=float(np.nanmean(intra)) if np.isfinite(intra).any() else float("nan"),
-        advice=() if passed else gate_advice(manifest))
+        advice=() if passed else gate_advice(manifest),
+    )

@@ -152,8 +152,13 @@ def threshold_at_far(impostor: np.ndarray, far: float) -> Threshold:
         raise InputError("no impostor pairs: a threshold needs at least two identities")
     k = int(np.floor(far * len(imp)))
     t = float(-np.partition(-imp, k)[k])
-    return Threshold(far=float(far), cosine=t, achieved_far=float(np.mean(imp > t)), impostor_pairs=len(imp),
-                     too_few_pairs=len(imp) * far < 1)
+    return Threshold(
+        far=float(far),
+        cosine=t,
+        achieved_far=float(np.mean(imp > t)),
+        impostor_pairs=len(imp),
+        too_few_pairs=len(imp) * far < 1,
+    )
 
 
 def equal_error_rate(genuine: np.ndarray, impostor: np.ndarray) -> tuple[float, float]:
@@ -175,8 +180,9 @@ def equal_error_rate(genuine: np.ndarray, impostor: np.ndarray) -> tuple[float, 
 def fnmr_at_fmr(genuine: np.ndarray, impostor: np.ndarray, fmr: float) -> FnmrAtFmr:
     th = threshold_at_far(impostor, fmr)
     fnmr = float(np.mean(np.asarray(genuine, np.float64) <= th.cosine))
-    return FnmrAtFmr(fmr=float(fmr), threshold=th.cosine, fnmr=fnmr, achieved_fmr=th.achieved_far,
-                     too_few_pairs=th.too_few_pairs)
+    return FnmrAtFmr(
+        fmr=float(fmr), threshold=th.cosine, fnmr=fnmr, achieved_fmr=th.achieved_far, too_few_pairs=th.too_few_pairs
+    )
 
 
 def separation(genuine: np.ndarray, impostor: np.ndarray) -> tuple[float, float]:
@@ -187,20 +193,34 @@ def separation(genuine: np.ndarray, impostor: np.ndarray) -> tuple[float, float]
         return float(abs(dm) / np.sqrt(vs / 2)), float(dm * dm / vs)
 
 
-def score_stats(genuine: np.ndarray, impostor: np.ndarray, *, genuine_total: int | None = None,
-                impostor_total: int | None = None, fmrs=DEFAULT_FMRS) -> ScoreStats:
+def score_stats(
+    genuine: np.ndarray,
+    impostor: np.ndarray,
+    *,
+    genuine_total: int | None = None,
+    impostor_total: int | None = None,
+    fmrs=DEFAULT_FMRS,
+) -> ScoreStats:
     g, i = np.asarray(genuine, np.float64), np.asarray(impostor, np.float64)
     if len(g) == 0 or len(i) == 0:
         raise InputError(f"need genuine and impostor pairs, got {len(g)} and {len(i)}")
     eer, eer_t = equal_error_rate(g, i)
     d_prime, fdr = separation(g, i)
     return ScoreStats(
-        genuine_pairs=len(g), impostor_pairs=len(i),
+        genuine_pairs=len(g),
+        impostor_pairs=len(i),
         genuine_total=len(g) if genuine_total is None else int(genuine_total),
         impostor_total=len(i) if impostor_total is None else int(impostor_total),
-        genuine_mean=float(g.mean()), genuine_std=float(g.std()), impostor_mean=float(i.mean()),
-        impostor_std=float(i.std()), eer=eer, eer_threshold=eer_t, d_prime=d_prime, fdr=fdr,
-        fnmr_at_fmr=tuple(fnmr_at_fmr(g, i, f) for f in fmrs))
+        genuine_mean=float(g.mean()),
+        genuine_std=float(g.std()),
+        impostor_mean=float(i.mean()),
+        impostor_std=float(i.std()),
+        eer=eer,
+        eer_threshold=eer_t,
+        d_prime=d_prime,
+        fdr=fdr,
+        fnmr_at_fmr=tuple(fnmr_at_fmr(g, i, f) for f in fmrs),
+    )
 
 
 # Identities.
@@ -247,8 +267,16 @@ def identity_accept_rate(emb: np.ndarray, labels: np.ndarray, threshold: float) 
     return uniq, rate
 
 
-def topk_similar(a: np.ndarray, b: np.ndarray, k: int, *, threshold: float | None = None, exclude_self: bool = False,
-                 rows: int = 1024, cols: int = 16384) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def topk_similar(
+    a: np.ndarray,
+    b: np.ndarray,
+    k: int,
+    *,
+    threshold: float | None = None,
+    exclude_self: bool = False,
+    rows: int = 1024,
+    cols: int = 16384,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For each row of ``a``: its ``k`` most similar rows of ``b`` (indices [A, k], cosines [A, k], best first)
     and how many rows of ``b`` lie above ``threshold`` ([A], zeros without one).
 
@@ -292,5 +320,13 @@ def distribution(values: np.ndarray) -> dict[str, float] | None:
     if len(v) == 0:
         return None
     p = np.percentile(v, [5, 50, 95])
-    return {"n": int(len(v)), "mean": float(v.mean()), "std": float(v.std()), "min": float(v.min()),
-            "p05": float(p[0]), "median": float(p[1]), "p95": float(p[2]), "max": float(v.max())}
+    return {
+        "n": int(len(v)),
+        "mean": float(v.mean()),
+        "std": float(v.std()),
+        "min": float(v.min()),
+        "p05": float(p[0]),
+        "median": float(p[1]),
+        "p95": float(p[2]),
+        "max": float(v.max()),
+    }

@@ -116,9 +116,14 @@ class DatasetReport:
     @property
     def leak_checks(self) -> dict[str, dict[str, float]]:
         """Per check: identities found, comparisons made, and comparisons x FAR (single-pair chance level)."""
-        return {k: {"identities": n, "comparisons": self.comparisons.get(k, 0),
-                    "chance_at_far": self.comparisons.get(k, 0) * self.far}
-                for k, n in self.leak_counts.items()}
+        return {
+            k: {
+                "identities": n,
+                "comparisons": self.comparisons.get(k, 0),
+                "chance_at_far": self.comparisons.get(k, 0) * self.far,
+            }
+            for k, n in self.leak_counts.items()
+        }
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -128,16 +133,31 @@ class DatasetReport:
 
     def headline(self) -> dict[str, Any]:
         """The few numbers a pipeline report shows for each set: EER, FNMR@FMR, d', FDR, leaks, gate."""
+
         def one(s: SetReport | None):
             if s is None:
                 return None
             st = s.stats
-            return {"images": s.images, "identities": s.identities, "eer": st.eer, "d_prime": st.d_prime,
-                    "fdr": st.fdr, **{f"fnmr@{f.fmr:g}": f.fnmr for f in st.fnmr_at_fmr},
-                    "consistency_mean": (s.consistency or {}).get("mean")}
-        return _finite({"data": one(self.data), "real": one(self.real), "far": self.far,
-                        "threshold": self.threshold.cosine, "leaks": self.leak_counts,
-                        "gate": None if self.gate is None else {"passed": self.gate.passed, "share": self.gate.share}})
+            return {
+                "images": s.images,
+                "identities": s.identities,
+                "eer": st.eer,
+                "d_prime": st.d_prime,
+                "fdr": st.fdr,
+                **{f"fnmr@{f.fmr:g}": f.fnmr for f in st.fnmr_at_fmr},
+                "consistency_mean": (s.consistency or {}).get("mean"),
+            }
+
+        return _finite(
+            {
+                "data": one(self.data),
+                "real": one(self.real),
+                "far": self.far,
+                "threshold": self.threshold.cosine,
+                "leaks": self.leak_counts,
+                "gate": None if self.gate is None else {"passed": self.gate.passed, "share": self.gate.share},
+            }
+        )
 
     def leak_reasons(self) -> dict[int, list[str]]:
         """label -> why it leaks (training and evaluation leaks of the DATA's identities only)."""
@@ -145,8 +165,10 @@ class DatasetReport:
         for lk in self.leaks:
             if lk.kind != "real_evaluation":
                 out.setdefault(lk.label, []).append(
-                    f"{lk.kind.replace('_', ' ')} leak: {lk.match} at cosine {lk.cosine:.4f} > {self.threshold.cosine:.4f}"
-                    f" (FAR {self.far:g} of {self.threshold_from} impostors)")
+                    f"{lk.kind.replace('_', ' ')} leak: {lk.match} at cosine {lk.cosine:.4f} > "
+                    f"{self.threshold.cosine:.4f}"
+                    f" (FAR {self.far:g} of {self.threshold_from} impostors)"
+                )
         return out
 
 
@@ -163,8 +185,9 @@ def _finite(obj):
     return obj
 
 
-def resolve_bins(targets: list[str] | None, bins_dir: str | os.PathLike | None,
-                 fallback: str | os.PathLike | None) -> dict[str, Path]:
+def resolve_bins(
+    targets: list[str] | None, bins_dir: str | os.PathLike | None, fallback: str | os.PathLike | None
+) -> dict[str, Path]:
     """{target: .bin path}: named targets in ``bins_dir`` (else ``fallback``), or every .bin of ``bins_dir``."""
     where = Path(bins_dir) if bins_dir else (Path(fallback) if fallback else None)
     if targets:
@@ -188,23 +211,47 @@ def resolve_bins(targets: list[str] | None, bins_dir: str | os.PathLike | None,
 def _set_report(s: ImageSet, emb: np.ndarray, *, genuine_cap: int, impostor_cap: int, seed: int):
     gp, ip = M.genuine_pairs(s.labels, genuine_cap, seed), M.impostor_pairs(s.labels, impostor_cap, seed)
     if len(gp.a) == 0 or len(ip.a) == 0:
-        raise ReportError(f"{s.path}: {len(gp.a)} genuine and {len(ip.a)} impostor pairs; a report needs "
-                          "identities with two or more images, and two or more identities")
+        raise ReportError(
+            f"{s.path}: {len(gp.a)} genuine and {len(ip.a)} impostor pairs; a report needs "
+            "identities with two or more images, and two or more identities"
+        )
     g, i = M.pair_scores(emb, gp), M.pair_scores(emb, ip)
     st = M.score_stats(g, i, genuine_total=gp.total, impostor_total=ip.total)
     uniq, _, intra = M.identity_stats(emb, s.labels)
     order = [j for j in np.argsort(intra) if np.isfinite(intra[j])][:WORST]
-    rep = SetReport(s.name, str(s.path), s.kind, len(s), len(uniq), st, M.distribution(intra),
-                    tuple((int(uniq[j]), float(intra[j])) for j in order))
+    rep = SetReport(
+        s.name,
+        str(s.path),
+        s.kind,
+        len(s),
+        len(uniq),
+        st,
+        M.distribution(intra),
+        tuple((int(uniq[j]), float(intra[j])) for j in order),
+    )
     _, means = M.identity_means(emb, s.labels)  # what every leak check compares (leaks.py)
     return rep, g, i, uniq, means, intra
 
 
-def report_dataset(data: str | os.PathLike, embedder, out: str | os.PathLike, *, real: str | os.PathLike | None = None,
-                   bins: dict[str, Path] | None = None, far: float = 1e-4, network: str | None = None,
-                   cache_dir: str | os.PathLike | None = None, genuine_cap: int = 10**6, impostor_cap: int = 10**6,
-                   seed: int = 0, min_share: float = 0.5, batch_size: int = 64, device=None,
-                   progress: bool = True, verify: bool = True) -> DatasetReport:
+def report_dataset(
+    data: str | os.PathLike,
+    embedder,
+    out: str | os.PathLike,
+    *,
+    real: str | os.PathLike | None = None,
+    bins: dict[str, Path] | None = None,
+    far: float = 1e-4,
+    network: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    genuine_cap: int = 10**6,
+    impostor_cap: int = 10**6,
+    seed: int = 0,
+    min_share: float = 0.5,
+    batch_size: int = 64,
+    device=None,
+    progress: bool = True,
+    verify: bool = True,
+) -> DatasetReport:
     """Embed, measure, check leaks, write ``OUT/report.{md,json}`` + PNGs; return the typed report.
 
     ``embedder``: a model path (.onnx / .pt with ``network``; embeddings then cached in ``cache_dir``,
@@ -254,12 +301,14 @@ def report_dataset(data: str | os.PathLike, embedder, out: str | os.PathLike, *,
     ev_emb = {t: embed(s) for t, s in ev.items()}
 
     # Distributions and the threshold.
-    d_rep, d_gen, d_imp, d_uniq, d_mean, d_intra = _set_report(ds, d_emb, genuine_cap=genuine_cap,
-                                                              impostor_cap=impostor_cap, seed=seed)
+    d_rep, d_gen, d_imp, d_uniq, d_mean, d_intra = _set_report(
+        ds, d_emb, genuine_cap=genuine_cap, impostor_cap=impostor_cap, seed=seed
+    )
     r_rep = r_gen = r_imp = None
     if rs is not None:
-        r_rep, r_gen, r_imp, r_uniq, r_mean, _ = _set_report(rs, r_emb, genuine_cap=genuine_cap,
-                                                            impostor_cap=impostor_cap, seed=seed)
+        r_rep, r_gen, r_imp, r_uniq, r_mean, _ = _set_report(
+            rs, r_emb, genuine_cap=genuine_cap, impostor_cap=impostor_cap, seed=seed
+        )
     if r_imp is not None:
         thr, thr_from = M.threshold_at_far(r_imp, far), "real"
     else:
@@ -286,34 +335,59 @@ def report_dataset(data: str | os.PathLike, embedder, out: str | os.PathLike, *,
         else:
             ex = None
         for j, lab in enumerate(d_uniq.tolist()):
-            identities.append(SyntheticIdentity(
-                label=lab, new_label=lab - c_real, sources=tuple(int(c) for c in sources[j]),
-                source_cos=tuple(float(v) for v in ex["source_cos"][j]) if ex else (),
-                intra=float(d_intra[j]), accept_rate=float(rate[j]),
-                nearest_real=int(ex["nearest_real"][j]) if ex else -1,
-                nearest_real_cos=float(ex["nearest_real_cos"][j]) if ex else float("nan"),
-                nearest_other_real=int(ex["nearest_other"][j]) if ex else -1,
-                nearest_other_real_cos=float(ex["nearest_other_cos"][j]) if ex else float("nan"),
-                nearest_synthetic=int(d_uniq[syn_nb.index[j, 0]]) if syn_nb.index[j, 0] >= 0 else -1,
-                nearest_synthetic_cos=float(syn_nb.cosine[j, 0])))
+            identities.append(
+                SyntheticIdentity(
+                    label=lab,
+                    new_label=lab - c_real,
+                    sources=tuple(int(c) for c in sources[j]),
+                    source_cos=tuple(float(v) for v in ex["source_cos"][j]) if ex else (),
+                    intra=float(d_intra[j]),
+                    accept_rate=float(rate[j]),
+                    nearest_real=int(ex["nearest_real"][j]) if ex else -1,
+                    nearest_real_cos=float(ex["nearest_real_cos"][j]) if ex else float("nan"),
+                    nearest_other_real=int(ex["nearest_other"][j]) if ex else -1,
+                    nearest_other_real_cos=float(ex["nearest_other_cos"][j]) if ex else float("nan"),
+                    nearest_synthetic=int(d_uniq[syn_nb.index[j, 0]]) if syn_nb.index[j, 0] >= 0 else -1,
+                    nearest_synthetic_cos=float(syn_nb.cosine[j, 0]),
+                )
+            )
         leaks += L.evaluation_leaks(d_uniq, d_mean, ev_emb, t, "evaluation")
         comparisons["evaluation"] = len(d_uniq) * n_eval
         if rs is not None:
             leaks += L.evaluation_leaks(r_uniq, r_mean, ev_emb, t, "real_evaluation")
             comparisons["real_evaluation"] = len(r_uniq) * n_eval
-        gate = L.quality_gate(d_emb, ds.labels, thr, threshold_from=thr_from, min_share=min_share,
-                              real_emb=r_emb, real_labels=None if rs is None else rs.labels,
-                              real_genuine=r_gen, synthetic_genuine=d_gen, manifest=m.to_json())
+        gate = L.quality_gate(
+            d_emb,
+            ds.labels,
+            thr,
+            threshold_from=thr_from,
+            min_share=min_share,
+            real_emb=r_emb,
+            real_labels=None if rs is None else rs.labels,
+            real_genuine=r_gen,
+            synthetic_genuine=d_gen,
+            manifest=m.to_json(),
+        )
     else:
         leaks += L.evaluation_leaks(d_uniq, d_mean, ev_emb, t, "real_evaluation")
         comparisons["real_evaluation"] = len(d_uniq) * n_eval
 
     rep = DatasetReport(
-        model=str(model_name), far=float(far), threshold=thr, threshold_from=thr_from, data=d_rep, real=r_rep,
+        model=str(model_name),
+        far=float(far),
+        threshold=thr,
+        threshold_from=thr_from,
+        data=d_rep,
+        real=r_rep,
         evaluation=tuple({"target": k, "path": str(bins[k]), "images": len(v)} for k, v in ev.items()),
-        leaks=tuple(leaks), comparisons=comparisons, identities=tuple(identities), gate=gate)
-    figures = write_figures(out, rep, ds, {"data": (d_gen, d_imp), "real": (r_gen, r_imp) if r_gen is not None else None},
-                            d_intra)
+        leaks=tuple(leaks),
+        comparisons=comparisons,
+        identities=tuple(identities),
+        gate=gate,
+    )
+    figures = write_figures(
+        out, rep, ds, {"data": (d_gen, d_imp), "real": (r_gen, r_imp) if r_gen is not None else None}, d_intra
+    )
     rep = DatasetReport(**{**{f: getattr(rep, f) for f in rep.__dataclass_fields__}, "figures": figures})
     write_json_atomic(out / "report.json", rep.to_json())
     write_markdown(out / "report.md", rep)
@@ -327,8 +401,9 @@ def _sources(manifest, new_labels: np.ndarray) -> np.ndarray:
     f = manifest.selection.get("file")
     p = (manifest.root / f) if f else None
     if p is None or not p.is_file():
-        raise ReportError(f"{manifest.path}: its selection file {p} is missing; the report needs each "
-                          "identity's sources")
+        raise ReportError(
+            f"{manifest.path}: its selection file {p} is missing; the report needs each identity's sources"
+        )
     sel = read_pairs(p)
     if new_labels.max(initial=-1) >= len(sel):
         raise ReportError(f"{p}: {len(sel)} rows, the manifest has new label {int(new_labels.max())}")

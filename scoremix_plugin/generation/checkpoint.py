@@ -23,8 +23,7 @@ from scoremix_plugin.errors import CheckpointError
 
 CHECKPOINT_FORMAT = "scoremix-generator/1"
 CHECKPOINT_NAME = "generator.pt"
-REQUIRED_KEYS = ("format", "step", "net", "ema", "config", "num_classes", "resolution", "network_kwargs",
-                 "sigma_data")
+REQUIRED_KEYS = ("format", "step", "net", "ema", "config", "num_classes", "resolution", "network_kwargs", "sigma_data")
 
 
 def plain(value: Any) -> Any:
@@ -49,23 +48,28 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     ckpt = load_torch_safe(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise CheckpointError(f"{path}: not a scoremix generator checkpoint (expected format {CHECKPOINT_FORMAT!r}, "
-                         f"found {found!r}; it should come from `scoremix train-generator`)")
+        raise CheckpointError(
+            f"{path}: not a scoremix generator checkpoint (expected format {CHECKPOINT_FORMAT!r}, "
+            f"found {found!r}; it should come from `scoremix train-generator`)"
+        )
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
     if missing:
         raise CheckpointError(f"{path}: generator checkpoint lacks key(s) {missing}")
     return ckpt
 
 
-def check_compatible(ckpt: Mapping[str, Any], path, *, num_classes: int, resolution: int,
-                     network_kwargs: Mapping[str, Any]) -> None:
+def check_compatible(
+    ckpt: Mapping[str, Any], path, *, num_classes: int, resolution: int, network_kwargs: Mapping[str, Any]
+) -> None:
     """A resumed run must build the same network: same classes, resolution and architecture."""
     for key, want in (("num_classes", num_classes), ("resolution", resolution)):
         if int(ckpt[key]) != int(want):
             raise CheckpointError(f"{path}: checkpoint {key} is {ckpt[key]}, this run has {want}")
     if plain(ckpt["network_kwargs"]) != plain(network_kwargs):
-        raise CheckpointError(f"{path}: checkpoint network {ckpt['network_kwargs']} differs from this run's "
-                         f"{dict(network_kwargs)} (another preset?)")
+        raise CheckpointError(
+            f"{path}: checkpoint network {ckpt['network_kwargs']} differs from this run's "
+            f"{dict(network_kwargs)} (another preset?)"
+        )
 
 
 def build_denoiser(ckpt: Mapping[str, Any], *, ema: bool = True):
@@ -75,12 +79,17 @@ def build_denoiser(ckpt: Mapping[str, Any], *, ema: bool = True):
 
     net = build_network(dict(ckpt["network_kwargs"]))
     net.load_state_dict(ckpt["ema" if ema else "net"])
-    return EDMPrecond(net, num_classes=int(ckpt["num_classes"]), resolution=int(ckpt["resolution"]),
-                      sigma_data=float(ckpt["sigma_data"]))
+    return EDMPrecond(
+        net,
+        num_classes=int(ckpt["num_classes"]),
+        resolution=int(ckpt["resolution"]),
+        sigma_data=float(ckpt["sigma_data"]),
+    )
 
 
-def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu", ema: bool = True,
-                   amp: torch.dtype | None = None):
+def load_generator(
+    path: str | os.PathLike, device: str | torch.device = "cpu", ema: bool = True, amp: torch.dtype | None = None
+):
     """(denoiser, config): ``denoiser(x, sigma, class_labels) -> D`` in eval mode, gradients off.
 
     ``amp=torch.bfloat16`` runs the network under autocast (the preconditioning stays float32).

@@ -47,8 +47,11 @@ def autocast_dtype(dtype: torch.dtype | None, device: str | torch.device) -> tor
         if not cap.startswith("AVX512"):
             import warnings
 
-            warnings.warn(f"{dtype} autocast requested on a CPU with {cap} (no AVX-512): running float32, "
-                          "which is many times faster there", stacklevel=2)
+            warnings.warn(
+                f"{dtype} autocast requested on a CPU with {cap} (no AVX-512): running float32, "
+                "which is many times faster there",
+                stacklevel=2,
+            )
             return None
     return dtype
 
@@ -69,10 +72,6 @@ class EDMPrecond(nn.Module):
         self.sigma_data = float(sigma_data)
         self.amp_dtype: torch.dtype | None = None
 
-    @property
-    def null_class(self) -> int:
-        return self.num_classes
-
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, class_labels: torch.Tensor) -> torch.Tensor:
         x = x.float()
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1)
@@ -89,15 +88,23 @@ class EDMPrecond(nn.Module):
         return c_skip.reshape(view) * x + c_out.reshape(view) * F_x.float()
 
 
-def sample_training_sigma(batch: int, *, generator: torch.Generator | None = None, device=None,
-                          P_mean: float = P_MEAN, P_std: float = P_STD) -> torch.Tensor:
+def sample_training_sigma(
+    batch: int, *, generator: torch.Generator | None = None, device=None, P_mean: float = P_MEAN, P_std: float = P_STD
+) -> torch.Tensor:
     """ln(sigma) ~ N(P_mean, P_std^2): concentrates training where the loss can still be reduced."""
     rnd = torch.randn(batch, generator=generator, device=device)
     return (rnd * P_std + P_mean).exp()
 
 
-def edm_loss(denoiser: nn.Module, y: torch.Tensor, class_labels: torch.Tensor, sigma: torch.Tensor,
-             noise: torch.Tensor, sigma_data: float = SIGMA_DATA, logvar: torch.Tensor | None = None) -> torch.Tensor:
+def edm_loss(
+    denoiser: nn.Module,
+    y: torch.Tensor,
+    class_labels: torch.Tensor,
+    sigma: torch.Tensor,
+    noise: torch.Tensor,
+    sigma_data: float = SIGMA_DATA,
+    logvar: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Per-image loss lambda(sigma) * mean ||D(y + sigma n; sigma, c) - y||^2 with given sigma [B], n ~ N(0, I).
 
     Sigma and noise come from the caller so the loss is a pure function (golden tests, exact resume).
@@ -116,8 +123,9 @@ def edm_loss(denoiser: nn.Module, y: torch.Tensor, class_labels: torch.Tensor, s
     return per_image
 
 
-def sigma_steps(num_steps: int, *, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX, rho: float = RHO,
-                device=None) -> torch.Tensor:
+def sigma_steps(
+    num_steps: int, *, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX, rho: float = RHO, device=None
+) -> torch.Tensor:
     """Eq. 5: sigma_i = (s_max^(1/rho) + i/(N-1) (s_min^(1/rho) - s_max^(1/rho)))^rho, i < N, then sigma_N = 0.
 
     Returns N + 1 float64 values (float64 so the last small steps are exact before the cast).

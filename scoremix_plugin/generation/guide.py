@@ -47,8 +47,10 @@ def guide_snapshot(run_dir: str | os.PathLike, fraction: float = 0.25, main_step
     snaps = {int(m.group(1)): p for p in run.glob("generator-*.pt") if (m := SNAPSHOT_RE.search(p.name))}
     snaps = {s: p for s, p in snaps.items() if 0 < s < main_step}
     if not snaps:
-        raise MissingInputError(f"{run}: no snapshot generator-NNNNNNN.pt before step {main_step}; train the main "
-                                "run with config.snapshot_every set (e.g. a quarter of total_steps)")
+        raise MissingInputError(
+            f"{run}: no snapshot generator-NNNNNNN.pt before step {main_step}; train the main "
+            "run with config.snapshot_every set (e.g. a quarter of total_steps)"
+        )
     return snaps[nearest_earlier_step(snaps, fraction, main_step)]
 
 
@@ -63,8 +65,13 @@ def nearest_earlier_step(steps, fraction: float, main_step: int) -> int:
     return min(before, key=lambda s: (abs(s - fraction * main_step), s))
 
 
-def guide_config(main_config: Mapping[str, Any] | str | os.PathLike, *, preset: str, fraction: float = 0.25,
-                 output: str | os.PathLike | None = None) -> dict[str, Any]:
+def guide_config(
+    main_config: Mapping[str, Any] | str | os.PathLike,
+    *,
+    preset: str,
+    fraction: float = 0.25,
+    output: str | os.PathLike | None = None,
+) -> dict[str, Any]:
     """The guide's training config: the main run's, with a smaller ``preset`` and ``fraction`` of its steps.
 
     Same data, resolution, batch, learning rate, label dropout and seed, so the guide differs from the main
@@ -80,8 +87,13 @@ def guide_config(main_config: Mapping[str, Any] | str | os.PathLike, *, preset: 
         raise ConfigError(f"{source}: config.rec is required (the guide trains on the main run's data)")
     total = int(cfg.get("total_steps", GENERATOR_DEFAULTS["total_steps"]))
     main_out = Path(cfg.get("output", GENERATOR_DEFAULTS["output"]))
-    cfg.update(preset=preset, total_steps=max(1, round(fraction * total)), snapshot_every=None, resume=True,
-               output=str(output if output is not None else main_out / "guide"))
+    cfg.update(
+        preset=preset,
+        total_steps=max(1, round(fraction * total)),
+        snapshot_every=None,
+        resume=True,
+        output=str(output if output is not None else main_out / "guide"),
+    )
     if cfg.get("duration") is not None:
         cfg["duration"] = float(cfg["duration"]) * fraction
     for key in ("checkpoint_every", "sample_every"):
@@ -90,8 +102,14 @@ def guide_config(main_config: Mapping[str, Any] | str | os.PathLike, *, preset: 
     return cfg
 
 
-def train_guide(main_config: Mapping[str, Any] | str | os.PathLike, *, preset: str, fraction: float = 0.25,
-                output: str | os.PathLike | None = None, **overrides: Any) -> dict[str, Any]:
+def train_guide(
+    main_config: Mapping[str, Any] | str | os.PathLike,
+    *,
+    preset: str,
+    fraction: float = 0.25,
+    output: str | os.PathLike | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
     """Train the smaller guide (``guide_config``; ``overrides`` win) and return ``train_generator``'s summary.
 
     Resumable like any generator run (``resume=True``): rerunning continues or returns at once when complete.

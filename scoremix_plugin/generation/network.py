@@ -68,14 +68,17 @@ EDM2_PRESETS: dict[str, dict[str, Any]] = {
     # 4x4 bottleneck, as tiny-cpu): 3.0M parameters, 0.44 GFLOP per forward (tiny-cpu: 3.2M, 0.56); a training
     # step (batch 32, 1 thread) measured 0.82x tiny-cpu's in fp32 and 0.78x in bf16 on the shared 2-core CPU
     # (benchmarks/generator_presets.py; the 32-64-64-128 variant was 1.28x).
-    "edm2-cpu": dict(resolution=32, model_channels=32, channel_mult=(1, 1, 2, 4), num_blocks=1, attn_levels=(),
-                     channels_per_head=32),
+    "edm2-cpu": dict(
+        resolution=32, model_channels=32, channel_mult=(1, 1, 2, 4), num_blocks=1, attn_levels=(), channels_per_head=32
+    ),
     # The CPU demo's autoguidance guide: edm2-cpu at half the width (16, 16, 32, 64 channels), ~1/4 of its FLOPs.
-    "edm2-cpu-xs": dict(resolution=32, model_channels=16, channel_mult=(1, 1, 2, 4), num_blocks=1, attn_levels=(),
-                        channels_per_head=16),
+    "edm2-cpu-xs": dict(
+        resolution=32, model_channels=16, channel_mult=(1, 1, 2, 4), num_blocks=1, attn_levels=(), channels_per_head=16
+    ),
     # Tests only, 16 px.
-    "edm2-test": dict(resolution=16, model_channels=16, channel_mult=(1, 2), num_blocks=1, attn_levels=(1,),
-                      channels_per_head=16),
+    "edm2-test": dict(
+        resolution=16, model_channels=16, channel_mult=(1, 2), num_blocks=1, attn_levels=(1,), channels_per_head=16
+    ),
 }
 PRESETS.update({name: dict(kw, arch="edm2") for name, kw in EDM2_PRESETS.items()})
 
@@ -83,11 +86,16 @@ PRESETS.update({name: dict(kw, arch="edm2") for name, kw in EDM2_PRESETS.items()
 def _edm2_kwargs(preset: str, kw: dict[str, Any], num_classes: int, res: int) -> dict[str, Any]:
     levels = len(kw["channel_mult"])
     if res % 2 ** (levels - 1):
-        raise InputError(f"preset {preset!r} halves the image {levels - 1} times: "
-                         f"resolution {res} must be a multiple of {2 ** (levels - 1)}")
+        raise InputError(
+            f"preset {preset!r} halves the image {levels - 1} times: "
+            f"resolution {res} must be a multiple of {2 ** (levels - 1)}"
+        )
     attn = [res >> level for level in kw.pop("attn_levels")]
     return {k: list(v) if isinstance(v, tuple) else v for k, v in kw.items()} | {
-        "img_resolution": res, "label_dim": int(num_classes) + 1, "attn_resolutions": attn}
+        "img_resolution": res,
+        "label_dim": int(num_classes) + 1,
+        "attn_resolutions": attn,
+    }
 
 
 def network_kwargs(preset: str, num_classes: int, resolution: int | None = None) -> dict[str, Any]:
@@ -103,11 +111,14 @@ def network_kwargs(preset: str, num_classes: int, resolution: int | None = None)
         return _edm2_kwargs(preset, kw, num_classes, res)
     halvings = len(kw["block_out_channels"]) - 1
     if res % 2**halvings:
-        raise InputError(f"preset {preset!r} halves the image {halvings} times: "
-                         f"resolution {res} must be a multiple of {2**halvings}")
+        raise InputError(
+            f"preset {preset!r} halves the image {halvings} times: resolution {res} must be a multiple of {2**halvings}"
+        )
     # Lists, not tuples: the kwargs go into checkpoints and configs as plain data.
     return {k: list(v) if isinstance(v, tuple) else v for k, v in kw.items()} | {
-        "sample_size": res, "num_class_embeds": int(num_classes) + 1}
+        "sample_size": res,
+        "num_class_embeds": int(num_classes) + 1,
+    }
 
 
 def network_resolution(kwargs: dict[str, Any]) -> int:
@@ -126,8 +137,10 @@ class SoftLabelEmbedding(nn.Embedding):
         if not labels.is_floating_point():
             return super().forward(labels)
         if labels.shape[-1] != self.num_embeddings:
-            raise ValueError(f"label weights have {labels.shape[-1]} columns, the class table {self.num_embeddings} "
-                             "rows (real classes + the null class)")
+            raise ValueError(
+                f"label weights have {labels.shape[-1]} columns, the class table {self.num_embeddings} "
+                "rows (real classes + the null class)"
+            )
         with torch.autocast(device_type=labels.device.type, enabled=False):
             return labels.float() @ self.weight.float()
 

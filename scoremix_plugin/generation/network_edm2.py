@@ -101,10 +101,21 @@ class Block(nn.Module):
     """EDM2 encoder / decoder block: [resample] -> (enc: skip conv, pixel norm) -> residual branch with the
     embedding as a multiplicative modulation -> MP-sum -> optional cosine self-attention -> MP-sum."""
 
-    def __init__(self, in_channels: int, out_channels: int, emb_channels: int, *, flavor: str = "enc",
-                 resample: str = "keep", attention: bool = False, channels_per_head: int = 64,
-                 dropout: float = 0.0, res_balance: float = 0.3, attn_balance: float = 0.3,
-                 clip_act: float | None = 256):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        emb_channels: int,
+        *,
+        flavor: str = "enc",
+        resample: str = "keep",
+        attention: bool = False,
+        channels_per_head: int = 64,
+        dropout: float = 0.0,
+        res_balance: float = 0.3,
+        attn_balance: float = 0.3,
+        clip_act: float | None = 256,
+    ):
         super().__init__()
         self.out_channels = out_channels
         self.flavor, self.resample = flavor, resample
@@ -157,20 +168,43 @@ class EDM2UNet(nn.Module):
     ``num_blocks`` encoder blocks (decoder: one more) per level; attention at ``attn_resolutions``.
     """
 
-    def __init__(self, *, img_resolution: int, label_dim: int, model_channels: int = 192,
-                 channel_mult=(1, 2, 3, 4), channel_mult_noise: int | None = None,
-                 channel_mult_emb: int | None = None, num_blocks: int = 3, attn_resolutions=(16, 8),
-                 label_balance: float = 0.5, concat_balance: float = 0.5, channels_per_head: int = 64,
-                 dropout: float = 0.0, arch: str = "edm2", img_channels: int = 3):
+    def __init__(
+        self,
+        *,
+        img_resolution: int,
+        label_dim: int,
+        model_channels: int = 192,
+        channel_mult=(1, 2, 3, 4),
+        channel_mult_noise: int | None = None,
+        channel_mult_emb: int | None = None,
+        num_blocks: int = 3,
+        attn_resolutions=(16, 8),
+        label_balance: float = 0.5,
+        concat_balance: float = 0.5,
+        channels_per_head: int = 64,
+        dropout: float = 0.0,
+        arch: str = "edm2",
+        img_channels: int = 3,
+    ):
         super().__init__()
         if arch != "edm2":
             raise ValueError(f"EDM2UNet builds arch 'edm2', got {arch!r}")
-        self.kwargs = dict(img_resolution=img_resolution, label_dim=label_dim, model_channels=model_channels,
-                           channel_mult=list(channel_mult), channel_mult_noise=channel_mult_noise,
-                           channel_mult_emb=channel_mult_emb, num_blocks=num_blocks,
-                           attn_resolutions=list(attn_resolutions), label_balance=label_balance,
-                           concat_balance=concat_balance, channels_per_head=channels_per_head, dropout=dropout,
-                           arch=arch, img_channels=img_channels)
+        self.kwargs = dict(
+            img_resolution=img_resolution,
+            label_dim=label_dim,
+            model_channels=model_channels,
+            channel_mult=list(channel_mult),
+            channel_mult_noise=channel_mult_noise,
+            channel_mult_emb=channel_mult_emb,
+            num_blocks=num_blocks,
+            attn_resolutions=list(attn_resolutions),
+            label_balance=label_balance,
+            concat_balance=concat_balance,
+            channels_per_head=channels_per_head,
+            dropout=dropout,
+            arch=arch,
+            img_channels=img_channels,
+        )
         cblock = [model_channels * m for m in channel_mult]
         cnoise = model_channels * channel_mult_noise if channel_mult_noise else cblock[0]
         cemb = model_channels * channel_mult_emb if channel_mult_emb else max(cblock)
@@ -192,8 +226,9 @@ class EDM2UNet(nn.Module):
                 self.enc[f"{res}x{res}_down"] = Block(cout, cout, cemb, flavor="enc", resample="down", **blk)
             for i in range(num_blocks):
                 cin, cout = cout, channels
-                self.enc[f"{res}x{res}_block{i}"] = Block(cin, cout, cemb, flavor="enc",
-                                                          attention=res in attn_resolutions, **blk)
+                self.enc[f"{res}x{res}_block{i}"] = Block(
+                    cin, cout, cemb, flavor="enc", attention=res in attn_resolutions, **blk
+                )
         self.dec = nn.ModuleDict()
         skips = [b.out_channels for b in self.enc.values()]
         for level, channels in reversed(list(enumerate(cblock))):
@@ -205,8 +240,9 @@ class EDM2UNet(nn.Module):
                 self.dec[f"{res}x{res}_up"] = Block(cout, cout, cemb, flavor="dec", resample="up", **blk)
             for i in range(num_blocks + 1):
                 cin, cout = cout + skips.pop(), channels
-                self.dec[f"{res}x{res}_block{i}"] = Block(cin, cout, cemb, flavor="dec",
-                                                          attention=res in attn_resolutions, **blk)
+                self.dec[f"{res}x{res}_block{i}"] = Block(
+                    cin, cout, cemb, flavor="dec", attention=res in attn_resolutions, **blk
+                )
         self.out_conv = MPConv(cout, img_channels, (3, 3))
 
     def condition_table(self) -> torch.Tensor:

@@ -95,8 +95,9 @@ def list_snapshots(ckpt_dir: str | os.PathLike) -> list[tuple[int, Path]]:
     return found
 
 
-def reconstruct(ckpt_dir: str | os.PathLike, sigma_rel: float, step: int | None = None,
-                progress: bool = False) -> dict[str, Any]:
+def reconstruct(
+    ckpt_dir: str | os.PathLike, sigma_rel: float, step: int | None = None, progress: bool = False
+) -> dict[str, Any]:
     """A generator checkpoint (dict) from ``ckpt_dir/generator.pt`` with ``ema`` = the reconstruction.
 
     Uses every snapshot at or before ``step`` (default: the last one). Parameters are averaged in float64;
@@ -111,8 +112,10 @@ def reconstruct(ckpt_dir: str | os.PathLike, sigma_rel: float, step: int | None 
     base = load_checkpoint(base_path)
     snaps = list_snapshots(ckpt_dir)
     if not snaps:
-        raise InputError(f"{Path(ckpt_dir) / POSTHOC_DIR}: no posthoc-NNNNNNN.pt snapshots (train with "
-                         "config.posthoc_ema = [0.05, 0.10])")
+        raise InputError(
+            f"{Path(ckpt_dir) / POSTHOC_DIR}: no posthoc-NNNNNNN.pt snapshots (train with "
+            "config.posthoc_ema = [0.05, 0.10])"
+        )
     target = int(step) if step is not None else snaps[-1][0]
     snaps = [(s, p) for s, p in snaps if s <= target]
     if not snaps or (step is not None and snaps[-1][0] != target):
@@ -148,12 +151,17 @@ def reconstruct(ckpt_dir: str | os.PathLike, sigma_rel: float, step: int | None 
             if key not in snap:
                 raise InputError(f"{path}: snapshot lacks its {key!r} entry (not written by train-generator?)")
         got_step, got_rels, emas = snap["step"], snap["sigma_rels"], snap["emas"]
-        if (isinstance(got_step, bool) or not isinstance(got_step, int) or not isinstance(got_rels, (list, tuple))
-                or not all(isinstance(v, (int, float)) for v in got_rels)):
+        if (
+            isinstance(got_step, bool)
+            or not isinstance(got_step, int)
+            or not isinstance(got_rels, (list, tuple))
+            or not all(isinstance(v, (int, float)) for v in got_rels)
+        ):
             raise InputError(f"{path}: 'step' / 'sigma_rels' are not an integer / a list of numbers")
         if got_step != s or [float(v) for v in got_rels] != sigma_rels:
-            raise InputError(f"{path}: holds step {got_step} sigma_rels {got_rels}, expected "
-                             f"step {s} sigma_rels {sigma_rels}")
+            raise InputError(
+                f"{path}: holds step {got_step} sigma_rels {got_rels}, expected step {s} sigma_rels {sigma_rels}"
+            )
         if not isinstance(emas, (list, tuple)) or len(emas) != len(gammas):
             raise InputError(f"{path}: 'emas' must be a list of {len(gammas)} state dicts (one per sigma_rel)")
         for j, state in enumerate(emas):
@@ -167,27 +175,48 @@ def reconstruct(ckpt_dir: str | os.PathLike, sigma_rel: float, step: int | None 
             i += 1
     ema = {k: (acc[k].float() if k in acc else v.clone()) for k, v in base["net"].items()}
     out = {k: v for k, v in base.items() if k not in ("optimizer", "posthoc", "uncertainty")}
-    out.update(ema=ema, step=target, posthoc_ema={
-        "sigma_rel": float(sigma_rel), "gamma": target_gamma, "snapshot_steps": [s for s, _ in snaps],
-        "snapshot_sigma_rels": sigma_rels, "coefficients": [float(c) for c in coef],
-        "net_step": int(base["step"])})  # "net" stays the raw weights of generator.pt's step
+    out.update(
+        ema=ema,
+        step=target,
+        posthoc_ema={
+            "sigma_rel": float(sigma_rel),
+            "gamma": target_gamma,
+            "snapshot_steps": [s for s, _ in snaps],
+            "snapshot_sigma_rels": sigma_rels,
+            "coefficients": [float(c) for c in coef],
+            "net_step": int(base["step"]),
+        },
+    )  # "net" stays the raw weights of generator.pt's step
     return out
 
 
 # scoremix ema
 
+
 def add_ema_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ckpt-dir", required=True, help="train-generator output folder (generator.pt + posthoc/)")
-    parser.add_argument("--sigma-rel", required=True, type=float, help="EMA length relative to training time, "
-                        f"in (0, {SIGMA_REL_MAX}); EDM2's best were ~0.05-0.15")
+    parser.add_argument(
+        "--sigma-rel",
+        required=True,
+        type=float,
+        help=f"EMA length relative to training time, in (0, {SIGMA_REL_MAX}); EDM2's best were ~0.05-0.15",
+    )
     parser.add_argument("--step", type=int, help="reconstruct at this stored step (default: the last)")
     parser.add_argument("--out", required=True, help="generator checkpoint to write (loads like generator.pt)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file (never the run's "
-                        "own generator.pt or a snapshot)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --out file (never the run's own generator.pt or a snapshot)",
+    )
 
 
-def write_reconstruction(ckpt_dir: str | os.PathLike, sigma_rel: float, out: str | os.PathLike,
-                         step: int | None = None, progress: bool = False) -> dict[str, Any]:
+def write_reconstruction(
+    ckpt_dir: str | os.PathLike,
+    sigma_rel: float,
+    out: str | os.PathLike,
+    step: int | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
     """``reconstruct`` and save it atomically to ``out`` (a checkpoint that loads like generator.pt)."""
     from scoremix_plugin.io_utils import save_torch_atomic
 
@@ -208,6 +237,8 @@ def run_ema(args: argparse.Namespace) -> int:
     check_sigma_rel(args.sigma_rel, "--sigma-rel")
     ckpt = write_reconstruction(args.ckpt_dir, args.sigma_rel, args.out, args.step, progress=True)
     info = ckpt["posthoc_ema"]
-    print(f"{args.out}: sigma_rel {info['sigma_rel']} (gamma {info['gamma']:.2f}) at step {ckpt['step']} from "
-          f"{len(info['snapshot_steps'])} snapshots x {len(info['snapshot_sigma_rels'])} profiles")
+    print(
+        f"{args.out}: sigma_rel {info['sigma_rel']} (gamma {info['gamma']:.2f}) at step {ckpt['step']} from "
+        f"{len(info['snapshot_steps'])} snapshots x {len(info['snapshot_sigma_rels'])} profiles"
+    )
     return 0

@@ -26,8 +26,18 @@ from scoremix_plugin.errors import CheckpointError, InputError
 PREFIX = "pretrained:"
 PROVENANCE_FORMAT = "scoremix-pretrained/1"
 # Keys a sampling-only file keeps; training state (optimiser, post-hoc EMA accumulators, u(sigma)) is dropped.
-KEEP = ("format", "step", "config", "num_classes", "resolution", "preset", "network_kwargs", "sigma_data", "rng",
-        "posthoc_ema")
+KEEP = (
+    "format",
+    "step",
+    "config",
+    "num_classes",
+    "resolution",
+    "preset",
+    "network_kwargs",
+    "sigma_data",
+    "rng",
+    "posthoc_ema",
+)
 
 
 def pretrained_dir() -> Path:
@@ -63,7 +73,7 @@ def resolve(ref: str, *, verify: bool = True) -> tuple[Path, dict[str, Any]]:
     """``"pretrained:NAME"`` (or ``NAME``) -> (path of its ``.pt``, its provenance); checks the sha256 it records."""
     from scoremix_plugin.io_utils import sha256_file
 
-    name = ref[len(PREFIX):] if ref.startswith(PREFIX) else ref
+    name = ref[len(PREFIX) :] if ref.startswith(PREFIX) else ref
     prov = provenance(name)
     path = pretrained_dir() / f"{name}.pt"
     if not path.is_file():
@@ -71,8 +81,10 @@ def resolve(ref: str, *, verify: bool = True) -> tuple[Path, dict[str, Any]]:
     if verify:
         got = sha256_file(path)
         if got != prov["weights"]["sha256"]:
-            raise CheckpointError(f"{path}: sha256 {got[:12]}... differs from its provenance's "
-                                  f"{prov['weights']['sha256'][:12]}... (damaged or replaced)")
+            raise CheckpointError(
+                f"{path}: sha256 {got[:12]}... differs from its provenance's "
+                f"{prov['weights']['sha256'][:12]}... (damaged or replaced)"
+            )
     return path, prov
 
 
@@ -84,8 +96,9 @@ def sampling_checkpoint(ckpt: Mapping[str, Any], dtype: str = "float16") -> dict
     import torch
 
     dt = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]
-    ema = {k: (v.detach().to(dt).clone() if v.is_floating_point() else v.detach().clone())
-           for k, v in ckpt["ema"].items()}
+    ema = {
+        k: (v.detach().to(dt).clone() if v.is_floating_point() else v.detach().clone()) for k, v in ckpt["ema"].items()
+    }
     out = {k: ckpt[k] for k in KEEP if k in ckpt}
     out.update(ema=ema, net=ema, storage_dtype=dtype)
     return out
@@ -111,6 +124,11 @@ def export(ckpt: Mapping[str, Any], dest: str | os.PathLike, dtype: str = "float
     with torch.no_grad():
         a = ref(x * sigma.view(-1, 1, 1, 1), sigma, labels)
         b = got(x * sigma.view(-1, 1, 1, 1), sigma, labels)
-    return {"file": Path(dest).name, "sha256": sha256_file(dest), "bytes": Path(dest).stat().st_size,
-            "storage_dtype": dtype, "max_abs_diff": float((a - b).abs().max()),
-            "output_abs_mean": float(a.abs().mean())}
+    return {
+        "file": Path(dest).name,
+        "sha256": sha256_file(dest),
+        "bytes": Path(dest).stat().st_size,
+        "storage_dtype": dtype,
+        "max_abs_diff": float((a - b).abs().max()),
+        "output_abs_mean": float(a.abs().mean()),
+    }

@@ -87,7 +87,8 @@ def _check_weights(weights: torch.Tensor, allow_nonconvex: bool) -> None:
         raise ValueError(
             f"mixing weights must be convex (each >= 0, each row summing to 1 within 1e-5); row {row} is "
             f"{w[row].tolist()} (sum {float(sums[row]):.6f}). Non-convex mixes wash out (sum < 1) or blow out "
-            "(sum > 1) the images; pass allow_nonconvex=True to sample them anyway")
+            "(sum > 1) the images; pass allow_nonconvex=True to sample them anyway"
+        )
 
 
 @torch.no_grad()
@@ -134,7 +135,9 @@ def sample(
     classes = torch.as_tensor(classes)
     weights = torch.as_tensor(weights, dtype=torch.float32)
     if classes.ndim != 2 or weights.shape != classes.shape:
-        raise ValueError(f"classes and weights must both be [B, K]; got {tuple(classes.shape)} and {tuple(weights.shape)}")
+        raise ValueError(
+            f"classes and weights must both be [B, K]; got {tuple(classes.shape)} and {tuple(weights.shape)}"
+        )
     if classes.dtype not in (torch.int64, torch.int32):
         raise ValueError(f"classes must be an integer tensor, got {classes.dtype}")
     B, K = classes.shape
@@ -142,15 +145,19 @@ def sample(
         raise ValueError(f"need one generator per image: {B} images, {len(generators)} generators")
     num_classes, R = int(denoiser.num_classes), int(denoiser.resolution)
     if (classes < 0).any() or (classes >= num_classes).any():
-        raise ValueError(f"class labels must be in [0, {num_classes}) (the null class {num_classes} is not a "
-                         f"source class); got {classes.min().item()}..{classes.max().item()}")
+        raise ValueError(
+            f"class labels must be in [0, {num_classes}) (the null class {num_classes} is not a "
+            f"source class); got {classes.min().item()}..{classes.max().item()}"
+        )
     _check_weights(weights, allow_nonconvex or mix_space == "condition")
     if guidance == "autoguidance":
         if guide is None:
             raise ValueError("guidance='autoguidance' needs guide= (a weaker denoiser of the same classes)")
         if int(guide.num_classes) != num_classes or int(guide.resolution) != R:
-            raise ValueError(f"guide has {guide.num_classes} classes at {guide.resolution} px; the main denoiser "
-                             f"{num_classes} at {R} px")
+            raise ValueError(
+                f"guide has {guide.num_classes} classes at {guide.resolution} px; the main denoiser "
+                f"{num_classes} at {R} px"
+            )
     if mix_window is not None:
         lo, hi = (float(v) for v in mix_window)
         if not 0 <= lo <= hi:
@@ -260,8 +267,9 @@ def check_guidance_interval(interval: tuple[float, float] | None) -> tuple[float
     return lo, hi
 
 
-def stage_sigmas(num_steps: int, solver: str, *, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX,
-                 rho: float = RHO) -> list[float]:
+def stage_sigmas(
+    num_steps: int, solver: str, *, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX, rho: float = RHO
+) -> list[float]:
     """The noise levels at which ``sample`` runs the network, in order (one entry per solver stage)."""
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
@@ -274,14 +282,25 @@ def stage_sigmas(num_steps: int, solver: str, *, sigma_min: float = SIGMA_MIN, s
     return out
 
 
-def network_evaluations(num_steps: int, solver: str, num_conditions: int, guidance: str = "none",
-                        guidance_scale: float = 1.0, mix_space: str = "score",
-                        guidance_interval: tuple[float, float] | None = None, *, sigma_min: float = SIGMA_MIN,
-                        sigma_max: float = SIGMA_MAX, rho: float = RHO) -> int:
+def network_evaluations(
+    num_steps: int,
+    solver: str,
+    num_conditions: int,
+    guidance: str = "none",
+    guidance_scale: float = 1.0,
+    mix_space: str = "score",
+    guidance_interval: tuple[float, float] | None = None,
+    *,
+    sigma_min: float = SIGMA_MIN,
+    sigma_max: float = SIGMA_MAX,
+    rho: float = RHO,
+) -> int:
     """Network inputs per image (counting each condition and the guide's), stage by stage as ``sample`` runs."""
     lo, hi = check_guidance_interval(guidance_interval)
     guided = guidance != "none" and float(guidance_scale) != 1.0
     inputs = num_conditions if mix_space == "score" else 1  # condition mixing: one input whatever K
     reference = 1 if guidance == "cfg" else inputs  # CFG: one null input; autoguidance: the guide's inputs
-    return sum(inputs + (reference if guided and lo < t <= hi else 0)
-               for t in stage_sigmas(num_steps, solver, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho))
+    return sum(
+        inputs + (reference if guided and lo < t <= hi else 0)
+        for t in stage_sigmas(num_steps, solver, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho)
+    )

@@ -59,7 +59,7 @@ GENERATOR_DEFAULTS: dict[str, Any] = {
     "resolution": 32,  # pixels; images are resized on load (cv2.INTER_AREA). 32: CPU demo, 112: real
     "preset": "tiny-cpu",  # network preset (generation/network.py PRESETS)
     "batch_size": 32,  # images per process per step
-    "lr": 1e-3,  # Adam; 1e-3 beat 2e-4 in the CPU spike (docs/scoremix.md)
+    "lr": 1e-3,  # Adam; 1e-3 beat 2e-4 in the CPU spike
     "lr_warmup": 100,  # steps of linear learning-rate ramp-up from 0
     "lr_decay_ref": None,  # EDM2's decay: lr / sqrt(max(step / lr_decay_ref, 1)); None = constant after warm-up
     "adam_betas": (0.9, 0.999),
@@ -73,7 +73,8 @@ GENERATOR_DEFAULTS: dict[str, Any] = {
     "posthoc_every": 500,  # steps between post-hoc EMA snapshots (and the last step)
     "posthoc_dtype": "float32",  # snapshot precision: "float32", "float16" or "bfloat16" (EDM2 stores float16)
     "loss_weighting": "edm",  # "edm": lambda(sigma); "uncertainty": EDM2's learned u(sigma) on top of it
-    "bf16": True,  # bfloat16 autocast for the network (GPU; CPU only with AVX-512, else float32: generation.edm.autocast_dtype)
+    # bfloat16 autocast for the network (GPU; CPU only with AVX-512, else float32: generation.edm.autocast_dtype)
+    "bf16": True,
     "seed": 0,
     "output": "work_dirs/generator",
     "checkpoint_every": 500,  # steps; the last step always writes one
@@ -161,8 +162,9 @@ class StepBatches(torch.utils.data.Sampler):
         self.start_step, self.end_step = start_step, end_step
         self.steps_per_epoch = n // (batch_size * world)
         if self.steps_per_epoch < 1:
-            raise InputError(f"the dataset has {n} images, fewer than one global batch "
-                             f"(batch_size {batch_size} x {world} processes)")
+            raise InputError(
+                f"the dataset has {n} images, fewer than one global batch (batch_size {batch_size} x {world} processes)"
+            )
 
     def __len__(self) -> int:
         return max(0, self.end_step - self.start_step)
@@ -192,18 +194,29 @@ def _check_config(cfg, source: str) -> None:
         need(key, cfg[key] is None or (isinstance(cfg[key], int) and cfg[key] >= 1), "None or an integer >= 1")
     need("lr", isinstance(cfg.lr, (int, float)) and math.isfinite(cfg.lr) and cfg.lr > 0, "a finite positive number")
     need("lr_warmup", isinstance(cfg.lr_warmup, int) and cfg.lr_warmup >= 0, "an integer >= 0")
-    need("lr_decay_ref", cfg.lr_decay_ref is None or (isinstance(cfg.lr_decay_ref, (int, float))
-                                                       and not isinstance(cfg.lr_decay_ref, bool)
-                                                       and cfg.lr_decay_ref > 0), "None or a positive number of steps")
+    need(
+        "lr_decay_ref",
+        cfg.lr_decay_ref is None
+        or (
+            isinstance(cfg.lr_decay_ref, (int, float))
+            and not isinstance(cfg.lr_decay_ref, bool)
+            and cfg.lr_decay_ref > 0
+        ),
+        "None or a positive number of steps",
+    )
     need("loss_weighting", cfg.loss_weighting in ("edm", "uncertainty"), '"edm" or "uncertainty"')
     need("posthoc_every", isinstance(cfg.posthoc_every, int) and cfg.posthoc_every >= 1, "an integer >= 1")
-    need("posthoc_dtype", cfg.posthoc_dtype in ("float32", "float16", "bfloat16"),
-         '"float32", "float16" or "bfloat16"')
+    need("posthoc_dtype", cfg.posthoc_dtype in ("float32", "float16", "bfloat16"), '"float32", "float16" or "bfloat16"')
     rels = cfg.posthoc_ema
-    need("posthoc_ema", rels is None or (isinstance(rels, (list, tuple)) and len(rels) >= 1
-                                         and len(set(rels)) == len(rels)), "None or a list of distinct sigma_rel")
-    for key, values in (("ema_sigma_rel", [] if cfg.ema_sigma_rel is None else [cfg.ema_sigma_rel]),
-                        ("posthoc_ema", rels or [])):
+    need(
+        "posthoc_ema",
+        rels is None or (isinstance(rels, (list, tuple)) and len(rels) >= 1 and len(set(rels)) == len(rels)),
+        "None or a list of distinct sigma_rel",
+    )
+    for key, values in (
+        ("ema_sigma_rel", [] if cfg.ema_sigma_rel is None else [cfg.ema_sigma_rel]),
+        ("posthoc_ema", rels or []),
+    ):
         for v in values:
             try:
                 check_sigma_rel(v)
@@ -211,11 +224,15 @@ def _check_config(cfg, source: str) -> None:
                 raise ConfigError(f"{source}: config.{key}: {e}") from None
     need("label_dropout", isinstance(cfg.label_dropout, (int, float)) and 0 <= cfg.label_dropout < 1, "in [0, 1)")
     need("ema_decay", isinstance(cfg.ema_decay, (int, float)) and 0 <= cfg.ema_decay < 1, "in [0, 1)")
-    need("duration", cfg.duration is None or (isinstance(cfg.duration, (int, float)) and cfg.duration > 0),
-         "None or a positive number of seconds")
+    need(
+        "duration",
+        cfg.duration is None or (isinstance(cfg.duration, (int, float)) and cfg.duration > 0),
+        "None or a positive number of seconds",
+    )
     need("cache_images", cfg.cache_images in (True, False, "auto"), 'True, False or "auto"')
-    need("threads", cfg.threads is None or (isinstance(cfg.threads, int) and cfg.threads >= 1),
-         "None or an integer >= 1")
+    need(
+        "threads", cfg.threads is None or (isinstance(cfg.threads, int) and cfg.threads >= 1), "None or an integer >= 1"
+    )
     need("num_workers", isinstance(cfg.num_workers, int) and cfg.num_workers >= 0, "an integer >= 0")
     need("resume", isinstance(cfg.resume, (bool, str, os.PathLike)), "True, False or a checkpoint path")
 
@@ -260,7 +277,10 @@ def _check_memory(cfg, device: torch.device, source: str) -> None:
         raise ConfigError(
             f"{source}: config.resolution={cfg.resolution} with config.batch_size={cfg.batch_size} (preset "
             f"{cfg.preset!r}) needs about {need / 2**30:,.0f} GiB of activations per step, over four times the "
-            f"{have / 2**30:,.0f} GiB of {device}; lower config.resolution or config.batch_size")
+            f"{have / 2**30:,.0f} GiB of {device}; lower config.resolution or config.batch_size"
+        )
+
+
 def learning_rate(cfg: Mapping[str, Any], step: int) -> float:
     """The rate for the step after ``step`` completed ones: linear warm-up, then EDM2's 1/sqrt decay."""
     lr = float(cfg["lr"])
@@ -321,8 +341,9 @@ def train_generator(config: Mapping[str, Any] | str | os.PathLike, **overrides: 
     # Network, EMA, optimiser (same initial weights in every process: seeded before building).
     torch.manual_seed(stable_seed("generator-init", cfg.seed))
     net_kwargs = network_kwargs(cfg.preset, num_classes, cfg.resolution)
-    denoiser = EDMPrecond(build_network(net_kwargs), num_classes=num_classes, resolution=cfg.resolution,
-                          sigma_data=cfg.sigma_data).to(device)
+    denoiser = EDMPrecond(
+        build_network(net_kwargs), num_classes=num_classes, resolution=cfg.resolution, sigma_data=cfg.sigma_data
+    ).to(device)
     denoiser.amp_dtype = autocast_dtype(torch.bfloat16 if cfg.bf16 else None, device)
     ema = copy.deepcopy(denoiser).eval().requires_grad_(False)
     uncertainty = None
@@ -332,8 +353,10 @@ def train_generator(config: Mapping[str, Any] | str | os.PathLike, **overrides: 
         uncertainty = UncertaintyWeight().to(device)
     objective = TrainingLoss(denoiser, uncertainty)
     # Post-hoc EMA profiles: (sigma_rel, gamma, copy of F), tracked on every process, stored by process 0.
-    posthoc = [(float(r), sigma_rel_to_gamma(r), copy.deepcopy(denoiser.net).eval().requires_grad_(False))
-               for r in cfg.posthoc_ema or []]
+    posthoc = [
+        (float(r), sigma_rel_to_gamma(r), copy.deepcopy(denoiser.net).eval().requires_grad_(False))
+        for r in cfg.posthoc_ema or []
+    ]
     ema_gamma = sigma_rel_to_gamma(cfg.ema_sigma_rel) if cfg.ema_sigma_rel is not None else None
     optimizer = torch.optim.Adam(objective.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=1e-8)
     step = 0
@@ -347,23 +370,30 @@ def train_generator(config: Mapping[str, Any] | str | os.PathLike, **overrides: 
         resume_path = Path(cfg.resume)
     if resume_path is not None:
         ckpt = load_checkpoint(resume_path)
-        check_compatible(ckpt, resume_path, num_classes=num_classes, resolution=cfg.resolution,
-                         network_kwargs=net_kwargs)
+        check_compatible(
+            ckpt, resume_path, num_classes=num_classes, resolution=cfg.resolution, network_kwargs=net_kwargs
+        )
         if "optimizer" not in ckpt:
-            raise InputError(f"{resume_path}: holds no optimiser state (a `scoremix ema` output?); resume from "
-                             "the run's generator.pt")
+            raise InputError(
+                f"{resume_path}: holds no optimiser state (a `scoremix ema` output?); resume from "
+                "the run's generator.pt"
+            )
         for key, have in (("uncertainty", uncertainty is not None), ("posthoc", bool(posthoc))):
             if (key in ckpt) != have:
-                raise InputError(f"{resume_path}: checkpoint {'has' if key in ckpt else 'lacks'} {key!r} state; "
-                                 "this run's config.loss_weighting / config.posthoc_ema differ")
+                raise InputError(
+                    f"{resume_path}: checkpoint {'has' if key in ckpt else 'lacks'} {key!r} state; "
+                    "this run's config.loss_weighting / config.posthoc_ema differ"
+                )
         denoiser.net.load_state_dict(ckpt["net"])
         ema.net.load_state_dict(ckpt["ema"])
         if uncertainty is not None:
             uncertainty.load_state_dict(ckpt["uncertainty"])
         if posthoc:
             if sorted(ckpt["posthoc"]) != sorted(str(r) for r, _, _ in posthoc):
-                raise InputError(f"{resume_path}: post-hoc EMA profiles {sorted(ckpt['posthoc'])} differ from "
-                                 f"config.posthoc_ema {cfg.posthoc_ema}")
+                raise InputError(
+                    f"{resume_path}: post-hoc EMA profiles {sorted(ckpt['posthoc'])} differ from "
+                    f"config.posthoc_ema {cfg.posthoc_ema}"
+                )
             for r, _, net in posthoc:
                 net.load_state_dict(ckpt["posthoc"][str(r)])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -385,25 +415,48 @@ def train_generator(config: Mapping[str, Any] | str | os.PathLike, **overrides: 
             extra["uncertainty"] = uncertainty.state_dict()
         if posthoc:
             extra["posthoc"] = {str(r): net.state_dict() for r, _, net in posthoc}
-        save_or_close(extra | {
-            "format": CHECKPOINT_FORMAT, "step": step, "net": denoiser.net.state_dict(),
-            "ema": ema.net.state_dict(), "optimizer": optimizer.state_dict(), "config": plain(dict(cfg)),
-            "num_classes": num_classes, "resolution": int(cfg.resolution), "preset": cfg.preset,
-            "network_kwargs": plain(net_kwargs), "sigma_data": float(cfg.sigma_data),
-            # Every random draw is re-derived from (seed, step, rank): these two fix them all.
-            "rng": {"seed": int(cfg.seed), "scheme": "sha256(seed, step, rank)"},
-        }, path)
+        save_or_close(
+            extra
+            | {
+                "format": CHECKPOINT_FORMAT,
+                "step": step,
+                "net": denoiser.net.state_dict(),
+                "ema": ema.net.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "config": plain(dict(cfg)),
+                "num_classes": num_classes,
+                "resolution": int(cfg.resolution),
+                "preset": cfg.preset,
+                "network_kwargs": plain(net_kwargs),
+                "sigma_data": float(cfg.sigma_data),
+                # Every random draw is re-derived from (seed, step, rank): these two fix them all.
+                "rng": {"seed": int(cfg.seed), "scheme": "sha256(seed, step, rank)"},
+            },
+            path,
+        )
 
     def posthoc_snapshot() -> None:
         dtype = getattr(torch, cfg.posthoc_dtype)
-        save_or_close({
-            "format": POSTHOC_FORMAT, "step": step, "sigma_rels": [r for r, _, _ in posthoc],
-            "emas": [{k: v.to(dtype) if v.is_floating_point() else v for k, v in net.state_dict().items()}
-                     for _, _, net in posthoc]}, snapshot_path(out, step))
+        save_or_close(
+            {
+                "format": POSTHOC_FORMAT,
+                "step": step,
+                "sigma_rels": [r for r, _, _ in posthoc],
+                "emas": [
+                    {k: v.to(dtype) if v.is_floating_point() else v for k, v in net.state_dict().items()}
+                    for _, _, net in posthoc
+                ],
+            },
+            snapshot_path(out, step),
+        )
 
     def sample_grid() -> Path:
-        rows = sorted({round(i * (num_classes - 1) / max(cfg.sample_classes - 1, 1))
-                       for i in range(min(cfg.sample_classes, num_classes))})
+        rows = sorted(
+            {
+                round(i * (num_classes - 1) / max(cfg.sample_classes - 1, 1))
+                for i in range(min(cfg.sample_classes, num_classes))
+            }
+        )
         cols = 6
         classes = [[c, c] for c in rows for _ in range(cols)]
         weights = [[1.0, 0.0]] * len(classes)
@@ -412,18 +465,35 @@ def train_generator(config: Mapping[str, Any] | str | os.PathLike, **overrides: 
             weights += [[0.5, 0.5]] * cols
         gens = [image_generator(cfg.seed, 0, j % cols, device) for j in range(len(classes))]
         guided = cfg.label_dropout > 0 and cfg.sample_guidance != 1
-        images = sample(ema, torch.tensor(classes), torch.tensor(weights), generators=gens,
-                        num_steps=cfg.sample_steps, guidance="cfg" if guided else "none",
-                        guidance_scale=cfg.sample_guidance)
+        images = sample(
+            ema,
+            torch.tensor(classes),
+            torch.tensor(weights),
+            generators=gens,
+            num_steps=cfg.sample_steps,
+            guidance="cfg" if guided else "none",
+            guidance_scale=cfg.sample_guidance,
+        )
         path = out / "samples" / f"step-{step:07d}.png"
         save_grid(path, images, ncol=cols)
         return path
 
     # Training loop.
-    batches = StepBatches(len(data), cfg.batch_size, seed=cfg.seed, rank=env.rank, world=env.world_size,
-                          start_step=step, end_step=cfg.total_steps)
-    loader = torch.utils.data.DataLoader(data, batch_sampler=batches, num_workers=0 if data.cache is not None
-                                         else cfg.num_workers, pin_memory=device.type == "cuda")
+    batches = StepBatches(
+        len(data),
+        cfg.batch_size,
+        seed=cfg.seed,
+        rank=env.rank,
+        world=env.world_size,
+        start_step=step,
+        end_step=cfg.total_steps,
+    )
+    loader = torch.utils.data.DataLoader(
+        data,
+        batch_sampler=batches,
+        num_workers=0 if data.cache is not None else cfg.num_workers,
+        pin_memory=device.type == "cuda",
+    )
     gen = torch.Generator(device=device)
     log_path = out / "train_log.jsonl"
     bar = tqdm(total=cfg.total_steps, initial=step, desc="train-generator", disable=not env.is_main)
@@ -436,8 +506,7 @@ def train_generator(config: Mapping[str, Any] | str | os.PathLike, **overrides: 
         gen.manual_seed(stable_seed("generator-step", cfg.seed, step, env.rank))
         drop = torch.rand(labels.shape[0], generator=gen, device=device) < cfg.label_dropout
         labels = torch.where(drop, torch.full_like(labels, num_classes), labels)
-        sigma = sample_training_sigma(labels.shape[0], generator=gen, device=device, P_mean=cfg.P_mean,
-                                      P_std=cfg.P_std)
+        sigma = sample_training_sigma(labels.shape[0], generator=gen, device=device, P_mean=cfg.P_mean, P_std=cfg.P_std)
         noise = torch.randn(y.shape, generator=gen, device=device)
         lr = learning_rate(cfg, step)
         for group in optimizer.param_groups:
@@ -477,9 +546,15 @@ def train_generator(config: Mapping[str, Any] | str | os.PathLike, **overrides: 
             else:
                 stopped_early = cfg.duration is not None and float(stats[2]) >= cfg.duration and not last
             now = time.perf_counter()
-            record = {"step": step, "loss": float(stats[0] / stats[1]), "lr": lr, "ema_decay": decay,
-                      "steps_per_s": (step - last_log_step) / max(now - last_t, 1e-9),
-                      "elapsed_s": float(stats[2]), "world_size": env.world_size}
+            record = {
+                "step": step,
+                "loss": float(stats[0] / stats[1]),
+                "lr": lr,
+                "ema_decay": decay,
+                "steps_per_s": (step - last_log_step) / max(now - last_t, 1e-9),
+                "elapsed_s": float(stats[2]),
+                "world_size": env.world_size,
+            }
             last_t, last_log_step, window = now, step, []
             if env.is_main:
                 bar.set_postfix(loss=f"{record['loss']:.4f}")
@@ -501,6 +576,13 @@ def train_generator(config: Mapping[str, Any] | str | os.PathLike, **overrides: 
     bar.close()
     barrier(env)
     cleanup(env)
-    return {"step": step, "rank": env.rank, "world_size": env.world_size, "losses": losses, "checkpoint": str(out / CHECKPOINT_NAME), "num_classes": num_classes,
-            "stopped_early": stopped_early, "final_loss": float(np.mean(losses[-cfg.log_every:])) if losses else
-            math.nan}
+    return {
+        "step": step,
+        "rank": env.rank,
+        "world_size": env.world_size,
+        "losses": losses,
+        "checkpoint": str(out / CHECKPOINT_NAME),
+        "num_classes": num_classes,
+        "stopped_early": stopped_early,
+        "final_loss": float(np.mean(losses[-cfg.log_every :])) if losses else math.nan,
+    }

@@ -28,21 +28,39 @@ def run_merge(args: argparse.Namespace) -> int:
     from ..io_utils import write_json_atomic
     from .merge import merge
 
-    overrides = {"num_epoch": args.num_epoch, "warmup_epoch": args.warmup_epoch, "network": args.network,
-                 "batch_size": args.batch_size, "lr": args.lr}
-    summary = merge(args.real, args.synthetic, args.out, name=args.name, arcface_root=args.arcface_root,
-                    config_overrides=overrides, overwrite=args.overwrite, progress=not args.no_progress)
+    overrides = {
+        "num_epoch": args.num_epoch,
+        "warmup_epoch": args.warmup_epoch,
+        "network": args.network,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+    }
+    summary = merge(
+        args.real,
+        args.synthetic,
+        args.out,
+        name=args.name,
+        arcface_root=args.arcface_root,
+        config_overrides=overrides,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
     if args.json:
         write_json_atomic(args.json, summary)
     print(json.dumps({k: summary[k] for k in ("num_classes", "num_image", "val_targets", "config")}))
-    print(f"train it with the unmodified host: cd ARCFACE_ROOT && torchrun --nproc_per_node=N train_v2.py "
-          f"configs/{args.name}  (config: {summary.get('host_config', f'{args.out}/{args.name}.py')})")
+    print(
+        f"train it with the unmodified host: cd ARCFACE_ROOT && torchrun --nproc_per_node=N train_v2.py "
+        f"configs/{args.name}  (config: {summary.get('host_config', f'{args.out}/{args.name}.py')})"
+    )
     return 0
 
 
 def add_arcface_train_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--arcface-root", required=True,
-                   help="the recognition/arcface_torch folder of an insightface checkout (holds train_v2.py)")
+    p.add_argument(
+        "--arcface-root",
+        required=True,
+        help="the recognition/arcface_torch folder of an insightface checkout (holds train_v2.py)",
+    )
     p.add_argument("config", help="configs/NAME (as the host takes it), NAME, or a file inside ROOT/configs")
     p.add_argument("host_args", nargs=argparse.REMAINDER, help="passed on to train_v2.py (e.g. --local_rank 0)")
 

@@ -51,8 +51,10 @@ def host_config_arg(config: str, root: Path) -> str:
     else:
         name = p.as_posix().removeprefix("configs/").removesuffix(".py")
     if "/" in name:
-        raise ConfigError(f"config {config!r}: the host reads configs only from {root / 'configs'} (copy the file "
-                          "there and pass configs/NAME)")
+        raise ConfigError(
+            f"config {config!r}: the host reads configs only from {root / 'configs'} (copy the file "
+            "there and pass configs/NAME)"
+        )
     if not (root / "configs" / f"{name}.py").is_file():
         raise ConfigError(f"config {config!r}: {root / 'configs' / (name + '.py')} does not exist")
     return f"configs/{name}"
@@ -115,8 +117,10 @@ def run_host(arcface_root: str | os.PathLike, config: str, host_args: Sequence[s
     root = Path(arcface_root).expanduser().resolve()
     train_py = root / "train_v2.py"
     if not train_py.is_file():
-        raise MissingInputError(f"--arcface-root {arcface_root}: no train_v2.py there (expected the "
-                                "recognition/arcface_torch folder of an insightface checkout)")
+        raise MissingInputError(
+            f"--arcface-root {arcface_root}: no train_v2.py there (expected the "
+            "recognition/arcface_torch folder of an insightface checkout)"
+        )
     config_arg = host_config_arg(config, root)
     source = str(root / f"{config_arg}.py")
     saved_argv, saved_cwd, saved_path = sys.argv[:], os.getcwd(), sys.path[:]

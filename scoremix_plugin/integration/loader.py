@@ -30,8 +30,10 @@ def _parse_host_args(args: tuple, kwargs: dict) -> dict[str, Any]:
     if len(args) >= 2 and not isinstance(args[1], bool) and isinstance(args[1], (int, np.integer)):
         # Older host: the argument after dali is the seed (an int), not dali_aug (a bool).
         if len(args) == 4:
-            raise TypeError("get_dataloader: 7 positional arguments must be (root_dir, local_rank, batch_size, "
-                            f"dali, dali_aug, seed, num_workers); dali_aug={args[1]!r} is not a bool")
+            raise TypeError(
+                "get_dataloader: 7 positional arguments must be (root_dir, local_rank, batch_size, "
+                f"dali, dali_aug, seed, num_workers); dali_aug={args[1]!r} is not a bool"
+            )
         names = ["dali", "seed", "num_workers"]
     out.update(zip(names, args))
     for k, v in kwargs.items():
@@ -41,8 +43,16 @@ def _parse_host_args(args: tuple, kwargs: dict) -> dict[str, Any]:
     return out
 
 
-def get_dataloader(root_dir: str, local_rank: int, batch_size: int, *args, cfg: Mapping[str, Any] | None = None,
-                   source: str | None = None, dataset: Dataset | None = None, **kwargs) -> DeviceDataLoader:
+def get_dataloader(
+    root_dir: str,
+    local_rank: int,
+    batch_size: int,
+    *args,
+    cfg: Mapping[str, Any] | None = None,
+    source: str | None = None,
+    dataset: Dataset | None = None,
+    **kwargs,
+) -> DeviceDataLoader:
     """The host's ``get_dataloader`` for scoremix configs (and plain RecordIO folders without ``cfg``).
 
     ``cfg`` (the merged host config), ``source`` (its file, for error messages) and ``dataset`` (the
@@ -51,7 +61,9 @@ def get_dataloader(root_dir: str, local_rank: int, batch_size: int, *args, cfg: 
     opts = _parse_host_args(args, kwargs)
     source = source or ("recogniser config" if cfg is not None else "get_dataloader")
     if opts["dali"]:
-        raise ConfigError(f"{source}: config.dali = True is not supported by the scoremix loader; set config.dali = False")
+        raise ConfigError(
+            f"{source}: config.dali = True is not supported by the scoremix loader; set config.dali = False"
+        )
     if cfg is not None:
         if cfg.get("rec") is not None and os.path.abspath(str(cfg["rec"])) != os.path.abspath(str(root_dir)):
             raise ConfigError(f"{source}: get_dataloader was called with {root_dir!r} but config.rec is {cfg['rec']!r}")
@@ -66,5 +78,4 @@ def get_dataloader(root_dir: str, local_rank: int, batch_size: int, *args, cfg: 
     else:
         rank, world = 0, 1
     device = torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    return make_train_loader(dataset, int(batch_size), int(opts["seed"]), int(opts["num_workers"]), rank, world,
-                             device)
+    return make_train_loader(dataset, int(batch_size), int(opts["seed"]), int(opts["num_workers"]), rank, world, device)

@@ -59,8 +59,9 @@ def render_config(name: str, values: dict[str, Any]) -> str:
         "",
         "config = edict()",
     ]
-    unknown = sorted(set(values) - set(HOST_BASE) - {"rec", "num_classes", "num_image", "num_epoch",
-                                                    "warmup_epoch", "val_targets"})
+    unknown = sorted(
+        set(values) - set(HOST_BASE) - {"rec", "num_classes", "num_image", "num_epoch", "warmup_epoch", "val_targets"}
+    )
     if unknown:
         raise InputError(f"render_config: keys the host does not read: {unknown}")
     lines += [f"config.{k} = {v!r}" for k, v in values.items()]
@@ -76,10 +77,17 @@ def _copy_images(writer, folder, desc: str, progress: bool) -> None:
         writer.write(folder.jpeg(i), int(folder.labels[i]))
 
 
-def merge(real_dir: str | os.PathLike, manifest: str | os.PathLike, out_dir: str | os.PathLike, *,
-          name: str = "scoremix_merged", arcface_root: str | os.PathLike | None = None,
-          config_overrides: dict[str, Any] | None = None, overwrite: bool = False,
-          progress: bool = True) -> dict[str, Any]:
+def merge(
+    real_dir: str | os.PathLike,
+    manifest: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    name: str = "scoremix_merged",
+    arcface_root: str | os.PathLike | None = None,
+    config_overrides: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Write the merged folder (see the module docstring); returns the summary also saved as ``merge.json``."""
     from ..recordio import FaceRecFolder, FaceRecWriter
 
@@ -96,27 +104,52 @@ def merge(real_dir: str | os.PathLike, manifest: str | os.PathLike, out_dir: str
     view = Manifest.read(manifest).validate()  # a complete run: checksums, label ranges, totals
     check_provenance(view, real_dir=real_dir)  # the real folder it was made for, its recorded generator
     # --overwrite replaces --out: never when that would delete or mix into what this merge reads.
-    refuse_output_overlapping_inputs(out, {"--real": real_dir, "--synthetic": view.path.parent,
-                                           **{f"shard {s.path}": s.path for s in view.shards}})
+    refuse_output_overlapping_inputs(
+        out, {"--real": real_dir, "--synthetic": view.path.parent, **{f"shard {s.path}": s.path for s in view.shards}}
+    )
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise OutputExistsError(f"--out {out} exists and is not empty (pass --overwrite to replace it)")
     real = FaceRecFolder(real_dir)
     if real.num_classes != view.real_num_classes:
-        raise ManifestError(f"{view.path}: real.num_classes = {view.real_num_classes}, but {real_dir} has "
-                            f"{real.num_classes} classes (property): the manifest was made for another real folder")
-    check_source(real.labels, view.real_num_image, 0, view.real_num_classes, what=f"the real folder {real_dir}",
-                 count_key="real.num_image", manifest=view, rec_path=real.rec_path, image_keys=real.image_keys)
+        raise ManifestError(
+            f"{view.path}: real.num_classes = {view.real_num_classes}, but {real_dir} has "
+            f"{real.num_classes} classes (property): the manifest was made for another real folder"
+        )
+    check_source(
+        real.labels,
+        view.real_num_image,
+        0,
+        view.real_num_classes,
+        what=f"the real folder {real_dir}",
+        count_key="real.num_image",
+        manifest=view,
+        rec_path=real.rec_path,
+        image_keys=real.image_keys,
+    )
     shards = []
     for s in view.shards:
         f = FaceRecFolder(s.path)
-        check_source(f.labels, s.images, s.labels[0], s.labels[1], what=f"shard {s.path}",
-                     count_key=f"shards[{s.index}].images", manifest=view, rec_path=f.rec_path,
-                     image_keys=f.image_keys)
+        check_source(
+            f.labels,
+            s.images,
+            s.labels[0],
+            s.labels[1],
+            what=f"shard {s.path}",
+            count_key=f"shards[{s.index}].images",
+            manifest=view,
+            rec_path=f.rec_path,
+            image_keys=f.image_keys,
+        )
         shards.append(f)
     bins = sorted(p for p in real_dir.glob("*.bin") if p.is_file())
     values = {**CONFIG_DEFAULTS, **(config_overrides or {})}
-    values.update(rec=str(out), num_classes=view.num_classes, num_image=view.num_image,
-                  val_targets=[b.stem for b in bins], output=f"work_dirs/{name}")
+    values.update(
+        rec=str(out),
+        num_classes=view.num_classes,
+        num_image=view.num_image,
+        val_targets=[b.stem for b in bins],
+        output=f"work_dirs/{name}",
+    )
     config_text = render_config(name, values)  # refuses unknown override keys before any copying
 
     # Build under a temporary name beside --out, then rename.
@@ -136,11 +169,19 @@ def merge(real_dir: str | os.PathLike, manifest: str | os.PathLike, out_dir: str
             "format": "scoremix-merged/1",
             "num_classes": view.num_classes,
             "num_image": writer.num_images,
-            "real": {"folder": str(real_dir), "num_classes": real.num_classes, "num_image": len(real),
-                     "keys": [1, len(real) + 1]},
-            "synthetic": {"manifest": str(view.path), "manifest_sha256": sha256_file(view.path),
-                          "num_classes": view.num_synthetic_classes, "num_image": view.num_synthetic_images,
-                          "keys": [len(real) + 1, writer.num_images + 1]},
+            "real": {
+                "folder": str(real_dir),
+                "num_classes": real.num_classes,
+                "num_image": len(real),
+                "keys": [1, len(real) + 1],
+            },
+            "synthetic": {
+                "manifest": str(view.path),
+                "manifest_sha256": sha256_file(view.path),
+                "num_classes": view.num_synthetic_classes,
+                "num_image": view.num_synthetic_images,
+                "keys": [len(real) + 1, writer.num_images + 1],
+            },
             "val_targets": values["val_targets"],
             "config": f"{name}.py",
             "rec_sha256": sha256_file(tmp / "train.rec"),

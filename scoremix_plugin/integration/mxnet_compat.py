@@ -319,22 +319,56 @@ def _new_module(name: str, doc: str, attrs: dict[str, Any]) -> types.ModuleType:
 def _build() -> dict[str, types.ModuleType]:
     from ..recordio import IRHeader, pack, pack_img
 
-    recordio = _new_module("mxnet.recordio", "scoremix shim of mxnet.recordio", {
-        "MXRecordIO": MXRecordIO, "MXIndexedRecordIO": MXIndexedRecordIO, "IRHeader": IRHeader,
-        "pack": pack, "unpack": _mx_unpack, "pack_img": pack_img, "unpack_img": _mx_unpack_img,
-    })
-    image = _new_module("mxnet.image", "scoremix shim of mxnet.image", {
-        "imdecode": imdecode, "resize_short": resize_short,
-    })
-    ndarray = _new_module("mxnet.ndarray", "scoremix shim of mxnet.ndarray", {
-        "NDArray": NDArray, "array": nd_array, "transpose": nd_transpose, "flip": nd_flip,
-    })
-    mxnet = _new_module("mxnet", __doc__.splitlines()[0], {
-        "__version__": SHIM_VERSION, "recordio": recordio, "image": image, "ndarray": ndarray, "nd": ndarray,
-        "__path__": [],  # a package, so `import mxnet.recordio` / `from mxnet import ndarray` resolve
-    })
-    return {"mxnet": mxnet, "mxnet.recordio": recordio, "mxnet.image": image, "mxnet.ndarray": ndarray,
-            "mxnet.nd": ndarray}
+    recordio = _new_module(
+        "mxnet.recordio",
+        "scoremix shim of mxnet.recordio",
+        {
+            "MXRecordIO": MXRecordIO,
+            "MXIndexedRecordIO": MXIndexedRecordIO,
+            "IRHeader": IRHeader,
+            "pack": pack,
+            "unpack": _mx_unpack,
+            "pack_img": pack_img,
+            "unpack_img": _mx_unpack_img,
+        },
+    )
+    image = _new_module(
+        "mxnet.image",
+        "scoremix shim of mxnet.image",
+        {
+            "imdecode": imdecode,
+            "resize_short": resize_short,
+        },
+    )
+    ndarray = _new_module(
+        "mxnet.ndarray",
+        "scoremix shim of mxnet.ndarray",
+        {
+            "NDArray": NDArray,
+            "array": nd_array,
+            "transpose": nd_transpose,
+            "flip": nd_flip,
+        },
+    )
+    mxnet = _new_module(
+        "mxnet",
+        __doc__.splitlines()[0],
+        {
+            "__version__": SHIM_VERSION,
+            "recordio": recordio,
+            "image": image,
+            "ndarray": ndarray,
+            "nd": ndarray,
+            "__path__": [],  # a package, so `import mxnet.recordio` / `from mxnet import ndarray` resolve
+        },
+    )
+    return {
+        "mxnet": mxnet,
+        "mxnet.recordio": recordio,
+        "mxnet.image": image,
+        "mxnet.ndarray": ndarray,
+        "mxnet.nd": ndarray,
+    }
 
 
 def is_installed() -> bool:

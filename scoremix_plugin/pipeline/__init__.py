@@ -14,8 +14,8 @@ A recipe may add its own stages (``config.stages = [Stage(...)]``): they run bef
 fingerprinted and skipped like the built-in ones, and the report lists their timings and results.
 
 Launch: ``scoremix pipeline RECIPE --out DIR``; the demo: ``scoremix demo --out demo_out`` (``make demo``).
-Every stage runs in this one process on one device; for multi-GPU training run that stage's own command under torchrun (e.g.
-``torchrun --nproc_per_node=8 -m scoremix_plugin train DIR/scoremix/config.py``).
+Every stage runs in this one process on one device; for multi-GPU training run that stage's own command
+under torchrun (e.g. ``torchrun --nproc_per_node=8 -m scoremix_plugin train DIR/scoremix/config.py``).
 """
 
 from __future__ import annotations
@@ -30,9 +30,24 @@ from scoremix_plugin.pipeline.report import report_stage
 from scoremix_plugin.pipeline.runner import Context, PipelineError, Stage, fingerprint, plan, read_marker, run_stages
 from scoremix_plugin.pipeline.stages import REPORT_NEEDS, STAGE_NAMES, STAGES, verification_targets, verify_recogniser
 
-__all__ = ["Context", "PipelineError", "RECIPE_DEFAULTS", "STAGES", "STAGE_NAMES", "Stage", "fingerprint", "log",
-           "load_recipe", "pipeline_stages", "read_marker", "run_recipe", "run_stages", "stage_states",
-           "verification_targets", "verify_recogniser"]
+__all__ = [
+    "Context",
+    "PipelineError",
+    "RECIPE_DEFAULTS",
+    "STAGES",
+    "STAGE_NAMES",
+    "Stage",
+    "fingerprint",
+    "log",
+    "load_recipe",
+    "pipeline_stages",
+    "read_marker",
+    "run_recipe",
+    "run_stages",
+    "stage_states",
+    "verification_targets",
+    "verify_recogniser",
+]
 
 
 def pipeline_stages(recipe: Mapping) -> tuple[Stage, ...]:
@@ -55,9 +70,16 @@ def _context(recipe: str | os.PathLike | Mapping, out: str | os.PathLike, progre
     return Context(recipe=rec, out=Path(out).resolve(), progress=progress)
 
 
-def run_recipe(recipe: str | os.PathLike | Mapping, out: str | os.PathLike, *, stage: str | None = None,
-               start: str | None = None, force: bool = False, progress: bool = True,
-               log: Callable[[str], None] = log) -> dict[str, dict]:
+def run_recipe(
+    recipe: str | os.PathLike | Mapping,
+    out: str | os.PathLike,
+    *,
+    stage: str | None = None,
+    start: str | None = None,
+    force: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = log,
+) -> dict[str, dict]:
     """Run a recipe into ``out``; returns each stage's status (``ran`` / ``skipped``) and seconds."""
     ctx = _context(recipe, out, progress)
     ctx.out.mkdir(parents=True, exist_ok=True)

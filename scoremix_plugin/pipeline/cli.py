@@ -17,8 +17,11 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     which = parser.add_mutually_exclusive_group()
     # No argparse choices: a recipe may add stages of its own; the runner names the stages it knows.
     names = ", ".join(STAGE_NAMES)
-    which.add_argument("--stage", metavar="NAME", help=f"rerun only this stage (its inputs must be complete): {names}"
-                       " or a stage the recipe adds")
+    which.add_argument(
+        "--stage",
+        metavar="NAME",
+        help=f"rerun only this stage (its inputs must be complete): {names} or a stage the recipe adds",
+    )
     which.add_argument("--from", dest="start", metavar="NAME", help="rerun this stage and every later one")
     parser.add_argument("--force", action="store_true", help="rerun every stage, complete or not")
     parser.add_argument("--list", action="store_true", help="list the stages and whether each is complete, then exit")
@@ -35,8 +38,12 @@ def demo_recipe(full: bool = False) -> Path:
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder (report: DIR/report.md)")
-    parser.add_argument("--full", action="store_true", help="train the generator here from scratch (a CPU budget: "
-                        "320 s) instead of sampling the shipped one (pretrained:toy40)")
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="train the generator here from scratch (a CPU budget: "
+        "320 s) instead of sampling the shipped one (pretrained:toy40)",
+    )
     parser.add_argument("--force", action="store_true", help="rerun every stage, complete or not")
     parser.add_argument("--list", action="store_true", help="list the stages and whether each is complete, then exit")
 

@@ -72,15 +72,23 @@ RECIPE_DEFAULTS: dict[str, Any] = {
     "name": "pipeline",
     "seed": 0,
     "device": None,
-    "data": {"toy": {"identities": 40, "images_per_identity": 16, "test_identities": 20, "pairs": 300, "seed": None},
-             "rec": None},
+    "data": {
+        "toy": {"identities": 40, "images_per_identity": 16, "test_identities": 20, "pairs": 300, "seed": None},
+        "rec": None,
+    },
     "recogniser": None,
     "generator": None,
     "generator_sigma_rel": None,
     "guide": None,
     "centres": {"batch_size": 64},
-    "selection": {"strategy": "far", "space": "embedding", "num_identities": 40, "max_uses": 1, "k": 2,
-                  "weights": None},
+    "selection": {
+        "strategy": "far",
+        "space": "embedding",
+        "num_identities": 40,
+        "max_uses": 1,
+        "k": 2,
+        "weights": None,
+    },
     "generation": {"images_per_identity": 16, "shard_size": 1000, **SAMPLER.to_recipe()},
     "scoremix": {"ratio": None, "aug_real": None, "aug_synthetic": None, "same_steps": True},
     "dataset_report": {"far": 1e-4, "min_share": 0.5},
@@ -143,16 +151,20 @@ def check_pretrained(recipe: Mapping[str, Any], path: Path) -> None:
     if not is_pretrained_ref(g):
         return
     try:
-        provenance(g[len(PREFIX):])
+        provenance(g[len(PREFIX) :])
     except InputError as e:
         raise PipelineError(f"{path}: recipe.generator: {e}") from None
     if recipe["generator_sigma_rel"] is not None:
-        raise PipelineError(f"{path}: recipe.generator_sigma_rel must be None with {g!r} (the shipped file is "
-                            "already its post-hoc EMA; its provenance names the sigma_rel)")
+        raise PipelineError(
+            f"{path}: recipe.generator_sigma_rel must be None with {g!r} (the shipped file is "
+            "already its post-hoc EMA; its provenance names the sigma_rel)"
+        )
     guide = recipe["guide"]
     if isinstance(guide, Mapping) and guide.get("kind") == "snapshot":
-        raise PipelineError(f"{path}: recipe.guide kind 'snapshot' needs the generator's training snapshots, which "
-                            f"{g!r} does not ship; use kind 'smaller' or a guide checkpoint")
+        raise PipelineError(
+            f"{path}: recipe.guide kind 'snapshot' needs the generator's training snapshots, which "
+            f"{g!r} does not ship; use kind 'smaller' or a guide checkpoint"
+        )
 
 
 def check_guide(recipe: Mapping[str, Any], path: Path) -> None:
@@ -162,11 +174,15 @@ def check_guide(recipe: Mapping[str, Any], path: Path) -> None:
 
     guide, guidance = recipe["guide"], recipe["generation"]["guidance"]
     if guidance == "autoguidance" and guide is None:
-        raise PipelineError(f"{path}: generation.guidance = 'autoguidance' needs recipe.guide (e.g. "
-                            "edict(kind='snapshot', fraction=0.25))")
+        raise PipelineError(
+            f"{path}: generation.guidance = 'autoguidance' needs recipe.guide (e.g. "
+            "edict(kind='snapshot', fraction=0.25))"
+        )
     if guide is not None and guidance != "autoguidance":
-        raise PipelineError(f"{path}: recipe.guide is set but generation.guidance is {guidance!r}; the guide is "
-                            "only used with guidance = 'autoguidance'")
+        raise PipelineError(
+            f"{path}: recipe.guide is set but generation.guidance is {guidance!r}; the guide is "
+            "only used with guidance = 'autoguidance'"
+        )
     if recipe["generator_sigma_rel"] is not None:
         try:
             check_sigma_rel(recipe["generator_sigma_rel"], "recipe.generator_sigma_rel")
@@ -175,8 +191,10 @@ def check_guide(recipe: Mapping[str, Any], path: Path) -> None:
     if guide is None or isinstance(guide, (str, os.PathLike)):
         return
     if not isinstance(guide, Mapping):
-        raise PipelineError(f"{path}: recipe.guide must be a checkpoint path or edict(kind=..., fraction=...), got "
-                            f"{type(guide).__name__}")
+        raise PipelineError(
+            f"{path}: recipe.guide must be a checkpoint path or edict(kind=..., fraction=...), got "
+            f"{type(guide).__name__}"
+        )
     unknown = sorted(set(guide) - {"kind", "fraction", "preset"})
     kind, fraction = guide.get("kind"), guide.get("fraction", 0.25)
     if unknown:

@@ -85,8 +85,9 @@ def check_recipe_values(recipe: Mapping[str, Any], path: Path) -> None:
         interval = _get(recipe, "generation.guidance_interval")
         if interval is not None:
             if not isinstance(interval, (list, tuple)) or len(interval) != 2:
-                raise InputError("recipe.generation.guidance_interval must be None or (sigma_lo, sigma_hi), got "
-                                 f"{interval!r}")
+                raise InputError(
+                    f"recipe.generation.guidance_interval must be None or (sigma_lo, sigma_hi), got {interval!r}"
+                )
             lo = check_number(interval[0], "recipe.generation.guidance_interval[0]", lo=0)
             check_number(interval[1], "recipe.generation.guidance_interval[1]", lo=lo, lo_open=True)
         weights = _get(recipe, "selection.weights")

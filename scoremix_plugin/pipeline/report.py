@@ -44,7 +44,9 @@ def mix_grid(ctx: Context, path: Path) -> Path | None:
                     if len(rows) >= rows_wanted:
                         break
                     parts = []
-                    groups = [images_of(real, int(c)) for c in sel.classes[label - manifest.real_num_classes]] + [images_of(syn, label)]
+                    groups = [images_of(real, int(c)) for c in sel.classes[label - manifest.real_num_classes]] + [
+                        images_of(syn, label)
+                    ]
                     for group in groups:
                         parts += [np.concatenate((group + [blank] * n)[:n], 1), gap]
                     rows.append(np.concatenate(parts[:-1], 1))
@@ -127,18 +129,33 @@ def run_report(ctx: Context, added: Sequence[str] = ()) -> ReportResult:
         "stages": stages,
         "data": {"rec": data.rec, "num_classes": data.num_classes, "num_image": data.num_image, "toy": data.toy},
         "image_degrade": base.image_degrade,
-        "generator": {"step": generator.step, "final_loss": generator.final_loss,
-                      "stopped_early": generator.stopped_early, "trained": generator.trained,
-                      "sigma_rel": generator.sigma_rel, "guide_kind": generator.guide_kind,
-                      "guide_step": generator.guide_step, "pretrained": generator.pretrained,
-                      "sha256": generator.sha256},
+        "generator": {
+            "step": generator.step,
+            "final_loss": generator.final_loss,
+            "stopped_early": generator.stopped_early,
+            "trained": generator.trained,
+            "sigma_rel": generator.sigma_rel,
+            "guide_kind": generator.guide_kind,
+            "guide_step": generator.guide_step,
+            "pretrained": generator.pretrained,
+            "sha256": generator.sha256,
+        },
         "selection": to_json(sel),
-        "synthetic": {"identities": gen.num_synthetic_classes, "images": gen.num_synthetic_images,
-                      "sampler": {k: g[k] for k in ("solver", "steps", "guidance", "guidance_scale", "guidance_interval",
-                                                    "mix_window")} | {"network_inputs_per_image": _inputs(g, ctx.recipe.selection.k)}},
+        "synthetic": {
+            "identities": gen.num_synthetic_classes,
+            "images": gen.num_synthetic_images,
+            "sampler": {
+                k: g[k] for k in ("solver", "steps", "guidance", "guidance_scale", "guidance_interval", "mix_window")
+            }
+            | {"network_inputs_per_image": _inputs(g, ctx.recipe.selection.k)},
+        },
         "alignment": {k: v for k, v in to_json(align).items() if k not in ("json", "png")},
-        "dataset_report": {"headline": dsr.headline, "gate_passed": dsr.gate_passed, "gate": dsr.gate,
-                           "report": str(Path(dsr.report).relative_to(ctx.out))},
+        "dataset_report": {
+            "headline": dsr.headline,
+            "gate_passed": dsr.gate_passed,
+            "gate": dsr.gate,
+            "report": str(Path(dsr.report).relative_to(ctx.out)),
+        },
         "recognisers": {"baseline": to_json(base), "scoremix": to_json(mix)},
         "added_stages": {name: ctx.markers[name]["summary"] for name in added},
         "figures": {k: (None if v is None else str(Path(v).relative_to(ctx.out))) for k, v in figures.items()},
@@ -151,19 +168,31 @@ def run_report(ctx: Context, added: Sequence[str] = ()) -> ReportResult:
 def report_stage(needs: Sequence[str], added: Sequence[str] = ()) -> Stage:
     """The report stage: it reads the built-in stages ``needs`` and the recipe's ``added`` stages."""
     added = tuple(added)
-    return Stage("report", lambda ctx: run_report(ctx, added), tuple(needs) + added,
-                 lambda ctx: dict(ctx.recipe.report), lambda ctx: [ctx.out / "report.md", ctx.out / "report.json"],
-                 help="report.md + figures", folder="", result=ReportResult)
+    return Stage(
+        "report",
+        lambda ctx: run_report(ctx, added),
+        tuple(needs) + added,
+        lambda ctx: dict(ctx.recipe.report),
+        lambda ctx: [ctx.out / "report.md", ctx.out / "report.json"],
+        help="report.md + figures",
+        folder="",
+        result=ReportResult,
+    )
 
 
 def guidance_sentence(sampler: dict, gen: dict) -> str:
     """Which guidance ran, and with what guide (autoguidance), in words for the report."""
     w = sampler["guidance_scale"]
     if sampler["guidance"] == "autoguidance":
-        kinds = {"snapshot": "an early snapshot of the main run", "smaller": "a smaller network trained for a "
-                 "fraction of the main run's steps", "checkpoint": "a checkpoint named by the recipe"}
-        return (f" Guidance: autoguidance (w={w}), the guide {kinds.get(gen.get('guide_kind'), 'unknown')} "
-                f"(step {gen.get('guide_step')}).")
+        kinds = {
+            "snapshot": "an early snapshot of the main run",
+            "smaller": "a smaller network trained for a fraction of the main run's steps",
+            "checkpoint": "a checkpoint named by the recipe",
+        }
+        return (
+            f" Guidance: autoguidance (w={w}), the guide {kinds.get(gen.get('guide_kind'), 'unknown')} "
+            f"(step {gen.get('guide_step')})."
+        )
     if sampler["guidance"] == "cfg":
         return f" Guidance: classifier-free (w={w}, the null class)."
     return " Guidance: none."
@@ -198,15 +227,21 @@ def _reading(r: Mapping[str, Any]) -> str:
     intra = ((r.get("dataset_report") or {}).get("headline", {}).get("data") or {}).get("consistency_mean")
     text = "**Reading the numbers:** " + "; ".join(parts) + "."
     if intra is not None:
-        text += (f" Images of one synthetic identity agree with each other at a mean cosine of "
-                 f"{intra:.2f} under the baseline recogniser (1 = identical).")
+        text += (
+            f" Images of one synthetic identity agree with each other at a mean cosine of "
+            f"{intra:.2f} under the baseline recogniser (1 = identical)."
+        )
     if not r["generator"].get("pretrained"):
-        text += (" New identities can only help when the generator renders each mixed identity consistently; a "
-                 f"generator trained for {r['generator']['step']} steps on a CPU budget may render coarse traits "
-                 "only, so read the dataset report's quality gate before the accuracies (the paper uses an EDM2 "
-                 "generator at 112 px).")
-    text += (" One run on a few hundred verification pairs is one draw: the spread over seeds "
-             "(docs/results.md) is what says whether a difference is real.")
+        text += (
+            " New identities can only help when the generator renders each mixed identity consistently; a "
+            f"generator trained for {r['generator']['step']} steps on a CPU budget may render coarse traits "
+            "only, so read the dataset report's quality gate before the accuracies (the paper uses an EDM2 "
+            "generator at 112 px)."
+        )
+    text += (
+        " One run on a few hundred verification pairs is one draw: the spread over seeds "
+        "(docs/results.md) is what says whether a difference is real."
+    )
     return text
 
 
@@ -215,9 +250,15 @@ def _inputs(g: Mapping[str, Any], ctx_k: int) -> int:
     from scoremix_plugin.generation.sampler import network_evaluations
 
     gi = g.get("guidance_interval")
-    return network_evaluations(int(g.steps), g.solver, int(ctx_k), g.guidance,
-                               float(g.guidance_scale), g.get("mix_space", "score"),
-                               None if gi is None else tuple(gi))
+    return network_evaluations(
+        int(g.steps),
+        g.solver,
+        int(ctx_k),
+        g.guidance,
+        float(g.guidance_scale),
+        g.get("mix_space", "score"),
+        None if gi is None else tuple(gi),
+    )
 
 
 def ijb_markdown(ijb: Mapping[str, Any]) -> list[str]:
@@ -225,15 +266,26 @@ def ijb_markdown(ijb: Mapping[str, Any]) -> list[str]:
     lines: list[str] = []
     for target, r in ijb.items():
         fars = r["far"]
-        lines += [f"## {target}: TAR (%) at FAR", "", "| mode | run | " + " | ".join(f"{f:g}" for f in fars)
-                  + " | AUC (%) |", "|---|---|" + "---:|" * (len(fars) + 1)]
+        lines += [
+            f"## {target}: TAR (%) at FAR",
+            "",
+            "| mode | run | " + " | ".join(f"{f:g}" for f in fars) + " | AUC (%) |",
+            "|---|---|" + "---:|" * (len(fars) + 1),
+        ]
         for mode in r["baseline"]:
             for run in ("baseline", "scoremix"):
                 m = r[run][mode]
-                lines.append(f"| {mode} | {run} | " + " | ".join(f"{100 * t:.2f}" for t in m["tar"])
-                             + f" | {100 * m['auc']:.2f} |")
-        lines += ["", "Template protocol of arcface_torch's `eval_ijbc.py` (the TAR of the ROC point whose FAR is "
-                  "nearest each target; `verify/` holds the strict TAR and the ROC).", ""]
+                lines.append(
+                    f"| {mode} | {run} | "
+                    + " | ".join(f"{100 * t:.2f}" for t in m["tar"])
+                    + f" | {100 * m['auc']:.2f} |"
+                )
+        lines += [
+            "",
+            "Template protocol of arcface_torch's `eval_ijbc.py` (the TAR of the ROC point whose FAR is "
+            "nearest each target; `verify/` holds the strict TAR and the ROC).",
+            "",
+        ]
     return lines
 
 
@@ -242,15 +294,25 @@ def tinyface_markdown(t: Mapping[str, Any]) -> list[str]:
     if not t:
         return []
     ranks = t["baseline"]["ranks"]
-    lines = ["## TinyFace: closed-set identification (%)", "",
-             "| run | " + " | ".join(f"rank-{k}" for k in ranks) + " | probes | gallery |",
-             "|---|" + "---:|" * (len(ranks) + 2)]
+    lines = [
+        "## TinyFace: closed-set identification (%)",
+        "",
+        "| run | " + " | ".join(f"rank-{k}" for k in ranks) + " | probes | gallery |",
+        "|---|" + "---:|" * (len(ranks) + 2),
+    ]
     for run in ("baseline", "scoremix"):
         r = t[run]
-        lines.append(f"| {run} | " + " | ".join(f"{100 * v:.2f}" for v in r["cmc"])
-                     + f" | {r['num_probes']} | {r['num_gallery']} |")
-    return lines + ["", "AdaFace's `validation_lq` protocol (the paper's TinyFace rank-1); `verify/tinyface/` holds "
-                    "the open-set DIR and the CMC curve.", ""]
+        lines.append(
+            f"| {run} | "
+            + " | ".join(f"{100 * v:.2f}" for v in r["cmc"])
+            + f" | {r['num_probes']} | {r['num_gallery']} |"
+        )
+    return lines + [
+        "",
+        "AdaFace's `validation_lq` protocol (the paper's TinyFace rank-1); `verify/tinyface/` holds "
+        "the open-set DIR and the CMC curve.",
+        "",
+    ]
 
 
 def dataset_markdown(d: Mapping[str, Any] | None) -> list[str]:
@@ -260,14 +322,25 @@ def dataset_markdown(d: Mapping[str, Any] | None) -> list[str]:
     h = d["headline"]
     sets = [(name, h[key]) for name, key in (("synthetic", "data"), ("real", "real")) if h.get(key)]
     keys = [k for k in sets[0][1] if k not in ("images", "identities")]
-    lines = ["## The synthetic set beside the real one (baseline recogniser)", "",
-             "| set | images | identities | " + " | ".join(keys) + " |", "|---|---:|---:|" + "---:|" * len(keys)]
+    lines = [
+        "## The synthetic set beside the real one (baseline recogniser)",
+        "",
+        "| set | images | identities | " + " | ".join(keys) + " |",
+        "|---|---:|---:|" + "---:|" * len(keys),
+    ]
     for name, v in sets:
         lines.append(f"| {name} | {v['images']} | {v['identities']} | " + " | ".join(_fmt(v[k]) for k in keys) + " |")
     leaks = ", ".join(f"{k.replace('_', ' ')} {n}" for k, n in (h.get("leaks") or {}).items())
-    lines += ["", f"Leaks at cosine > {_fmt(h['threshold'])} (where real impostor pairs reach FAR {h['far']:g}), "
-              f"identities found: {leaks}.", "", "**Quality gate:** " + d["gate"].replace("\n", "  \n"), "",
-              f"Full report: [{d['report']}]({d['report']}).", ""]
+    lines += [
+        "",
+        f"Leaks at cosine > {_fmt(h['threshold'])} (where real impostor pairs reach FAR {h['far']:g}), "
+        f"identities found: {leaks}.",
+        "",
+        "**Quality gate:** " + d["gate"].replace("\n", "  \n"),
+        "",
+        f"Full report: [{d['report']}]({d['report']}).",
+        "",
+    ]
     return lines
 
 
@@ -283,11 +356,17 @@ def report_markdown(r: Mapping[str, Any]) -> str:
         f"'{sel['strategy']}' in the {sel['space']} space (mean cosine distance {sel['distance_mean']:.3f}), "
         f"sampled with {syn['sampler']['solver']}-{syn['sampler']['steps']}, guidance {syn['sampler']['guidance']} "
         f"w={syn['sampler']['guidance_scale']}"
-        + (f" for sigma in {tuple(syn['sampler']['guidance_interval'])}" if syn['sampler'].get('guidance_interval')
-           else "")
+        + (
+            f" for sigma in {tuple(syn['sampler']['guidance_interval'])}"
+            if syn["sampler"].get("guidance_interval")
+            else ""
+        )
         + f", mixing window {syn['sampler']['mix_window'] or 'the whole trajectory'}"
-        + (f"; {syn['sampler']['network_inputs_per_image']} network inputs per image."
-           if syn['sampler'].get('network_inputs_per_image') else "."),
+        + (
+            f"; {syn['sampler']['network_inputs_per_image']} network inputs per image."
+            if syn["sampler"].get("network_inputs_per_image")
+            else "."
+        ),
         "",
     ]
     if degrade:
@@ -296,27 +375,41 @@ def report_markdown(r: Mapping[str, Any]) -> str:
             f"recogniser training the real images go through the same {degrade}-px down-and-up resize "
             f"(recogniser config `image_degrade = {degrade}`, in both the baseline and the ScoreMix run; the "
             f"synthetic images, already {degrade} px upsampled, pass through it too). Blur therefore does not tell "
-            "synthetic from real, and the recogniser cannot use \"blurry = synthetic\" as a shortcut. "
+            'synthetic from real, and the recogniser cannot use "blurry = synthetic" as a shortcut. '
             "Verification images are used as they are (the host's protocol).",
             "",
         ]
     targets = list(r["baseline"])
     gen = r["generator"]
-    lines += [f"Generator: {gen['step']} training steps"
-              + (" (stopped by its time cap)" if gen.get("stopped_early") else "")
-              + (f", final loss {_fmt(gen.get('final_loss'))}" if gen.get("trained", True) else
-                 f" (pretrained: {gen['pretrained']}, sha256 {gen['sha256']}; shipped in the package, its "
-                 f"provenance in scoremix_plugin/pretrained/{gen['pretrained']}.json)" if gen.get("pretrained") else
-                 " (trained elsewhere, recipe.generator)")
-              + (f"; sampled with its post-hoc EMA at sigma_rel {gen['sigma_rel']}" if gen.get("sigma_rel") else "")
-              + "." + guidance_sentence(syn["sampler"], gen), ""]
-    lines += ["## Verification accuracy (%)", "",
-              "| target | baseline | ScoreMix | difference |", "|---|---:|---:|---:|"]
+    lines += [
+        f"Generator: {gen['step']} training steps"
+        + (" (stopped by its time cap)" if gen.get("stopped_early") else "")
+        + (
+            f", final loss {_fmt(gen.get('final_loss'))}"
+            if gen.get("trained", True)
+            else f" (pretrained: {gen['pretrained']}, sha256 {gen['sha256']}; shipped in the package, its "
+            f"provenance in scoremix_plugin/pretrained/{gen['pretrained']}.json)"
+            if gen.get("pretrained")
+            else " (trained elsewhere, recipe.generator)"
+        )
+        + (f"; sampled with its post-hoc EMA at sigma_rel {gen['sigma_rel']}" if gen.get("sigma_rel") else "")
+        + "."
+        + guidance_sentence(syn["sampler"], gen),
+        "",
+    ]
+    lines += [
+        "## Verification accuracy (%)",
+        "",
+        "| target | baseline | ScoreMix | difference |",
+        "|---|---:|---:|---:|",
+    ]
     std = r["accuracy_std"]
     for t in targets:
         b, m = r["baseline"][t], r["scoremix"][t]
-        lines.append(f"| {t} | {100 * b:.2f} +- {100 * std['baseline'][t]:.2f} | {100 * m:.2f} +- "
-                     f"{100 * std['scoremix'][t]:.2f} | {100 * (m - b):+.2f} |")
+        lines.append(
+            f"| {t} | {100 * b:.2f} +- {100 * std['baseline'][t]:.2f} | {100 * m:.2f} +- "
+            f"{100 * std['scoremix'][t]:.2f} | {100 * (m - b):+.2f} |"
+        )
     lines += ["", "10-fold protocol of arcface_torch (mean +- std over folds) on held-out identities.", ""]
     for run in ("baseline", "scoremix"):
         line = avg_h_line(r["baseline"] if run == "baseline" else r["scoremix"], run)
@@ -326,30 +419,37 @@ def report_markdown(r: Mapping[str, Any]) -> str:
     lines += tinyface_markdown(r.get("tinyface") or {})
     lines += [_reading(r), ""]
     figs = r["figures"]
-    for key, caption in (("accuracy", "Accuracy"), ("roc", "ROC curves, baseline vs ScoreMix"),
-                         ("mixes", "Real class a | real class b | the synthetic identity mixed from them"),
-                         *((f"ijb_{t.lower()}", f"{t} ROC (log FAR), baseline vs ScoreMix") for t in r.get("ijb") or {}),
-                         ("tinyface", "TinyFace CMC, baseline vs ScoreMix"),
-                         ("generator_samples", "Generator samples (rows: classes; last row: a 2-way mix)"),
-                         ("alignment", "Generator conditions vs recogniser centres"),
-                         ("consistency", "Synthetic identities under the baseline recogniser: intra-identity cosine"),
-                         ("dataset_scores", "Genuine vs impostor cosine, synthetic and real sets")):
+    for key, caption in (
+        ("accuracy", "Accuracy"),
+        ("roc", "ROC curves, baseline vs ScoreMix"),
+        ("mixes", "Real class a | real class b | the synthetic identity mixed from them"),
+        *((f"ijb_{t.lower()}", f"{t} ROC (log FAR), baseline vs ScoreMix") for t in r.get("ijb") or {}),
+        ("tinyface", "TinyFace CMC, baseline vs ScoreMix"),
+        ("generator_samples", "Generator samples (rows: classes; last row: a 2-way mix)"),
+        ("alignment", "Generator conditions vs recogniser centres"),
+        ("consistency", "Synthetic identities under the baseline recogniser: intra-identity cosine"),
+        ("dataset_scores", "Genuine vs impostor cosine, synthetic and real sets"),
+    ):
         if figs.get(key):
             lines += [f"![{caption}]({figs[key]})", "", f"*{caption}.*", ""]
-    lines += ["## Alignment of the generator's conditions with the recogniser's class centres", "",
-              "| metric | value | shuffled-label baseline |", "|---|---:|---:|"]
+    lines += [
+        "## Alignment of the generator's conditions with the recogniser's class centres",
+        "",
+        "| metric | value | shuffled-label baseline |",
+        "|---|---:|---:|",
+    ]
     for m in ("linear_cka", "rbf_cka", "mutual_knn"):
         lines.append(f"| {m} | {_fmt(al.get(m))} | {_fmt(al.get(m + '_shuffled'))} |")
     lines += ["", f"{al.get('num_matched')} classes matched by label.", ""]
     lines += dataset_markdown(r.get("dataset_report"))
     for name, summary in r.get("added_stages", {}).items():
         lines += [f"## Added stage: {name}", "", "| result | value |", "|---|---|"]
-        lines += [f"| {k} | {_fmt(v)} |" for k, v in _flatten(summary if isinstance(summary, Mapping)
-                                                              else {"value": summary}).items()]
+        lines += [
+            f"| {k} | {_fmt(v)} |"
+            for k, v in _flatten(summary if isinstance(summary, Mapping) else {"value": summary}).items()
+        ]
         lines.append("")
     lines += ["## Stage timings (s)", "", "| stage | seconds |", "|---|---:|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in r["stages"].items()]
     lines.append("")
     return "\n".join(lines)
-
-

@@ -1,8 +1,7 @@
 """What each built-in stage returns: frozen dataclasses, stored as JSON in the stage's marker.
 
 A later stage reads an earlier one's result with ``ctx.result("data")`` and gets the dataclass back, so
-a misspelt field fails where it is written, not deep inside a run. Field names are the keys of the
-markers written before these types existed, so a finished output folder is still read as it is.
+a misspelt field fails where it is written, not deep inside a run.
 """
 
 from __future__ import annotations

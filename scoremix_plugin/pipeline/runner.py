@@ -5,7 +5,8 @@ output folder and result type. After a stage's outputs are all written, ``OUT/.s
 written atomically with its *fingerprint* (a hash of the recipe settings it reads, the contents of the
 config files it reads and the run ids of the stages it depends on), a new run id, its duration and its
 result (JSON). A later run skips a stage whose marker matches and whose outputs exist; a stage that runs
-again gets a new run id, so every stage after it runs again too.
+again gets a new run id, so every stage after it runs again too. A marker of another format
+(``MARKER_FORMAT``) is refused in one line that says to rerun with ``--force``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from scoremix_plugin.errors import ScoreMixError
 from scoremix_plugin.io_utils import sha256_file, write_json_atomic
 
 MARKER_DIR = ".stages"
+# Markers of another format (version 1 had no "format" key) are refused, not guessed at: rerun with --force.
+MARKER_FORMAT = "scoremix-stage-marker/2"
 
 
 class PipelineError(ScoreMixError, RuntimeError):
@@ -85,9 +88,11 @@ class Context:
 
 
 def from_json(cls: type, summary: Mapping[str, Any]) -> Any:
-    """A result dataclass from its marker's JSON; keys it does not know are left out (older markers)."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in summary.items() if k in names})
+    """A result dataclass from its marker's JSON (written by ``to_json`` of the same type)."""
+    try:
+        return cls(**summary)
+    except TypeError as e:
+        raise PipelineError(f"a stage marker does not hold a {cls.__name__} ({e}); rerun with --force") from None
 
 
 def to_json(obj: Any) -> Any:
@@ -109,7 +114,9 @@ def marker_path(out: Path, stage: str) -> Path:
     return out / MARKER_DIR / f"{stage}.json"
 
 
-def read_marker(out: Path, stage: str) -> dict | None:
+def read_marker(out: Path, stage: str, *, other_format: bool = False) -> dict | None:
+    """The stage's marker, None when there is none (or a damaged one); one of another format raises
+    PipelineError, unless ``other_format`` (then None: --force reruns the stage anyway)."""
     p = marker_path(out, stage)
     if not p.is_file():
         return None
@@ -117,7 +124,16 @@ def read_marker(out: Path, stage: str) -> dict | None:
         m = json.loads(p.read_text())
     except (OSError, ValueError):
         return None  # a damaged marker means "not complete": the stage runs again
-    return m if isinstance(m, dict) and m.get("stage") == stage else None
+    if not isinstance(m, dict) or m.get("stage") != stage:
+        return None
+    if m.get("format") != MARKER_FORMAT:
+        if other_format:
+            return None
+        raise PipelineError(
+            f"{out}: stage '{stage}' was finished by an older scoremix (marker format "
+            f"{m.get('format')!r}, this version reads {MARKER_FORMAT!r}); rerun with --force"
+        )
+    return m
 
 
 def fingerprint(stage: Stage, ctx: Context) -> str:
@@ -141,16 +157,23 @@ def is_complete(stage: Stage, ctx: Context, fp: str) -> bool:
     return m is not None and m.get("fingerprint") == fp and all(Path(p).exists() for p in stage.outputs(ctx))
 
 
-def _load_markers(stages: Sequence[Stage], ctx: Context) -> None:
+def _load_markers(stages: Sequence[Stage], ctx: Context, force: bool = False) -> None:
     ctx.stages.update({s.name: s for s in stages})
     for s in stages:
-        m = read_marker(ctx.out, s.name)
+        m = read_marker(ctx.out, s.name, other_format=force)
         if m is not None:
             ctx.markers[s.name] = m
 
 
-def run_stages(stages: Sequence[Stage], ctx: Context, *, only: str | None = None, start: str | None = None,
-               force: bool = False, log: Callable[[str], None] = print) -> dict[str, dict]:
+def run_stages(
+    stages: Sequence[Stage],
+    ctx: Context,
+    *,
+    only: str | None = None,
+    start: str | None = None,
+    force: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict[str, dict]:
     """Run (or skip) each stage in order; returns ``{stage: {"status": "ran"|"skipped", "seconds": s}}``.
 
     ``only``: rerun that stage alone (its inputs must be complete). ``start``: rerun it and all after.
@@ -161,8 +184,8 @@ def run_stages(stages: Sequence[Stage], ctx: Context, *, only: str | None = None
     for opt, value in (("--stage", only), ("--from", start)):
         if value is not None and value not in names:
             raise PipelineError(f"{opt} {value!r}: no such stage; stages: {names}")
-    forced = set(names) if force else {only} if only else set(names[names.index(start):]) if start else set()
-    _load_markers(stages, ctx)  # the markers of stages not run here are the inputs of those that are
+    forced = set(names) if force else {only} if only else set(names[names.index(start) :]) if start else set()
+    _load_markers(stages, ctx, force)  # the markers of stages not run here are the inputs of those that are
     selected = [s for s in stages if only is None or s.name == only]
     status: dict[str, dict] = {}
     for i, stage in enumerate(selected, start=1):
@@ -182,13 +205,21 @@ def run_stages(stages: Sequence[Stage], ctx: Context, *, only: str | None = None
         result = stage.run(ctx)
         seconds = time.perf_counter() - t0
         if stage.result is not None and not isinstance(result, stage.result):
-            raise PipelineError(f"stage '{stage.name}' returned {type(result).__name__}, "
-                                f"not its result type {stage.result.__name__}")
+            raise PipelineError(
+                f"stage '{stage.name}' returned {type(result).__name__}, not its result type {stage.result.__name__}"
+            )
         missing = [str(p) for p in stage.outputs(ctx) if not Path(p).exists()]
         if missing:
             raise PipelineError(f"stage '{stage.name}' finished without writing {missing}")
-        marker = {"stage": stage.name, "fingerprint": fp, "run_id": uuid.uuid4().hex, "seconds": round(seconds, 3),
-                  "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "summary": to_json(result)}
+        marker = {
+            "format": MARKER_FORMAT,
+            "stage": stage.name,
+            "fingerprint": fp,
+            "run_id": uuid.uuid4().hex,
+            "seconds": round(seconds, 3),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "summary": to_json(result),
+        }
         write_json_atomic(marker_path(ctx.out, stage.name), marker)
         ctx.markers[stage.name] = marker
         status[stage.name] = {"status": "ran", "seconds": marker["seconds"]}

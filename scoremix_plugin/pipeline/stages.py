@@ -56,8 +56,9 @@ def verification_targets(ctx: Context) -> dict[str, str]:
     wanted = ctx.recipe.verification.targets or list(bins)
     missing = [t for t in wanted if t not in bins]
     if missing:
-        raise PipelineError(f"recipe.verification.targets {missing} have no .bin file in the data folder "
-                            f"(found {sorted(bins)})")
+        raise PipelineError(
+            f"recipe.verification.targets {missing} have no .bin file in the data folder (found {sorted(bins)})"
+        )
     return {t: bins[t] for t in wanted}
 
 
@@ -91,9 +92,15 @@ def run_data(ctx: Context) -> DataResult:
     from scoremix_plugin.toydata import write_toy_dataset
 
     t = d.toy
-    s = write_toy_dataset(out, num_identities=t.identities, images_per_identity=t.images_per_identity,
-                          num_test_identities=t.test_identities, num_pairs=t.pairs, seed=toy_seed(ctx.recipe),
-                          progress=ctx.progress)
+    s = write_toy_dataset(
+        out,
+        num_identities=t.identities,
+        images_per_identity=t.images_per_identity,
+        num_test_identities=t.test_identities,
+        num_pairs=t.pairs,
+        seed=toy_seed(ctx.recipe),
+        progress=ctx.progress,
+    )
     bins = {name: str(out / b["file"]) for name, b in s["test"]["bins"].items()}
     return DataResult(str(out), s["train"]["num_classes"], s["train"]["num_image"], bins, True)
 
@@ -108,16 +115,26 @@ def recogniser_job(ctx: Context, stage: str) -> dict[str, Any]:
     cfg = read_config_file(ctx.resolve(ctx.recipe.recogniser))
     data = ctx.result("data")
     # No verification inside training: the verify stage scores both recognisers the same way, once.
-    cfg.update(rec=data.rec, num_classes=data.num_classes, num_image=data.num_image, output=str(ctx.dir(stage)),
-               val_targets=[], dataset="rec")
+    cfg.update(
+        rec=data.rec,
+        num_classes=data.num_classes,
+        num_image=data.num_image,
+        output=str(ctx.dir(stage)),
+        val_targets=[],
+        dataset="rec",
+    )
     cfg.pop("scoremix", None)
     if stage == "scoremix":
         from scoremix_plugin.synthesis.manifest import Manifest
 
         manifest = Manifest.read(ctx.result("generate").manifest)
         block = {k: ctx.recipe.scoremix[k] for k in ("ratio", "aug_real", "aug_synthetic")}
-        cfg.update(dataset="scoremix", scoremix={"manifest": str(manifest.path), **block},
-                   num_classes=manifest.num_classes, num_image=manifest.num_image)
+        cfg.update(
+            dataset="scoremix",
+            scoremix={"manifest": str(manifest.path), **block},
+            num_classes=manifest.num_classes,
+            num_image=manifest.num_image,
+        )
         if ctx.recipe.scoremix.same_steps:
             # As many optimiser steps as the baseline: the comparison is then about the data,
             # not about a longer schedule.
@@ -134,17 +151,27 @@ def run_recogniser(ctx: Context, stage: str) -> RecogniserResult:
     job = recogniser_job(ctx, stage)
     src = ctx.resolve(ctx.recipe.recogniser)
     # The file is the run's record (and what `scoremix train` / torchrun reruns); training reads the same job.
-    path = write_config_file(ctx.dir(stage) / "config.py", job, f"Written by `scoremix pipeline` (stage {stage}) "
-                             f"from {src}.")
+    path = write_config_file(
+        ctx.dir(stage) / "config.py", job, f"Written by `scoremix pipeline` (stage {stage}) from {src}."
+    )
     res = train(recogniser_config(job, source=str(path)), progress=ctx.progress)
-    return RecogniserResult(str(path), res["model"], job.get("network"), job["num_classes"], job["num_image"],
-                            job.get("num_epoch"), res.get("global_step"), job.get("image_degrade"))
+    return RecogniserResult(
+        str(path),
+        res["model"],
+        job.get("network"),
+        job["num_classes"],
+        job["num_image"],
+        job.get("num_epoch"),
+        res.get("global_step"),
+        job.get("image_degrade"),
+    )
 
 
 def recogniser_settings(stage: str) -> Callable[[Context], Any]:
     def settings(ctx: Context) -> Any:
         extra = dict(ctx.recipe.scoremix) if stage == "scoremix" else {}
         return {"device": ctx.recipe.device, **extra}
+
     return settings
 
 
@@ -168,8 +195,10 @@ def run_generator(ctx: Context) -> GeneratorResult:
     if src.suffix == ".pt":
         ckpt = load_checkpoint(src)
         if int(ckpt["num_classes"]) != data.num_classes:
-            raise PipelineError(f"recipe.generator {src}: trained on {ckpt['num_classes']} classes, the data stage "
-                                f"has {data.num_classes}")
+            raise PipelineError(
+                f"recipe.generator {src}: trained on {ckpt['num_classes']} classes, the data stage "
+                f"has {data.num_classes}"
+            )
         cfg = dict(ckpt["config"], rec=data.rec)  # a guide trained here learns the same data
         run_dir, step, loss, stopped, trained = src.parent, int(ckpt["step"]), math.nan, False, False
     else:
@@ -186,8 +215,13 @@ def run_generator(ctx: Context) -> GeneratorResult:
         write_config_file(out / "config.py", cfg, f"Written by `scoremix pipeline` (stage generator) from {src}.")
         res = train_generator(cfg)
         # bool()/float()/int(): the result goes into a JSON marker, and these may come back as 0-d tensors.
-        run_dir, step, loss, stopped, trained = out, int(res["step"]), float(res["final_loss"]), \
-            bool(res.get("stopped_early")), True
+        run_dir, step, loss, stopped, trained = (
+            out,
+            int(res["step"]),
+            float(res["final_loss"]),
+            bool(res.get("stopped_early")),
+            True,
+        )
         src = Path(res["checkpoint"])
     checkpoint = src
     if sigma_rel is not None:
@@ -197,9 +231,20 @@ def run_generator(ctx: Context) -> GeneratorResult:
         guide, guide_step = _make_guide(spec, run_dir, step, sigma_rel, cfg, out, ctx)
     if pretrained is not None:
         sigma_rel = ckpt.get("posthoc_ema", {}).get("sigma_rel")  # the shipped file is that reconstruction
-    return GeneratorResult(str(checkpoint), step, data.num_classes, loss, stopped, trained,
-                           None if sigma_rel is None else float(sigma_rel), None if guide is None else str(guide),
-                           None if spec is None else spec["kind"], guide_step, pretrained, sha256)
+    return GeneratorResult(
+        str(checkpoint),
+        step,
+        data.num_classes,
+        loss,
+        stopped,
+        trained,
+        None if sigma_rel is None else float(sigma_rel),
+        None if guide is None else str(guide),
+        None if spec is None else spec["kind"],
+        guide_step,
+        pretrained,
+        sha256,
+    )
 
 
 def generator_source(ctx: Context) -> Path:
@@ -208,7 +253,7 @@ def generator_source(ctx: Context) -> Path:
 
     g = ctx.recipe.generator
     if is_pretrained_ref(g):
-        return pretrained_dir() / f"{g[len('pretrained:'):]}.pt"
+        return pretrained_dir() / f"{g[len('pretrained:') :]}.pt"
     return ctx.resolve(g)
 
 
@@ -222,18 +267,26 @@ def check_pretrained_fits(ctx: Context) -> tuple[str, str]:
     path, prov = resolve(ref)
     d = ctx.recipe.data
     if d.rec:
-        raise PipelineError(f"recipe.generator {ref!r} was trained on the toy data; recipe.data.rec ({d.rec}) is "
-                            "another dataset: train a generator on it (recipe.generator = a generator config)")
+        raise PipelineError(
+            f"recipe.generator {ref!r} was trained on the toy data; recipe.data.rec ({d.rec}) is "
+            "another dataset: train a generator on it (recipe.generator = a generator config)"
+        )
     want = prov["toy"]
-    fp = toy_fingerprint(num_identities=d.toy.identities, images_per_identity=d.toy.images_per_identity,
-                         seed=toy_seed(ctx.recipe), size=int(want.get("size", 112)))
+    fp = toy_fingerprint(
+        num_identities=d.toy.identities,
+        images_per_identity=d.toy.images_per_identity,
+        seed=toy_seed(ctx.recipe),
+        size=int(want.get("size", 112)),
+    )
     diff = [k for k in fp if fp[k] != want.get(k)]
     if diff:
-        raise PipelineError(f"recipe.generator {ref!r}: the toy data here differs from the data it was trained on "
-                            f"in {diff} (recipe: {[fp[k] for k in diff]}, {path.name}: {[want.get(k) for k in diff]}); "
-                            "set recipe.data.toy to its identities / images_per_identity / seed, or train a "
-                            "generator (recipe.generator = a generator config)")
-    return ref[len("pretrained:"):], prov["weights"]["sha256"]
+        raise PipelineError(
+            f"recipe.generator {ref!r}: the toy data here differs from the data it was trained on "
+            f"in {diff} (recipe: {[fp[k] for k in diff]}, {path.name}: {[want.get(k) for k in diff]}); "
+            "set recipe.data.toy to its identities / images_per_identity / seed, or train a "
+            "generator (recipe.generator = a generator config)"
+        )
+    return ref[len("pretrained:") :], prov["weights"]["sha256"]
 
 
 def toy_seed(recipe: Any) -> int:
@@ -300,8 +353,13 @@ def run_centres(ctx: Context) -> CentresResult:
     onnx = export_model(base.model, base.network, out / "baseline.onnx")["onnx"]
     # Centres of the real images as they are (not through image_degrade): the verification images
     # are not degraded either, so selection and evaluation see the recogniser the same way.
-    write_embedding_centres(load_embedder(onnx, device=ctx.recipe.device), ctx.result("data").rec,
-                            out / "embedding.npz", batch_size=ctx.recipe.centres.batch_size, progress=ctx.progress)
+    write_embedding_centres(
+        load_embedder(onnx, device=ctx.recipe.device),
+        ctx.result("data").rec,
+        out / "embedding.npz",
+        batch_size=ctx.recipe.centres.batch_size,
+        progress=ctx.progress,
+    )
     head_ckpt, head = ctx.dir("baseline") / "checkpoint_rank0.pt", None
     if head_ckpt.is_file():
         head = str(out / "head.npz")
@@ -317,12 +375,19 @@ def run_select(ctx: Context) -> SelectResult:
     from scoremix_plugin.synthesis.select import run_selection
 
     sel, out = ctx.recipe.selection, ctx.dir("select") / "pairs.csv"
-    chosen = run_selection(ctx.result("centres").path(sel.space), out, strategy=sel.strategy,
-                           num_identities=sel.num_identities, max_uses=sel.max_uses, k=sel.k, weights=sel.weights,
-                           seed=ctx.recipe.seed, progress=ctx.progress)
+    chosen = run_selection(
+        ctx.result("centres").path(sel.space),
+        out,
+        strategy=sel.strategy,
+        num_identities=sel.num_identities,
+        max_uses=sel.max_uses,
+        k=sel.k,
+        weights=sel.weights,
+        seed=ctx.recipe.seed,
+        progress=ctx.progress,
+    )
     d = chosen.distance
-    return SelectResult(str(out), int(len(d)), sel.strategy, sel.space, float(d.mean()), float(d.min()),
-                        float(d.max()))
+    return SelectResult(str(out), int(len(d)), sel.strategy, sel.space, float(d.mean()), float(d.min()), float(d.max()))
 
 
 # Stage: generate (ScoreMix shards + manifest; their quality is the dataset_report stage's).
@@ -333,12 +398,21 @@ def run_generate(ctx: Context) -> GenerateResult:
 
     g, out = ctx.recipe.generation, ctx.dir("generate")
     settings = GenerateSettings(
-        ckpt=ctx.result("generator").checkpoint, pairs=ctx.result("select").pairs, real=ctx.result("data").rec,
-        images_per_identity=g.images_per_identity, shard_size=g.shard_size, steps=g.steps, solver=g.solver,
-        guidance=g.guidance, guidance_scale=g.guidance_scale, guide=ctx.result("generator").guide,
-        mix_window=None if g.mix_window is None else tuple(g.mix_window), seed=ctx.recipe.seed,
+        ckpt=ctx.result("generator").checkpoint,
+        pairs=ctx.result("select").pairs,
+        real=ctx.result("data").rec,
+        images_per_identity=g.images_per_identity,
+        shard_size=g.shard_size,
+        steps=g.steps,
+        solver=g.solver,
+        guidance=g.guidance,
+        guidance_scale=g.guidance_scale,
+        guide=ctx.result("generator").guide,
+        mix_window=None if g.mix_window is None else tuple(g.mix_window),
+        seed=ctx.recipe.seed,
         guidance_interval=None if g.guidance_interval is None else tuple(g.guidance_interval),
-        batch_size=g.batch_size, bf16=g.bf16,
+        batch_size=g.batch_size,
+        bf16=g.bf16,
         # Only when asked: AugGen's condition mixing (mix_space "condition") needs a sampler that has it.
         **({"mix_space": g.mix_space} if g.get("mix_space", "score") != "score" else {}),
     )
@@ -353,17 +427,30 @@ def run_dataset_report(ctx: Context) -> DatasetReportResult:
     from scoremix_plugin.datareport.report import report_dataset
 
     r, out = ctx.recipe.dataset_report, ctx.dir("dataset_report")
-    rep = report_dataset(ctx.result("generate").manifest, ctx.result("centres").onnx, out,
-                         real=ctx.result("data").rec, bins={t: Path(p) for t, p in verification_targets(ctx).items()},
-                         far=float(r.far), min_share=float(r.min_share), seed=ctx.recipe.seed,
-                         device=ctx.recipe.device, progress=ctx.progress)
+    rep = report_dataset(
+        ctx.result("generate").manifest,
+        ctx.result("centres").onnx,
+        out,
+        real=ctx.result("data").rec,
+        bins={t: Path(p) for t, p in verification_targets(ctx).items()},
+        far=float(r.far),
+        min_share=float(r.min_share),
+        seed=ctx.recipe.seed,
+        device=ctx.recipe.device,
+        progress=ctx.progress,
+    )
     gate = rep.gate.text() if rep.gate is not None else "no verdict: no synthetic identities"
     if rep.gate is not None and not rep.gate.passed and ctx.recipe.quality_gate:
         # Training on identities the recogniser cannot tell apart costs accuracy (measured: -1 point at 400
         # toy classes): stop here, with the numbers, before the ScoreMix stage spends its time.
         raise PipelineError(f"{gate}\n(report: {out / 'report.md'}; recipe.quality_gate = False trains anyway)")
-    return DatasetReportResult(str(out / "report.md"), str(out / "report.json"), rep.headline(),
-                               None if rep.gate is None else bool(rep.gate.passed), gate)
+    return DatasetReportResult(
+        str(out / "report.md"),
+        str(out / "report.json"),
+        rep.headline(),
+        None if rep.gate is None else bool(rep.gate.passed),
+        gate,
+    )
 
 
 # Stage: merge (real + synthetic as one arcface_torch folder, the route for an unchanged host).
@@ -374,8 +461,15 @@ def run_merge(ctx: Context) -> MergeResult:
 
     m = ctx.recipe.merge
     # overwrite: a rerun replaces the folder (merge builds it under a temporary name, then renames).
-    res = merge(ctx.result("data").rec, ctx.result("generate").manifest, ctx.dir("merge"), name=m.name,
-                config_overrides=dict(m.config_overrides or {}), overwrite=True, progress=ctx.progress)
+    res = merge(
+        ctx.result("data").rec,
+        ctx.result("generate").manifest,
+        ctx.dir("merge"),
+        name=m.name,
+        config_overrides=dict(m.config_overrides or {}),
+        overwrite=True,
+        progress=ctx.progress,
+    )
     return MergeResult(str(ctx.dir("merge")), res.get("config"), res.get("num_classes"), res.get("num_image"))
 
 
@@ -394,8 +488,9 @@ def verify_recogniser(ctx: Context, run: RecogniserResult) -> dict:
     from scoremix_plugin.verification.evaluate import verify_bins
 
     embedder = load_embedder_of(ctx, run)
-    return verify_bins(embedder, verification_targets(ctx), batch_size=ctx.recipe.verification.batch_size,
-                       progress=ctx.progress)
+    return verify_bins(
+        embedder, verification_targets(ctx), batch_size=ctx.recipe.verification.batch_size, progress=ctx.progress
+    )
 
 
 def ijb_targets(ctx: Context) -> list[dict[str, Any]]:
@@ -411,8 +506,9 @@ def ijb_targets(ctx: Context) -> list[dict[str, Any]]:
     for i, spec in enumerate(specs):
         where = "recipe.verification.ijb" + (f"[{i}]" if not isinstance(given, dict) else "")
         if not isinstance(spec, dict) or not spec.get("root") or not spec.get("target"):
-            raise PipelineError(f"{where}: expected edict(root=<IJB folder>, target='IJBB'|'IJBC', "
-                                f"modes='F1N1D1'), got {spec!r}")
+            raise PipelineError(
+                f"{where}: expected edict(root=<IJB folder>, target='IJBB'|'IJBC', modes='F1N1D1'), got {spec!r}"
+            )
         unknown = sorted(set(spec) - {"root", "target", "modes"})
         if unknown:
             raise PipelineError(f"{where}: unknown key(s) {unknown}; known: ['modes', 'root', 'target']")
@@ -459,33 +555,67 @@ def run_verify(ctx: Context) -> VerifyResult:
     paths = write_report(ctx.dir("verify"), results, title=f"{ctx.recipe.name}: baseline vs ScoreMix")
     ijb: dict[str, dict[str, Any]] = {}
     for spec in ijb_targets(ctx):
-        found = {run: evaluate_ijb(spec["root"], spec["target"], load_embedder_of(ctx, ctx.result(run)),
-                                   spec["modes"], batch_size=ctx.recipe.verification.batch_size,
-                                   progress=ctx.progress) for run in runs}
-        files = write_ijb_report(ctx.dir("verify") / spec["target"].lower(), found,
-                                 title=f"{ctx.recipe.name}: {spec['target']}, baseline vs ScoreMix",
-                                 meta={"root": str(spec["root"])})
-        ijb[spec["target"]] = {"far": list(found["baseline"].fars), "json": str(files["json"]),
-                               "markdown": str(files["markdown"]), "roc": str(files["roc"]),
-                               **{run: {m: r.to_dict() for m, r in res.modes.items()} for run, res in found.items()}}
+        found = {
+            run: evaluate_ijb(
+                spec["root"],
+                spec["target"],
+                load_embedder_of(ctx, ctx.result(run)),
+                spec["modes"],
+                batch_size=ctx.recipe.verification.batch_size,
+                progress=ctx.progress,
+            )
+            for run in runs
+        }
+        files = write_ijb_report(
+            ctx.dir("verify") / spec["target"].lower(),
+            found,
+            title=f"{ctx.recipe.name}: {spec['target']}, baseline vs ScoreMix",
+            meta={"root": str(spec["root"])},
+        )
+        ijb[spec["target"]] = {
+            "far": list(found["baseline"].fars),
+            "json": str(files["json"]),
+            "markdown": str(files["markdown"]),
+            "roc": str(files["roc"]),
+            **{run: {m: r.to_dict() for m, r in res.modes.items()} for run, res in found.items()},
+        }
     tinyface: dict[str, Any] = {}
     spec = tinyface_target(ctx)
     if spec is not None:
         from scoremix_plugin.verification.report import write_tinyface_report
         from scoremix_plugin.verification.tinyface import evaluate_tinyface
 
-        found = {run: evaluate_tinyface(spec["root"], load_embedder_of(ctx, ctx.result(run)),
-                                        aligned_dir=spec["aligned_dir"], batch_size=ctx.recipe.verification.batch_size,
-                                        progress=ctx.progress) for run in runs}
-        files = write_tinyface_report(ctx.dir("verify") / "tinyface", found,
-                                      title=f"{ctx.recipe.name}: TinyFace, baseline vs ScoreMix",
-                                      meta={"root": str(spec["root"])})
-        tinyface = {"json": str(files["json"]), "markdown": str(files["markdown"]), "cmc": str(files["cmc"]),
-                    **{run: r.to_dict() for run, r in found.items()}}
+        found = {
+            run: evaluate_tinyface(
+                spec["root"],
+                load_embedder_of(ctx, ctx.result(run)),
+                aligned_dir=spec["aligned_dir"],
+                batch_size=ctx.recipe.verification.batch_size,
+                progress=ctx.progress,
+            )
+            for run in runs
+        }
+        files = write_tinyface_report(
+            ctx.dir("verify") / "tinyface",
+            found,
+            title=f"{ctx.recipe.name}: TinyFace, baseline vs ScoreMix",
+            meta={"root": str(spec["root"])},
+        )
+        tinyface = {
+            "json": str(files["json"]),
+            "markdown": str(files["markdown"]),
+            "cmc": str(files["cmc"]),
+            **{run: r.to_dict() for run, r in found.items()},
+        }
     return VerifyResult(
         {run: {t: float(r.accuracy_mean) for t, r in res.items()} for run, res in results.items()},
         {run: {t: float(r.accuracy_std) for t, r in res.items()} for run, res in results.items()},
-        str(paths["roc"]), str(paths["json"]), str(paths["markdown"]), ijb, tinyface)
+        str(paths["roc"]),
+        str(paths["json"]),
+        str(paths["markdown"]),
+        ijb,
+        tinyface,
+    )
 
 
 # Stage: align.
@@ -496,8 +626,15 @@ def run_align(ctx: Context) -> AlignResult:
 
     c, out = ctx.result("centres"), ctx.dir("align")
     res = run_alignment(c.condition, c.embedding, out_dir=out, seed=ctx.recipe.seed)
-    keys = ("num_matched", "linear_cka", "linear_cka_shuffled", "rbf_cka", "rbf_cka_shuffled", "mutual_knn",
-            "mutual_knn_shuffled")
+    keys = (
+        "num_matched",
+        "linear_cka",
+        "linear_cka_shuffled",
+        "rbf_cka",
+        "rbf_cka_shuffled",
+        "mutual_knn",
+        "mutual_knn_shuffled",
+    )
     return AlignResult(str(out / "alignment.json"), str(out / "alignment.png"), **{k: res.get(k) for k in keys})
 
 
@@ -513,10 +650,11 @@ def _recogniser_file(ctx: Context) -> list[Path]:
 
 
 def generator_settings(ctx: Context) -> dict[str, Any]:
-    extra = {"guide": guide_spec(ctx.recipe), "sigma_rel": ctx.recipe.get("generator_sigma_rel")}
-    # Only keys that are set: a recipe without a guide or post-hoc EMA keeps the fingerprint it had before
-    # they existed, so its finished generator stage stays complete.
-    return {"device": ctx.recipe.device, **{k: v for k, v in extra.items() if v is not None}}
+    return {
+        "device": ctx.recipe.device,
+        "guide": guide_spec(ctx.recipe),
+        "sigma_rel": ctx.recipe.get("generator_sigma_rel"),
+    }
 
 
 def generator_outputs(ctx: Context) -> list[Path]:
@@ -529,43 +667,106 @@ def generator_outputs(ctx: Context) -> list[Path]:
 
 def generator_files(ctx: Context) -> list[Path]:
     spec = guide_spec(ctx.recipe)
-    return [generator_source(ctx)] + ([ctx.resolve(spec["path"])] if spec and spec["kind"] ==
-                                                  "checkpoint" else [])
+    return [generator_source(ctx)] + ([ctx.resolve(spec["path"])] if spec and spec["kind"] == "checkpoint" else [])
 
 
-def _stage(name, run, needs, settings, outputs, result, help, **kw) -> Stage:  # noqa: A002 - Stage's own name
-    return Stage(name, run, needs, settings, outputs, help=help, result=result, **kw)
-
-
-REPORT_NEEDS = ("data", "baseline", "generator", "select", "generate", "dataset_report", "scoremix", "verify",
-                "align")
+REPORT_NEEDS = ("data", "baseline", "generator", "select", "generate", "dataset_report", "scoremix", "verify", "align")
 
 STAGES: tuple[Stage, ...] = (
-    _stage("data", run_data, (), data_settings, data_outputs, DataResult, "toy identities or a real folder"),
-    _stage("baseline", lambda ctx: run_recogniser(ctx, "baseline"), ("data",), recogniser_settings("baseline"),
-           _out("baseline/model.pt"), RecogniserResult, "recogniser on real data", files=_recogniser_file),
-    _stage("generator", run_generator, ("data",), generator_settings, generator_outputs, GeneratorResult,
-           "class-conditional EDM generator (and its autoguidance guide)", files=generator_files),
-    _stage("centres", run_centres, ("data", "baseline", "generator"), lambda ctx: dict(ctx.recipe.centres),
-           _out("centres/baseline.onnx", "centres/embedding.npz", "centres/condition.npz"), CentresResult,
-           "ONNX export, class centres, generator conditions"),
-    _stage("select", run_select, ("centres",), lambda ctx: {**ctx.recipe.selection, "seed": ctx.recipe.seed},
-           _out("select/pairs.csv"), SelectResult, "pairs of classes to mix"),
-    _stage("generate", run_generate, ("data", "generator", "centres", "select"),
-           lambda ctx: {**ctx.recipe.generation, "seed": ctx.recipe.seed}, _out("generate/manifest.json"),
-           GenerateResult, "ScoreMix identities into shards"),
-    _stage("dataset_report", run_dataset_report, ("data", "centres", "generate"),
-           lambda ctx: {**ctx.recipe.dataset_report, "quality_gate": ctx.recipe.quality_gate, "seed": ctx.recipe.seed},
-           _out("dataset_report/report.json"), DatasetReportResult,
-           "EER / d' / FDR, leak checks and the quality gate of the synthetic set"),
-    _stage("merge", run_merge, ("data", "generate"), lambda ctx: dict(ctx.recipe.merge),
-           _out("merged/train.rec", "merged/train.idx"), MergeResult, "real + synthetic as one arcface_torch folder",
-           folder="merged"),
-    _stage("scoremix", lambda ctx: run_recogniser(ctx, "scoremix"), ("data", "generate"),
-           recogniser_settings("scoremix"), _out("scoremix/model.pt"), RecogniserResult,
-           "recogniser on real + synthetic", files=_recogniser_file),
-    _stage("verify", run_verify, ("data", "baseline", "scoremix"), verify_settings, _out("verify/verification.json"), VerifyResult, "verification of both recognisers"),
-    _stage("align", run_align, ("centres",), lambda ctx: {"seed": ctx.recipe.seed}, _out("align/alignment.json"),
-           AlignResult, "CKA of generator conditions vs recogniser centres"),
+    Stage("data", run_data, (), data_settings, data_outputs, help="toy identities or a real folder", result=DataResult),
+    Stage(
+        "baseline",
+        lambda ctx: run_recogniser(ctx, "baseline"),
+        ("data",),
+        recogniser_settings("baseline"),
+        _out("baseline/model.pt"),
+        help="recogniser on real data",
+        result=RecogniserResult,
+        files=_recogniser_file,
+    ),
+    Stage(
+        "generator",
+        run_generator,
+        ("data",),
+        generator_settings,
+        generator_outputs,
+        help="class-conditional EDM generator (and its autoguidance guide)",
+        result=GeneratorResult,
+        files=generator_files,
+    ),
+    Stage(
+        "centres",
+        run_centres,
+        ("data", "baseline", "generator"),
+        lambda ctx: dict(ctx.recipe.centres),
+        _out("centres/baseline.onnx", "centres/embedding.npz", "centres/condition.npz"),
+        help="ONNX export, class centres, generator conditions",
+        result=CentresResult,
+    ),
+    Stage(
+        "select",
+        run_select,
+        ("centres",),
+        lambda ctx: {**ctx.recipe.selection, "seed": ctx.recipe.seed},
+        _out("select/pairs.csv"),
+        help="pairs of classes to mix",
+        result=SelectResult,
+    ),
+    Stage(
+        "generate",
+        run_generate,
+        ("data", "generator", "centres", "select"),
+        lambda ctx: {**ctx.recipe.generation, "seed": ctx.recipe.seed},
+        _out("generate/manifest.json"),
+        help="ScoreMix identities into shards",
+        result=GenerateResult,
+    ),
+    Stage(
+        "dataset_report",
+        run_dataset_report,
+        ("data", "centres", "generate"),
+        lambda ctx: {**ctx.recipe.dataset_report, "quality_gate": ctx.recipe.quality_gate, "seed": ctx.recipe.seed},
+        _out("dataset_report/report.json"),
+        help="EER / d' / FDR, leak checks and the quality gate of the synthetic set",
+        result=DatasetReportResult,
+    ),
+    Stage(
+        "merge",
+        run_merge,
+        ("data", "generate"),
+        lambda ctx: dict(ctx.recipe.merge),
+        _out("merged/train.rec", "merged/train.idx"),
+        help="real + synthetic as one arcface_torch folder",
+        result=MergeResult,
+        folder="merged",
+    ),
+    Stage(
+        "scoremix",
+        lambda ctx: run_recogniser(ctx, "scoremix"),
+        ("data", "generate"),
+        recogniser_settings("scoremix"),
+        _out("scoremix/model.pt"),
+        help="recogniser on real + synthetic",
+        result=RecogniserResult,
+        files=_recogniser_file,
+    ),
+    Stage(
+        "verify",
+        run_verify,
+        ("data", "baseline", "scoremix"),
+        verify_settings,
+        _out("verify/verification.json"),
+        help="verification of both recognisers",
+        result=VerifyResult,
+    ),
+    Stage(
+        "align",
+        run_align,
+        ("centres",),
+        lambda ctx: {"seed": ctx.recipe.seed},
+        _out("align/alignment.json"),
+        help="CKA of generator conditions vs recogniser centres",
+        result=AlignResult,
+    ),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES) + ("report",)

@@ -27,8 +27,17 @@ config = edict(
     selection=edict(strategy="far", space="embedding", num_identities=40, max_uses=2, k=2, weights=None),
     # CFG w = 2.5 is what makes identities show at this scale (autoguidance lost to it: docs/results.md,
     # "Generator arms"); solver and steps: docs/results.md, "Sampling cost".
-    generation=edict(images_per_identity=10, solver="heun", steps=8, guidance="cfg", guidance_scale=2.5,
-                     mix_window=None, shard_size=1000, batch_size=16, bf16=True),
+    generation=edict(
+        images_per_identity=10,
+        solver="heun",
+        steps=8,
+        guidance="cfg",
+        guidance_scale=2.5,
+        mix_window=None,
+        shard_size=1000,
+        batch_size=16,
+        bf16=True,
+    ),
     scoremix=edict(ratio=None, aug_real=None, aug_synthetic=None, same_steps=True),
     # The gate is on: with the shipped generator the synthetic identities are identities, and a failing gate
     # means something broke. demo_full.py turns it off (a CPU-budget generator may not pass).

@@ -1,2 +1,2 @@
-"""The recogniser ("discriminator"): IResNet backbones, margin losses, the training loop, ONNX export,
+"""The recogniser ("discriminator"): margin losses, the training loop, ONNX export,
 class centres. Submodules import torch; this package file imports nothing."""

@@ -17,8 +17,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--network", choices=list(BACKBONES), help="override config.network")
     p.add_argument("--max-steps", type=int, help="override config.max_steps (stop after N global steps)")
     p.add_argument("--resume", action="store_true", help="set config.resume = True (continue from the run folder)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="start a new run in an output folder that holds one (its files are replaced)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start a new run in an output folder that holds one (its files are replaced)",
+    )
     p.add_argument("--json", help="write the run summary (steps, verification) to this JSON file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -62,8 +65,12 @@ def check_config_output(cfg, *, overwrite: bool) -> None:
         return
     refuse_output_overlapping_inputs(cfg.output, {"config.rec": cfg.rec}, what="config.output")
     if not cfg.resume and not overwrite:
-        refuse_existing_output(cfg.output, RUN_FILES + (str(cfg.log_json or "train_log.jsonl"),), what="config.output",
-                               hint="pass --resume to continue that run, or --overwrite to start a new one over it")
+        refuse_existing_output(
+            cfg.output,
+            RUN_FILES + (str(cfg.log_json or "train_log.jsonl"),),
+            what="config.output",
+            hint="pass --resume to continue that run, or --overwrite to start a new one over it",
+        )
 
 
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
@@ -84,14 +91,17 @@ def run_export(args: argparse.Namespace) -> int:
 
     refuse_output_file(args.out, overwrite=args.overwrite, inputs={"--model": args.model})
     if args.json:
-        refuse_output_file(args.json, overwrite=args.overwrite, inputs={"--model": args.model, "--out": args.out},
-                           what="--json")
+        refuse_output_file(
+            args.json, overwrite=args.overwrite, inputs={"--model": args.model, "--out": args.out}, what="--json"
+        )
     summary = export_model(args.model, args.network, args.out, opset=args.opset, check=not args.no_check)
     print(f"wrote {summary['onnx']} (opset {args.opset}, input 'data' [B,3,112,112])")
     if "check" in summary:
         c = summary["check"]
-        print(f"onnxruntime vs torch on {c['batch']} random inputs: min cosine {c['min_cosine']:.7f} "
-              f"(>= {MIN_COSINE}), max |diff| {c['max_abs_diff']:.2e}")
+        print(
+            f"onnxruntime vs torch on {c['batch']} random inputs: min cosine {c['min_cosine']:.7f} "
+            f"(>= {MIN_COSINE}), max |diff| {c['max_abs_diff']:.2e}"
+        )
     if args.json:
         write_json_atomic(args.json, summary)
     return 0
@@ -100,9 +110,12 @@ def run_export(args: argparse.Namespace) -> int:
 def add_embed_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="recogniser: .onnx (onnxruntime) or .pt (torch, needs --network)")
-    src.add_argument("--checkpoint", nargs="+",
-                     help="head checkpoint(s): ours (checkpoint_rank*.pt) or the host's checkpoint_gpu_*.pt, "
-                          "one per rank; globs allowed")
+    src.add_argument(
+        "--checkpoint",
+        nargs="+",
+        help="head checkpoint(s): ours (checkpoint_rank*.pt) or the host's checkpoint_gpu_*.pt, "
+        "one per rank; globs allowed",
+    )
     p.add_argument("--network", help="backbone name for a .pt model")
     p.add_argument("--data", help="RecordIO folder whose classes get a centre (with --model)")
     p.add_argument("--out", required=True, help="output centres .npz")
@@ -133,10 +146,12 @@ def run_embed(args: argparse.Namespace) -> int:
         raise InputError("--model needs --data (the RecordIO folder whose classes get a centre)")
     from scoremix_plugin.verification.evaluate import load_embedder
 
-    refuse_output_file(args.out, overwrite=args.overwrite, inputs={"--model": args.model},
-                       folders={"--data": args.data})
+    refuse_output_file(
+        args.out, overwrite=args.overwrite, inputs={"--model": args.model}, folders={"--data": args.data}
+    )
     embedder = load_embedder(args.model, network=args.network, device=args.device)
-    c = write_embedding_centres(embedder, args.data, args.out, batch_size=args.batch_size,
-                                progress=not args.no_progress)
+    c = write_embedding_centres(
+        embedder, args.data, args.out, batch_size=args.batch_size, progress=not args.no_progress
+    )
     print(json.dumps({"out": str(args.out), "classes": len(c), "images": int(c.counts.sum()), "space": c.space}))
     return 0

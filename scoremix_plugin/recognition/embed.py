@@ -53,8 +53,10 @@ def embedding_centres(
             images = np.stack([folder.image(i) for i in idx])
             emb, _ = embed_images(embedder, images, batch_size=batch_size, flip=True)
             if not np.isfinite(emb).all():
-                raise InputError(f"{data}: the model gives non-finite embeddings (NaN/inf) for images {start}.."
-                                 f"{start + len(idx) - 1}: are its weights finite?")
+                raise InputError(
+                    f"{data}: the model gives non-finite embeddings (NaN/inf) for images {start}.."
+                    f"{start + len(idx) - 1}: are its weights finite?"
+                )
             if sums is None:
                 sums = np.zeros((len(classes), emb.shape[1]), dtype=np.float64)
             np.add.at(sums, inverse[start : start + len(idx)], emb.astype(np.float64))
@@ -99,7 +101,9 @@ def head_centres(checkpoints: list[str | os.PathLike]) -> tuple[np.ndarray, np.n
                 rank = 0
             meta = (rank, None, None, None)
         else:
-            raise InputError(f"{p}: neither a scoremix checkpoint nor a host checkpoint_gpu_*.pt (keys {sorted(ck)[:8]})")
+            raise InputError(
+                f"{p}: neither a scoremix checkpoint nor a host checkpoint_gpu_*.pt (keys {sorted(ck)[:8]})"
+            )
         if not isinstance(w, torch.Tensor) or w.ndim != 2:
             raise CheckpointError(f"{p}: class weights '{key}' must be a 2-d tensor")
         check_finite_weights({key: w}, p)

@@ -50,7 +50,9 @@ def export_onnx(module: torch.nn.Module, out: str | os.PathLike, *, opset: int =
     return out
 
 
-def check_onnx(module: torch.nn.Module, onnx_path: str | os.PathLike, *, batch: int = 4, seed: int = 0) -> dict[str, Any]:
+def check_onnx(
+    module: torch.nn.Module, onnx_path: str | os.PathLike, *, batch: int = 4, seed: int = 0
+) -> dict[str, Any]:
     """Run the ONNX file through onnxruntime on random ``[-1, 1]`` input; compare with torch row by row.
 
     Returns ``{"min_cosine", "max_abs_diff", "batch", "output_dim"}``; raises if a row's cosine is below
@@ -84,8 +86,9 @@ def check_onnx(module: torch.nn.Module, onnx_path: str | os.PathLike, *, batch: 
     return report
 
 
-def export_model(model_path: str | os.PathLike, network: str, out: str | os.PathLike, *, opset: int = 17,
-                 check: bool = True) -> dict[str, Any]:
+def export_model(
+    model_path: str | os.PathLike, network: str, out: str | os.PathLike, *, opset: int = 17, check: bool = True
+) -> dict[str, Any]:
     """``model.pt`` -> ONNX, then the onnxruntime check. Returns a summary (paths, opset, check numbers)."""
     module = load_backbone(model_path, network)
     path = export_onnx(module, out, opset=opset)

@@ -210,7 +210,9 @@ class MarginSoftmaxHead(nn.Module):
         return _DistSoftmaxCrossEntropy.apply(logits, labels, distributed)
 
 
-def margin_loss_from_config(margin_list, interclass_filtering_threshold: float = 0.0, s: float = 64.0) -> CombinedMarginLoss:
+def margin_loss_from_config(
+    margin_list, interclass_filtering_threshold: float = 0.0, s: float = 64.0
+) -> CombinedMarginLoss:
     """The host's ``CombinedMarginLoss(64, *margin_list, threshold)``."""
     if len(margin_list) != 3:
         raise InputError(f"config.margin_list must be (m1, m2, m3), got {margin_list!r}")

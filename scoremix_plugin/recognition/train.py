@@ -44,8 +44,14 @@ from scoremix_plugin.errors import CheckpointError, InputError, MissingInputErro
 from scoremix_plugin.io_utils import load_torch_safe, save_torch_atomic
 
 CHECKPOINT_FORMAT = "scoremix-recogniser/1"
-HOST_CHECKPOINT_KEYS = ("epoch", "global_step", "state_dict_backbone", "state_dict_softmax_fc", "state_optimizer",
-                        "state_lr_scheduler")
+HOST_CHECKPOINT_KEYS = (
+    "epoch",
+    "global_step",
+    "state_dict_backbone",
+    "state_dict_softmax_fc",
+    "state_optimizer",
+    "state_lr_scheduler",
+)
 
 
 def checkpoint_path(output: str | Path, rank: int) -> Path:
@@ -177,8 +183,10 @@ def train(cfg: edict | str | os.PathLike, *, progress: bool = True, **overrides:
     if ignored:
         # DALI only decodes faster (same images; its extra augmentation is not reproduced) and wandb is a
         # logging sink: the run is still the recipe's run, so warn instead of refusing the recipe.
-        warnings.warn(f"config keys {ignored} are set but not supported by this trainer: ignored "
-                      "(logs go to config.log_json)", stacklevel=2)
+        warnings.warn(
+            f"config keys {ignored} are set but not supported by this trainer: ignored (logs go to config.log_json)",
+            stacklevel=2,
+        )
     batch_size, grad_acc = int(cfg.batch_size), int(cfg.gradient_acc)
     for key in ("batch_size", "gradient_acc", "verbose", "frequent", "num_epoch"):
         if int(cfg[key]) < 1:
@@ -187,8 +195,9 @@ def train(cfg: edict | str | os.PathLike, *, progress: bool = True, **overrides:
     # Section: verification targets (checked before any training: a missing file is an error).
     val_bins = {}
     if not Path(cfg.rec).exists():  # said first: else a missing folder reads as a val_targets problem
-        raise MissingInputError(f"config.rec {cfg.rec} does not exist (the RecordIO training data: train.rec, "
-                                "train.idx, property)")
+        raise MissingInputError(
+            f"config.rec {cfg.rec} does not exist (the RecordIO training data: train.rec, train.idx, property)"
+        )
     for target in cfg.val_targets or []:
         path = Path(cfg.rec) / f"{target}.bin"
         if not path.is_file():
@@ -201,9 +210,7 @@ def train(cfg: edict | str | os.PathLike, *, progress: bool = True, **overrides:
     if labels is not None and len(labels):
         lo, hi = int(np.min(labels)), int(np.max(labels))
         if lo < 0 or hi >= int(cfg.num_classes):
-            raise ConfigError(
-                f"{cfg.rec}: labels span [{lo}, {hi}] but config.num_classes is {cfg.num_classes}"
-            )
+            raise ConfigError(f"{cfg.rec}: labels span [{lo}, {hi}] but config.num_classes is {cfg.num_classes}")
     if len(dataset) != int(cfg.num_image):
         # The host never checks this; it only bends the LR schedule. Say so loudly.
         warnings.warn(
@@ -251,7 +258,11 @@ def train(cfg: edict | str | os.PathLike, *, progress: bool = True, **overrides:
     if env.distributed:
         # Each rank keeps its own BN statistics after the start, as the host's broadcast_buffers=False
         # (model.pt is rank 0's). Newer torch names the switch forward_sync_buffers.
-        sync = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters else "broadcast_buffers"
+        sync = (
+            "forward_sync_buffers"
+            if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+            else "broadcast_buffers"
+        )
         model = DistributedDataParallel(backbone, device_ids=[device.index] if use_cuda else None, **{sync: False})
     model.train()
     head.train()
@@ -259,7 +270,9 @@ def train(cfg: edict | str | os.PathLike, *, progress: bool = True, **overrides:
     # Section: optimiser and LR schedule (steps counted like the host: num_image // global batch * epochs).
     params = [{"params": backbone.parameters()}, {"params": head.parameters()}]  # head last, as the host
     if cfg.optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=float(cfg.lr), momentum=float(cfg.momentum), weight_decay=float(cfg.weight_decay))
+        opt = torch.optim.SGD(
+            params, lr=float(cfg.lr), momentum=float(cfg.momentum), weight_decay=float(cfg.weight_decay)
+        )
     elif cfg.optimizer == "adamw":
         opt = torch.optim.AdamW(params, lr=float(cfg.lr), weight_decay=float(cfg.weight_decay))
     else:
@@ -287,8 +300,10 @@ def train(cfg: edict | str | os.PathLike, *, progress: bool = True, **overrides:
             ck = load_torch_safe(ours, map_location=device)
             if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
                 found = ck.get("format") if isinstance(ck, dict) else type(ck).__name__
-                raise CheckpointError(f"{ours}: not a scoremix recogniser checkpoint (found {found!r}, expected "
-                                      f"format {CHECKPOINT_FORMAT!r})")
+                raise CheckpointError(
+                    f"{ours}: not a scoremix recogniser checkpoint (found {found!r}, expected "
+                    f"format {CHECKPOINT_FORMAT!r})"
+                )
             if ck["world_size"] != world or ck["num_classes"] != int(cfg.num_classes):
                 raise InputError(
                     f"{ours}: made with {ck['world_size']} process(es) and {ck['num_classes']} classes; this run has "
@@ -323,8 +338,13 @@ def train(cfg: edict | str | os.PathLike, *, progress: bool = True, **overrides:
     if env.is_main and progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=total_step if max_steps is None else min(total_step, int(max_steps)),
-                   initial=global_step, desc="train", unit="step", dynamic_ncols=True)
+        bar = tqdm(
+            total=total_step if max_steps is None else min(total_step, int(max_steps)),
+            initial=global_step,
+            desc="train",
+            unit="step",
+            dynamic_ncols=True,
+        )
 
     def log(record: dict[str, Any]) -> None:
         if log_file is not None:
@@ -339,13 +359,18 @@ def train(cfg: edict | str | os.PathLike, *, progress: bool = True, **overrides:
             return
         from scoremix_plugin.verification.evaluate import TorchEmbedder, verify_bins
 
-        results = verify_bins(TorchEmbedder(backbone, device), val_bins, batch_size=int(cfg.eval_batch_size), progress=False)
+        results = verify_bins(
+            TorchEmbedder(backbone, device), val_bins, batch_size=int(cfg.eval_batch_size), progress=False
+        )
         backbone.train()
         verification = {}
         for target, r in results.items():
             verification[target] = {"accuracy": float(r.accuracy_mean), "std": float(r.accuracy_std), "xnorm": r.xnorm}
             log({"event": "verify", "step": global_step, "target": target, **verification[target]})
-            msg = f"[{target}][{global_step}] Accuracy-Flip: {r.accuracy_mean:.5f}+-{r.accuracy_std:.5f} XNorm: {r.xnorm:.3f}"
+            msg = (
+                f"[{target}][{global_step}] Accuracy-Flip: {r.accuracy_mean:.5f}+-{r.accuracy_std:.5f} "
+                f"XNorm: {r.xnorm:.3f}"
+            )
             (bar.write if bar is not None else print)(msg)
 
     def save(epoch: int, step_in_epoch: int) -> None:
@@ -383,9 +408,18 @@ def train(cfg: edict | str | os.PathLike, *, progress: bool = True, **overrides:
             save_torch_atomic(state["backbone"], output / "model.pt")
 
     if env.is_main:
-        log({"event": "start", "world_size": world, "device": str(device), "steps_per_epoch": steps_per_epoch,
-             "total_step": total_step, "warmup_step": warmup_step, "global_step": global_step,
-             "config": _plain_config(cfg)})
+        log(
+            {
+                "event": "start",
+                "world_size": world,
+                "device": str(device),
+                "steps_per_epoch": steps_per_epoch,
+                "total_step": total_step,
+                "warmup_step": warmup_step,
+                "global_step": global_step,
+                "config": _plain_config(cfg),
+            }
+        )
 
     # Section: training loop.
     loss_sum, loss_n, window_start, window_steps = 0.0, 0, time.perf_counter(), 0
@@ -425,8 +459,14 @@ def train(cfg: edict | str | os.PathLike, *, progress: bool = True, **overrides:
                 bar.update(1)
             if global_step % int(cfg.frequent) == 0 and env.is_main:
                 elapsed = time.perf_counter() - window_start
-                record = {"event": "train", "step": global_step, "epoch": epoch, "loss": loss_sum / loss_n,
-                          "lr": lr, "img_per_s": window_steps * total_batch / max(elapsed, 1e-9)}
+                record = {
+                    "event": "train",
+                    "step": global_step,
+                    "epoch": epoch,
+                    "loss": loss_sum / loss_n,
+                    "lr": lr,
+                    "img_per_s": window_steps * total_batch / max(elapsed, 1e-9),
+                }
                 if fp16:
                     record["grad_scale"] = scaler.get_scale()
                 log(record)

@@ -8,10 +8,21 @@ needs torch). Importing this package loads numpy only; cv2 is imported by the im
 from .folder import FaceRecFolder
 from .format import IRHeader, RecordIOError, decode_image, encode_jpeg, pack, pack_img, unpack, unpack_img
 from .reader import IndexedRecordIOReader, RecordIOReader
-from .writer import FaceRecWriter, IndexedRecordIOWriter, RecordIOWriter, ShardWriter
+from .writer import FaceRecWriter, IndexedRecordIOWriter, RecordIOWriter
 
 __all__ = [
-    "IRHeader", "pack", "unpack", "pack_img", "unpack_img",
-    "RecordIOReader", "RecordIOWriter", "IndexedRecordIOReader", "IndexedRecordIOWriter",
-    "FaceRecWriter", "ShardWriter", "FaceRecFolder", "RecordIOError", "decode_image", "encode_jpeg",
+    "IRHeader",
+    "pack",
+    "unpack",
+    "pack_img",
+    "unpack_img",
+    "RecordIOReader",
+    "RecordIOWriter",
+    "IndexedRecordIOReader",
+    "IndexedRecordIOWriter",
+    "FaceRecWriter",
+    "FaceRecFolder",
+    "RecordIOError",
+    "decode_image",
+    "encode_jpeg",
 ]

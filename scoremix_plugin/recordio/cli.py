@@ -37,8 +37,9 @@ def add_rec_arguments(parser: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("info", help="summary: images, classes, layout, label range")
     p.add_argument("rec", help="RecordIO folder (train.rec + train.idx)")
-    p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
-                   help="print JSON (to stdout, or written to FILE)")
+    p.add_argument(
+        "--json", nargs="?", const="-", default=None, metavar="FILE", help="print JSON (to stdout, or written to FILE)"
+    )
 
     p = sub.add_parser("check", help="validate every record and the index (exit 0 when sound)")
     p.add_argument("rec", help="RecordIO folder (train.rec + train.idx)")
@@ -52,9 +53,15 @@ def run_rec(args: argparse.Namespace) -> int:
 
     try:
         if args.rec_command == "from-folder":
-            s = convert.folder_to_rec(args.src, args.out, resize=args.resize, quality=args.quality,
-                                      image_size=args.image_size, progress=not args.no_progress,
-                                      overwrite=args.overwrite)
+            s = convert.folder_to_rec(
+                args.src,
+                args.out,
+                resize=args.resize,
+                quality=args.quality,
+                image_size=args.image_size,
+                progress=not args.no_progress,
+                overwrite=args.overwrite,
+            )
             print(f"wrote {s['out']}: {s['images']} images, {s['classes']} classes")
         elif args.rec_command == "to-folder":
             s = convert.rec_to_folder(args.rec, args.out, progress=not args.no_progress, overwrite=args.overwrite)
@@ -72,8 +79,10 @@ def run_rec(args: argparse.Namespace) -> int:
                 write_json_atomic(args.json, info)
         elif args.rec_command == "check":
             s = convert.check_rec(args.rec, decode=args.decode, progress=not args.no_progress)
-            print(f"ok: {s['path']}: {s['records']} records, {s['index_keys']} index keys, {s['images']} images "
-                  f"({s['layout']} layout)")
+            print(
+                f"ok: {s['path']}: {s['records']} records, {s['index_keys']} index keys, {s['images']} images "
+                f"({s['layout']} layout)"
+            )
     except RecordIOError as e:
         if args.rec_command != "check" or not Path(args.rec).is_dir():
             raise  # the CLI's error boundary: a user error, exit 2

@@ -59,8 +59,16 @@ def _check_output(src: Path, out: Path, overwrite: bool) -> None:
         refuse_existing_output(out, DATASET_FILES, hint="pass --overwrite to replace it", what="output")
 
 
-def folder_to_rec(src: str | os.PathLike, out: str | os.PathLike, *, resize: bool = False, quality: int = 95,
-                  image_size: int = 112, progress: bool = True, overwrite: bool = False) -> dict:
+def folder_to_rec(
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    resize: bool = False,
+    quality: int = 95,
+    image_size: int = 112,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> dict:
     """Write ``out`` (train.rec, train.idx, property, classes.txt) from an image folder; returns a summary.
 
     An ``out`` that already holds a dataset is refused unless ``overwrite``; one inside ``src`` always.
@@ -80,11 +88,15 @@ def folder_to_rec(src: str | os.PathLike, out: str | os.PathLike, *, resize: boo
                 raise RecordIOError(str(e), file=f) from None
             if img.shape[:2] != (image_size, image_size):
                 if not resize:
-                    raise RecordIOError(f"image is {img.shape[0]}x{img.shape[1]}, expected {image_size}x"
-                                        f"{image_size} (pass --resize to resize)", file=f)
+                    raise RecordIOError(
+                        f"image is {img.shape[0]}x{img.shape[1]}, expected {image_size}x"
+                        f"{image_size} (pass --resize to resize)",
+                        file=f,
+                    )
                 shrink = img.shape[0] > image_size or img.shape[1] > image_size
-                img = cv2.resize(img, (image_size, image_size),
-                                 interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+                img = cv2.resize(
+                    img, (image_size, image_size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+                )
             w.write(img, label)
     from ..io_utils import write_text_atomic
 
@@ -100,16 +112,19 @@ def stored_image_ext(data: bytes, *, file, key, offset) -> str:
     try:
         image_size(data)
     except ValueError as e:
-        raise RecordIOError(f"stored image is not a readable JPEG/PNG ({len(data)} bytes): {e}", file=file,
-                            key=key, offset=offset) from None
+        raise RecordIOError(
+            f"stored image is not a readable JPEG/PNG ({len(data)} bytes): {e}", file=file, key=key, offset=offset
+        ) from None
     if data[:2] == b"\xff\xd8" and not data.rstrip(b"\0").endswith(b"\xff\xd9"):
-        raise RecordIOError(f"stored JPEG is truncated (no end-of-image marker, {len(data)} bytes)", file=file,
-                            key=key, offset=offset)
+        raise RecordIOError(
+            f"stored JPEG is truncated (no end-of-image marker, {len(data)} bytes)", file=file, key=key, offset=offset
+        )
     return ".png" if data[:4] == b"\x89PNG" else ".jpg"
 
 
-def rec_to_folder(rec_dir: str | os.PathLike, out: str | os.PathLike, *, progress: bool = True,
-                  overwrite: bool = False) -> dict:
+def rec_to_folder(
+    rec_dir: str | os.PathLike, out: str | os.PathLike, *, progress: bool = True, overwrite: bool = False
+) -> dict:
     """Write every image's stored bytes to ``out/<label>/<key>.<ext>``; returns a summary.
 
     ``out`` must not lie inside ``rec_dir``, and must be empty or new unless ``overwrite`` (its files are
@@ -118,8 +133,9 @@ def rec_to_folder(rec_dir: str | os.PathLike, out: str | os.PathLike, *, progres
     """
     from ..io_utils import refuse_output_folder
 
-    refuse_output_folder(out, ("*",), overwrite=overwrite, inputs={"the input folder": rec_dir}, what="output",
-                         may_contain=True)
+    refuse_output_folder(
+        out, ("*",), overwrite=overwrite, inputs={"the input folder": rec_dir}, what="output", may_contain=True
+    )
     folder = FaceRecFolder(rec_dir)
     out = Path(out)
     width = max(1, len(str(max(folder.num_classes - 1, 0))))
@@ -146,8 +162,11 @@ def rec_info(rec_dir: str | os.PathLike) -> dict:
         "classes_present": int(len(np.unique(labels))),
         "label_range": [int(labels.min()), int(labels.max()) + 1] if len(labels) else None,
         "index_keys": len(folder.reader),
-        "identity_records": (folder.identity_key_range[1] - folder.identity_key_range[0]
-                             if folder.identity_key_range is not None else None),
+        "identity_records": (
+            folder.identity_key_range[1] - folder.identity_key_range[0]
+            if folder.identity_key_range is not None
+            else None
+        ),
         "property": list(folder.property) if folder.property is not None else None,
         "rec_bytes": folder.rec_path.stat().st_size,
     }
@@ -187,8 +206,9 @@ def check_rec(rec_dir: str | os.PathLike, *, decode: bool = False, progress: boo
     not_start = ~np.isin(offsets, starts_arr)
     if not_start.any():
         i = int(np.argmax(not_start))
-        raise RecordIOError("index offset is not the start of a record", file=idx_path, key=int(keys[i]),
-                            offset=int(offsets[i]))
+        raise RecordIOError(
+            "index offset is not the start of a record", file=idx_path, key=int(keys[i]), offset=int(offsets[i])
+        )
     # (duplicated keys and keys sharing a record: refused by FaceRecFolder, folder.check_index)
     for k, off in zip(keys.tolist(), offsets.tolist()):
         record = read_framed(buf, off, file=rec_path, key=k)[0]
@@ -209,13 +229,30 @@ def check_rec(rec_dir: str | os.PathLike, *, decode: bool = False, progress: boo
         except ValueError as e:
             raise RecordIOError(f"image: {e}", file=rec_path, key=key, offset=folder.reader.offset(key)) from None
         if tuple(hw) != want:
-            raise RecordIOError(f"image is {hw[0]}x{hw[1]}, expected {want[0]}x{want[1]}", file=rec_path, key=key,
-                                offset=folder.reader.offset(key))
-    summary = {"path": str(root), "records": len(starts), "index_keys": len(keys), "images": len(folder),
-               "layout": folder.layout, "ok": True}
+            raise RecordIOError(
+                f"image is {hw[0]}x{hw[1]}, expected {want[0]}x{want[1]}",
+                file=rec_path,
+                key=key,
+                offset=folder.reader.offset(key),
+            )
+    summary = {
+        "path": str(root),
+        "records": len(starts),
+        "index_keys": len(keys),
+        "images": len(folder),
+        "layout": folder.layout,
+        "ok": True,
+    }
     folder.close()
     return summary
 
 
-__all__ = ["folder_to_rec", "rec_to_folder", "rec_info", "check_rec", "list_image_folder", "stored_image_ext",
-           "IMAGE_EXTENSIONS"]
+__all__ = [
+    "folder_to_rec",
+    "rec_to_folder",
+    "rec_info",
+    "check_rec",
+    "list_image_folder",
+    "stored_image_ext",
+    "IMAGE_EXTENSIONS",
+]

@@ -36,8 +36,14 @@ from .format import RecordIOError, RecordIOWarning, decode_image_warned
 class FaceRecDataset(torch.utils.data.Dataset):
     """``(image float32 [3, S, S] in [-1, 1], label int64)`` for every image of a RecordIO folder."""
 
-    def __init__(self, root: str | os.PathLike, *, flip: bool = True,
-                 transform: Callable[[np.ndarray], np.ndarray] | None = None, image_size: int | None = 112):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        *,
+        flip: bool = True,
+        transform: Callable[[np.ndarray], np.ndarray] | None = None,
+        image_size: int | None = 112,
+    ):
         self.root = Path(root)
         self.flip = flip
         self.transform = transform
@@ -64,9 +70,12 @@ class FaceRecDataset(torch.utils.data.Dataset):
             raise ValueError(f"{self.root}: transform must return RGB uint8 HxWx3, got {img.dtype} {img.shape}")
         if self.image_size is not None and img.shape[:2] != (self.image_size, self.image_size):
             key = int(self.folder.image_keys[index])
-            raise RecordIOError(f"image is {img.shape[0]}x{img.shape[1]}, expected {self.image_size}x"
-                                f"{self.image_size}", file=self.folder.rec_path, key=key,
-                                offset=self.folder.reader.offset(key))
+            raise RecordIOError(
+                f"image is {img.shape[0]}x{img.shape[1]}, expected {self.image_size}x{self.image_size}",
+                file=self.folder.rec_path,
+                key=key,
+                offset=self.folder.reader.offset(key),
+            )
         if self.flip and torch.rand(1) < 0.5:
             img = img[:, ::-1]
         x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).contiguous()
@@ -102,11 +111,19 @@ def training_image(folder: FaceRecFolder, labels: np.ndarray, index: int, garble
         if sub is not None:
             if key not in garbled:
                 garbled[key] = warned
-                warnings.warn(RecordIOWarning(
-                    f"file {folder.rec_path}, key {key}: garbled JPEG (the decoder warned: {warned}); skipped, "
-                    f"trained on key {int(folder.image_keys[j])} of the same identity (label {label}) instead; "
-                    f"{len(garbled)} garbled image(s) so far in this process (scoremix rec check --decode lists "
-                    "them)"), stacklevel=3)
+                warnings.warn(
+                    RecordIOWarning(
+                        f"file {folder.rec_path}, key {key}: garbled JPEG (the decoder warned: {warned}); skipped, "
+                        f"trained on key {int(folder.image_keys[j])} of the same identity (label {label}) instead; "
+                        f"{len(garbled)} garbled image(s) so far in this process (scoremix rec check --decode lists "
+                        "them)"
+                    ),
+                    stacklevel=3,
+                )
             return sub
-    raise RecordIOError(f"garbled JPEG (the decoder warned: {warned}), and no other image of identity {label} "
-                        "decodes cleanly", file=folder.rec_path, key=key, offset=folder.reader.offset(key))
+    raise RecordIOError(
+        f"garbled JPEG (the decoder warned: {warned}), and no other image of identity {label} decodes cleanly",
+        file=folder.rec_path,
+        key=key,
+        offset=folder.reader.offset(key),
+    )

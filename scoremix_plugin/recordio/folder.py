@@ -67,20 +67,29 @@ class FaceRecFolder(Closing):
         self.check_index()
         self.property = read_property(self.root / "property") if self.root.is_dir() else None
         if 0 not in self.reader:
-            raise RecordIOError("key 0 is missing from the index (both layouts need it: it tells them apart)",
-                                file=self.idx_path, key=0)
+            raise RecordIOError(
+                "key 0 is missing from the index (both layouts need it: it tells them apart)", file=self.idx_path, key=0
+            )
         header0, _ = self.read(0)
         self._identity_keys: tuple[int, int] | None = None
         if header0.flag > 0:
             self.layout = "insightface"
             lab = header0.label
             if len(lab) < 2:
-                raise RecordIOError(f"key 0 has label {lab}: the InsightFace layout needs [first_identity_key, "
-                                    "end_key]", file=self.rec_path, key=0, offset=self.reader.offset(0))
+                raise RecordIOError(
+                    f"key 0 has label {lab}: the InsightFace layout needs [first_identity_key, end_key]",
+                    file=self.rec_path,
+                    key=0,
+                    offset=self.reader.offset(0),
+                )
             first_id, end_id = (self._whole(v, 0, "key-0 label") for v in lab[:2])
             if first_id < 1 or end_id < first_id:
-                raise RecordIOError(f"key 0 label {lab} is not a valid [first_identity_key, end_key] range",
-                                    file=self.rec_path, key=0, offset=self.reader.offset(0))
+                raise RecordIOError(
+                    f"key 0 label {lab} is not a valid [first_identity_key, end_key] range",
+                    file=self.rec_path,
+                    key=0,
+                    offset=self.reader.offset(0),
+                )
             self.image_keys = np.arange(1, first_id, dtype=np.int64)
             self._check_present(self.image_keys, "image")
             self._identity_keys = (first_id, end_id)
@@ -96,8 +105,12 @@ class FaceRecFolder(Closing):
         if len(self.labels) and self.labels.max() >= self.num_classes:
             i = int(np.argmax(self.labels >= self.num_classes))
             k = int(self.image_keys[i])
-            raise RecordIOError(f"label {int(self.labels[i])} >= num_classes {self.num_classes} (from "
-                                f"{self.root / 'property'})", file=self.rec_path, key=k, offset=self.reader.offset(k))
+            raise RecordIOError(
+                f"label {int(self.labels[i])} >= num_classes {self.num_classes} (from {self.root / 'property'})",
+                file=self.rec_path,
+                key=k,
+                offset=self.reader.offset(k),
+            )
         self._identity_ranges: dict[int, tuple[int, int]] | None = None
         self.check_identity_records()
 
@@ -115,8 +128,9 @@ class FaceRecFolder(Closing):
         if (counts > 1).any():
             off = int(uniq[np.argmax(counts > 1)])
             same = keys[offsets == off][:2].tolist()
-            raise RecordIOError(f"keys {same[0]} and {same[1]} point at the same record", file=self.idx_path,
-                                key=same[1], offset=off)
+            raise RecordIOError(
+                f"keys {same[0]} and {same[1]} point at the same record", file=self.idx_path, key=same[1], offset=off
+            )
 
     def check_identity_records(self) -> None:
         """InsightFace identity records cover the image keys in order, one label per range, each label once
@@ -127,14 +141,22 @@ class FaceRecFolder(Closing):
         expect = 1
         for k, a, b in records:
             if a != expect:
-                raise RecordIOError(f"identity range [{a}, {b}) should start at key {expect} (ranges must cover "
-                                    "the images in order)", file=self.rec_path, key=k, offset=self.reader.offset(k))
-            seg = self.labels[a - 1:b - 1]
+                raise RecordIOError(
+                    f"identity range [{a}, {b}) should start at key {expect} (ranges must cover the images in order)",
+                    file=self.rec_path,
+                    key=k,
+                    offset=self.reader.offset(k),
+                )
+            seg = self.labels[a - 1 : b - 1]
             if (seg != seg[0]).any():
                 bad = a + int(np.argmax(seg != seg[0]))
-                raise RecordIOError(f"image label {int(self.labels[bad - 1])} inside the identity range [{a}, {b}) "
-                                    f"of label {int(seg[0])}", file=self.rec_path, key=bad,
-                                    offset=self.reader.offset(bad))
+                raise RecordIOError(
+                    f"image label {int(self.labels[bad - 1])} inside the identity range [{a}, {b}) "
+                    f"of label {int(seg[0])}",
+                    file=self.rec_path,
+                    key=bad,
+                    offset=self.reader.offset(bad),
+                )
             expect = b
         if expect != len(self) + 1:
             raise RecordIOError(f"identity ranges end at key {expect}, images at key {len(self)}", file=self.rec_path)
@@ -142,16 +164,23 @@ class FaceRecFolder(Closing):
 
     def _whole(self, value: float, key: int, what: str) -> int:
         if not float(value).is_integer() or not 0 <= value < MAX_EXACT_LABEL:
-            raise RecordIOError(f"{what} {value} is not a whole number in [0, 2**24)", file=self.rec_path, key=key,
-                                offset=self.reader.offset(key))
+            raise RecordIOError(
+                f"{what} {value} is not a whole number in [0, 2**24)",
+                file=self.rec_path,
+                key=key,
+                offset=self.reader.offset(key),
+            )
         return int(value)
 
     def _check_present(self, keys: np.ndarray, what: str) -> None:
         present = np.isin(keys, self.reader.key_array)
         if not present.all():
             k = int(keys[np.argmin(present)])
-            raise RecordIOError(f"{what} key {k} is missing from the index (key 0 says keys {keys[0]}..{keys[-1]} "
-                                "exist)", file=self.idx_path, key=k)
+            raise RecordIOError(
+                f"{what} key {k} is missing from the index (key 0 says keys {keys[0]}..{keys[-1]} exist)",
+                file=self.idx_path,
+                key=k,
+            )
 
     def _read_labels(self, keys: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         """Every image's label, read straight from the mapped headers (vectorised for whole records)."""
@@ -168,8 +197,13 @@ class FaceRecFolder(Closing):
                 wi = np.where(inb, w, 0)
                 magic, lrec, flag = words[wi], words[wi + 1], words[wi + 2]
                 length = (lrec & LENGTH_MASK).astype(np.int64)
-                fast = (inb & (magic == MAGIC) & (lrec >> 29 == 0) & (offsets + 8 + length <= size)
-                        & (length >= IR_SIZE + 4 * flag.astype(np.int64)))
+                fast = (
+                    inb
+                    & (magic == MAGIC)
+                    & (lrec >> 29 == 0)
+                    & (offsets + 8 + length <= size)
+                    & (length >= IR_SIZE + 4 * flag.astype(np.int64))
+                )
                 fwords = words.view("<f4")
                 values = np.where(flag > 0, fwords[wi + 8], fwords[wi + 3]).astype(np.float64)
                 del fwords
@@ -185,8 +219,12 @@ class FaceRecFolder(Closing):
         bad = ~np.isfinite(values) | (values < 0) | (values != np.floor(values)) | (values >= MAX_EXACT_LABEL)
         if bad.any():
             i = int(np.argmax(bad))
-            raise RecordIOError(f"label {values[i]} is not a whole number in [0, 2**24) (float32 labels are exact "
-                                "only below 2**24)", file=self.rec_path, key=int(keys[i]), offset=int(offsets[i]))
+            raise RecordIOError(
+                f"label {values[i]} is not a whole number in [0, 2**24) (float32 labels are exact only below 2**24)",
+                file=self.rec_path,
+                key=int(keys[i]),
+                offset=int(offsets[i]),
+            )
         return values.astype(np.int64)
 
     # Access.
@@ -236,12 +274,20 @@ class FaceRecFolder(Closing):
             header, _ = self.read(k)
             lab = header.label
             if not isinstance(lab, tuple) or len(lab) < 2:
-                raise RecordIOError(f"identity record label {lab} is not [first_key, end_key)",
-                                    file=self.rec_path, key=k, offset=self.reader.offset(k))
+                raise RecordIOError(
+                    f"identity record label {lab} is not [first_key, end_key)",
+                    file=self.rec_path,
+                    key=k,
+                    offset=self.reader.offset(k),
+                )
             a, b = self._whole(lab[0], k, "identity first key"), self._whole(lab[1], k, "identity end key")
             if not 1 <= a < b <= n + 1:
-                raise RecordIOError(f"identity range [{a}, {b}) is outside the image keys 1..{n}",
-                                    file=self.rec_path, key=k, offset=self.reader.offset(k))
+                raise RecordIOError(
+                    f"identity range [{a}, {b}) is outside the image keys 1..{n}",
+                    file=self.rec_path,
+                    key=k,
+                    offset=self.reader.offset(k),
+                )
             out.append((k, a, b))
         return out
 
@@ -255,8 +301,12 @@ class FaceRecFolder(Closing):
             for k, a, b in self.identity_records():
                 lab = int(self.labels[a - 1])  # the label of the range's first image
                 if lab in ranges:
-                    raise RecordIOError(f"label {lab} has two identity ranges {ranges[lab]} and {(a, b)}",
-                                        file=self.rec_path, key=k, offset=self.reader.offset(k))
+                    raise RecordIOError(
+                        f"label {lab} has two identity ranges {ranges[lab]} and {(a, b)}",
+                        file=self.rec_path,
+                        key=k,
+                        offset=self.reader.offset(k),
+                    )
                 ranges[lab] = (a, b)
             self._identity_ranges = ranges
         return self._identity_ranges

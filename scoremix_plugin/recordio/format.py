@@ -143,11 +143,15 @@ def read_framed(buf, offset: int, *, file=None, key=None) -> tuple[bytes, int]:
         if end > size:
             raise RecordIOError(
                 f"truncated record: needs {length} payload bytes, file has {size - begin}",
-                file=file, key=key, offset=pos,
+                file=file,
+                key=key,
+                offset=pos,
             )
         expected = (CFLAG_WHOLE, CFLAG_FIRST) if not parts else (CFLAG_MIDDLE, CFLAG_LAST)
         if cflag not in expected:
-            raise RecordIOError(f"unexpected part flag {cflag} (expected one of {expected})", file=file, key=key, offset=pos)
+            raise RecordIOError(
+                f"unexpected part flag {cflag} (expected one of {expected})", file=file, key=key, offset=pos
+            )
         if cflag == CFLAG_WHOLE:
             return bytes(buf[begin:end]), begin + ((length + 3) & ~3)
         parts.append(bytes(buf[begin:end]))
@@ -172,7 +176,8 @@ def _check_label_value(v, *, file=None, key=None) -> float:
         raise RecordIOError(
             f"label {v!r} has magnitude >= 2**24: it cannot be stored exactly as float32 (RecordIO labels are "
             "float32; |label| must be < 2**24)",
-            file=file, key=key,
+            file=file,
+            key=key,
         )
     return f
 
@@ -191,7 +196,9 @@ def pack(header, payload: bytes = b"") -> bytes:
     if isinstance(label, numbers.Number) or (isinstance(label, np.ndarray) and label.ndim == 0):
         lab = _check_label_value(label.item() if isinstance(label, np.ndarray) else label)
         return _IR.pack(0, lab, id_, id2) + bytes(payload)
-    values = [_check_label_value(v.item() if isinstance(v, np.generic) else v) for v in np.asarray(label).ravel().tolist()]
+    values = [
+        _check_label_value(v.item() if isinstance(v, np.generic) else v) for v in np.asarray(label).ravel().tolist()
+    ]
     arr = np.asarray(values, dtype="<f4")
     return _IR.pack(arr.size, 0.0, id_, id2) + arr.tobytes() + bytes(payload)
 
@@ -204,7 +211,9 @@ def unpack(record: bytes | memoryview) -> tuple[IRHeader, bytes]:
     if flag > 0:
         end = IR_SIZE + 4 * flag
         if end > len(record):
-            raise RecordIOError(f"IRHeader flag {flag} needs {4 * flag} label bytes, record has {len(record) - IR_SIZE}")
+            raise RecordIOError(
+                f"IRHeader flag {flag} needs {4 * flag} label bytes, record has {len(record) - IR_SIZE}"
+            )
         label = tuple(struct.unpack_from(f"<{flag}f", record, IR_SIZE))
         return IRHeader(flag, label, id_, id2), bytes(record[end:])
     return IRHeader(flag, label, id_, id2), bytes(record[IR_SIZE:])

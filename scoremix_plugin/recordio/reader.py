@@ -125,8 +125,11 @@ def parse_idx(idx_path: str | os.PathLike, rec_size: int | None = None, rec_path
                 raise RecordIOError(f"line {lineno} is not 'key<TAB>offset': {line[:60]!r}", file=idx_path) from None
             if not (-_I64 <= key < _I64 and 0 <= off < _I64):
                 # numpy would raise OverflowError below; an offset is a byte position in the .rec.
-                raise RecordIOError(f"line {lineno}: key {key} or offset {off} is out of range (a 64-bit key and an "
-                                    "offset in [0, 2**63))", file=idx_path)
+                raise RecordIOError(
+                    f"line {lineno}: key {key} or offset {off} is out of range (a 64-bit key and an "
+                    "offset in [0, 2**63))",
+                    file=idx_path,
+                )
             keys.append(key)
             offsets.append(off)
         k = np.asarray(keys, dtype=np.int64)
@@ -137,8 +140,11 @@ def parse_idx(idx_path: str | os.PathLike, rec_size: int | None = None, rec_path
         if bad.size:
             i = int(bad[0])
             off = int(o[i])
-            why = ("is not 4-byte aligned" if 0 <= off <= rec_size - 8
-                   else f"is past the end of {rec_path} ({rec_size} bytes)")
+            why = (
+                "is not 4-byte aligned"
+                if 0 <= off <= rec_size - 8
+                else f"is past the end of {rec_path} ({rec_size} bytes)"
+            )
             raise RecordIOError(f"index offset {why}", file=idx_path, key=int(k[i]), offset=off)
     return k, o
 
@@ -171,7 +177,9 @@ class IndexedRecordIOReader(Closing):
         sorted_keys = self.key_array[order]
         # side="right" - 1 picks the last entry of a duplicated key, as the key -> offset dict does.
         pos = np.searchsorted(sorted_keys, keys, side="right") - 1
-        found = (pos >= 0) & (sorted_keys[np.clip(pos, 0, None)] == keys) if len(sorted_keys) else np.zeros(len(keys), bool)
+        found = (
+            (pos >= 0) & (sorted_keys[np.clip(pos, 0, None)] == keys) if len(sorted_keys) else np.zeros(len(keys), bool)
+        )
         if not found.all():
             raise RecordIOError("key not in the index", file=self.idx_path, key=int(keys[np.argmin(found)]))
         return self.offset_array[order[pos]]
@@ -193,11 +201,8 @@ class IndexedRecordIOReader(Closing):
         magic, lrec = _LREC.unpack_from(buf, pos)
         end = pos + 8 + (lrec & LENGTH_MASK)
         if magic == MAGIC and lrec >> 29 == CFLAG_WHOLE and end <= len(buf):
-            return buf[pos + 8:end]
+            return buf[pos + 8 : end]
         return read_framed(buf, pos, file=self.path, key=key)[0]
-
-    def read_at(self, offset: int, key=None) -> bytes:
-        return read_framed(self._file.buf, int(offset), file=self.path, key=key)[0]
 
     @property
     def buffer(self):

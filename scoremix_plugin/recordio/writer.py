@@ -189,8 +189,14 @@ class FaceRecWriter(Committing):
     images must come contiguously, since an identity record is a key range.
     """
 
-    def __init__(self, out_dir: str | os.PathLike, *, num_classes: int | None = None, quality: int = 95,
-                 image_size: int | None = 112):
+    def __init__(
+        self,
+        out_dir: str | os.PathLike,
+        *,
+        num_classes: int | None = None,
+        quality: int = 95,
+        image_size: int | None = 112,
+    ):
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.num_classes = None if num_classes is None else int(num_classes)
@@ -216,15 +222,20 @@ class FaceRecWriter(Committing):
         except (TypeError, ValueError):
             raise RecordIOError(f"label {label!r} is not an integer", file=self.rec_path, key=self._key) from None
         if lab < 0 or lab >= MAX_EXACT_LABEL:
-            raise RecordIOError(f"label {lab} outside [0, 2**24): float32 labels would corrupt it",
-                                file=self.rec_path, key=self._key)
+            raise RecordIOError(
+                f"label {lab} outside [0, 2**24): float32 labels would corrupt it", file=self.rec_path, key=self._key
+            )
         if self.num_classes is not None and lab >= self.num_classes:
-            raise RecordIOError(f"label {lab} outside [0, num_classes={self.num_classes})",
-                                file=self.rec_path, key=self._key)
+            raise RecordIOError(
+                f"label {lab} outside [0, num_classes={self.num_classes})", file=self.rec_path, key=self._key
+            )
         if lab != self._cur_label:
             if lab in self._seen:
-                raise RecordIOError(f"label {lab} comes back after other labels: each label's images must be "
-                                    "written contiguously", file=self.rec_path, key=self._key)
+                raise RecordIOError(
+                    f"label {lab} comes back after other labels: each label's images must be written contiguously",
+                    file=self.rec_path,
+                    key=self._key,
+                )
         return lab
 
     def _payload(self, image) -> bytes:
@@ -237,16 +248,19 @@ class FaceRecWriter(Committing):
                 except ValueError as e:
                     raise RecordIOError(f"image bytes: {e}", file=self.rec_path, key=self._key) from None
                 if hw != (size, size):
-                    raise RecordIOError(f"image is {hw[0]}x{hw[1]}, expected {size}x{size}",
-                                        file=self.rec_path, key=self._key)
+                    raise RecordIOError(
+                        f"image is {hw[0]}x{hw[1]}, expected {size}x{size}", file=self.rec_path, key=self._key
+                    )
             return data
         img = np.asarray(image)
         if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-            raise RecordIOError(f"image must be RGB uint8 HxWx3, got {img.dtype} {img.shape}",
-                                file=self.rec_path, key=self._key)
+            raise RecordIOError(
+                f"image must be RGB uint8 HxWx3, got {img.dtype} {img.shape}", file=self.rec_path, key=self._key
+            )
         if size is not None and img.shape[:2] != (size, size):
-            raise RecordIOError(f"image is {img.shape[0]}x{img.shape[1]}, expected {size}x{size}",
-                                file=self.rec_path, key=self._key)
+            raise RecordIOError(
+                f"image is {img.shape[0]}x{img.shape[1]}, expected {size}x{size}", file=self.rec_path, key=self._key
+            )
         return encode_jpeg(img, self.quality)
 
     def write(self, image, label) -> int:
@@ -301,7 +315,3 @@ class FaceRecWriter(Committing):
     def abort(self) -> None:
         self._w.abort()
         self.closed = True
-
-
-# The old name (it writes one folder, not a rolling set of shards); kept so existing code keeps working.
-ShardWriter = FaceRecWriter

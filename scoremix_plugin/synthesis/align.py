@@ -98,8 +98,9 @@ def match_by_label(a, b):
     return common, a.centres[ia], b.centres[ib]
 
 
-def alignment(x: np.ndarray, y: np.ndarray, *, k: int = 10, permutations: int = 3, max_items: int = 4000,
-              seed: int = 0) -> dict:
+def alignment(
+    x: np.ndarray, y: np.ndarray, *, k: int = 10, permutations: int = 3, max_items: int = 4000, seed: int = 0
+) -> dict:
     """Every metric on matched rows, plus its shuffled-rows baseline (mean over ``permutations``)."""
     n = x.shape[0]
     if n < 3:
@@ -132,8 +133,9 @@ def _mean(v: list[float]) -> float | None:
     return float(np.mean(v)) if v else None
 
 
-def run_alignment(a_path, b_path, *, out_dir=None, json_path=None, k=10, permutations=3, max_items=4000,
-                  seed=0) -> dict:
+def run_alignment(
+    a_path, b_path, *, out_dir=None, json_path=None, k=10, permutations=3, max_items=4000, seed=0
+) -> dict:
     from scoremix_plugin.centres import load_centres
 
     a, b = load_centres(a_path), load_centres(b_path)
@@ -142,8 +144,7 @@ def run_alignment(a_path, b_path, *, out_dir=None, json_path=None, k=10, permuta
         raise InputError(
             f"{a_path} and {b_path} share {len(labels)} labels; alignment needs at least 3 matched classes"
         )
-    res = {"a": str(a_path), "b": str(b_path), "space_a": a.space, "space_b": b.space,
-           "num_a": len(a), "num_b": len(b)}
+    res = {"a": str(a_path), "b": str(b_path), "space_a": a.space, "space_b": b.space, "num_a": len(a), "num_b": len(b)}
     res.update(alignment(x, y, k=k, permutations=permutations, max_items=max_items, seed=seed))
     if out_dir is not None:
         out_dir = Path(out_dir)

@@ -1,4 +1,4 @@
-"""The generation manifest (``DIR/manifest.json``, contracts.md "Shards and the generation manifest").
+"""The generation manifest (``DIR/manifest.json``).
 
 One type, ``Manifest``, for everyone who reads or writes it: ``scoremix generate`` (rewrites it atomically
 after each completed shard; a shard is complete exactly when it is listed), the quality report, the
@@ -20,8 +20,17 @@ from scoremix_plugin.errors import ScoreMixError
 from scoremix_plugin.io_utils import sha256_file, write_json_atomic
 
 FORMAT = "scoremix-shards/1"
-REQUIRED = ("format", "real", "num_classes", "num_synthetic_classes", "num_synthetic_images", "generator",
-            "selection", "sampler", "shards")
+REQUIRED = (
+    "format",
+    "real",
+    "num_classes",
+    "num_synthetic_classes",
+    "num_synthetic_images",
+    "generator",
+    "selection",
+    "sampler",
+    "shards",
+)
 SHARD_KEYS = ("path", "labels", "images", "rec_sha256", "idx_sha256")
 
 
@@ -98,8 +107,9 @@ class Manifest:
         """The manifest held by the JSON value ``m`` of the file ``path`` (paths resolve against its folder)."""
         p = _abs(path)
         if not isinstance(m, dict) or m.get("format") != FORMAT:
-            raise ManifestError(f"{p}: format is {m.get('format') if isinstance(m, dict) else None!r}, "
-                                f"expected {FORMAT!r}")
+            raise ManifestError(
+                f"{p}: format is {m.get('format') if isinstance(m, dict) else None!r}, expected {FORMAT!r}"
+            )
         missing = [k for k in REQUIRED if k not in m]
         if missing:
             raise ManifestError(f"{p}: missing key(s) {missing}")
@@ -107,18 +117,25 @@ class Manifest:
             if not isinstance(m[k], int) or m[k] < 0:
                 raise ManifestError(f"{p}: {k} must be a non-negative integer, got {m[k]!r}")
         real = m["real"]
-        if (not isinstance(real, dict) or not isinstance(real.get("num_classes"), int)
-                or not isinstance(real.get("num_image"), int)):
-            raise ManifestError(f"{p}: real must be {{num_classes: int, num_image: int, rec: path or null}}, "
-                                f"got {real!r}")
+        if (
+            not isinstance(real, dict)
+            or not isinstance(real.get("num_classes"), int)
+            or not isinstance(real.get("num_image"), int)
+        ):
+            raise ManifestError(
+                f"{p}: real must be {{num_classes: int, num_image: int, rec: path or null}}, got {real!r}"
+            )
         if m["num_classes"] != real["num_classes"] + m["num_synthetic_classes"]:
-            raise ManifestError(f"{p}: num_classes {m['num_classes']} != real.num_classes {real['num_classes']} + "
-                                f"num_synthetic_classes {m['num_synthetic_classes']}")
+            raise ManifestError(
+                f"{p}: num_classes {m['num_classes']} != real.num_classes {real['num_classes']} + "
+                f"num_synthetic_classes {m['num_synthetic_classes']}"
+            )
         if not isinstance(m["shards"], list):
             raise ManifestError(f"{p}: shards must be a list")
         idx_sha = real.get("idx_sha256")
-        if idx_sha is not None and not (isinstance(idx_sha, str) and len(idx_sha) == 64
-                                        and all(c in "0123456789abcdef" for c in idx_sha)):
+        if idx_sha is not None and not (
+            isinstance(idx_sha, str) and len(idx_sha) == 64 and all(c in "0123456789abcdef" for c in idx_sha)
+        ):
             raise ManifestError(f"{p}: real.idx_sha256 must be a sha256 (64 lowercase hex digits), got {idx_sha!r}")
         shards = []
         for i, s in enumerate(m["shards"]):
@@ -126,21 +143,35 @@ class Manifest:
             if miss:
                 raise ManifestError(f"{p}: shards[{i}] lacks {miss}")
             lab = s["labels"]
-            if not (isinstance(lab, list) and len(lab) == 2 and all(isinstance(v, int) for v in lab)
-                    and lab[0] < lab[1]):
+            if not (
+                isinstance(lab, list) and len(lab) == 2 and all(isinstance(v, int) for v in lab) and lab[0] < lab[1]
+            ):
                 raise ManifestError(f"{p}: shards[{i}] ({s['path']}) labels {lab!r} must be [first, last_plus_one]")
-            shards.append(Shard(i, _abs(p.parent / s["path"]), (lab[0], lab[1]), int(s["images"]),
-                                s["rec_sha256"], s["idx_sha256"]))
+            shards.append(
+                Shard(
+                    i, _abs(p.parent / s["path"]), (lab[0], lab[1]), int(s["images"]), s["rec_sha256"], s["idx_sha256"]
+                )
+            )
         known = set(REQUIRED) | {"planned_shards", "complete"}
-        return cls(path=p, real_num_classes=real["num_classes"], real_num_image=real["num_image"],
-                   real_rec=_abs(p.parent / real["rec"]) if real.get("rec") else None,
-                   num_synthetic_classes=m["num_synthetic_classes"], num_synthetic_images=m["num_synthetic_images"],
-                   generator=m["generator"], selection=m["selection"], sampler=m["sampler"], shards=tuple(shards),
-                   planned_shards=m.get("planned_shards"), complete=m.get("complete"),
-                   extra={k: v for k, v in m.items() if k not in known}, real_idx_sha256=idx_sha)
+        return cls(
+            path=p,
+            real_num_classes=real["num_classes"],
+            real_num_image=real["num_image"],
+            real_rec=_abs(p.parent / real["rec"]) if real.get("rec") else None,
+            num_synthetic_classes=m["num_synthetic_classes"],
+            num_synthetic_images=m["num_synthetic_images"],
+            generator=m["generator"],
+            selection=m["selection"],
+            sampler=m["sampler"],
+            shards=tuple(shards),
+            planned_shards=m.get("planned_shards"),
+            complete=m.get("complete"),
+            extra={k: v for k, v in m.items() if k not in known},
+            real_idx_sha256=idx_sha,
+        )
 
     def to_json(self) -> dict[str, Any]:
-        """The on-disk form (contracts.md): paths relative to the manifest's folder, keys in the contract's order."""
+        """The on-disk form: paths relative to the manifest's folder, keys in the contract's order."""
         root = os.path.abspath(self.root)
 
         def rel(p: Path) -> str:
@@ -148,12 +179,17 @@ class Manifest:
 
         out: dict[str, Any] = {
             "format": FORMAT,
-            "real": {"num_classes": self.real_num_classes, "num_image": self.real_num_image,
-                     "rec": None if self.real_rec is None else rel(self.real_rec)},
+            "real": {
+                "num_classes": self.real_num_classes,
+                "num_image": self.real_num_image,
+                "rec": None if self.real_rec is None else rel(self.real_rec),
+            },
             "num_classes": self.num_classes,
             "num_synthetic_classes": self.num_synthetic_classes,
             "num_synthetic_images": self.num_synthetic_images,
-            "generator": self.generator, "selection": self.selection, "sampler": self.sampler,
+            "generator": self.generator,
+            "selection": self.selection,
+            "sampler": self.sampler,
         }
         if self.planned_shards is not None:
             out["planned_shards"] = self.planned_shards
@@ -162,8 +198,16 @@ class Manifest:
         if self.real_idx_sha256 is not None:
             out["real"]["idx_sha256"] = self.real_idx_sha256
         out.update(self.extra)
-        out["shards"] = [{"path": rel(s.path), "labels": list(s.labels), "images": s.images,
-                          "rec_sha256": s.rec_sha256, "idx_sha256": s.idx_sha256} for s in self.shards]
+        out["shards"] = [
+            {
+                "path": rel(s.path),
+                "labels": list(s.labels),
+                "images": s.images,
+                "rec_sha256": s.rec_sha256,
+                "idx_sha256": s.idx_sha256,
+            }
+            for s in self.shards
+        ]
         return out
 
     def write(self, path: str | os.PathLike | None = None) -> Manifest:
@@ -187,11 +231,15 @@ class Manifest:
         for s in sorted(self.shards, key=lambda s: s.labels[0]):
             first, end = s.labels
             if first < expect:
-                raise ManifestError(f"{p}: shard {s.path.name} labels [{first}, {end}) overlap the previous range "
-                                    f"(which ends at {expect}) or the real classes [0, {self.real_num_classes})")
+                raise ManifestError(
+                    f"{p}: shard {s.path.name} labels [{first}, {end}) overlap the previous range "
+                    f"(which ends at {expect}) or the real classes [0, {self.real_num_classes})"
+                )
             if first > expect and not allow_partial:
-                raise ManifestError(f"{p}: labels not contiguous: [{expect}, {first}) is in no shard before "
-                                    f"{s.path.name} (an interrupted run? rerun the same generate command)")
+                raise ManifestError(
+                    f"{p}: labels not contiguous: [{expect}, {first}) is in no shard before "
+                    f"{s.path.name} (an interrupted run? rerun the same generate command)"
+                )
             expect = end
             images += s.images
         for s in self.shards:  # files only once the label ranges are known to be right
@@ -204,11 +252,14 @@ class Manifest:
                     raise ManifestError(f"{p}: checksum mismatch for {f} ({key} in the manifest differs)")
         if not allow_partial:
             if expect != self.num_classes:
-                raise ManifestError(f"{p}: shards end at label {expect}, num_classes is {self.num_classes} "
-                                    "(an interrupted run? rerun the same generate command)")
+                raise ManifestError(
+                    f"{p}: shards end at label {expect}, num_classes is {self.num_classes} "
+                    "(an interrupted run? rerun the same generate command)"
+                )
             if images != self.num_synthetic_images:
-                raise ManifestError(f"{p}: shards hold {images} images, num_synthetic_images is "
-                                    f"{self.num_synthetic_images}")
+                raise ManifestError(
+                    f"{p}: shards hold {images} images, num_synthetic_images is {self.num_synthetic_images}"
+                )
         return self
 
 
@@ -236,19 +287,25 @@ def check_provenance(m: Manifest, real_dir: str | os.PathLike | None = None, wha
         except (ValueError, UnicodeDecodeError):
             fp = None
         if isinstance(fp, dict):
-            for block, key, fp_key in (("generator", "sha256", "generator_sha256"),
-                                       ("selection", "sha256", "pairs_sha256")):
+            for block, key, fp_key in (
+                ("generator", "sha256", "generator_sha256"),
+                ("selection", "sha256", "pairs_sha256"),
+            ):
                 have = m.generator if block == "generator" else m.selection
                 want = fp.get(fp_key)
                 if want is not None and isinstance(have, dict) and have.get(key) != want:
-                    raise ManifestError(f"{m.path}: {block}.{key} {have.get(key)!r} differs from {fp_key} {want!r} in "
-                                        f"{settings} (the manifest was edited after generation)")
+                    raise ManifestError(
+                        f"{m.path}: {block}.{key} {have.get(key)!r} differs from {fp_key} {want!r} in "
+                        f"{settings} (the manifest was edited after generation)"
+                    )
     if real_dir is not None and m.real_idx_sha256 is not None:
         idx = Path(real_dir) / "train.idx"
         if idx.is_file() and sha256_file(idx) != m.real_idx_sha256:
-            raise ManifestError(f"{m.path} was made for a real folder whose train.idx had sha256 "
-                                f"{m.real_idx_sha256[:12]}...; {what} {real_dir} holds other data (its train.idx "
-                                "differs): use the manifest of a generation from this folder")
+            raise ManifestError(
+                f"{m.path} was made for a real folder whose train.idx had sha256 "
+                f"{m.real_idx_sha256[:12]}...; {what} {real_dir} holds other data (its train.idx "
+                "differs): use the manifest of a generation from this folder"
+            )
         return
     if real_dir is None or m.real_rec is None:
         return
@@ -257,5 +314,7 @@ def check_provenance(m: Manifest, real_dir: str | os.PathLike | None = None, wha
         return
     a, b = made / "train.idx", given / "train.idx"
     if a.is_file() and b.is_file() and sha256_file(a) != sha256_file(b):
-        raise ManifestError(f"{m.path} was made for the real folder {made}; {what} {real_dir} holds other data "
-                            "(its train.idx differs): use the manifest of a generation from this folder")
+        raise ManifestError(
+            f"{m.path} was made for the real folder {made}; {what} {real_dir} holds other data "
+            "(its train.idx differs): use the manifest of a generation from this folder"
+        )

@@ -1,6 +1,6 @@
 """Class selection: which real classes are mixed into each new synthetic identity.
 
-The rule (contracts.md, "Selection"), for pairs:
+The rule, for pairs:
 
 - ``far``: every unordered pair (a, b) of classes ranked by cosine distance ``1 - <c_a, c_b>``, largest
   first, ties broken by (a, b) ascending; walked greedily, a pair is taken when neither class has already
@@ -146,7 +146,9 @@ def _top_partners(x, rows, m: int, sign: float, chunk: int, device, progress: bo
     with torch.no_grad():
         if all_rows:
             starts = list(range(0, C, chunk))
-            bar = tqdm(total=len(starts) * (len(starts) + 1) // 2, desc="top partners", unit="block", disable=not progress)
+            bar = tqdm(
+                total=len(starts) * (len(starts) + 1) // 2, desc="top partners", unit="block", disable=not progress
+            )
             for bi, r0 in enumerate(starts):
                 r1 = min(r0 + chunk, C)
                 # score = sign * distance + const: far ranks by -cos, near by +cos. Negating the small row
@@ -214,8 +216,7 @@ def _encode(a: np.ndarray, b: np.ndarray, C: int) -> np.ndarray:
     return lo.astype(np.int64) * C + hi.astype(np.int64)
 
 
-def _greedy_certified(x: np.ndarray, n: int, max_uses: int, sign: float, *, m: int, chunk: int,
-                      device, progress: bool):
+def _greedy_certified(x: np.ndarray, n: int, max_uses: int, sign: float, *, m: int, chunk: int, device, progress: bool):
     """Exact greedy pairs (index space) via top-m lists plus a certificate.
 
     Certificate: a pair (a, b) outside the candidate set comes, in the global ranking, after every entry of
@@ -335,8 +336,9 @@ def _random_pairs(C: int, n: int, max_uses: int, rng: np.random.Generator) -> np
     return np.asarray(out, dtype=np.int64).reshape(-1, 2)
 
 
-def _extend_tuples(x: np.ndarray, pairs: np.ndarray, k: int, strategy: str, max_uses: int,
-                   rng: np.random.Generator, chunk: int = 64) -> np.ndarray:
+def _extend_tuples(
+    x: np.ndarray, pairs: np.ndarray, k: int, strategy: str, max_uses: int, rng: np.random.Generator, chunk: int = 64
+) -> np.ndarray:
     C = x.shape[0]
     uses = np.bincount(pairs.reshape(-1), minlength=C).astype(np.int64)
     tuples = [list(p) for p in pairs.tolist()]
@@ -398,12 +400,14 @@ def select(
     limit = max_pairs(C, max_uses)
     if k == 2 and n > limit:
         raise SelectionError(
-            f"--num-identities {n}: {n} pairs are impossible with {C} classes and --max-uses {max_uses}: at most {limit} pairs exist "
+            f"--num-identities {n}: {n} pairs are impossible with {C} classes and --max-uses {max_uses}: "
+            f"at most {limit} pairs exist "
             f"(each class in at most {max_uses} pair(s), no pair twice)"
         )
     if n * k > C * max_uses:
         raise SelectionError(
-            f"--num-identities {n}: {n} tuples of {k} classes need {n * k} class uses, more than {C} classes x --max-uses {max_uses}"
+            f"--num-identities {n}: {n} tuples of {k} classes need {n * k} class uses, more than {C} classes x "
+            f"--max-uses {max_uses}"
         )
     rng = np.random.default_rng(seed)
     if strategy == "random":
@@ -466,7 +470,10 @@ def read_pairs(path: str | os.PathLike) -> Selection:
     header = rows[0]
     k = (len(header) - 2) // 2
     if k < 2 or header != pairs_header(k):
-        raise InputError(f"{p}: bad header {','.join(header)!r}; expected {','.join(pairs_header(2))} (K-tuples add class_c, weight_c, ...)")
+        raise InputError(
+            f"{p}: bad header {','.join(header)!r}; expected {','.join(pairs_header(2))} "
+            "(K-tuples add class_c, weight_c, ...)"
+        )
     classes, weights, dist = [], [], []
     for line, row in enumerate(rows[1:], start=2):
         if len(row) != len(header):
@@ -523,8 +530,21 @@ def parse_weights(text: str | None, k: int) -> np.ndarray:
         raise InputError(f"--weights {text!r}: {e}") from e
 
 
-def run_selection(centres_path, out, *, strategy="far", num_identities, max_uses=1, k=2, weights=None, seed=0,
-                  chunk_size=4096, margin=8, device=None, progress=True) -> Selection:
+def run_selection(
+    centres_path,
+    out,
+    *,
+    strategy="far",
+    num_identities,
+    max_uses=1,
+    k=2,
+    weights=None,
+    seed=0,
+    chunk_size=4096,
+    margin=8,
+    device=None,
+    progress=True,
+) -> Selection:
     """Load a centres file, select, write ``out`` (+ ``out.json``); return the selection in label space.
 
     ``weights``: the ``k`` mixing weights (a sequence or array of numbers; None: 1/k each).
@@ -534,8 +554,18 @@ def run_selection(centres_path, out, *, strategy="far", num_identities, max_uses
     w = convex_weights(weights, k)
     c = load_centres(centres_path)
     t0 = time.perf_counter()
-    idx, dist = select(c.centres, num_identities, strategy, max_uses=max_uses, k=k, seed=seed,
-                       chunk_size=chunk_size, margin=margin, device=device, progress=progress)
+    idx, dist = select(
+        c.centres,
+        num_identities,
+        strategy,
+        max_uses=max_uses,
+        k=k,
+        seed=seed,
+        chunk_size=chunk_size,
+        margin=margin,
+        device=device,
+        progress=progress,
+    )
     sel = Selection(c.labels[idx], np.tile(w, (len(idx), 1)), dist)
     meta = {
         "centres": str(centres_path),

@@ -23,8 +23,19 @@ from scoremix_plugin.io_utils import write_bytes_atomic
 
 from .safe_unpickle import BinFileError, Loaded, UnsafePickleError, describe, restricted_loads
 
-__all__ = ["BinFileError", "UnsafePickleError", "load_bin", "loads_bin", "write_bin", "load_bin_images",
-           "decode_bin_images", "bin_from_pairs", "bin_from_rec", "read_pairs", "sample_pairs"]
+__all__ = [
+    "BinFileError",
+    "UnsafePickleError",
+    "load_bin",
+    "loads_bin",
+    "write_bin",
+    "load_bin_images",
+    "decode_bin_images",
+    "bin_from_pairs",
+    "bin_from_rec",
+    "read_pairs",
+    "sample_pairs",
+]
 
 IMAGE_SIZE = 112
 
@@ -75,8 +86,9 @@ def loads_bin(data: bytes, path: str | os.PathLike = "<bytes>") -> tuple[list[by
             raise BinFileError(f"{p}: issame is {type(issame).__name__}, expected a list or 1-D array of booleans")
         issame = flags.tolist()
     if not isinstance(bins, (list, tuple)):
-        raise BinFileError(f"{p}: expected (list of images, list of booleans), got "
-                           f"({type(bins).__name__}, {type(obj[1]).__name__})")
+        raise BinFileError(
+            f"{p}: expected (list of images, list of booleans), got ({type(bins).__name__}, {type(obj[1]).__name__})"
+        )
     if len(bins) % 2:
         raise BinFileError(f"{p}: odd number of images ({len(bins)}); pairs need 2 images each")
     if len(bins) != 2 * len(issame):
@@ -105,8 +117,9 @@ def write_bin(path: str | os.PathLike, images: Sequence[bytes], issame) -> None:
     write_bytes_atomic(p, pickle.dumps((imgs, flags), protocol=2))
 
 
-def decode_bin_images(images: Sequence[bytes], path: str | os.PathLike = "<memory>",
-                      image_size: int = IMAGE_SIZE, progress: bool = False) -> np.ndarray:
+def decode_bin_images(
+    images: Sequence[bytes], path: str | os.PathLike = "<memory>", image_size: int = IMAGE_SIZE, progress: bool = False
+) -> np.ndarray:
     """Decode every image to RGB uint8 [2N, S, S, 3] (resized when needed); a bad image is named by index."""
     from scoremix_plugin.recordio import decode_image
 
@@ -122,8 +135,9 @@ def decode_bin_images(images: Sequence[bytes], path: str | os.PathLike = "<memor
         except Exception as e:  # noqa: BLE001 - re-raised with file and index
             raise BinFileError(f"{path}: image {i} cannot be decoded: {e}") from e
         if img is None or img.ndim != 3 or img.shape[2] != 3:
-            raise BinFileError(f"{path}: image {i} decodes to shape "
-                               f"{None if img is None else img.shape}, expected HxWx3")
+            raise BinFileError(
+                f"{path}: image {i} decodes to shape {None if img is None else img.shape}, expected HxWx3"
+            )
         out[i] = resize_to_square(img, image_size)
     return out
 
@@ -139,11 +153,12 @@ def resize_to_square(img: np.ndarray, size: int = IMAGE_SIZE) -> np.ndarray:
     nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
     img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
     top, left = (nh - size) // 2, (nw - size) // 2
-    return img[top:top + size, left:left + size]
+    return img[top : top + size, left : left + size]
 
 
-def load_bin_images(path: str | os.PathLike, image_size: int = IMAGE_SIZE,
-                    progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def load_bin_images(
+    path: str | os.PathLike, image_size: int = IMAGE_SIZE, progress: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """``load_bin`` then decode every image: (RGB uint8 [2N, S, S, 3], issame bool [N])."""
     images, issame = load_bin(path)
     return decode_bin_images(images, path, image_size, progress), issame
@@ -216,14 +231,14 @@ def _read_aligned(root: Path, rel: str, cache: dict[str, bytes]) -> bytes:
     except Exception as e:  # noqa: BLE001 - re-raised with the file named
         raise BinFileError(f"{path}: cannot be decoded as an image ({type(e).__name__})") from e
     if img is None or img.shape[:2] != (IMAGE_SIZE, IMAGE_SIZE):
-        raise BinFileError(f"{path}: expected an aligned {IMAGE_SIZE}x{IMAGE_SIZE} image, got "
-                           f"{None if img is None else img.shape}")
+        raise BinFileError(
+            f"{path}: expected an aligned {IMAGE_SIZE}x{IMAGE_SIZE} image, got {None if img is None else img.shape}"
+        )
     cache[rel] = data  # stored verbatim: the .bin keeps the original encoding, as the published ones do
     return data
 
 
-def bin_from_pairs(pairs_file: str | os.PathLike, images_root: str | os.PathLike,
-                   out: str | os.PathLike) -> int:
+def bin_from_pairs(pairs_file: str | os.PathLike, images_root: str | os.PathLike, out: str | os.PathLike) -> int:
     """Write a ``.bin`` from a pairs list and a folder of aligned 112x112 images; returns the pair count."""
     root = Path(images_root)
     if not root.is_dir():
@@ -258,8 +273,9 @@ def sample_pairs(labels: np.ndarray, num_pairs: int, seed: int) -> tuple[np.ndar
     multi = classes[counts >= 2]
     possible_same = int(sum(n * (n - 1) // 2 for n in counts))
     if multi.size == 0 or possible_same < n_same:
-        raise BinFileError(f"{n_same} same pairs asked but only {possible_same} exist "
-                         f"({multi.size} classes with >= 2 images)")
+        raise BinFileError(
+            f"{n_same} same pairs asked but only {possible_same} exist ({multi.size} classes with >= 2 images)"
+        )
     possible_diff = (labels.size**2 - int(np.sum(counts.astype(np.int64) ** 2))) // 2
     if classes.size < 2 or possible_diff < n_diff:
         raise BinFileError(f"{n_diff} different pairs asked but only {possible_diff} exist ({classes.size} classes)")

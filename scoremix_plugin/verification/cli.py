@@ -32,7 +32,9 @@ def add_verify_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--network", help="backbone name for a .pt state dict (e.g. r50)")
     p.add_argument("--device", help="torch device or 'cpu' to keep ONNX on CPU (default: cuda when available)")
     p.add_argument("--data", help="folder holding <target>.bin files (the host's cfg.rec)")
-    p.add_argument("--targets", default=DEFAULT_TARGETS, help=f"comma-separated targets in --data (default {DEFAULT_TARGETS})")
+    p.add_argument(
+        "--targets", default=DEFAULT_TARGETS, help=f"comma-separated targets in --data (default {DEFAULT_TARGETS})"
+    )
     p.add_argument("--bins", nargs="+", help="explicit .bin files (target name = file stem), instead of --data")
     p.add_argument("--out", help="report folder: verification.json, verification.md, roc.png")
     p.add_argument("--json", help="machine-readable summary file")
@@ -99,8 +101,9 @@ def run_verify(args: argparse.Namespace) -> int:
         meta.update(model=str(args.model), network=args.network, bins={t: str(p) for t, p in bins.items()})
         if getattr(embedder, "providers", None):
             meta["onnx_providers"] = list(embedder.providers)
-        results = verify_bins(embedder, bins, batch_size=args.batch_size, progress=not args.no_progress,
-                              fars=fars, flip=not args.no_flip)
+        results = verify_bins(
+            embedder, bins, batch_size=args.batch_size, progress=not args.no_progress, fars=fars, flip=not args.no_flip
+        )
     print(format_table(results, far=fars[0]))
     if args.out:
         paths = write_report(args.out, results, far=fars[0], meta=meta)
@@ -131,8 +134,12 @@ def run_make_bin(args: argparse.Namespace) -> int:
     from scoremix_plugin.io_utils import refuse_output_file
     from scoremix_plugin.verification.binfile import bin_from_pairs, bin_from_rec
 
-    refuse_output_file(args.out, overwrite=args.overwrite, inputs={"--pairs": args.pairs},
-                       folders={"--images": args.images, "--rec": args.rec})
+    refuse_output_file(
+        args.out,
+        overwrite=args.overwrite,
+        inputs={"--pairs": args.pairs},
+        folders={"--images": args.images, "--rec": args.rec},
+    )
     if args.pairs:
         if not args.images:
             raise InputError("--pairs needs --images ROOT")
@@ -146,26 +153,37 @@ def run_make_bin(args: argparse.Namespace) -> int:
 
 
 def add_verify_ijb_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--root", required=True,
-                   help="IJB release folder holding meta/ and loose_crop/ (e.g. IJB_release/IJBC)")
+    p.add_argument(
+        "--root", required=True, help="IJB release folder holding meta/ and loose_crop/ (e.g. IJB_release/IJBC)"
+    )
     p.add_argument("--target", required=True, type=str.upper, choices=["IJBC", "IJBB"])
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="recogniser: .onnx (onnxruntime) or .pt/.pth state dict (needs --network)")
-    src.add_argument("--features", help=".npy [images, 2*D]: each image's features then its flip's, rows in the "
-                                        "order of meta/<target>_name_5pts_score.txt")
+    src.add_argument(
+        "--features",
+        help=".npy [images, 2*D]: each image's features then its flip's, rows in the "
+        "order of meta/<target>_name_5pts_score.txt",
+    )
     p.add_argument("--network", help="backbone name for a .pt state dict (e.g. r50)")
     p.add_argument("--device", help="torch device or 'cpu' to keep ONNX on CPU (default: cuda when available)")
     p.add_argument("--modes", default="F1N1D1", help="F1N1D1 (the host's default), a comma list, or 'all' (8 modes)")
-    p.add_argument("--task", choices=["verification", "identification"], default="verification",
-                   help="verification: 1:1 template pairs (TAR@FAR); identification: 1:N search of the mixed probe "
-                        "templates in galleries G1 / G2 (IJB-B: S1 / S2), rank-1/5/10 and TPIR@FPIR "
-                        "(insightface's ijb_1n.py; needs meta/<t>_1N_*.csv)")
+    p.add_argument(
+        "--task",
+        choices=["verification", "identification"],
+        default="verification",
+        help="verification: 1:1 template pairs (TAR@FAR); identification: 1:N search of the mixed probe "
+        "templates in galleries G1 / G2 (IJB-B: S1 / S2), rank-1/5/10 and TPIR@FPIR "
+        "(insightface's ijb_1n.py; needs meta/<t>_1N_*.csv)",
+    )
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--json", required=True, help="machine-readable result (TAR, strict TAR, AUC per mode)")
     p.add_argument("--out", help="report folder: ijb.md (the host's table), ijb.json, ijb_roc.png")
     p.add_argument("--save-features", help="write the computed image features (.npy) for later --features runs")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file / --out's report files "
-                   "(never --save-features: features take hours)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --json file / --out's report files (never --save-features: features take hours)",
+    )
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -180,11 +198,9 @@ def run_verify_ijb(args: argparse.Namespace) -> int:
 
 
 def _run_verify_ijb(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from scoremix_plugin.io_utils import atomic_path, write_json_atomic
-    from scoremix_plugin.verification.ijb import check_modes, evaluate_ijb_features, image_features
-    from scoremix_plugin.verification.ijb_meta import IJBError, load_features, read_ijb_meta
+    from scoremix_plugin.io_utils import write_json_atomic
+    from scoremix_plugin.verification.ijb import check_modes, evaluate_ijb_features
+    from scoremix_plugin.verification.ijb_meta import IJBError, read_ijb_meta
     from scoremix_plugin.verification.report import format_ijb_table, write_ijb_report
 
     modes = check_modes(args.modes)
@@ -195,25 +211,7 @@ def _run_verify_ijb(args: argparse.Namespace) -> int:
     _check_ijb_outputs(args, ("ijb.md", "ijb.json", "ijb_roc.png"))
     meta_info: dict = {"root": str(args.root), "target": args.target}
     meta = read_ijb_meta(args.root, args.target)
-    if args.features:
-        feats = load_features(args.features, meta)
-        meta_info["features"] = str(args.features)
-    else:
-        from scoremix_plugin.verification.evaluate import load_embedder
-
-        try:
-            embedder = load_embedder(args.model, network=args.network, device=args.device)
-        except (ValueError, FileNotFoundError) as e:
-            raise IJBError(str(e)) from e
-        meta_info.update(model=str(args.model), network=args.network)
-        if getattr(embedder, "providers", None):
-            meta_info["onnx_providers"] = list(embedder.providers)
-        feats = image_features(meta, embedder, batch_size=args.batch_size, progress=not args.no_progress)
-        if args.save_features:
-            with atomic_path(args.save_features) as tmp:
-                with open(tmp, "wb") as f:
-                    np.save(f, feats)
-            meta_info["saved_features"] = str(args.save_features)
+    feats = _ijb_features(args, meta, meta_info)
     result = evaluate_ijb_features(meta, feats, modes, progress=not args.no_progress)
     result.meta.update(meta_info)
     print(format_ijb_table(result))
@@ -232,11 +230,11 @@ def _check_ijb_outputs(args: argparse.Namespace, report_files: tuple[str, ...]) 
     from scoremix_plugin.io_utils import refuse_output_file, refuse_output_folder
 
     inputs = {"--features": args.features, "--model": args.model}
-    refuse_output_file(args.json, overwrite=args.overwrite, inputs=inputs, folders={"--root": args.root},
-                       what="--json")
+    refuse_output_file(args.json, overwrite=args.overwrite, inputs=inputs, folders={"--root": args.root}, what="--json")
     if args.out:
-        refuse_output_folder(args.out, report_files, overwrite=args.overwrite, inputs={"--root": args.root, **inputs},
-                             may_contain=True)
+        refuse_output_folder(
+            args.out, report_files, overwrite=args.overwrite, inputs={"--root": args.root, **inputs}, may_contain=True
+        )
     if args.save_features:
         refuse_output_file(args.save_features, inputs=inputs, folders={"--root": args.root}, what="--save-features")
 
@@ -255,30 +253,41 @@ def _ijb_embedder(args: argparse.Namespace, meta_info: dict):
     return embedder
 
 
-def _run_verify_ijb_1n(args: argparse.Namespace, modes: tuple[str, ...]) -> int:
+def _ijb_features(args: argparse.Namespace, meta, meta_info: dict):
+    """The image features: read from --features, or embedded with --model (and kept in --save-features)."""
     import numpy as np
 
-    from scoremix_plugin.io_utils import atomic_path, write_json_atomic, write_text_atomic
+    from scoremix_plugin.io_utils import atomic_path
     from scoremix_plugin.verification.ijb import image_features
+    from scoremix_plugin.verification.ijb_meta import load_features
+
+    if args.features:
+        feats = load_features(args.features, meta)
+        meta_info["features"] = str(args.features)
+        return feats
+    feats = image_features(
+        meta, _ijb_embedder(args, meta_info), batch_size=args.batch_size, progress=not args.no_progress
+    )
+    if args.save_features:
+        with atomic_path(args.save_features) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, feats)
+        meta_info["saved_features"] = str(args.save_features)
+    return feats
+
+
+def _run_verify_ijb_1n(args: argparse.Namespace, modes: tuple[str, ...]) -> int:
+
+    from scoremix_plugin.io_utils import write_json_atomic, write_text_atomic
     from scoremix_plugin.verification.ijb_1n import evaluate_ijb_1n_features, format_1n_table
-    from scoremix_plugin.verification.ijb_meta import IJBError, load_features, read_ijb_1n_meta
+    from scoremix_plugin.verification.ijb_meta import IJBError, read_ijb_1n_meta
 
     if args.save_features and Path(args.save_features).exists():
         raise IJBError(f"--save-features {args.save_features} already exists; remove it or name another file")
     _check_ijb_outputs(args, ("ijb_1n.json", "ijb_1n.md"))
     meta_info: dict = {"root": str(args.root), "target": args.target, "task": "identification"}
     meta, sets = read_ijb_1n_meta(args.root, args.target)
-    if args.features:
-        feats = load_features(args.features, meta)
-        meta_info["features"] = str(args.features)
-    else:
-        feats = image_features(meta, _ijb_embedder(args, meta_info), batch_size=args.batch_size,
-                               progress=not args.no_progress)
-        if args.save_features:
-            with atomic_path(args.save_features) as tmp:
-                with open(tmp, "wb") as f:
-                    np.save(f, feats)
-            meta_info["saved_features"] = str(args.save_features)
+    feats = _ijb_features(args, meta, meta_info)
     results = {m: evaluate_ijb_1n_features(meta, sets, feats, m) for m in modes}
     tables = [f"{args.target} 1:N, {m}:\n\n{format_1n_table(r)}" for m, r in results.items()]
     print("\n\n".join(tables))
@@ -288,11 +297,18 @@ def _run_verify_ijb_1n(args: argparse.Namespace, modes: tuple[str, ...]) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "ijb_1n.json", payload)
-        md = [f"# {args.target} 1:N identification", ""] + [f"- {k}: {v}" for k, v in meta_info.items()] + [
-            "", "insightface's `ijb_1n.py` protocol: template features as for 1:1; rank-k = share of probe templates "
-            "whose subject's gallery template is among the k best; TPIR@FPIR: threshold = the ceil(probes x FPIR)-th "
-            "highest non-mated score, TPIR = share of mated scores above it. G1+G2: both galleries enrolled together "
-            "(the reference's own run); G1, G2: each with the probes of its subjects.", ""]
+        md = (
+            [f"# {args.target} 1:N identification", ""]
+            + [f"- {k}: {v}" for k, v in meta_info.items()]
+            + [
+                "",
+                "insightface's `ijb_1n.py` protocol: template features as for 1:1; rank-k = share of probe "
+                "templates whose subject's gallery template is among the k best; TPIR@FPIR: threshold = the "
+                "ceil(probes x FPIR)-th highest non-mated score, TPIR = share of mated scores above it. G1+G2: both "
+                "galleries enrolled together (the reference's own run); G1, G2: each with the probes of its subjects.",
+                "",
+            ]
+        )
         for t in tables:
             md += [t, ""]
         write_text_atomic(out / "ijb_1n.md", "\n".join(md))
@@ -302,12 +318,18 @@ def _run_verify_ijb_1n(args: argparse.Namespace, modes: tuple[str, ...]) -> int:
 
 def add_verify_tinyface_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", required=True, help="TinyFace root holding tinyface/Testing_Set/ and the aligned folder")
-    p.add_argument("--aligned-dir", default="aligned_pad_0.1_pad_high",
-                   help="aligned images' folder under --root (default: AdaFace's aligned_pad_0.1_pad_high)")
+    p.add_argument(
+        "--aligned-dir",
+        default="aligned_pad_0.1_pad_high",
+        help="aligned images' folder under --root (default: AdaFace's aligned_pad_0.1_pad_high)",
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="recogniser: .onnx (onnxruntime) or .pt/.pth state dict (needs --network)")
-    src.add_argument("--features", help=".npz with 'paths' [N] (relative to the aligned folder, e.g. Probe/1_1.jpg) "
-                                        "and 'features' [N, D]: features computed elsewhere, scored as given")
+    src.add_argument(
+        "--features",
+        help=".npz with 'paths' [N] (relative to the aligned folder, e.g. Probe/1_1.jpg) "
+        "and 'features' [N, D]: features computed elsewhere, scored as given",
+    )
     p.add_argument("--network", help="backbone name for a .pt state dict (e.g. r50)")
     p.add_argument("--device", help="torch device or 'cpu' to keep ONNX on CPU (default: cuda when available)")
     p.add_argument("--batch-size", type=int, default=256)

@@ -90,7 +90,7 @@ class OnnxEmbedder:
         k = self.fixed_batch
         outs = []
         for start in range(0, x.shape[0], k):
-            chunk = x[start:start + k]
+            chunk = x[start : start + k]
             n = chunk.shape[0]
             if n < k:  # pad the last chunk by repeating its final image; the padding is dropped
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], k - n, axis=0)])
@@ -149,8 +149,9 @@ def embed_images(
     return emb.astype(np.float32), norms
 
 
-def _embed_float64(embedder: Embedder, images: np.ndarray, batch_size: int, flip: bool,
-                   progress: bool) -> tuple[np.ndarray, np.ndarray]:
+def _embed_float64(
+    embedder: Embedder, images: np.ndarray, batch_size: int, flip: bool, progress: bool
+) -> tuple[np.ndarray, np.ndarray]:
     # float64 like the host (its embedding buffers are np.zeros, i.e. float64): distances near a
     # threshold then compare the same way as the host's.
     images = np.asarray(images)
@@ -167,7 +168,7 @@ def _embed_float64(embedder: Embedder, images: np.ndarray, batch_size: int, flip
     summed: np.ndarray | None = None
     norms = np.zeros(n, dtype=np.float64)
     for start in starts:
-        x = _to_unit_range(images[start:start + batch_size])
+        x = _to_unit_range(images[start : start + batch_size])
         views = [np.asarray(embedder(x), dtype=np.float64)]
         if flip:
             views.append(np.asarray(embedder(np.ascontiguousarray(x[..., ::-1])), dtype=np.float64))
@@ -176,8 +177,8 @@ def _embed_float64(embedder: Embedder, images: np.ndarray, batch_size: int, flip
                 raise InputError(f"embedder returned shape {v.shape} for a batch of {x.shape[0]}")
         if summed is None:
             summed = np.zeros((n, views[0].shape[1]), dtype=np.float64)
-        summed[start:start + x.shape[0]] = sum(views)
-        norms[start:start + x.shape[0]] = np.mean([np.linalg.norm(v, axis=1) for v in views], axis=0)
+        summed[start : start + x.shape[0]] = sum(views)
+        norms[start : start + x.shape[0]] = np.mean([np.linalg.norm(v, axis=1) for v in views], axis=0)
     if summed is None:
         raise InputError("no images to embed")
     length = np.linalg.norm(summed, axis=1, keepdims=True)

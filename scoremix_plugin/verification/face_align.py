@@ -16,13 +16,16 @@ from scoremix_plugin.errors import InputError
 
 IMAGE_SIZE = 112
 
+
 def arcface_template() -> np.ndarray:
     """The five ArcFace reference points of a 112x112 crop, shifted 8 px right as the IJB evaluation does.
 
     float32 like the host's table: the fit below runs in float32 as the host's did.
     """
-    pts = np.array([[30.2946, 51.6963], [65.5318, 51.5014], [48.0252, 71.7366],
-                    [33.5493, 92.3655], [62.7299, 92.2041]], dtype=np.float32)
+    pts = np.array(
+        [[30.2946, 51.6963], [65.5318, 51.5014], [48.0252, 71.7366], [33.5493, 92.3655], [62.7299, 92.2041]],
+        dtype=np.float32,
+    )
     pts[:, 0] += 8.0
     return pts
 
@@ -79,10 +82,16 @@ def _remap_maps(matrix: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     m[2], m[5] = -m[0] * m[2] - m[1] * m[5], -m[3] * m[2] - m[4] * m[5]
     ab_scale, round_delta = 1024, 1024 // 32 // 2
     steps = np.arange(size, dtype=np.float64)
-    x = (np.rint((m[1] * steps + m[2]) * ab_scale).astype(np.int64)[:, None] + round_delta
-         + np.rint(m[0] * steps * ab_scale).astype(np.int64)[None, :]) >> 5
-    y = (np.rint((m[4] * steps + m[5]) * ab_scale).astype(np.int64)[:, None] + round_delta
-         + np.rint(m[3] * steps * ab_scale).astype(np.int64)[None, :]) >> 5
+    x = (
+        np.rint((m[1] * steps + m[2]) * ab_scale).astype(np.int64)[:, None]
+        + round_delta
+        + np.rint(m[0] * steps * ab_scale).astype(np.int64)[None, :]
+    ) >> 5
+    y = (
+        np.rint((m[4] * steps + m[5]) * ab_scale).astype(np.int64)[:, None]
+        + round_delta
+        + np.rint(m[3] * steps * ab_scale).astype(np.int64)[None, :]
+    ) >> 5
     coords = np.stack([x >> 5, y >> 5], axis=-1)
     if np.abs(coords).max() > np.iinfo(np.int16).max:
         raise InputError(f"transform {matrix.tolist()} maps the crop outside any image (coordinates beyond int16)")

@@ -54,14 +54,24 @@ def _chunk_rows(gallery_size: int, itemsize: int, chunk_bytes: int) -> int:
     return max(1, chunk_bytes // max(1, gallery_size * itemsize))
 
 
-def search(probe_feats: np.ndarray, probe_labels: np.ndarray, gallery_feats: np.ndarray, gallery_labels: np.ndarray,
-           *, keep_top: int = 0, chunk_bytes: int = CHUNK_BYTES, progress: bool = False) -> SearchStats:
+def search(
+    probe_feats: np.ndarray,
+    probe_labels: np.ndarray,
+    gallery_feats: np.ndarray,
+    gallery_labels: np.ndarray,
+    *,
+    keep_top: int = 0,
+    chunk_bytes: int = CHUNK_BYTES,
+    progress: bool = False,
+) -> SearchStats:
     """Score every probe against the gallery chunk by chunk; every probe must have a mate (InputError otherwise)."""
     probe_labels = np.asarray(probe_labels, dtype=np.int64)
     gallery_labels = np.asarray(gallery_labels, dtype=np.int64)
     if probe_feats.ndim != 2 or gallery_feats.ndim != 2 or probe_feats.shape[1] != gallery_feats.shape[1]:
-        raise InputError(f"probe features {probe_feats.shape} and gallery features {gallery_feats.shape} must be "
-                         "2-D with the same width")
+        raise InputError(
+            f"probe features {probe_feats.shape} and gallery features {gallery_feats.shape} must be "
+            "2-D with the same width"
+        )
     if probe_feats.shape[0] != probe_labels.size or gallery_feats.shape[0] != gallery_labels.size:
         raise InputError("one label per probe and per gallery entry is needed")
     if gallery_labels.size == 0 or probe_labels.size == 0:
@@ -85,8 +95,10 @@ def search(probe_feats: np.ndarray, probe_labels: np.ndarray, gallery_feats: np.
         mated = probe_labels[s:e, None] == gallery_labels[None, :]
         has = mated.any(1)
         if not has.all():
-            raise InputError(f"probe {s + int(np.flatnonzero(~has)[0])} (identity "
-                             f"{int(probe_labels[s + int(np.flatnonzero(~has)[0])])}) has no mate in the gallery")
+            raise InputError(
+                f"probe {s + int(np.flatnonzero(~has)[0])} (identity "
+                f"{int(probe_labels[s + int(np.flatnonzero(~has)[0])])}) has no mate in the gallery"
+            )
         best = np.where(mated, scores, -np.inf).max(1)
         scores[mated] = -np.inf  # from here: non-mated scores only
         best_mate[s:e] = best
@@ -98,10 +110,10 @@ def search(probe_feats: np.ndarray, probe_labels: np.ndarray, gallery_feats: np.
         if keep_top:
             flat = scores.ravel()
             k = min(keep_top, flat.size)
-            part = np.partition(flat, flat.size - k)[flat.size - k:].astype(np.float64)
+            part = np.partition(flat, flat.size - k)[flat.size - k :].astype(np.float64)
             top = np.concatenate([top, part])
             if top.size > keep_top:
-                top = np.partition(top, top.size - keep_top)[top.size - keep_top:]
+                top = np.partition(top, top.size - keep_top)[top.size - keep_top :]
     top = np.sort(top)[::-1]
     top = top[np.isfinite(top)]  # -inf entries are mates (a chunk with fewer non-mates than keep_top)
     return SearchStats(best_mate, rank, tied, best_nonmate, top, num_nonmate)
@@ -134,9 +146,15 @@ def open_set_dir(stats: SearchStats, fars: Sequence[float], rank: int = 1) -> li
     out = []
     for far, th in zip(fars, open_set_thresholds(stats.best_nonmate, fars)):
         hit = (stats.rank <= rank) & (stats.best_mate >= th)
-        out.append({"far": float(far), "threshold": th, "dir": float(np.mean(hit)),
-                    "dir_count": int(np.count_nonzero(hit)),
-                    "fpir": float(np.mean(stats.best_nonmate >= th))})
+        out.append(
+            {
+                "far": float(far),
+                "threshold": th,
+                "dir": float(np.mean(hit)),
+                "dir_count": int(np.count_nonzero(hit)),
+                "fpir": float(np.mean(stats.best_nonmate >= th)),
+            }
+        )
     return out
 
 
@@ -148,8 +166,10 @@ def tpir_at_fpir(stats: SearchStats, fars: Sequence[float]) -> list[dict[str, fl
     for far in fars:
         k = int(np.ceil(p * far))
         if k < 1 or k > stats.top_nonmate.size:
-            raise InputError(f"FPIR {far:g} needs the {k}-th highest non-mated score; "
-                             f"{stats.top_nonmate.size} were kept ({stats.num_nonmate} exist)")
+            raise InputError(
+                f"FPIR {far:g} needs the {k}-th highest non-mated score; "
+                f"{stats.top_nonmate.size} were kept ({stats.num_nonmate} exist)"
+            )
         th = float(stats.top_nonmate[k - 1])
         hits = int(np.count_nonzero(stats.best_mate > th))
         out.append({"fpir": float(far), "threshold": th, "tpir": hits / p, "tpir_count": hits})

@@ -46,6 +46,7 @@ Embedder = Callable[[np.ndarray], np.ndarray]
 
 # Image features.
 
+
 def _load_aligned(meta: IJBMeta, i: int) -> np.ndarray | str:
     """Image ``i`` aligned (RGB CHW uint8), or the reason it cannot be."""
     import cv2
@@ -65,8 +66,9 @@ def _to_unit(crops: np.ndarray) -> np.ndarray:
     return (crops.astype(np.float32) / 255.0 - 0.5) / 0.5
 
 
-def image_features(meta: IJBMeta, embedder: Embedder, batch_size: int = 128, progress: bool = True,
-                   workers: int | None = None) -> np.ndarray:
+def image_features(
+    meta: IJBMeta, embedder: Embedder, batch_size: int = 128, progress: bool = True, workers: int | None = None
+) -> np.ndarray:
     """Features [N, 2D] float32 of every image in 5pts order: the crop's embedding, then its flip's.
 
     Missing files are counted before any model work; images that fail to decode or align are collected
@@ -98,8 +100,10 @@ def image_features(meta: IJBMeta, embedder: Embedder, batch_size: int = 128, pro
             if not ok:
                 continue
             x = _to_unit(np.stack([loaded[k] for k in ok]))
-            views = [np.asarray(embedder(x), dtype=np.float32),
-                     np.asarray(embedder(np.ascontiguousarray(x[..., ::-1])), dtype=np.float32)]
+            views = [
+                np.asarray(embedder(x), dtype=np.float32),
+                np.asarray(embedder(np.ascontiguousarray(x[..., ::-1])), dtype=np.float32),
+            ]
             for v in views:
                 if v.ndim != 2 or v.shape[0] != x.shape[0]:
                     raise IJBError(f"the embedder returned shape {v.shape} for a batch of {x.shape[0]} images")
@@ -114,6 +118,7 @@ def image_features(meta: IJBMeta, embedder: Embedder, batch_size: int = 128, pro
 
 
 # The protocol on features.
+
 
 def check_modes(modes: str | Sequence[str]) -> tuple[str, ...]:
     """``"all"``, ``"F1N1D1,F0N0D0"`` or a sequence of mode names -> validated tuple (order kept)."""
@@ -133,7 +138,7 @@ def mode_features(img_feats: np.ndarray, faceness: np.ndarray, mode: str) -> np.
     f = img_feats[:, :d] + img_feats[:, d:] if flip else img_feats[:, :d].copy()
     # In place from here (same float32 results as the host's new arrays; IJB-C: 470 MB less at the peak).
     if not keep_norm:
-        f /= np.sqrt(np.sum(f ** 2, -1, keepdims=True))
+        f /= np.sqrt(np.sum(f**2, -1, keepdims=True))
     if weighted:
         f *= faceness[:, np.newaxis]
     return f
@@ -185,13 +190,21 @@ def pair_rows(unique_templates: np.ndarray, pair_templates: np.ndarray) -> np.nd
     unknown = unique_templates[rows] != pair_templates
     if unknown.any():
         i = int(np.flatnonzero(unknown.any(1))[0])
-        raise IJBError(f"pair {i} (line {i + 1}) names template {pair_templates[i].tolist()} without features "
-                       f"({int(unknown.any(1).sum())} such pairs)")
+        raise IJBError(
+            f"pair {i} (line {i + 1}) names template {pair_templates[i].tolist()} without features "
+            f"({int(unknown.any(1).sum())} such pairs)"
+        )
     return rows
 
 
-def score_pairs(template_feats: np.ndarray, rows: np.ndarray, chunk: int = 256, workers: int | None = None,
-                progress: bool = False, desc: str = "pairs") -> np.ndarray:
+def score_pairs(
+    template_feats: np.ndarray,
+    rows: np.ndarray,
+    chunk: int = 256,
+    workers: int | None = None,
+    progress: bool = False,
+    desc: str = "pairs",
+) -> np.ndarray:
     """Cosine score float64 [P] of each pair of template rows, in chunks on ``workers`` threads.
 
     Memory beyond the output: two ``chunk x D`` buffers per thread (IJB-C's 15.6M pairs at once would be
@@ -208,11 +221,11 @@ def score_pairs(template_feats: np.ndarray, rows: np.ndarray, chunk: int = 256, 
         for s in range(span[0], span[1], chunk):
             n = min(chunk, span[1] - s)
             # mode="clip": rows are known to be in range, and "raise" would buffer the output (several x slower).
-            np.take(template_feats, rows[s:s + n, 0], axis=0, out=a[:n], mode="clip")
-            np.take(template_feats, rows[s:s + n, 1], axis=0, out=b[:n], mode="clip")
+            np.take(template_feats, rows[s : s + n, 0], axis=0, out=a[:n], mode="clip")
+            np.take(template_feats, rows[s : s + n, 1], axis=0, out=b[:n], mode="clip")
             # Row-wise product then sum over the last axis: numpy's pairwise summation, as the host's.
             np.multiply(a[:n], b[:n], out=a[:n])
-            np.sum(a[:n], axis=1, out=scores[s:s + n])
+            np.sum(a[:n], axis=1, out=scores[s : s + n])
         return span[1] - span[0]
 
     bar = None
@@ -261,6 +274,7 @@ def trapezoid_auc(fpr: np.ndarray, tpr: np.ndarray) -> float:
 
 # Results.
 
+
 @dataclass
 class IJBModeResult:
     """One mode's numbers; ``roc_fpr`` / ``roc_tpr`` are the host's (point-dropped) curve."""
@@ -274,8 +288,12 @@ class IJBModeResult:
     scores: np.ndarray | None = None  # [P] pair scores, kept only when asked
 
     def to_dict(self) -> dict[str, Any]:
-        return {"tar": list(self.tar), "tar_strict": [t.tar for t in self.tar_strict],
-                "tar_strict_few_negatives": [t.few_negatives for t in self.tar_strict], "auc": self.auc}
+        return {
+            "tar": list(self.tar),
+            "tar_strict": [t.tar for t in self.tar_strict],
+            "tar_strict_few_negatives": [t.few_negatives for t in self.tar_strict],
+            "auc": self.auc,
+        }
 
 
 @dataclass
@@ -293,16 +311,32 @@ class IJBResult:
     meta: dict[str, Any] = field(default_factory=dict)  # where the numbers came from (root, model, features)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"target": self.target, "far": list(self.fars),
-                "modes": {m: r.to_dict() for m, r in self.modes.items()},
-                "num_images": self.num_images, "num_templates": self.num_templates, "num_pairs": self.num_pairs,
-                "num_genuine": self.num_genuine, "num_impostor": self.num_impostor, "meta": dict(self.meta)}
+        return {
+            "target": self.target,
+            "far": list(self.fars),
+            "modes": {m: r.to_dict() for m, r in self.modes.items()},
+            "num_images": self.num_images,
+            "num_templates": self.num_templates,
+            "num_pairs": self.num_pairs,
+            "num_genuine": self.num_genuine,
+            "num_impostor": self.num_impostor,
+            "meta": dict(self.meta),
+        }
 
 
-def evaluate_modes(img_feats: np.ndarray, faceness: np.ndarray, templates: np.ndarray, medias: np.ndarray,
-                   pair_templates: np.ndarray, labels: np.ndarray, modes: str | Sequence[str] = ("F1N1D1",),
-                   fars: Sequence[float] = IJB_FARS, keep_scores: bool = False,
-                   target: str = "IJBC", progress: bool = False) -> IJBResult:
+def evaluate_modes(
+    img_feats: np.ndarray,
+    faceness: np.ndarray,
+    templates: np.ndarray,
+    medias: np.ndarray,
+    pair_templates: np.ndarray,
+    labels: np.ndarray,
+    modes: str | Sequence[str] = ("F1N1D1",),
+    fars: Sequence[float] = IJB_FARS,
+    keep_scores: bool = False,
+    target: str = "IJBC",
+    progress: bool = False,
+) -> IJBResult:
     """The protocol on arrays: image features [N, 2D] (image | flip) in the order of ``templates`` / ``medias``."""
     modes = check_modes(modes)
     labels = np.asarray(labels, dtype=bool)
@@ -314,37 +348,77 @@ def evaluate_modes(img_feats: np.ndarray, faceness: np.ndarray, templates: np.nd
         del feats
         bad = np.flatnonzero(~np.isfinite(tfeats).all(1))
         if bad.size:
-            raise IJBError(f"mode {mode}: template {int(unique_templates[bad[0]])} has a non-finite feature "
-                           f"({bad.size} templates; an image feature of zero norm cannot be L2-normalised)")
+            raise IJBError(
+                f"mode {mode}: template {int(unique_templates[bad[0]])} has a non-finite feature "
+                f"({bad.size} templates; an image feature of zero norm cannot be L2-normalised)"
+            )
         if rows is None:  # the same templates in every mode
             rows = pair_rows(unique_templates, pair_templates)
         scores = score_pairs(tfeats, rows, progress=progress, desc=f"{target} {mode} pairs")
         del tfeats
         fpr, tpr, _ = roc_points(labels, scores)
         strict = tar_at_far(-scores, labels, fars)  # distances: accept score > threshold
-        results[mode] = IJBModeResult(mode, host_tar(fpr, tpr, fars), [strict[float(f)] for f in fars],
-                                      trapezoid_auc(fpr, tpr), fpr, tpr, scores if keep_scores else None)
+        results[mode] = IJBModeResult(
+            mode,
+            host_tar(fpr, tpr, fars),
+            [strict[float(f)] for f in fars],
+            trapezoid_auc(fpr, tpr),
+            fpr,
+            tpr,
+            scores if keep_scores else None,
+        )
     num_genuine = int(labels.sum())
-    return IJBResult(target=target, fars=tuple(float(f) for f in fars), modes=results, num_images=len(templates),
-                     num_templates=int(np.unique(templates).size), num_pairs=int(labels.size),
-                     num_genuine=num_genuine, num_impostor=int(labels.size) - num_genuine)
+    return IJBResult(
+        target=target,
+        fars=tuple(float(f) for f in fars),
+        modes=results,
+        num_images=len(templates),
+        num_templates=int(np.unique(templates).size),
+        num_pairs=int(labels.size),
+        num_genuine=num_genuine,
+        num_impostor=int(labels.size) - num_genuine,
+    )
 
 
-def evaluate_ijb_features(meta: IJBMeta, img_feats: np.ndarray, modes: str | Sequence[str] = ("F1N1D1",),
-                          fars: Sequence[float] = IJB_FARS, keep_scores: bool = False,
-                          progress: bool = False) -> IJBResult:
+def evaluate_ijb_features(
+    meta: IJBMeta,
+    img_feats: np.ndarray,
+    modes: str | Sequence[str] = ("F1N1D1",),
+    fars: Sequence[float] = IJB_FARS,
+    keep_scores: bool = False,
+    progress: bool = False,
+) -> IJBResult:
     """The protocol on precomputed image features [N, 2D] (rows in 5pts order) of ``meta``'s images."""
     if img_feats.ndim != 2 or img_feats.shape[0] != meta.num_images or img_feats.shape[1] % 2:
         raise IJBError(f"image features must be [{meta.num_images}, 2*D], got shape {img_feats.shape}")
-    result = evaluate_modes(img_feats, meta.faceness, meta.templates, meta.medias, meta.pair_templates,
-                            meta.labels, modes, fars, keep_scores, meta.target, progress)
+    result = evaluate_modes(
+        img_feats,
+        meta.faceness,
+        meta.templates,
+        meta.medias,
+        meta.pair_templates,
+        meta.labels,
+        modes,
+        fars,
+        keep_scores,
+        meta.target,
+        progress,
+    )
     result.meta["root"] = str(meta.root)
     return result
 
 
-def evaluate_ijb(root: str | os.PathLike, target: str, embedder: Embedder,
-                 modes: str | Sequence[str] = ("F1N1D1",), *, batch_size: int = 128, progress: bool = True,
-                 fars: Sequence[float] = IJB_FARS, keep_scores: bool = False) -> IJBResult:
+def evaluate_ijb(
+    root: str | os.PathLike,
+    target: str,
+    embedder: Embedder,
+    modes: str | Sequence[str] = ("F1N1D1",),
+    *,
+    batch_size: int = 128,
+    progress: bool = True,
+    fars: Sequence[float] = IJB_FARS,
+    keep_scores: bool = False,
+) -> IJBResult:
     """IJB-B / IJB-C numbers of a model: read ``root``'s meta files, align and embed every image, score."""
     modes = check_modes(modes)
     meta = read_ijb_meta(root, target)

@@ -49,9 +49,15 @@ class GalleryResult:
         return [c / self.num_probes for c in self.rank_count]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"num_probes": self.num_probes, "num_gallery": self.num_gallery, "ranks": list(self.ranks),
-                "rank": self.rank_rate, "rank_count": list(self.rank_count), "tpir": list(self.tpir),
-                "tied_probes": self.tied_probes}
+        return {
+            "num_probes": self.num_probes,
+            "num_gallery": self.num_gallery,
+            "ranks": list(self.ranks),
+            "rank": self.rank_rate,
+            "rank_count": list(self.rank_count),
+            "tpir": list(self.tpir),
+            "tied_probes": self.tied_probes,
+        }
 
 
 @dataclass
@@ -63,27 +69,45 @@ class IJB1NResult:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"target": self.target, "mode": self.mode,
-                "galleries": {k: g.to_dict() for k, g in self.galleries.items()}, "mean": dict(self.mean),
-                "meta": dict(self.meta)}
+        return {
+            "target": self.target,
+            "mode": self.mode,
+            "galleries": {k: g.to_dict() for k, g in self.galleries.items()},
+            "mean": dict(self.mean),
+            "meta": dict(self.meta),
+        }
 
 
-def search_gallery(tfeats: np.ndarray, tids: np.ndarray, gallery: tuple[np.ndarray, np.ndarray],
-                   probes: tuple[np.ndarray, np.ndarray], ranks: Sequence[int] = RANKS_1N,
-                   fpirs: Sequence[float] = FPIRS) -> GalleryResult:
+def search_gallery(
+    tfeats: np.ndarray,
+    tids: np.ndarray,
+    gallery: tuple[np.ndarray, np.ndarray],
+    probes: tuple[np.ndarray, np.ndarray],
+    ranks: Sequence[int] = RANKS_1N,
+    fpirs: Sequence[float] = FPIRS,
+) -> GalleryResult:
     """One gallery's numbers; ``tfeats`` [T, D] rows of the sorted template ids ``tids``."""
     (g_t, g_s), (p_t, p_s) = gallery, probes
     keep = np.ceil(p_t.size * max(fpirs)).astype(int) if fpirs else 0
-    stats = search(tfeats[np.searchsorted(tids, p_t)], p_s, tfeats[np.searchsorted(tids, g_t)], g_s,
-                   keep_top=int(keep))
-    return GalleryResult(num_probes=int(p_t.size), num_gallery=int(g_t.size), ranks=tuple(ranks),
-                         rank_count=cmc_counts(stats.rank, ranks), tpir=tpir_at_fpir(stats, fpirs),
-                         tied_probes=int(np.count_nonzero(stats.tied)))
+    stats = search(tfeats[np.searchsorted(tids, p_t)], p_s, tfeats[np.searchsorted(tids, g_t)], g_s, keep_top=int(keep))
+    return GalleryResult(
+        num_probes=int(p_t.size),
+        num_gallery=int(g_t.size),
+        ranks=tuple(ranks),
+        rank_count=cmc_counts(stats.rank, ranks),
+        tpir=tpir_at_fpir(stats, fpirs),
+        tied_probes=int(np.count_nonzero(stats.tied)),
+    )
 
 
-def evaluate_ijb_1n_features(meta: IJBMeta, sets: Mapping[str, tuple[np.ndarray, np.ndarray]],
-                             img_feats: np.ndarray, mode: str = "F1N1D1", ranks: Sequence[int] = RANKS_1N,
-                             fpirs: Sequence[float] = FPIRS) -> IJB1NResult:
+def evaluate_ijb_1n_features(
+    meta: IJBMeta,
+    sets: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    img_feats: np.ndarray,
+    mode: str = "F1N1D1",
+    ranks: Sequence[int] = RANKS_1N,
+    fpirs: Sequence[float] = FPIRS,
+) -> IJB1NResult:
     """The protocol on image features [N, 2D] (image | flip, rows in 5pts order), ``sets`` from ``read_ijb_1n_meta``."""
     (mode,) = check_modes(mode)
     if img_feats.ndim != 2 or img_feats.shape[0] != meta.num_images or img_feats.shape[1] % 2:
@@ -94,34 +118,50 @@ def evaluate_ijb_1n_features(meta: IJBMeta, sets: Mapping[str, tuple[np.ndarray,
     used = np.concatenate([sets[a][0], sets[b][0], probe_t])
     bad = np.flatnonzero(~np.isfinite(tfeats[np.searchsorted(tids, used)]).all(1))
     if bad.size:
-        raise IJBError(f"mode {mode}: template {int(used[bad[0]])} has a non-finite feature (an image feature "
-                       "of zero norm cannot be L2-normalised)")
+        raise IJBError(
+            f"mode {mode}: template {int(used[bad[0]])} has a non-finite feature (an image feature "
+            "of zero norm cannot be L2-normalised)"
+        )
     galleries: dict[str, GalleryResult] = {}
     for g in (a, b):
         mine = np.isin(probe_s, sets[g][1])  # the probes of this gallery's subjects
         galleries[g] = search_gallery(tfeats, tids, sets[g], (probe_t[mine], probe_s[mine]), ranks, fpirs)
     both = (np.concatenate([sets[a][0], sets[b][0]]), np.concatenate([sets[a][1], sets[b][1]]))
     order = np.argsort(both[0], kind="stable")  # the reference's np.unique order (irrelevant to the numbers)
-    galleries[f"{a}+{b}"] = search_gallery(tfeats, tids, (both[0][order], both[1][order]), (probe_t, probe_s),
-                                           ranks, fpirs)
-    mean = {"ranks": list(ranks), "rank": [float(np.mean([galleries[g].rank_rate[i] for g in (a, b)]))
-                                           for i in range(len(ranks))],
-            "fpir": list(fpirs), "tpir": [float(np.mean([galleries[g].tpir[i]["tpir"] for g in (a, b)]))
-                                          for i in range(len(fpirs))]}
+    galleries[f"{a}+{b}"] = search_gallery(
+        tfeats, tids, (both[0][order], both[1][order]), (probe_t, probe_s), ranks, fpirs
+    )
+    mean = {
+        "ranks": list(ranks),
+        "rank": [float(np.mean([galleries[g].rank_rate[i] for g in (a, b)])) for i in range(len(ranks))],
+        "fpir": list(fpirs),
+        "tpir": [float(np.mean([galleries[g].tpir[i]["tpir"] for g in (a, b)])) for i in range(len(fpirs))],
+    }
     return IJB1NResult(target=meta.target, mode=mode, galleries=galleries, mean=mean, meta={"root": str(meta.root)})
 
 
 def format_1n_table(result: IJB1NResult) -> str:
     """Markdown: one row per gallery (and the mean of the two), rank-k and TPIR@FPIR in %."""
     g0 = next(iter(result.galleries.values()))
-    head = ["gallery", "probes", "gallery templates"] + [f"rank-{r}" for r in g0.ranks] + \
-        [f"TPIR@FPIR={t['fpir']:g}" for t in g0.tpir]
+    head = (
+        ["gallery", "probes", "gallery templates"]
+        + [f"rank-{r}" for r in g0.ranks]
+        + [f"TPIR@FPIR={t['fpir']:g}" for t in g0.tpir]
+    )
     lines = ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
     for name, g in result.galleries.items():
-        cells = [name, str(g.num_probes), str(g.num_gallery)] + [f"{100 * v:.2f}" for v in g.rank_rate] + \
-            [f"{100 * t['tpir']:.2f}" for t in g.tpir]
+        cells = (
+            [name, str(g.num_probes), str(g.num_gallery)]
+            + [f"{100 * v:.2f}" for v in g.rank_rate]
+            + [f"{100 * t['tpir']:.2f}" for t in g.tpir]
+        )
         lines.append("| " + " | ".join(cells) + " |")
     m = result.mean
-    lines.append("| " + " | ".join(["mean of the two", "", ""] + [f"{100 * v:.2f}" for v in m["rank"]] +
-                                   [f"{100 * v:.2f}" for v in m["tpir"]]) + " |")
+    lines.append(
+        "| "
+        + " | ".join(
+            ["mean of the two", "", ""] + [f"{100 * v:.2f}" for v in m["rank"]] + [f"{100 * v:.2f}" for v in m["tpir"]]
+        )
+        + " |"
+    )
     return "\n".join(lines)

@@ -126,8 +126,7 @@ def read_5pts(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
     names, coords, scores = [], [], []
     for i, r in enumerate(rows):
         if len(r) != 12:
-            raise IJBError(f"{path}:{i + 1}: expected 'image x1 y1 ... x5 y5 faceness' (12 fields), "
-                           f"got {len(r)}")
+            raise IJBError(f"{path}:{i + 1}: expected 'image x1 y1 ... x5 y5 faceness' (12 fields), got {len(r)}")
         try:
             coords.append([float(v) for v in r[1:11]])
             float(r[11])
@@ -171,13 +170,17 @@ def read_ijb_meta(root: str | os.PathLike, target: str) -> IJBMeta:
     names, templates, medias = read_tid_mid(files["tid_mid"])
     names5, landmarks, faceness = read_5pts(files["5pts"])
     if len(names5) != len(names):
-        raise IJBError(f"{files['5pts']} lists {len(names5)} images but {files['tid_mid']} lists {len(names)}: "
-                       "both must list the same images in the same order")
+        raise IJBError(
+            f"{files['5pts']} lists {len(names5)} images but {files['tid_mid']} lists {len(names)}: "
+            "both must list the same images in the same order"
+        )
     differ = [i for i, (a, b) in enumerate(zip(names, names5)) if a != b]
     if differ:
         i = differ[0]
-        raise IJBError(f"{files['5pts']}:{i + 1}: image {names5[i]!r} but {files['tid_mid']}:{i + 1} has "
-                       f"{names[i]!r} ({len(differ)} lines differ): both must list the same images in order")
+        raise IJBError(
+            f"{files['5pts']}:{i + 1}: image {names5[i]!r} but {files['tid_mid']}:{i + 1} has "
+            f"{names[i]!r} ({len(differ)} lines differ): both must list the same images in order"
+        )
     pairs, labels = read_pairs(files["pairs"])
     known = np.unique(templates)
     unknown = ~np.isin(pairs, known)
@@ -185,13 +188,27 @@ def read_ijb_meta(root: str | os.PathLike, target: str) -> IJBMeta:
     if bad.size:
         i = int(bad[0])
         tid = int(pairs[i][unknown[i]][0])
-        raise IJBError(f"{files['pairs']}:{i + 1}: template {tid} is not in {files['tid_mid']} "
-                       f"({bad.size} pairs name unknown templates); such a pair cannot be scored")
+        raise IJBError(
+            f"{files['pairs']}:{i + 1}: template {tid} is not in {files['tid_mid']} "
+            f"({bad.size} pairs name unknown templates); such a pair cannot be scored"
+        )
     if labels.all() or not labels.any():
-        raise IJBError(f"{files['pairs']}: needs both genuine (1) and impostor (0) pairs, "
-                       f"got {int(labels.sum())} genuine of {labels.size}")
-    return IJBMeta(root=root, target=target, files=files, image_names=names, templates=templates, medias=medias,
-                   landmarks=landmarks, faceness=faceness, pair_templates=pairs, labels=labels)
+        raise IJBError(
+            f"{files['pairs']}: needs both genuine (1) and impostor (0) pairs, "
+            f"got {int(labels.sum())} genuine of {labels.size}"
+        )
+    return IJBMeta(
+        root=root,
+        target=target,
+        files=files,
+        image_names=names,
+        templates=templates,
+        medias=medias,
+        landmarks=landmarks,
+        faceness=faceness,
+        pair_templates=pairs,
+        labels=labels,
+    )
 
 
 def load_features(path: str | os.PathLike, meta: IJBMeta) -> np.ndarray:
@@ -208,16 +225,22 @@ def load_features(path: str | os.PathLike, meta: IJBMeta) -> np.ndarray:
     if arr.dtype.kind not in "fiu":
         raise IJBError(f"{path}: expected numbers, got dtype {arr.dtype}")
     if arr.shape[0] != meta.num_images:
-        raise IJBError(f"{path}: {arr.shape[0]} rows but {meta.files['5pts']} lists {meta.num_images} images "
-                       "(one row per image, in that file's order)")
+        raise IJBError(
+            f"{path}: {arr.shape[0]} rows but {meta.files['5pts']} lists {meta.num_images} images "
+            "(one row per image, in that file's order)"
+        )
     if arr.shape[1] == 0 or arr.shape[1] % 2:
-        raise IJBError(f"{path}: width {arr.shape[1]} is not even: each row must be the image's features "
-                       "followed by its flip's (2*D columns)")
+        raise IJBError(
+            f"{path}: width {arr.shape[1]} is not even: each row must be the image's features "
+            "followed by its flip's (2*D columns)"
+        )
     feats = np.asarray(arr, dtype=np.float32)
     bad = np.flatnonzero(~np.isfinite(feats).all(1))
     if bad.size:
-        raise IJBError(f"{path}: row {bad[0]} ({meta.where(int(bad[0]))}, {meta.image_names[bad[0]]}) holds "
-                       f"NaN or inf ({bad.size} such rows)")
+        raise IJBError(
+            f"{path}: row {bad[0]} ({meta.where(int(bad[0]))}, {meta.image_names[bad[0]]}) holds "
+            f"NaN or inf ({bad.size} such rows)"
+        )
     return feats
 
 
@@ -225,6 +248,7 @@ def load_features(path: str | os.PathLike, meta: IJBMeta) -> np.ndarray:
 #   ROOT/meta/<t>_1N_gallery_G1.csv, <t>_1N_gallery_G2.csv   (IJB-B: _S1, _S2)
 #   ROOT/meta/<t>_1N_probe_mixed.csv
 # each with a header line and then TEMPLATE_ID,SUBJECT_ID,... per image (further columns are ignored).
+
 
 def gallery_names(target: str) -> tuple[str, str]:
     """The two gallery sets' names: G1 / G2 for IJB-C, S1 / S2 for IJB-B (the release's file names)."""
@@ -264,8 +288,10 @@ def read_template_subjects(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if conflict.size:
         i = int(conflict[0])
         first_subject = int(subjects[np.searchsorted(templates, tids_a[i])])
-        raise IJBError(f"{path}:{i + 2}: template {tids[i]} names subject {sids[i]}, its first row subject "
-                       f"{first_subject} ({conflict.size} such rows)")
+        raise IJBError(
+            f"{path}:{i + 2}: template {tids[i]} names subject {sids[i]}, its first row subject "
+            f"{first_subject} ({conflict.size} such rows)"
+        )
     return templates, subjects
 
 
@@ -278,8 +304,10 @@ def read_ijb_1n_meta(root: str | os.PathLike, target: str) -> tuple[IJBMeta, dic
     target = check_target(target)
     root = Path(root)
     files = files_1n(root, target)
-    img_files = {"tid_mid": root / "meta" / f"{target.lower()}_face_tid_mid.txt",
-                 "5pts": root / "meta" / f"{target.lower()}_name_5pts_score.txt"}
+    img_files = {
+        "tid_mid": root / "meta" / f"{target.lower()}_face_tid_mid.txt",
+        "5pts": root / "meta" / f"{target.lower()}_name_5pts_score.txt",
+    }
     missing = [str(p) for p in img_files.values() if not p.is_file()]
     if missing:
         raise IJBError(f"{target} meta file(s) missing under {root}: {', '.join(missing)}")
@@ -287,24 +315,39 @@ def read_ijb_1n_meta(root: str | os.PathLike, target: str) -> tuple[IJBMeta, dic
     names5, landmarks, faceness = read_5pts(img_files["5pts"])
     if names5 != names:
         raise IJBError(f"{img_files['5pts']} and {img_files['tid_mid']} must list the same images in the same order")
-    meta = IJBMeta(root=root, target=target, files={**img_files, **files},
-                   image_names=names, templates=templates, medias=medias, landmarks=landmarks, faceness=faceness,
-                   pair_templates=np.zeros((0, 2), dtype=np.int64), labels=np.zeros(0, dtype=bool))
+    meta = IJBMeta(
+        root=root,
+        target=target,
+        files={**img_files, **files},
+        image_names=names,
+        templates=templates,
+        medias=medias,
+        landmarks=landmarks,
+        faceness=faceness,
+        pair_templates=np.zeros((0, 2), dtype=np.int64),
+        labels=np.zeros(0, dtype=bool),
+    )
     sets = {k: read_template_subjects(p) for k, p in files.items()}
     known = np.unique(templates)
     for k, (t, _) in sets.items():
         unknown = t[~np.isin(t, known)]
         if unknown.size:
-            raise IJBError(f"{files[k]}: template {int(unknown[0])} has no images in {img_files['tid_mid']} "
-                           f"({unknown.size} such templates)")
+            raise IJBError(
+                f"{files[k]}: template {int(unknown[0])} has no images in {img_files['tid_mid']} "
+                f"({unknown.size} such templates)"
+            )
     g_subjects = np.concatenate([sets[g][1] for g in gallery_names(target)])
     uniq, counts = np.unique(g_subjects, return_counts=True)
     if (counts > 1).any():
-        raise IJBError(f"{files[gallery_names(target)[0]]} / {files[gallery_names(target)[1]]}: subject "
-                       f"{int(uniq[counts > 1][0])} has {int(counts[counts > 1][0])} gallery templates; "
-                       "1:N needs exactly one per subject")
+        raise IJBError(
+            f"{files[gallery_names(target)[0]]} / {files[gallery_names(target)[1]]}: subject "
+            f"{int(uniq[counts > 1][0])} has {int(counts[counts > 1][0])} gallery templates; "
+            "1:N needs exactly one per subject"
+        )
     lost = np.flatnonzero(~np.isin(sets["probe"][1], uniq))
     if lost.size:
-        raise IJBError(f"{files['probe']}: probe template {int(sets['probe'][0][lost[0]])} (subject "
-                       f"{int(sets['probe'][1][lost[0]])}) has no gallery template ({lost.size} such probes)")
+        raise IJBError(
+            f"{files['probe']}: probe template {int(sets['probe'][0][lost[0]])} (subject "
+            f"{int(sets['probe'][1][lost[0]])}) has no gallery template ({lost.size} such probes)"
+        )
     return meta, sets

@@ -1,7 +1,7 @@
 """The arcface_torch verification protocol on pair embeddings, plus a robust TAR@FAR.
 
-Accuracy follows the host's ``eval/verification.py`` exactly (contracts.md, "Verification protocol,
-exactly"), so our numbers are comparable with every published ``.bin`` result:
+Accuracy follows the host's ``eval/verification.py`` exactly, so our numbers are comparable with every
+published ``.bin`` result:
 
 1. distance = squared L2 between the two (already normalised) embeddings of a pair;
 2. thresholds ``np.arange(0, 4, 0.01)``; a pair is predicted "same" when ``dist < threshold``;

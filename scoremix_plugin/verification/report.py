@@ -32,8 +32,11 @@ def avg_h(accuracies: Mapping[str, float]) -> dict[str, Any] | None:
     present = [t for t in AVG_H_TARGETS if t in accuracies]
     if not present:
         return None
-    return {"avg_h": float(np.mean([accuracies[t] for t in present])), "present": present,
-            "missing": [t for t in AVG_H_TARGETS if t not in accuracies]}
+    return {
+        "avg_h": float(np.mean([accuracies[t] for t in present])),
+        "present": present,
+        "missing": [t for t in AVG_H_TARGETS if t not in accuracies],
+    }
 
 
 def avg_h_line(accuracies: Mapping[str, float], run: str = "") -> str | None:
@@ -42,16 +45,19 @@ def avg_h_line(accuracies: Mapping[str, float], run: str = "") -> str | None:
     if a is None:
         return None
     of = "all five" if not a["missing"] else f"{len(a['present'])} of 5; missing {', '.join(a['missing'])}"
-    return (f"Avg-H{f' ({run})' if run else ''}: {100 * a['avg_h']:.2f} % (mean accuracy of "
-            f"{', '.join(a['present'])}: {of})")
+    return (
+        f"Avg-H{f' ({run})' if run else ''}: {100 * a['avg_h']:.2f} % (mean accuracy of "
+        f"{', '.join(a['present'])}: {of})"
+    )
 
 
 def as_runs(results: Mapping[str, Any], default_run: str = "model") -> dict[str, dict[str, VerificationResult]]:
     """Normalise ``{target: result}`` or ``{run: {target: result}}`` to the named-runs form."""
     if results and all(isinstance(v, VerificationResult) for v in results.values()):
         return {default_run: dict(results)}
-    if all(isinstance(v, Mapping) and all(isinstance(r, VerificationResult) for r in v.values())
-           for v in results.values()):
+    if all(
+        isinstance(v, Mapping) and all(isinstance(r, VerificationResult) for r in v.values()) for v in results.values()
+    ):
         return {str(k): dict(v) for k, v in results.items()}
     raise TypeError("results must be {target: VerificationResult} or {run: {target: VerificationResult}}")
 
@@ -79,22 +85,35 @@ def format_table(results: Mapping[str, Any], far: float = 1e-3) -> str:
             t = r.tar_at_far.get(far)
             flagged |= bool(t and t.few_negatives)
             xnorm = "-" if r.xnorm is None else f"{r.xnorm:.3f}"
-            lines.append(f"{f'| {run} ' if named else ''}| {target} | {r.num_pairs} | {100 * r.accuracy_mean:.2f} +- "
-                         f"{100 * r.accuracy_std:.2f} | {_tar_cell(r, far)} | {xnorm} |")
-    avg = [avg_h_line({t: r.accuracy_mean for t, r in targets.items()}, run if named else "")
-           for run, targets in runs.items()]
+            lines.append(
+                f"{f'| {run} ' if named else ''}| {target} | {r.num_pairs} | {100 * r.accuracy_mean:.2f} +- "
+                f"{100 * r.accuracy_std:.2f} | {_tar_cell(r, far)} | {xnorm} |"
+            )
+    avg = [
+        avg_h_line({t: r.accuracy_mean for t, r in targets.items()}, run if named else "")
+        for run, targets in runs.items()
+    ]
     if any(avg):
         lines += [""] + [line for line in avg if line]
     if flagged:
         lines.append("")
-        lines.append(f"\\* fewer than {1 / far:g} negative pairs: TAR@FAR={far:g} cannot be resolved on this set "
-                     "(reported at the smallest FAR it has).")
+        lines.append(
+            f"\\* fewer than {1 / far:g} negative pairs: TAR@FAR={far:g} cannot be resolved on this set "
+            "(reported at the smallest FAR it has)."
+        )
     return "\n".join(lines)
 
 
-def plot_curves(panels: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]], path: str | os.PathLike, *,
-                title: str, xlim: tuple[float, float] | Mapping[str, tuple[float, float]], ylim=(0.0, 1.01),
-                step: bool = True, xticks: list[float] | None = None) -> Path:
+def plot_curves(
+    panels: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]],
+    path: str | os.PathLike,
+    *,
+    title: str,
+    xlim: tuple[float, float] | Mapping[str, tuple[float, float]],
+    ylim=(0.0, 1.01),
+    step: bool = True,
+    xticks: list[float] | None = None,
+) -> Path:
     """ROC-style PNG: one panel per ``{panel: {label: (far, tar)}}`` entry, FAR on a log axis."""
     plt = pyplot()
 
@@ -150,8 +169,14 @@ def results_json(results: Mapping[str, Any], curves: bool = True) -> dict[str, A
     return {run: {t: r.to_dict(curves) for t, r in res.items()} for run, res in runs.items()}
 
 
-def write_report(out_dir: str | os.PathLike, results: Mapping[str, Any], *, title: str = "Verification",
-                 far: float = 1e-3, meta: Mapping[str, Any] | None = None) -> dict[str, Path]:
+def write_report(
+    out_dir: str | os.PathLike,
+    results: Mapping[str, Any],
+    *,
+    title: str = "Verification",
+    far: float = 1e-3,
+    meta: Mapping[str, Any] | None = None,
+) -> dict[str, Path]:
     """Write ``verification.json``, ``verification.md`` and ``roc.png`` into ``out_dir``; returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -178,6 +203,7 @@ def write_report(out_dir: str | os.PathLike, results: Mapping[str, Any], *, titl
 
 
 # IJB-B / IJB-C (results of verification.ijb: IJBResult, or {run: IJBResult}).
+
 
 def _ijb_runs(results: Any) -> dict[str, Any]:
     if hasattr(results, "modes") and hasattr(results, "fars"):
@@ -210,21 +236,30 @@ def format_ijb_table(results: Any, strict: bool = False) -> str:
                 cells = [f"{100 * t:.2f}" for t in m.tar]
             lines.append("| " + " | ".join([name] + cells) + " |")
     if flagged:
-        lines += ["", f"\\* fewer impostor pairs than 1/FAR (FAR {', '.join(f'{f:g}' for f in sorted(flagged))}): "
-                  "that FAR cannot be resolved on this set; the value is the TAR at zero false accepts."]
+        lines += [
+            "",
+            f"\\* fewer impostor pairs than 1/FAR (FAR {', '.join(f'{f:g}' for f in sorted(flagged))}): "
+            "that FAR cannot be resolved on this set; the value is the TAR at zero false accepts.",
+        ]
     return "\n".join(lines)
 
 
-def write_ijb_report(out_dir: str | os.PathLike, results: Any, *, title: str = "IJB verification",
-                     meta: Mapping[str, Any] | None = None) -> dict[str, Path]:
+def _runs_payload(runs: Mapping[str, Any], meta: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A report's JSON: the meta, then one unnamed run's fields, or the named runs under "runs"."""
+    if "" in runs:
+        return {"meta": dict(meta or {}), **runs[""].to_dict()}
+    return {"meta": dict(meta or {}), "runs": {k: r.to_dict() for k, r in runs.items()}}
+
+
+def write_ijb_report(
+    out_dir: str | os.PathLike, results: Any, *, title: str = "IJB verification", meta: Mapping[str, Any] | None = None
+) -> dict[str, Path]:
     """Write ``ijb.json``, ``ijb.md`` (the host's table, then strict TAR + AUC) and ``ijb_roc.png`` into ``out_dir``."""
     runs = _ijb_runs(results)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "ijb.json", "markdown": out / "ijb.md", "roc": out / "ijb_roc.png"}
-    payload = ({"meta": dict(meta or {}), **runs[""].to_dict()} if "" in runs
-               else {"meta": dict(meta or {}), "runs": {k: r.to_dict() for k, r in runs.items()}})
-    write_json_atomic(paths["json"], payload)
+    write_json_atomic(paths["json"], _runs_payload(runs, meta))
     panels: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
     for run, r in runs.items():
         for mode, m in r.modes.items():
@@ -232,23 +267,35 @@ def write_ijb_report(out_dir: str | os.PathLike, results: Any, *, title: str = "
             panels.setdefault(r.target, {})[label] = (m.roc_fpr, m.roc_tpr)
     fars = list(next(iter(runs.values())).fars)
     # The host's axes: FAR 1e-6 .. 0.1, TAR 0.3 .. 1, lines through the (point-dropped) ROC.
-    plot_curves(panels, paths["roc"], title=f"{title}: ROC", xlim=(fars[0], fars[-1]), ylim=(0.3, 1.0),
-                step=False, xticks=fars)
+    plot_curves(
+        panels, paths["roc"], title=f"{title}: ROC", xlim=(fars[0], fars[-1]), ylim=(0.3, 1.0), step=False, xticks=fars
+    )
     first = next(iter(runs.values()))
     md = [f"# {title}", ""]
     for k, v in (meta or {}).items():
         md.append(f"- {k}: {v}")
-    md += [f"- {first.target}: {first.num_images} images, {first.num_templates} templates, {first.num_pairs} pairs "
-           f"({first.num_genuine} genuine, {first.num_impostor} impostor)", "",
-           "TAR (%) at FAR, arcface_torch's `eval_ijbc.py` rule (ROC point with the nearest FAR; modes: F1 = "
-           "flip added, N1 = norm kept, D1 = faceness-weighted):", "", format_ijb_table(results), "",
-           "Strict TAR (%): the highest TAR whose FAR does not exceed the target; AUC of the ROC:", "",
-           format_ijb_table(results, strict=True), "", f"![ROC]({paths['roc'].name})", ""]
+    md += [
+        f"- {first.target}: {first.num_images} images, {first.num_templates} templates, {first.num_pairs} pairs "
+        f"({first.num_genuine} genuine, {first.num_impostor} impostor)",
+        "",
+        "TAR (%) at FAR, arcface_torch's `eval_ijbc.py` rule (ROC point with the nearest FAR; modes: F1 = "
+        "flip added, N1 = norm kept, D1 = faceness-weighted):",
+        "",
+        format_ijb_table(results),
+        "",
+        "Strict TAR (%): the highest TAR whose FAR does not exceed the target; AUC of the ROC:",
+        "",
+        format_ijb_table(results, strict=True),
+        "",
+        f"![ROC]({paths['roc'].name})",
+        "",
+    ]
     write_text_atomic(paths["markdown"], "\n".join(md))
     return paths
 
 
 # Identification: TinyFace (results of verification.tinyface: TinyFaceResult, or {run: TinyFaceResult}).
+
 
 def _tinyface_runs(results: Any) -> dict[str, Any]:
     if hasattr(results, "cmc_count"):
@@ -262,26 +309,36 @@ def format_tinyface_table(results: Any) -> str:
     """Markdown: (run,) probes, gallery, rank-k (%) and the open-set DIR at each FAR (%)."""
     runs = _tinyface_runs(results)
     first = next(iter(runs.values()))
-    head = (["run"] if "" not in runs else []) + ["probes", "gallery (distractors)"] + \
-        [f"rank-{r} (%)" for r in first.ranks] + [f"DIR@FAR={o['far']:g} (%)" for o in first.open_set]
+    head = (
+        (["run"] if "" not in runs else [])
+        + ["probes", "gallery (distractors)"]
+        + [f"rank-{r} (%)" for r in first.ranks]
+        + [f"DIR@FAR={o['far']:g} (%)" for o in first.open_set]
+    )
     lines = ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
     for run, r in runs.items():
-        cells = ([run] if run else []) + [str(r.num_probes), f"{r.num_matches + r.num_distractors} ({r.num_distractors})"]
+        cells = ([run] if run else []) + [
+            str(r.num_probes),
+            f"{r.num_matches + r.num_distractors} ({r.num_distractors})",
+        ]
         cells += [f"{100 * r.cmc[k]:.2f}" for k in r.ranks] + [f"{100 * o['dir']:.2f}" for o in r.open_set]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def write_tinyface_report(out_dir: str | os.PathLike, results: Any, *, title: str = "TinyFace identification",
-                          meta: Mapping[str, Any] | None = None) -> dict[str, Path]:
+def write_tinyface_report(
+    out_dir: str | os.PathLike,
+    results: Any,
+    *,
+    title: str = "TinyFace identification",
+    meta: Mapping[str, Any] | None = None,
+) -> dict[str, Path]:
     """Write ``tinyface.json``, ``tinyface.md`` and ``tinyface_cmc.png`` (CMC, ranks 1..50) into ``out_dir``."""
     runs = _tinyface_runs(results)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "tinyface.json", "markdown": out / "tinyface.md", "cmc": out / "tinyface_cmc.png"}
-    payload = ({"meta": dict(meta or {}), **runs[""].to_dict()} if "" in runs
-               else {"meta": dict(meta or {}), "runs": {k: r.to_dict() for k, r in runs.items()}})
-    write_json_atomic(paths["json"], payload)
+    write_json_atomic(paths["json"], _runs_payload(runs, meta))
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 4))
     for run, r in runs.items():
@@ -296,12 +353,20 @@ def write_tinyface_report(out_dir: str | os.PathLike, results: Any, *, title: st
     fig.tight_layout()
     save_figure(fig, paths["cmc"], dpi=110)
     tied = sum(r.tied_probes for r in runs.values())
-    md = [f"# {title}", ""] + [f"- {k}: {v}" for k, v in (meta or {}).items()] + [
-        "", "Closed-set identification, the protocol of AdaFace's `validation_lq/tinyface_helper.py` (probes "
-        "against gallery matches + distractors, inner product of flip-added features; a probe is found at rank r "
-        "when any of its mates is among the r best). DIR@FAR: open-set extra (each probe's search with its mates "
-        "removed is its non-mated search; thresholds by the reference's `find_thresholds_by_FAR`).", "",
-        format_tinyface_table(results), ""]
+    md = (
+        [f"# {title}", ""]
+        + [f"- {k}: {v}" for k, v in (meta or {}).items()]
+        + [
+            "",
+            "Closed-set identification, the protocol of AdaFace's `validation_lq/tinyface_helper.py` (probes "
+            "against gallery matches + distractors, inner product of flip-added features; a probe is found at rank r "
+            "when any of its mates is among the r best). DIR@FAR: open-set extra (each probe's search with its mates "
+            "removed is its non-mated search; thresholds by the reference's `find_thresholds_by_FAR`).",
+            "",
+            format_tinyface_table(results),
+            "",
+        ]
+    )
     if tied:
         md += [f"{tied} probe(s) had a non-mated entry tying with their best mate (counted in the probe's favour).", ""]
     md += [f"![CMC]({paths['cmc'].name})", ""]

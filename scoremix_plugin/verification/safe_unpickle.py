@@ -93,21 +93,80 @@ class _Budget:
 # Opcode scan.
 
 # Opcodes a (list, list) of bytes / bools / numpy arrays needs, Python 2 and 3, protocols 0-5 (in-band).
-_OPCODES = frozenset({
-    "PROTO", "FRAME", "STOP", "MARK", "NONE", "NEWTRUE", "NEWFALSE",
-    "INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "FLOAT", "BINFLOAT",
-    "STRING", "BINSTRING", "SHORT_BINSTRING", "BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8",
-    "UNICODE", "BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8",
-    "EMPTY_LIST", "LIST", "APPEND", "APPENDS", "EMPTY_TUPLE", "TUPLE", "TUPLE1", "TUPLE2", "TUPLE3",
-    "GLOBAL", "STACK_GLOBAL", "REDUCE", "BUILD",
-    "PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE", "GET", "BINGET", "LONG_BINGET",
-})
+_OPCODES = frozenset(
+    {
+        "PROTO",
+        "FRAME",
+        "STOP",
+        "MARK",
+        "NONE",
+        "NEWTRUE",
+        "NEWFALSE",
+        "INT",
+        "BININT",
+        "BININT1",
+        "BININT2",
+        "LONG",
+        "LONG1",
+        "LONG4",
+        "FLOAT",
+        "BINFLOAT",
+        "STRING",
+        "BINSTRING",
+        "SHORT_BINSTRING",
+        "BINBYTES",
+        "SHORT_BINBYTES",
+        "BINBYTES8",
+        "BYTEARRAY8",
+        "UNICODE",
+        "BINUNICODE",
+        "SHORT_BINUNICODE",
+        "BINUNICODE8",
+        "EMPTY_LIST",
+        "LIST",
+        "APPEND",
+        "APPENDS",
+        "EMPTY_TUPLE",
+        "TUPLE",
+        "TUPLE1",
+        "TUPLE2",
+        "TUPLE3",
+        "GLOBAL",
+        "STACK_GLOBAL",
+        "REDUCE",
+        "BUILD",
+        "PUT",
+        "BINPUT",
+        "LONG_BINPUT",
+        "MEMOIZE",
+        "GET",
+        "BINGET",
+        "LONG_BINGET",
+    }
+)
 _SLOT = 8  # a reference on the stack, in a list or a tuple
 # Python object sizes (64-bit CPython, rounded up) of what an opcode creates besides its argument.
-_CREATES = {"EMPTY_LIST": 56 + _SLOT, "LIST": 56 + _SLOT, "EMPTY_TUPLE": _SLOT, "TUPLE": 40 + _SLOT,
-            "TUPLE1": 48 + _SLOT, "TUPLE2": 56 + _SLOT, "TUPLE3": 64 + _SLOT, "REDUCE": 96, "BUILD": 96,
-            "PUT": 112, "BINPUT": 112, "LONG_BINPUT": 112, "MEMOIZE": 112, "GET": _SLOT, "BINGET": _SLOT,
-            "LONG_BINGET": _SLOT, "MARK": _SLOT, "FLOAT": 24 + _SLOT, "BINFLOAT": 24 + _SLOT}
+_CREATES = {
+    "EMPTY_LIST": 56 + _SLOT,
+    "LIST": 56 + _SLOT,
+    "EMPTY_TUPLE": _SLOT,
+    "TUPLE": 40 + _SLOT,
+    "TUPLE1": 48 + _SLOT,
+    "TUPLE2": 56 + _SLOT,
+    "TUPLE3": 64 + _SLOT,
+    "REDUCE": 96,
+    "BUILD": 96,
+    "PUT": 112,
+    "BINPUT": 112,
+    "LONG_BINPUT": 112,
+    "MEMOIZE": 112,
+    "GET": _SLOT,
+    "BINGET": _SLOT,
+    "LONG_BINGET": _SLOT,
+    "MARK": _SLOT,
+    "FLOAT": 24 + _SLOT,
+    "BINFLOAT": 24 + _SLOT,
+}
 
 
 def _opcodes(data: bytes):
@@ -146,13 +205,17 @@ def _scan(data: bytes, budget: int) -> None:
             # An argument (bytes, str, int) becomes an object of about its own size; then what the op builds.
             cost += (sys.getsizeof(arg) if arg is not None else 0) + _CREATES.get(op.name, _SLOT)
             if cost > budget:
-                raise _Refused(f"the pickle's objects would take more than {budget} bytes (at opcode "
-                               f"{op.name}, byte {pos}): more than a .bin of its size holds", unsafe=False)
+                raise _Refused(
+                    f"the pickle's objects would take more than {budget} bytes (at opcode "
+                    f"{op.name}, byte {pos}): more than a .bin of its size holds",
+                    unsafe=False,
+                )
     except _Refused:
         raise
     except (ValueError, TypeError, struct.error, UnicodeError, OverflowError, MemoryError) as e:
-        raise _Refused(f"not a readable .bin pickle (truncated or corrupt): {describe(str(e))[1:-1]}",
-                       unsafe=False) from None
+        raise _Refused(
+            f"not a readable .bin pickle (truncated or corrupt): {describe(str(e))[1:-1]}", unsafe=False
+        ) from None
 
 
 # Guarded stand-ins for the allowed globals.
@@ -169,17 +232,26 @@ class _DtypeSpec:
         code = spec.decode("latin1") if isinstance(spec, bytes) else spec
         code = code.lstrip("<>|=")
         if code not in _DTYPES:
-            raise _Refused(f"numpy dtype {describe(code)} is not allowed in a .bin (only bool/int/float; object, "
-                           "string, void and record dtypes are refused)")
+            raise _Refused(
+                f"numpy dtype {describe(code)} is not allowed in a .bin (only bool/int/float; object, "
+                "string, void and record dtypes are refused)"
+            )
         self.code, self.order, self.built = code, "|", False
 
     def __setstate__(self, state: Any) -> None:
         # numpy's dtype state: (version, byte order, subarray, names, fields, elsize, alignment, flags[, meta]).
         if self.built:
             raise _Refused("dtype state set twice")
-        if (not isinstance(state, tuple) or len(state) not in (8, 9) or state[0] not in (3, 4)
-                or state[1] not in ("<", ">", "|", "=", b"<", b">", b"|", b"=") or state[2:5] != (None, None, None)
-                or state[5:7] != (-1, -1) or state[7] != 0 or (len(state) == 9 and state[8] is not None)):
+        if (
+            not isinstance(state, tuple)
+            or len(state) not in (8, 9)
+            or state[0] not in (3, 4)
+            or state[1] not in ("<", ">", "|", "=", b"<", b">", b"|", b"=")
+            or state[2:5] != (None, None, None)
+            or state[5:7] != (-1, -1)
+            or state[7] != 0
+            or (len(state) == 9 and state[8] is not None)
+        ):
             raise _Refused(f"numpy dtype state {describe(state)} is not a plain numeric dtype's")
         self.order = state[1].decode() if isinstance(state[1], bytes) else state[1]
         self.built = True
@@ -205,8 +277,9 @@ class _ArraySpec:
 
     __slots__ = ("shape", "dtype", "data", "fortran")
 
-    def __init__(self, shape: tuple[int, ...], dtype: _DtypeSpec | None = None, data: bytes | None = None,
-                 fortran: bool = False):
+    def __init__(
+        self, shape: tuple[int, ...], dtype: _DtypeSpec | None = None, data: bytes | None = None, fortran: bool = False
+    ):
         self.shape, self.dtype, self.data, self.fortran = shape, dtype, data, fortran
         if data is not None:
             self._check()
@@ -234,8 +307,11 @@ class _ArraySpec:
     def _check(self) -> None:
         need = math.prod(self.shape) * self.dtype.resolve().itemsize
         if need != len(self.data):
-            raise _Refused(f"array of shape {describe(self.shape)} and dtype {self.dtype.code} needs {need} bytes, "
-                           f"the pickle gives {len(self.data)}", unsafe=False)
+            raise _Refused(
+                f"array of shape {describe(self.shape)} and dtype {self.dtype.code} needs {need} bytes, "
+                f"the pickle gives {len(self.data)}",
+                unsafe=False,
+            )
 
     def build(self) -> np.ndarray:
         if self.data is None:
@@ -267,8 +343,7 @@ def _latin1_encode(budget: _Budget, text: Any = None, encoding: Any = "latin1", 
     # Python 3 pickles bytes at protocol <= 2 as _codecs.encode(str, 'latin1'); any other codec is refused
     # because codec lookup can import modules by name.
     if rest or encoding not in ("latin1", "latin-1") or not isinstance(text, str):
-        raise _Refused(f"_codecs.encode called with encoding {describe(encoding)}: only 'latin1' of a str "
-                       "is allowed")
+        raise _Refused(f"_codecs.encode called with encoding {describe(encoding)}: only 'latin1' of a str is allowed")
     budget.charge(len(text))
     try:
         return text.encode("latin1")
@@ -300,8 +375,9 @@ def _reconstruct(budget: _Budget, subtype: Any = None, shape: Any = None, dtype:
     return _ArraySpec(_shape(shape))  # numpy passes a placeholder dtype; the real one comes with BUILD
 
 
-def _frombuffer(budget: _Budget, buf: Any = None, dtype: Any = None, shape: Any = None, order: Any = "C",
-                *rest) -> _ArraySpec:
+def _frombuffer(
+    budget: _Budget, buf: Any = None, dtype: Any = None, shape: Any = None, order: Any = "C", *rest
+) -> _ArraySpec:
     if rest or not isinstance(dtype, _DtypeSpec) or order not in ("C", "F"):
         raise _Refused(f"_frombuffer with dtype {describe(dtype)} and order {describe(order)}")
     if not isinstance(buf, (bytes, bytearray)):
@@ -340,8 +416,10 @@ class _Unpickler(pickle._Unpickler):  # the pure-Python one on purpose: see the 
         try:
             return self._globals[(module, name)]
         except (KeyError, TypeError):
-            raise _Refused(f"refusing to load global '{describe(module)[1:-1]}.{describe(name)[1:-1]}' "
-                           "(a .bin holds only image bytes and booleans; this pickle would run other code)") from None
+            raise _Refused(
+                f"refusing to load global '{describe(module)[1:-1]}.{describe(name)[1:-1]}' "
+                "(a .bin holds only image bytes and booleans; this pickle would run other code)"
+            ) from None
 
     def persistent_load(self, pid: Any) -> Any:
         raise _Refused(f"refusing a persistent id {describe(pid)}")
@@ -410,10 +488,21 @@ def restricted_loads(data: bytes, where: str) -> Loaded:
         raise (UnsafePickleError if e.unsafe else BinFileError)(f"{where}: {e}") from None
     except (EOFError, struct.error) as e:
         raise BinFileError(f"{where}: truncated .bin file (the pickle ends early: {e or 'EOF'})") from None
-    except (pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError,
-            OverflowError, RecursionError, UnicodeError) as e:
-        raise BinFileError(f"{where}: not a readable .bin pickle (truncated or corrupt): "
-                           f"{type(e).__name__}: {describe(str(e))[1:-1]}") from None
+    except (
+        pickle.UnpicklingError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        MemoryError,
+        OverflowError,
+        RecursionError,
+        UnicodeError,
+    ) as e:
+        raise BinFileError(
+            f"{where}: not a readable .bin pickle (truncated or corrupt): {type(e).__name__}: {describe(str(e))[1:-1]}"
+        ) from None
     if f.tell() != len(data):
         raise BinFileError(f"{where}: unexpected data after the end of the pickle")
     return Loaded(obj, where, budget)

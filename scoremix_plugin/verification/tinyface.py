@@ -47,8 +47,10 @@ OPEN_SET_FARS: tuple[float, ...] = (1e-3, 1e-2, 1e-1)
 ALIGNED_DIR = "aligned_pad_0.1_pad_high"
 FOLDERS: tuple[str, ...] = ("Probe", "Gallery_Match", "Gallery_Distractor")
 EXTENSIONS = (".jpg", ".png", ".jpeg")  # the reference's list (case-sensitive, as its filter)
-MAT_FILES = {"Gallery_Match": ("gallery_match_img_ID_pairs.mat", "gallery_set"),
-             "Probe": ("probe_img_ID_pairs.mat", "probe_set")}
+MAT_FILES = {
+    "Gallery_Match": ("gallery_match_img_ID_pairs.mat", "gallery_set"),
+    "Probe": ("probe_img_ID_pairs.mat", "probe_set"),
+}
 
 Embedder = Callable[[np.ndarray], np.ndarray]
 
@@ -92,8 +94,9 @@ def _label(path: Path, name: str) -> int:
     try:
         return int(prefix)
     except ValueError:
-        raise InputError(f"{path / name}: the identity is the file name's integer prefix before '_', "
-                         f"got {prefix!r}") from None
+        raise InputError(
+            f"{path / name}: the identity is the file name's integer prefix before '_', got {prefix!r}"
+        ) from None
 
 
 def read_mat_names(path: Path, key: str) -> list[str]:
@@ -110,8 +113,10 @@ def read_mat_names(path: Path, key: str) -> list[str]:
         raise InputError(f"{path}: no variable {key!r} (has {sorted(k for k in mat if not k.startswith('__'))})")
     cells = mat[key]
     if not isinstance(cells, np.ndarray) or cells.dtype != object or cells.ndim != 2 or cells.shape[1] != 1:
-        raise InputError(f"{path}: {key!r} must be an N x 1 cell array of file names, got "
-                         f"{getattr(cells, 'dtype', type(cells).__name__)} {getattr(cells, 'shape', '')}")
+        raise InputError(
+            f"{path}: {key!r} must be an N x 1 cell array of file names, got "
+            f"{getattr(cells, 'dtype', type(cells).__name__)} {getattr(cells, 'shape', '')}"
+        )
     names = []
     for i, c in enumerate(cells[:, 0]):
         if not (isinstance(c, np.ndarray) and c.dtype.kind == "U" and c.size == 1):
@@ -139,8 +144,10 @@ def read_tinyface(root: str | os.PathLike, aligned_dir: str = ALIGNED_DIR) -> Ti
         have = set(lists[folder])
         absent = [n for n in listed if n not in have]
         if absent:
-            raise InputError(f"{testing / name}: {len(absent)} of its {len(listed)} {key} names are not in "
-                             f"{testing / folder} (first: {absent[0]!r})")
+            raise InputError(
+                f"{testing / name}: {len(absent)} of its {len(listed)} {key} names are not in "
+                f"{testing / folder} (first: {absent[0]!r})"
+            )
     missing = [f"{f}/{n}" for f in FOLDERS for n in lists[f] if not (aligned / f / n).is_file()]
     if missing:
         raise MissingInputError(f"{len(missing)} images have no aligned copy under {aligned} (first: {missing[0]})")
@@ -149,13 +156,20 @@ def read_tinyface(root: str | os.PathLike, aligned_dir: str = ALIGNED_DIR) -> Ti
     unmated = np.flatnonzero(~np.isin(probe_labels, match_labels))
     if unmated.size:
         i = int(unmated[0])
-        raise InputError(f"{testing / 'Probe' / lists['Probe'][i]}: identity {int(probe_labels[i])} has no image in "
-                         f"{testing / 'Gallery_Match'} ({unmated.size} such probes): closed-set identification "
-                         "needs a mate for every probe")
-    return TinyFaceLayout(root=root, aligned=aligned, probes=[f"Probe/{n}" for n in lists["Probe"]],
-                          matches=[f"Gallery_Match/{n}" for n in lists["Gallery_Match"]],
-                          distractors=[f"Gallery_Distractor/{n}" for n in lists["Gallery_Distractor"]],
-                          probe_labels=probe_labels, match_labels=match_labels)
+        raise InputError(
+            f"{testing / 'Probe' / lists['Probe'][i]}: identity {int(probe_labels[i])} has no image in "
+            f"{testing / 'Gallery_Match'} ({unmated.size} such probes): closed-set identification "
+            "needs a mate for every probe"
+        )
+    return TinyFaceLayout(
+        root=root,
+        aligned=aligned,
+        probes=[f"Probe/{n}" for n in lists["Probe"]],
+        matches=[f"Gallery_Match/{n}" for n in lists["Gallery_Match"]],
+        distractors=[f"Gallery_Distractor/{n}" for n in lists["Gallery_Distractor"]],
+        probe_labels=probe_labels,
+        match_labels=match_labels,
+    )
 
 
 def load_features(path: str | os.PathLike, layout: TinyFaceLayout) -> np.ndarray:
@@ -182,8 +196,10 @@ def load_features(path: str | os.PathLike, layout: TinyFaceLayout) -> np.ndarray
     wanted = layout.all_paths
     absent = [p for p in wanted if p not in index]
     if absent:
-        raise InputError(f"{path}: no features for {len(absent)} of the {len(wanted)} protocol images "
-                         f"(first: {absent[0]}; paths are relative to {layout.aligned})")
+        raise InputError(
+            f"{path}: no features for {len(absent)} of the {len(wanted)} protocol images "
+            f"(first: {absent[0]}; paths are relative to {layout.aligned})"
+        )
     out = np.asarray(feats[[index[p] for p in wanted]], dtype=np.float32)
     bad = np.flatnonzero(~np.isfinite(out).all(1))
     if bad.size:
@@ -197,13 +213,14 @@ def _read_rgb(path: Path) -> np.ndarray | str:
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
         return "not a readable image"
-    if img.shape[:2] != (112, 112):  # the recognisers take 112 x 112 (contracts: Resolution)
+    if img.shape[:2] != (112, 112):  # the recognisers take 112 x 112
         img = cv2.resize(img, (112, 112), interpolation=cv2.INTER_LINEAR)
     return img[:, :, ::-1]
 
 
-def image_features(layout: TinyFaceLayout, embedder: Embedder, batch_size: int = 256, progress: bool = True,
-                   workers: int | None = None) -> np.ndarray:
+def image_features(
+    layout: TinyFaceLayout, embedder: Embedder, batch_size: int = 256, progress: bool = True, workers: int | None = None
+) -> np.ndarray:
     """Flip-added, L2-normalised features float32 of every protocol image (the ``.bin`` sets' embedding)."""
     from scoremix_plugin.verification.evaluate import embed_images
 
@@ -216,7 +233,7 @@ def image_features(layout: TinyFaceLayout, embedder: Embedder, batch_size: int =
         starts = tqdm(starts, desc="TinyFace images", unit="batch")
     with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:  # cv2 decodes without the GIL
         for s in starts:
-            batch = paths[s:s + batch_size]
+            batch = paths[s : s + batch_size]
             imgs = list(pool.map(lambda p: _read_rgb(layout.aligned / p), batch))
             bad = [(p, v) for p, v in zip(batch, imgs) if isinstance(v, str)]
             if bad:
@@ -224,7 +241,7 @@ def image_features(layout: TinyFaceLayout, embedder: Embedder, batch_size: int =
             emb, _ = embed_images(embedder, np.stack(imgs), batch_size=batch_size)
             if feats is None:
                 feats = np.empty((len(paths), emb.shape[1]), dtype=np.float32)
-            feats[s:s + len(batch)] = emb
+            feats[s : s + len(batch)] = emb
     assert feats is not None
     return feats
 
@@ -250,15 +267,28 @@ class TinyFaceResult:
         return self.cmc_count[self.ranks.index(1)] / self.num_probes if 1 in self.ranks else float("nan")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ranks": list(self.ranks), "cmc": [self.cmc[r] for r in self.ranks], "cmc_count": list(self.cmc_count),
-                "num_probes": self.num_probes, "num_gallery": self.num_matches + self.num_distractors,
-                "num_matches": self.num_matches, "num_distractors": self.num_distractors,
-                "tied_probes": self.tied_probes, "open_set": list(self.open_set), "meta": dict(self.meta)}
+        return {
+            "ranks": list(self.ranks),
+            "cmc": [self.cmc[r] for r in self.ranks],
+            "cmc_count": list(self.cmc_count),
+            "num_probes": self.num_probes,
+            "num_gallery": self.num_matches + self.num_distractors,
+            "num_matches": self.num_matches,
+            "num_distractors": self.num_distractors,
+            "tied_probes": self.tied_probes,
+            "open_set": list(self.open_set),
+            "meta": dict(self.meta),
+        }
 
 
-def evaluate_tinyface_features(layout: TinyFaceLayout, feats: np.ndarray, ranks: Sequence[int] = RANKS,
-                               fars: Sequence[float] = OPEN_SET_FARS, progress: bool = False,
-                               curve_ranks: int = 50) -> TinyFaceResult:
+def evaluate_tinyface_features(
+    layout: TinyFaceLayout,
+    feats: np.ndarray,
+    ranks: Sequence[int] = RANKS,
+    fars: Sequence[float] = OPEN_SET_FARS,
+    progress: bool = False,
+    curve_ranks: int = 50,
+) -> TinyFaceResult:
     """The protocol on features [len(layout.all_paths), D] (rows in ``layout.all_paths`` order)."""
     ranks = tuple(int(r) for r in ranks)
     if not ranks or min(ranks) < 1:
@@ -268,15 +298,29 @@ def evaluate_tinyface_features(layout: TinyFaceLayout, feats: np.ndarray, ranks:
         raise InputError(f"features have {feats.shape[0]} rows, the protocol has {len(layout.all_paths)} images")
     stats = search(feats[:n_p], layout.probe_labels, feats[n_p:], layout.gallery_labels, progress=progress)
     curve = np.array(cmc_counts(stats.rank, range(1, curve_ranks + 1))) / n_p
-    return TinyFaceResult(ranks=ranks, cmc_count=cmc_counts(stats.rank, ranks), num_probes=n_p,
-                          num_matches=len(layout.matches), num_distractors=len(layout.distractors),
-                          tied_probes=int(np.count_nonzero(stats.tied)), open_set=open_set_dir(stats, fars),
-                          cmc_curve=curve, meta={"root": str(layout.root), "aligned": str(layout.aligned)})
+    return TinyFaceResult(
+        ranks=ranks,
+        cmc_count=cmc_counts(stats.rank, ranks),
+        num_probes=n_p,
+        num_matches=len(layout.matches),
+        num_distractors=len(layout.distractors),
+        tied_probes=int(np.count_nonzero(stats.tied)),
+        open_set=open_set_dir(stats, fars),
+        cmc_curve=curve,
+        meta={"root": str(layout.root), "aligned": str(layout.aligned)},
+    )
 
 
-def evaluate_tinyface(root: str | os.PathLike, embedder: Embedder, *, aligned_dir: str = ALIGNED_DIR,
-                      batch_size: int = 256, progress: bool = True, ranks: Sequence[int] = RANKS,
-                      fars: Sequence[float] = OPEN_SET_FARS) -> TinyFaceResult:
+def evaluate_tinyface(
+    root: str | os.PathLike,
+    embedder: Embedder,
+    *,
+    aligned_dir: str = ALIGNED_DIR,
+    batch_size: int = 256,
+    progress: bool = True,
+    ranks: Sequence[int] = RANKS,
+    fars: Sequence[float] = OPEN_SET_FARS,
+) -> TinyFaceResult:
     """TinyFace numbers of a model: read the root, embed every protocol image (flip-added), search."""
     layout = read_tinyface(root, aligned_dir)
     feats = image_features(layout, embedder, batch_size=batch_size, progress=progress)

@@ -34,8 +34,13 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-FUNCS = ("read_template_subject_id_list", "read_template_media_list", "image2template_feature", "gen_mask",
-         "evaluation")
+FUNCS = (
+    "read_template_subject_id_list",
+    "read_template_media_list",
+    "image2template_feature",
+    "gen_mask",
+    "evaluation",
+)
 
 
 def make_layout(seed: int = 0, subjects: int = 40, dim: int = 32) -> None:
@@ -70,8 +75,11 @@ def make_layout(seed: int = 0, subjects: int = 40, dim: int = 32) -> None:
     (meta / "ijbc_face_tid_mid.txt").write_text("\n".join(lines_tm) + "\n")
     (meta / "ijbc_name_5pts_score.txt").write_text("\n".join(lines_5p) + "\n")
     header = "TEMPLATE_ID,SUBJECT_ID,FILENAME"
-    for k, name in (("G1", "ijbc_1N_gallery_G1.csv"), ("G2", "ijbc_1N_gallery_G2.csv"),
-                    ("probe", "ijbc_1N_probe_mixed.csv")):
+    for k, name in (
+        ("G1", "ijbc_1N_gallery_G1.csv"),
+        ("G2", "ijbc_1N_gallery_G2.csv"),
+        ("probe", "ijbc_1N_probe_mixed.csv"),
+    ):
         (meta / name).write_text("\n".join([header] + rows[k]) + "\n")
     np.save(HERE / "img_feats.npy", np.asarray(feats, dtype=np.float32))
 
@@ -105,19 +113,22 @@ def run_reference(ref: dict, gallery_files: list[str], probe_subjects: set[int] 
     total_templates, total_medias = ref["read_template_media_list"](str(meta / "ijbc_face_tid_mid.txt"))
     img_feats = np.load(HERE / "img_feats.npy")
     # as the reference's get_image_feature: the faceness is the last field of each 5pts line, text -> float32
-    faceness = np.array([line.strip().split(" ")[-1] for line in
-                         (meta / "ijbc_name_5pts_score.txt").read_text().splitlines()]).astype(np.float32)
+    faceness = np.array(
+        [line.strip().split(" ")[-1] for line in (meta / "ijbc_name_5pts_score.txt").read_text().splitlines()]
+    ).astype(np.float32)
     # its __main__, use_flip_test / use_norm_score / use_detector_score all True (F1N1D1)
-    img_input_feats = img_feats[:, 0:int(img_feats.shape[1] / 2)] + img_feats[:, int(img_feats.shape[1] / 2):]
+    img_input_feats = img_feats[:, 0 : int(img_feats.shape[1] / 2)] + img_feats[:, int(img_feats.shape[1] / 2) :]
     img_input_feats = img_input_feats * np.matlib.repmat(faceness[:, np.newaxis], 1, img_input_feats.shape[1])
-    gallery_feats, _, gallery_ids = ref["image2template_feature"](img_input_feats, total_templates, total_medias,
-                                                                  gallery_templates, gallery_subject_ids)
+    gallery_feats, _, gallery_ids = ref["image2template_feature"](
+        img_input_feats, total_templates, total_medias, gallery_templates, gallery_subject_ids
+    )
     probe_t, probe_s = ref["read_template_subject_id_list"](str(meta / "ijbc_1N_probe_mixed.csv"))
     if probe_subjects is not None:
         keep = np.isin(probe_s, sorted(probe_subjects))
         probe_t, probe_s = probe_t[keep], probe_s[keep]
-    probe_feats, _, probe_ids = ref["image2template_feature"](img_input_feats, total_templates, total_medias,
-                                                              probe_t, probe_s)
+    probe_feats, _, probe_ids = ref["image2template_feature"](
+        img_input_feats, total_templates, total_medias, probe_t, probe_s
+    )
     mask = ref["gen_mask"](probe_ids, gallery_ids)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
@@ -131,8 +142,14 @@ def run_reference(ref: dict, gallery_files: list[str], probe_subjects: set[int] 
         res[f"top{k}_count"] = int(round(v * q))
     res["far"] = []
     for m in re.finditer(r"far = (\S+) pr = (\S+) th = (\S+)", text):
-        res["far"].append({"far": float(m.group(1)), "pr": float(m.group(2)),
-                           "pr_count": int(round(float(m.group(2)) * q)), "th": float(m.group(3))})
+        res["far"].append(
+            {
+                "far": float(m.group(1)),
+                "pr": float(m.group(2)),
+                "pr_count": int(round(float(m.group(2)) * q)),
+                "th": float(m.group(3)),
+            }
+        )
     return res
 
 
@@ -142,8 +159,10 @@ def main() -> None:
     args = ap.parse_args()
     make_layout()
     ref = reference_functions(Path(args.reference))
-    subj = {k: set(ref["read_template_subject_id_list"](str(HERE / "meta" / f"ijbc_1N_gallery_{k}.csv"))[1].tolist())
-            for k in ("G1", "G2")}
+    subj = {
+        k: set(ref["read_template_subject_id_list"](str(HERE / "meta" / f"ijbc_1N_gallery_{k}.csv"))[1].tolist())
+        for k in ("G1", "G2")
+    }
     expected = {
         "G1+G2": run_reference(ref, ["ijbc_1N_gallery_G1.csv", "ijbc_1N_gallery_G2.csv"], None),
         "G1": run_reference(ref, ["ijbc_1N_gallery_G1.csv"], subj["G1"]),
