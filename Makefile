@@ -26,6 +26,7 @@ demo-full: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m ruff check .
+	$(BIN)/python -m ruff format --check .
 	$(BIN)/python -m pytest --durations=15 -q
 
 bench: $(STAMP)
