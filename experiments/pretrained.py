@@ -318,7 +318,7 @@ def curve_table(name: str) -> str:
         if f.stem != f"{name}-{r.get('step')}":
             continue
         v = verdict(r)
-        cpu = r.get("train_cpu_s")
+        cpu = r.get("train_cpu_s") or training_cpu_s(run_dir(HERE / "runs" / "pretrained", name), int(r["step"]))
         by = v["by_far"]
 
         def trio(far: str, by: dict = by) -> str:
