@@ -1,7 +1,8 @@
-# The demo's class-conditional EDM generator (the pipeline fills in rec and output): arm (b) of
+# The generator `scoremix demo --full` trains here (the pipeline fills in rec and output); the plain demo samples
+# pretrained:toy40, the same network and optimiser trained to 3,000 steps (pretrained/toy40.py). Arm (b) of
 # experiments/generator_arms.py, which beat the former tiny UNet2DModel at equal CPU compute (docs/results.md,
 # "Generator arms": 1,200 steps, nearest-centre top-1 of its samples 0.79 vs 0.69, intra-class cosine 0.64 vs
-# 0.58, in 0.89x the CPU time). The pipeline samples its post-hoc EMA at sigma_rel 0.10 (recipes/demo.py).
+# 0.58, in 0.89x the CPU time). The pipeline samples its post-hoc EMA at sigma_rel 0.10 (demo_full.py).
 from easydict import EasyDict as edict
 
 config = edict()
@@ -15,7 +16,7 @@ config.lr_warmup = 100
 config.lr_decay_ref = 1000
 config.loss_weighting = "uncertainty"  # EDM2's learned u(sigma)
 config.total_steps = 1200  # ~0.9x the former tiny-cpu step cost (~300 s at its ~3.7 steps/s, 2 cores, bf16)
-config.duration = 320  # seconds: a cap, so a slower machine still keeps the demo's budget (run E, recipes/demo.py)
+config.duration = 320  # seconds: a cap, so `scoremix demo --full` keeps the demo's budget on a slow machine
 config.label_dropout = 0.1  # null class for classifier-free guidance (w = 2.5 at sampling)
 config.ema_sigma_rel = 0.10  # generator.pt's EMA: a power-function EMA (EDM2)
 config.posthoc_ema = [0.05, 0.10]  # post-hoc EMA snapshots (`scoremix ema --sigma-rel S` rebuilds any length)
