@@ -190,9 +190,11 @@ def judge(done: dict) -> list[dict]:
     if not rows:
         return []
     any_row = next(iter(rows.values()))
+    # The strictest FAR where the recogniser recognises 90 % of its own real identities (experiments/pretrained.py's
+    # rule for the shipped generators' targets: a stricter FAR fails real images too).
     far = None
     for key, r in sorted(any_row["real"]["recognised_at"].items(), key=lambda kv: float(kv[0])):
-        if r["share"] >= 0.5:
+        if r["share"] >= 0.9:
             far = key
             break
     out = []
@@ -229,6 +231,9 @@ def judge(done: dict) -> list[dict]:
 
 def table(rows: list[dict]) -> str:
     lines = [
+        f"Recognised shares at FAR {rows[0]['far'] if rows else '-'} (the strictest FAR where the recogniser "
+        "recognises 90 % of its real identities); same noise for every setting.",
+        "",
         "| setting | inputs / 2-way image | classes recognised | top-1 | single intra | far mixes recognised | "
         "mix intra | mix nearest-real cos | mix nearest is a source | mixed img/s/core | holds vs heun-32 |",
         "|---|---|---|---|---|---|---|---|---|---|---|",

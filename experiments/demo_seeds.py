@@ -37,7 +37,7 @@ def _script(name: str):
     return mod
 
 
-def run_seed(seed: int, work: Path, full: bool = False) -> dict:
+def run_seed(seed: int, work: Path, full: bool = False, only: tuple[str, ...] = ()) -> dict | None:
     from scoremix_plugin.io_utils import write_json_atomic
     from scoremix_plugin.pipeline import load_recipe, run_recipe
     from scoremix_plugin.pipeline.cli import demo_recipe
@@ -55,6 +55,10 @@ def run_seed(seed: int, work: Path, full: bool = False) -> dict:
     recipe.recogniser = str(
         _script("ablation").seeded_recogniser_config(str(Path(recipe._path).parent / recipe.recogniser), out, seed)
     )
+    if only:  # e.g. the baselines ahead of a sampler decision: they do not depend on it (stage fingerprints)
+        for stage in only:
+            run_recipe(recipe, out, stage=stage, progress=False)
+        return None
     t0, c0 = time.perf_counter(), time.process_time()
     run_recipe(recipe, out, progress=False)
     r = json.loads((out / "report.json").read_text())
@@ -135,10 +139,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", default=str(HERE / "runs" / "demo_seeds"))
     p.add_argument("--full", action="store_true", help="the demo with its generator trained here")
     p.add_argument("--summary", action="store_true", help="only rebuild the summary from the committed JSONs")
+    p.add_argument("--only", nargs="+", default=[], help="run only these stages (in order), e.g. data baseline")
     args = p.parse_args(argv)
     if not args.summary:
         for s in args.seeds:
-            run_seed(s, Path(args.work).resolve(), args.full)
+            run_seed(s, Path(args.work).resolve(), args.full, tuple(args.only))
+        if args.only:
+            return 0
     summarise(args.full)
     return 0
 
