@@ -75,6 +75,8 @@ def _args(inp, out, *extra):
         str(PER_ID),
         "--shard-size",
         str(SHARD),
+        "--solver",  # the numbers below were set with this solver, not whatever the default is
+        "heun",
         "--steps",
         "2",
         "--batch-size",
@@ -160,6 +162,7 @@ def _generate_here(inp, out, **change):
         real=str(inp["real"]),
         images_per_identity=PER_ID,
         shard_size=SHARD,
+        solver="heun",
         steps=2,
         batch_size=4,
         guidance="none",
