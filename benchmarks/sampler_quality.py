@@ -156,7 +156,7 @@ def run(generator: str, settings: list[str], work: Path) -> dict:
             **res,
         }
         # Read-modify-write under a lock: two processes may measure different settings into one file.
-        with _locked(dest.with_suffix(".lock")):
+        with arms.locked(dest.with_suffix(".lock")):
             now = json.loads(dest.read_text()) if dest.is_file() else {}
             if now.get("sha256") not in (None, prov["weights"]["sha256"]):
                 now = {}
@@ -165,23 +165,6 @@ def run(generator: str, settings: list[str], work: Path) -> dict:
             write_json_atomic(dest, now)
         rows[name] = row
     return json.loads(dest.read_text()) if dest.is_file() else done
-
-
-def _locked(path: Path):
-    import fcntl
-    from contextlib import contextmanager
-
-    @contextmanager
-    def cm():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
-
-    return cm()
 
 
 def judge(done: dict) -> list[dict]:

@@ -1,28 +1,15 @@
-# The shipped 200-identity generator (scoremix_plugin/pretrained/toy200.*): the powered design's EDM2 generator
-# (recipes/demo/generator.py, arm b of the generator arms) trained past the demo's CPU budget, to identity
-# quality. Its data: `scoremix toy-data --identities 200 --images-per-identity 16 --test-identities 100
-# --pairs 3000 --seed 0`, the powered design's (experiments/powered.py). Retrain from scratch (resumable):
-#   python -m scoremix_plugin.pretrained train toy200 --work experiments/runs/pretrained
+# The 200-identity generator (scoremix_plugin/pretrained/toy200.*, once shipped): toy40.py's network and optimiser
+# on the powered design's data, `scoremix toy-data --identities 200 --images-per-identity 16 --test-identities 100
+# --pairs 3000 --seed 0` (experiments/powered.py). Train from scratch (resumable):
+#   python experiments/pretrained.py train toy200   (then `measure` and `ship`: see that script)
+from pathlib import Path
+
 from easydict import EasyDict as edict
 
-config = edict()
-config.preset = "edm2-cpu"  # EDM2 magnitude-preserving U-Net at 32 px (32, 32, 64, 128), ~3.0M parameters
-config.resolution = 32
-config.batch_size = 32
-config.lr = 1e-2  # EDM2's relative rate; 1/sqrt decay after lr_decay_ref steps (independent of total_steps)
-config.lr_warmup = 100
-config.lr_decay_ref = 1000
-config.loss_weighting = "uncertainty"
-config.total_steps = 12000  # 120 epochs of 3,200 images (60 expected to pass the gate, docs/results.md)
-config.duration = None
-config.label_dropout = 0.1  # null class for classifier-free guidance
-config.ema_sigma_rel = 0.10
-config.posthoc_ema = [0.05, 0.10]
-config.posthoc_every = 250
-config.bf16 = True  # GPUs / AVX-512 CPUs; float32 on an AVX2-only CPU
+from scoremix_plugin.config import read_config_file
+
+config = edict(read_config_file(Path(__file__).with_name("toy40.py")))
+# 120 epochs of 3,200 images: toy40 plateaued between 100 and 150 epochs (docs/results.md, "Shipped generators")
+config.total_steps = 12000
+config.posthoc_every = 250  # 48 snapshots of 2 profiles, as toy40's 40 (~24 MB each)
 config.checkpoint_every = 250
-config.sample_every = None
-config.sample_steps = 8
-config.num_workers = 0
-config.cache_images = True
-config.seed = 0

@@ -2,7 +2,7 @@
 # (recipes/demo/generator.py, arm b of the generator arms) trained past the demo's CPU budget, to identity
 # quality. Its data: `scoremix toy-data --identities 40 --images-per-identity 16 --test-identities 20
 # --pairs 300 --seed 0`, the demo's own. Retrain from scratch (resumable):
-#   python -m scoremix_plugin.pretrained train toy40 --work experiments/runs/pretrained
+#   python experiments/pretrained.py train toy40   (then `measure` and `ship`: see that script)
 from easydict import EasyDict as edict
 
 config = edict()
