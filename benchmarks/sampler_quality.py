@@ -238,6 +238,8 @@ def plot(rows: list[dict], dest: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     for solver, marker in (("heun", "o"), ("dpm2m", "s"), ("euler", "^")):
         pts = [o for o in rows if o["setting"].split("-")[0] == solver and len(o["setting"].split("-")) == 2]
+        if not pts:
+            continue
         for key, ls in (("mix_recognised", "-"), ("mix_intra", "--"), ("single_recognised", ":")):
             ax.plot(
                 [o["inputs_mix2"] for o in pts],
