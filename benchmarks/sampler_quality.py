@@ -71,13 +71,18 @@ def parse_setting(name: str) -> tuple[dict, float]:
     return sampler, scale
 
 
-def _arms():
+def _script(name: str):
+    """experiments/NAME.py as a module (experiments/ is not a package)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("scoremix_generator_arms", ROOT / "experiments" / "generator_arms.py")
+    spec = importlib.util.spec_from_file_location(f"scoremix_{name}", ROOT / "experiments" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def _arms():
+    return _script("generator_arms")
 
 
 def throughput(den, sampler: dict, scale: float, batch: int = 16, repeats: int = 2) -> float:
@@ -173,13 +178,8 @@ def judge(done: dict) -> list[dict]:
     if not rows:
         return []
     any_row = next(iter(rows.values()))
-    # The strictest FAR where the recogniser recognises 90 % of its own real identities (experiments/pretrained.py's
-    # rule for the shipped generators' targets: a stricter FAR fails real images too).
-    far = None
-    for key, r in sorted(any_row["real"]["recognised_at"].items(), key=lambda kv: float(kv[0])):
-        if r["share"] >= 0.9:
-            far = key
-            break
+    # experiments/pretrained.py's rule for the shipped generators' targets (a stricter FAR fails real images too).
+    far = _script("pretrained").judged_far(any_row["real"]["recognised_at"])
     out = []
     for name, r in rows.items():
         out.append(

@@ -251,6 +251,13 @@ def measure(
     return result
 
 
+def judged_far(real_recognised_at: dict) -> str | None:
+    """The strictest FAR (a key of ``recognised_at``) where the recogniser recognises at least the single-class
+    target's share of its own REAL identities; None when it never does."""
+    fars = sorted(real_recognised_at, key=float)
+    return next((f for f in fars if real_recognised_at[f]["share"] >= TARGETS["single_recognised"]), None)
+
+
 def verdict(res: dict) -> dict:
     """The issue's targets, judged at the strictest FAR where the recogniser's own REAL identities meet the
     single-class target (>= 90 % recognised): a stricter FAR would fail real images too, so it could not tell a
@@ -258,7 +265,7 @@ def verdict(res: dict) -> dict:
     reading (synthetic share / real share)."""
     real = res["real"]["recognised_at"]
     fars = sorted(real, key=float)
-    far = next((f for f in fars if real[f]["share"] >= TARGETS["single_recognised"]), None)
+    far = judged_far(real)
     by_far = {}
     for f in fars:
         row = {"real": real[f]["share"]}
