@@ -15,7 +15,9 @@ share and its mix self-consistency are within 2 points of the reference's. Resul
 ``<generator>.png`` (quality vs network inputs).
 
 Setting names: ``SOLVER-STEPS`` with optional ``-gi`` (guidance only for sigma in GUIDANCE_INTERVAL),
-``-rhoR`` (schedule exponent) and ``-wW`` (guidance scale), e.g. ``dpm2m-10-gi``, ``heun-8-rho5``.
+``-rhoR`` (schedule exponent), ``-wW`` (guidance scale) and ``-mwLO_HI`` (mix only for LO <= sigma <= HI;
+outside, the pair's first class alone, one input instead of two), e.g. ``dpm2m-10-gi``, ``heun-8-rho5``,
+``dpm2m-24-mw0.5_80``.
 """
 
 from __future__ import annotations
@@ -64,6 +66,9 @@ def parse_setting(name: str) -> tuple[dict, float]:
             sampler["guidance_interval"] = GUIDANCE_INTERVAL
         elif p.startswith("rho"):
             sampler["rho"] = float(p[3:])
+        elif p.startswith("mw"):
+            lo, _, hi = p[2:].partition("_")
+            sampler["mix_window"] = (float(lo), float(hi))
         elif p.startswith("w"):
             scale = float(p[1:])
         else:
@@ -148,6 +153,7 @@ def run(generator: str, settings: list[str], work: Path) -> dict:
                 scale,
                 guidance_interval=gi,
                 rho=sampler.get("rho", 7.0),
+                mix_window=sampler.get("mix_window"),
             )
             for k in (1, 2)
         }
@@ -255,7 +261,7 @@ def plot(rows: list[dict], dest: Path) -> None:
         c="k",
         marker="x",
         zorder=3,
-        label="variants (-gi, -rho): far mixes recognised",
+        label="variants (-gi, -rho, -w, -mw): far mixes recognised",
     )
     ax.set_xscale("log")
     ax.set_xlabel("network inputs per 2-way mixed image (CFG)")

@@ -127,6 +127,22 @@ def test_committed_earlier_jsons_rebuild_the_published_table(powered, tmp_path):
     assert "| far | 3 | 84.50 ± 0.60 | 91.30 ± 0.17 |" in s["tables"]["accuracy"]
 
 
+def test_committed_powered_summary_equals_a_rebuild_from_its_unit_jsons(powered, tmp_path):
+    """Issue 26: the powered design's committed summary is what --summary rebuilds from the committed units."""
+    import shutil
+
+    committed = REPO / "experiments" / "results" / "powered"
+    units = sorted(committed.glob("*-s*.json"))
+    if not units:
+        assert not (committed / "summary.json").is_file(), "a summary without a unit JSON to rebuild it from"
+        return
+    for p in units:
+        shutil.copy(p, tmp_path)
+    rebuilt = powered.summarise(tmp_path)
+    saved = json.loads((committed / "summary.json").read_text())
+    assert saved["tables"] == rebuilt["tables"], "rerun: python experiments/powered.py --design powered --summary"
+
+
 def test_budget_and_auggen_refusal(powered, tmp_path, monkeypatch, capsys):
     b = powered.budget(powered.DESIGNS["powered"], ["baseline", "far"], [0, 1], tmp_path)
     assert b["units_todo"] == 4 and b["per_unit_s"]["baseline"] == pytest.approx(150.0 * 5)

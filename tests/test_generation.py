@@ -321,6 +321,30 @@ def test_guidance_interval_skips_the_reference_outside_and_is_counted(micro, sol
     assert network_evaluations(N, solver, K, guidance, 2.0) == len(sigmas) * (K + ref)  # no interval: everywhere
 
 
+@pytest.mark.parametrize("solver", ["heun", "dpm2m"])
+def test_mix_window_evaluates_one_class_outside_and_is_counted(micro, solver):
+    from scoremix_plugin.generation.sampler import stage_sigmas
+
+    main = Counting(micro)
+    B, K, N, window = 2, 2, 6, (0.5, 10.0)
+    sample(
+        main,
+        torch.tensor([[0, 1], [2, 3]]),
+        torch.full((B, K), 0.5),
+        generators=_gens(B),
+        num_steps=N,
+        solver=solver,
+        guidance="cfg",
+        guidance_scale=2.0,
+        mix_window=window,
+    )
+    sigmas = stage_sigmas(N, solver)
+    inside = sum(window[0] <= t <= window[1] for t in sigmas)
+    assert 0 < inside < len(sigmas)
+    counted = network_evaluations(N, solver, K, "cfg", 2.0, mix_window=window)
+    assert sum(main.batch_sizes) / B == counted == inside * (K + 1) + (len(sigmas) - inside) * 2
+
+
 def test_guidance_interval_everywhere_equals_plain_guidance_and_nowhere_equals_none(micro):
     c, w = torch.tensor([[0, 1]]), torch.tensor([[0.5, 0.5]])
     kw = dict(num_steps=4, solver="dpm2m", guidance="cfg", guidance_scale=2.5)

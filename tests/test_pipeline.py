@@ -24,8 +24,10 @@ from scoremix_plugin.pipeline import (
     load_recipe,
     pipeline_stages,
     read_marker,
+    restore_stages,
     run_recipe,
     run_stages,
+    save_stages,
     stage_states,
 )
 
@@ -85,6 +87,39 @@ def test_rerun_skips_complete_stages_and_reruns_what_changed(tmp_path):
     calls.clear()
     run_stages(_stages(calls), _ctx(tmp_path, b="X"), log=log.append)
     assert calls == ["c"]
+
+
+def test_saved_stages_install_in_another_out_and_are_skipped(tmp_path):
+    calls: list[str] = []
+    first = _ctx(tmp_path)
+    run_stages(_stages(calls), first, log=lambda m: None)
+    saved = tmp_path / "saved"
+    save_stages(first, ["b", "c"], saved)
+    assert json.loads((saved / "stages.json").read_text())["stages"]["b"]["files"]
+    # Another OUT elsewhere: a (not saved) runs, b and c install from the copies and are skipped.
+    other = Context(recipe=first.recipe, out=tmp_path / "elsewhere" / "out", progress=False)
+    stages = _stages(calls)
+    with pytest.raises(PipelineError, match="stage 'b' needs stage 'a'"):
+        restore_stages(stages, other, saved, log=lambda m: None)
+    calls.clear()
+    run_stages(stages[:1], other, log=lambda m: None)
+    assert restore_stages(stages, other, saved, log=lambda m: None) == ["b", "c"]
+    assert _status(run_stages(stages, other, log=lambda m: None)) == {"a": "skipped", "b": "skipped", "c": "skipped"}
+    assert calls == ["a"] and (other.out / "c" / "out.txt").read_text() == "321"
+    assert read_marker(other.out, "b")["restored_from"] == str(saved)
+    assert restore_stages(stages, other, saved, log=lambda m: None) == []  # already complete: untouched
+    # Other settings (its own or upstream) or a changed file are refused.
+    for recipe, match in (({"b": "9"}, "other 'b' settings"), ({"a": "9"}, "other 'a' settings")):
+        ctx = Context(recipe=edict({**first.recipe, **recipe}), out=tmp_path / f"o{len(calls)}", progress=False)
+        run_stages(stages[:1], ctx, log=lambda m: None)
+        with pytest.raises(PipelineError, match=match):
+            restore_stages(stages, ctx, saved, log=lambda m: None)
+        calls.append("x")
+    (saved / "c" / "out.txt").write_text("tampered")
+    ctx = Context(recipe=first.recipe, out=tmp_path / "o9", progress=False)
+    run_stages(stages[:1], ctx, log=lambda m: None)
+    with pytest.raises(PipelineError, match="sha256 differs"):
+        restore_stages(stages, ctx, saved, log=lambda m: None)
 
 
 def test_stage_and_from_rerun_on_request(tmp_path):

@@ -273,6 +273,19 @@ def test_two_process_torchrun_same_bytes(syn_inputs, reference_run, tmp_path):
     assert _files(out) == _files(reference_run)
 
 
+def test_mix_window_reaches_the_sampler(syn_inputs, reference_run, tmp_path):
+    """Outside the window the pair's first class is sampled alone: a window over every sigma is the plain run,
+    one over none is not (the window once reached the sampler without its outside rule, and did nothing)."""
+    rec = "shard-00000/train.rec"
+    _generate_here(syn_inputs, tmp_path / "all", mix_window=(0.0, 100.0))
+    assert (tmp_path / "all" / rec).read_bytes() == (reference_run / rec).read_bytes()
+    m = _generate_here(syn_inputs, tmp_path / "none", mix_window=(1e3, 1e4))
+    assert m.sampler["mix_window"] == [1e3, 1e4]
+    assert (tmp_path / "none" / rec).read_bytes() != (reference_run / rec).read_bytes()
+    with pytest.raises(ValueError, match="--mix-window"):
+        _generate_here(syn_inputs, tmp_path / "bad", mix_window=(2.0, 1.0))
+
+
 def test_guidance_window_and_bad_inputs(syn_inputs, reference_run, tmp_path):
     # CFG with a mixing window reaches the sampler: same plan, other bytes, complete manifest.
     m = _generate_here(syn_inputs, tmp_path / "cfg", guidance="cfg", guidance_scale=2.0, mix_window=(0.5, 10.0))

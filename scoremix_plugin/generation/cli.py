@@ -151,10 +151,8 @@ def check_sample_flags(args: argparse.Namespace, weights: list[float]) -> None:
         raise InputError(
             f"--mix-window takes two values sigma_lo,sigma_hi with 0 <= sigma_lo <= sigma_hi, got {args.mix_window}"
         )
-    if args.outside_window != "mix" and not (args.outside_window.isdigit() and int(args.outside_window) < k):
-        raise InputError(
-            f"--outside-window must be 'mix' or a column of --classes (0..{k - 1}), got {args.outside_window!r}"
-        )
+    if not 0 <= args.outside_window < k:
+        raise InputError(f"--outside-window must be a column of --classes (0..{k - 1}), got {args.outside_window}")
     if args.guidance == "autoguidance" and not args.guide:
         raise InputError("--guidance autoguidance needs --guide (a weaker generator checkpoint)")
 
@@ -171,7 +169,12 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--guidance-scale", type=float, default=SAMPLER.guidance_scale, help="w; 1 = no guidance")
     parser.add_argument("--guide", help="weaker checkpoint for --guidance autoguidance")
     parser.add_argument("--mix-window", type=_float_list, help="sigma_lo,sigma_hi: mix only in this noise range")
-    parser.add_argument("--outside-window", default="mix", help="'mix' or the column of the base class")
+    parser.add_argument(
+        "--outside-window",
+        type=int,
+        default=0,
+        help="with --mix-window: the column of --classes sampled alone outside the window",
+    )
     parser.add_argument(
         "--mix-space",
         choices=("both", *MIX_SPACES),
@@ -218,7 +221,7 @@ def run_sample(args: argparse.Namespace) -> int:
         )
     guide = load_generator(args.guide, device=args.device, amp=amp)[0] if args.guide else None
     window = tuple(args.mix_window) if args.mix_window else None
-    outside = args.outside_window if args.outside_window == "mix" else int(args.outside_window)
+    outside = args.outside_window
     common = dict(
         num_steps=args.steps,
         solver=args.solver,

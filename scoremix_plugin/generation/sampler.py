@@ -33,8 +33,8 @@ Solvers (network evaluations per image = stages x inputs per stage):
 
 ``guidance_interval=(sigma_lo, sigma_hi)`` applies guidance only where sigma_lo < sigma <= sigma_hi
 (Kynkaanniemi et al. 2024): elsewhere the reference (null class or guide) is not evaluated at all, so the
-count drops. ``stage_sigmas`` lists where the network runs; ``network_evaluations`` counts from it, so the
-count and the sampler cannot disagree.
+count drops. ``mix_window`` likewise: outside it one class is evaluated instead of K. ``stage_sigmas`` lists
+where the network runs; ``network_evaluations`` counts from it, so the count and the sampler cannot disagree.
 
 Every image's initial noise comes from its own torch.Generator (``image_generator``), so an image can
 be regenerated alone and does not depend on which batch it was drawn in.
@@ -107,7 +107,7 @@ def sample(
     guidance_scale: float = 1.0,
     guide=None,
     mix_window: tuple[float, float] | None = None,
-    outside_window: str | int = "mix",
+    outside_window: int = 0,
     allow_nonconvex: bool = False,
     mix_space: str = "score",
     guidance_interval: tuple[float, float] | None = None,
@@ -115,8 +115,8 @@ def sample(
 ) -> torch.Tensor:
     """Sample B images, image b from the mix of classes[b, :] with weights[b, :]; float32 [B,3,R,R] in [-1,1].
 
-    ``mix_window=(sigma_lo, sigma_hi)``: mixing applies where sigma_lo <= sigma <= sigma_hi; elsewhere the
-    mix too (``outside_window="mix"``) or only the class in column ``outside_window`` (an int).
+    ``mix_window=(sigma_lo, sigma_hi)``: mixing applies where sigma_lo <= sigma <= sigma_hi; elsewhere only the
+    class in column ``outside_window`` (default 0, the pair's first class) is evaluated: K - 1 fewer inputs.
     ``guidance``: "none"; "cfg" (reference = null class, one null input per image whatever K);
     "autoguidance" (reference = the same mix under ``guide``). ``guidance_scale`` is w (1 = no guidance).
     ``mix_space``: "score" mixes denoiser outputs (ScoreMix; weights must be convex unless
@@ -162,9 +162,8 @@ def sample(
         lo, hi = (float(v) for v in mix_window)
         if not 0 <= lo <= hi:
             raise ValueError(f"mix_window must be (sigma_lo, sigma_hi) with 0 <= lo <= hi, got {mix_window}")
-    if outside_window != "mix":
-        if isinstance(outside_window, bool) or not isinstance(outside_window, int) or not 0 <= outside_window < K:
-            raise ValueError(f"outside_window must be 'mix' or a column index in [0, {K}), got {outside_window!r}")
+    if isinstance(outside_window, bool) or not isinstance(outside_window, int) or not 0 <= outside_window < K:
+        raise ValueError(f"outside_window must be a column index in [0, {K}), got {outside_window!r}")
     g_lo, g_hi = check_guidance_interval(guidance_interval)
     if not math.isfinite(float(guidance_scale)):
         raise ValueError(f"guidance_scale must be finite, got {guidance_scale}")
@@ -178,7 +177,7 @@ def sample(
     def composed(x: torch.Tensor, t: float) -> torch.Tensor:
         in_window = mix_window is None or lo <= t <= hi
         guided = guided_any and g_lo < t <= g_hi
-        if in_window or outside_window == "mix":
+        if in_window:
             cls, w = classes, weights
         else:
             cls, w = classes[:, outside_window : outside_window + 1], torch.ones(B, 1, device=device)
@@ -294,13 +293,16 @@ def network_evaluations(
     sigma_min: float = SIGMA_MIN,
     sigma_max: float = SIGMA_MAX,
     rho: float = RHO,
+    mix_window: tuple[float, float] | None = None,
 ) -> int:
     """Network inputs per image (counting each condition and the guide's), stage by stage as ``sample`` runs."""
     lo, hi = check_guidance_interval(guidance_interval)
     guided = guidance != "none" and float(guidance_scale) != 1.0
-    inputs = num_conditions if mix_space == "score" else 1  # condition mixing: one input whatever K
-    reference = 1 if guidance == "cfg" else inputs  # CFG: one null input; autoguidance: the guide's inputs
-    return sum(
-        inputs + (reference if guided and lo < t <= hi else 0)
-        for t in stage_sigmas(num_steps, solver, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho)
-    )
+
+    def per_stage(t: float) -> int:
+        k = num_conditions if mix_window is None or mix_window[0] <= t <= mix_window[1] else 1
+        inputs = k if mix_space == "score" else 1  # condition mixing: one input whatever K
+        reference = 1 if guidance == "cfg" else inputs  # CFG: one null input; autoguidance: the guide's inputs
+        return inputs + (reference if guided and lo < t <= hi else 0)
+
+    return sum(per_stage(t) for t in stage_sigmas(num_steps, solver, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho))

@@ -30,7 +30,9 @@ class SamplerSettings:
     guidance: str = "cfg"  # one of GUIDANCE; cfg: the reference is the null class (one extra input per image)
     guidance_scale: float = 2.5  # w; 1 = no guidance
     guidance_interval: tuple[float, float] | None = None  # (sigma_lo, sigma_hi): guide only there; None: everywhere
-    mix_window: tuple[float, float] | None = None  # (sigma_lo, sigma_hi): mix only there; None: everywhere
+    mix_window: tuple[float, float] | None = (
+        None  # (sigma_lo, sigma_hi): mix only there (outside: the first class alone); None: everywhere
+    )
     batch_size: int = 16  # images per sampler call (part of a run's plan: batches shape the float maths)
     bf16: bool = True  # the network under bfloat16 autocast
 

@@ -27,7 +27,17 @@ from pathlib import Path
 from scoremix_plugin.io_utils import write_json_atomic
 from scoremix_plugin.pipeline.recipe import RECIPE_DEFAULTS, load_recipe
 from scoremix_plugin.pipeline.report import report_stage
-from scoremix_plugin.pipeline.runner import Context, PipelineError, Stage, fingerprint, plan, read_marker, run_stages
+from scoremix_plugin.pipeline.runner import (
+    Context,
+    PipelineError,
+    Stage,
+    fingerprint,
+    plan,
+    read_marker,
+    restore_stages,
+    run_stages,
+    save_stages,
+)
 from scoremix_plugin.pipeline.stages import REPORT_NEEDS, STAGE_NAMES, STAGES, verification_targets, verify_recogniser
 
 __all__ = [
@@ -42,8 +52,10 @@ __all__ = [
     "load_recipe",
     "pipeline_stages",
     "read_marker",
+    "restore_stages",
     "run_recipe",
     "run_stages",
+    "save_stages",
     "stage_states",
     "verification_targets",
     "verify_recogniser",

@@ -258,6 +258,7 @@ def _inputs(g: Mapping[str, Any], ctx_k: int) -> int:
         float(g.guidance_scale),
         g.get("mix_space", "score"),
         None if gi is None else tuple(gi),
+        mix_window=None if g.get("mix_window") is None else tuple(g.mix_window),
     )
 
 

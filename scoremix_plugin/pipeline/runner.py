@@ -211,20 +211,143 @@ def run_stages(
         missing = [str(p) for p in stage.outputs(ctx) if not Path(p).exists()]
         if missing:
             raise PipelineError(f"stage '{stage.name}' finished without writing {missing}")
-        marker = {
-            "format": MARKER_FORMAT,
-            "stage": stage.name,
-            "fingerprint": fp,
-            "run_id": uuid.uuid4().hex,
-            "seconds": round(seconds, 3),
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "summary": to_json(result),
-        }
-        write_json_atomic(marker_path(ctx.out, stage.name), marker)
-        ctx.markers[stage.name] = marker
-        status[stage.name] = {"status": "ran", "seconds": marker["seconds"]}
+        _write_marker(ctx, stage.name, fp, seconds, to_json(result))
+        status[stage.name] = {"status": "ran", "seconds": ctx.markers[stage.name]["seconds"]}
         log(f"{head}: done in {seconds:.1f} s")
     return status
+
+
+def _write_marker(ctx: Context, name: str, fp: str, seconds: float, summary: Any, **extra: Any) -> None:
+    marker = {
+        "format": MARKER_FORMAT,
+        "stage": name,
+        "fingerprint": fp,
+        "run_id": uuid.uuid4().hex,
+        "seconds": round(seconds, 3),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "summary": summary,
+        **extra,
+    }
+    write_json_atomic(marker_path(ctx.out, name), marker)
+    ctx.markers[name] = marker
+
+
+# Saved stages: a finished stage's outputs and result, copied out of OUT (e.g. committed beside an experiment's
+# results) and installed into another OUT later, so an expensive stage is never run twice. Paths inside OUT are
+# stored relative to it; the saved settings (its own and its upstream stages') must equal the new run's.
+
+SAVED_FORMAT = "scoremix-saved-stages/1"
+_OUT_TOKEN = "$OUT"
+
+
+def _rebase(obj: Any, old: str, new: str) -> Any:
+    if isinstance(obj, str):
+        return new + obj[len(old) :] if obj == old or obj.startswith(old + os.sep) else obj
+    if isinstance(obj, list):
+        return [_rebase(v, old, new) for v in obj]
+    if isinstance(obj, dict):
+        return {k: _rebase(v, old, new) for k, v in obj.items()}
+    return obj
+
+
+def _strings(obj: Any) -> list[str]:
+    if isinstance(obj, str):
+        return [obj]
+    if isinstance(obj, list):
+        return [s for v in obj for s in _strings(v)]
+    if isinstance(obj, dict):
+        return [s for v in obj.values() for s in _strings(v)]
+    return []
+
+
+def _settings_of(ctx: Context, name: str) -> Any:
+    return json.loads(json.dumps(to_json(ctx.stages[name].settings(ctx)), sort_keys=True, default=str))
+
+
+def save_stages(ctx: Context, names: Sequence[str], dest: str | os.PathLike) -> Path:
+    """Copy the finished stages ``names`` (every output file, and each result) from ``ctx.out`` to ``dest``;
+    returns ``dest/stages.json``. Every output must lie inside ``ctx.out``."""
+    import shutil
+
+    dest, out = Path(dest), Path(ctx.out).resolve()
+    record: dict[str, Any] = {"format": SAVED_FORMAT, "stages": {}}
+    for name in names:
+        m = ctx.markers.get(name) or read_marker(ctx.out, name)
+        if m is None or name not in ctx.stages:
+            raise PipelineError(f"save_stages: stage '{name}' has not completed in {ctx.out}")
+        stage, files = ctx.stages[name], {}
+        # Its outputs, and every file its result names inside OUT (e.g. the centres' head.npz, an optional file).
+        named = [Path(v).resolve() for v in _strings(m["summary"]) if v.startswith(str(out) + os.sep)]
+        wanted = [Path(q).resolve() for q in stage.outputs(ctx)] + [f for f in named if f.is_file()]
+        for f in dict.fromkeys(wanted):
+            if out not in f.parents:
+                raise PipelineError(f"save_stages: stage '{name}' output {f} lies outside {out}")
+            rel = f.relative_to(out).as_posix()
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, dest / f"{rel}.tmp")
+            os.replace(dest / f"{rel}.tmp", dest / rel)
+            files[rel] = {"sha256": sha256_file(f), "bytes": f.stat().st_size}
+        record["stages"][name] = {
+            "settings": _settings_of(ctx, name),
+            "upstream": {d: _settings_of(ctx, d) for d in stage.needs},
+            "files": files,
+            "seconds": m["seconds"],
+            "finished": m["finished"],
+            "summary": _rebase(m["summary"], str(out), _OUT_TOKEN),
+        }
+    path = dest / "stages.json"
+    write_json_atomic(path, record)
+    return path
+
+
+def restore_stages(
+    stages: Sequence[Stage], ctx: Context, src: str | os.PathLike, log: Callable[[str], None] = print
+) -> list[str]:
+    """Install the stages saved in ``src`` (``save_stages``) into ``ctx.out``, so ``run_stages(stages, ctx)``
+    skips them.
+
+    Their upstream stages that were not saved must have completed in ``ctx.out`` first (run them: a stage is
+    installed only once everything it needs is). A saved stage is refused when its settings or an upstream
+    stage's differ from this recipe's, or when a file's sha256 differs from the record. Returns the names
+    installed (none already complete here are touched)."""
+    import shutil
+
+    src, out = Path(src), Path(ctx.out).resolve()
+    meta = src / "stages.json"
+    try:
+        record = json.loads(meta.read_text())
+    except (OSError, ValueError) as e:
+        raise PipelineError(f"{meta}: cannot read the saved stages ({e})") from None
+    if record.get("format") != SAVED_FORMAT:
+        raise PipelineError(f"{meta}: format {record.get('format')!r}, this version reads {SAVED_FORMAT!r}")
+    _load_markers(stages, ctx)
+    installed = []
+    for name, saved in record["stages"].items():
+        if name not in ctx.stages:
+            raise PipelineError(f"{meta}: saved stage '{name}' is not a stage of this run ({sorted(ctx.stages)})")
+        stage = ctx.stages[name]
+        ready = all(d in ctx.markers for d in stage.needs)
+        if name in ctx.markers and ready and is_complete(stage, ctx, fingerprint(stage, ctx)):
+            continue
+        for which, settings in ((name, saved["settings"]), *saved["upstream"].items()):
+            if _settings_of(ctx, which) != settings:
+                raise PipelineError(
+                    f"{meta}: stage '{name}' was saved under other '{which}' settings than this recipe's; "
+                    f"delete {src} to run it again"
+                )
+        for rel, info in saved["files"].items():
+            f = src / rel
+            if not f.is_file() or sha256_file(f) != info["sha256"]:
+                raise PipelineError(f"{f}: missing, or its sha256 differs from {meta}'s record")
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, out / f"{rel}.tmp")
+            os.replace(out / f"{rel}.tmp", out / rel)
+        fp = fingerprint(stage, ctx)  # raises when an upstream stage has not completed here
+        summary = _rebase(saved["summary"], _OUT_TOKEN, str(out))
+        _write_marker(ctx, name, fp, saved["seconds"], summary, restored_from=str(src), ran=saved["finished"])
+        installed.append(name)
+        log(f"[restore] {name}: installed from {src} (ran {saved['seconds']:.0f} s on {saved['finished']})")
+    return installed
 
 
 def plan(stages: Sequence[Stage], ctx: Context) -> dict[str, str]:

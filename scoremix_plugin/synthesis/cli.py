@@ -137,7 +137,8 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
         "--mix-window",
         type=_window("--mix-window"),
         default=SAMPLER.mix_window,
-        help="'sigma_lo,sigma_hi': mix only inside",
+        help="'sigma_lo,sigma_hi': mix only inside; outside, the pair's first class alone (K - 1 fewer network "
+        "inputs per stage there)",
     )
     p.add_argument(
         "--guidance-interval",

@@ -242,8 +242,8 @@ class _Run:
 
         check_number(st.guidance_scale, "--guidance-scale", lo=0, hi=100)
         if st.mix_window is not None:
-            for v in st.mix_window:
-                check_number(v, "--mix-window", lo=0)
+            lo = check_number(st.mix_window[0], "--mix-window", lo=0)
+            check_number(st.mix_window[1], "--mix-window", lo=lo)
         if st.mix_weights is not None:
             check_mix_weights(st.mix_weights)
             w = np.asarray(st.mix_weights, dtype=np.float64)
