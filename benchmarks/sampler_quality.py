@@ -17,7 +17,9 @@ share and its mix self-consistency are within 2 points of the reference's. Resul
 Setting names: ``SOLVER-STEPS`` with optional ``-gi`` (guidance only for sigma in GUIDANCE_INTERVAL),
 ``-rhoR`` (schedule exponent), ``-wW`` (guidance scale) and ``-mwLO_HI`` (mix only for LO <= sigma <= HI;
 outside, the pair's first class alone, one input instead of two), e.g. ``dpm2m-10-gi``, ``heun-8-rho5``,
-``dpm2m-24-mw0.5_80``.
+``dpm2m-24-mw0.5_80``; ``-agSTEP``: autoguidance instead of CFG, the guide being the same training run's post-hoc
+EMA at an earlier STEP (EDM2's "less trained" guide; needs the run's snapshots under experiments/runs/pretrained,
+made by ``experiments/pretrained.py train``), e.g. ``dpm2m-16-ag1000-gi``.
 """
 
 from __future__ import annotations
@@ -56,16 +58,18 @@ TOLERANCE = 0.02  # "within 2 points" of the reference (issue 27's rule)
 PARTS = ("single", "mix_score")
 
 
-def parse_setting(name: str) -> tuple[dict, float]:
-    """(sampler kwargs, guidance scale) of a setting name."""
+def parse_setting(name: str) -> tuple[dict, float, int | None]:
+    """(sampler kwargs, guidance scale, the autoguidance guide's training step or None for CFG) of a name."""
     parts = name.split("-")
     sampler = {"solver": parts[0], "num_steps": int(parts[1])}
-    scale = 2.5
+    scale, guide_step = 2.5, None
     for p in parts[2:]:
         if p == "gi":
             sampler["guidance_interval"] = GUIDANCE_INTERVAL
         elif p.startswith("rho"):
             sampler["rho"] = float(p[3:])
+        elif p.startswith("ag"):
+            guide_step = int(p[2:])
         elif p.startswith("mw"):
             lo, _, hi = p[2:].partition("_")
             sampler["mix_window"] = (float(lo), float(hi))
@@ -73,7 +77,7 @@ def parse_setting(name: str) -> tuple[dict, float]:
             scale = float(p[1:])
         else:
             raise SystemExit(f"unknown setting part {p!r} in {name!r}")
-    return sampler, scale
+    return sampler, scale, guide_step
 
 
 def _script(name: str):
@@ -90,7 +94,7 @@ def _arms():
     return _script("generator_arms")
 
 
-def throughput(den, sampler: dict, scale: float, batch: int = 16, repeats: int = 2) -> float:
+def throughput(den, sampler: dict, scale: float, guide=None, batch: int = 16, repeats: int = 2) -> float:
     """2-way mixed images per second on this process's threads (best of ``repeats``)."""
     import torch
 
@@ -105,12 +109,24 @@ def throughput(den, sampler: dict, scale: float, batch: int = 16, repeats: int =
             classes,
             w,
             generators=[image_generator(9, r, i) for i in range(batch)],
-            guidance="cfg",
+            guidance="cfg" if guide is None else "autoguidance",
+            guide=guide,
             guidance_scale=scale,
             **sampler,
         )
         best = min(best, time.perf_counter() - t0)
     return batch / best
+
+
+def guide_file(generator: str, step: int) -> Path:
+    """The shipped generator's training run at an earlier step, stored as the shipped file is (float16)."""
+    pre = _script("pretrained")
+    work = ROOT / "experiments" / "runs" / "pretrained"
+    f = work / generator / "export" / f"{generator}-{step}.pt"
+    if not f.is_file():
+        f.parent.mkdir(parents=True, exist_ok=True)
+        pre.export_at(generator, work, step, f)
+    return f
 
 
 def run(generator: str, settings: list[str], work: Path) -> dict:
@@ -137,11 +153,13 @@ def run(generator: str, settings: list[str], work: Path) -> dict:
     for name in settings:
         if name in rows:
             continue
-        sampler, scale = parse_setting(name)
+        sampler, scale, guide_step = parse_setting(name)
         print(f"[{time.strftime('%H:%M:%S')}] {generator} {name}", file=sys.stderr, flush=True)
+        guide = None if guide_step is None else load_generator(guide_file(generator, guide_step))[0]
+        guidance = "cfg" if guide is None else "autoguidance"
         c0 = time.process_time()
         res = arms.measure(
-            den, None, "cfg", scale_name, ref, shared, sampler=sampler, guidance_scale=scale, parts=PARTS
+            den, guide, guidance, scale_name, ref, shared, sampler=sampler, guidance_scale=scale, parts=PARTS
         )
         gi = sampler.get("guidance_interval")
         nfe = {
@@ -149,7 +167,7 @@ def run(generator: str, settings: list[str], work: Path) -> dict:
                 sampler["num_steps"],
                 sampler["solver"],
                 k,
-                "cfg",
+                guidance,
                 scale,
                 guidance_interval=gi,
                 rho=sampler.get("rho", 7.0),
@@ -159,10 +177,12 @@ def run(generator: str, settings: list[str], work: Path) -> dict:
         }
         row = {
             "sampler": {k: (list(v) if isinstance(v, tuple) else v) for k, v in sampler.items()},
+            "guidance": guidance,
+            "guide_step": guide_step,
             "guidance_scale": scale,
             "inputs_single": nfe[1],
             "inputs_mix2": nfe[2],
-            "mix_images_per_s_per_core": throughput(den, sampler, scale),
+            "mix_images_per_s_per_core": throughput(den, sampler, scale, guide),
             "measure_cpu_s": round(time.process_time() - c0, 1),
             **res,
         }
