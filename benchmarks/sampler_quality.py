@@ -10,7 +10,9 @@ share, intra cosine, nearest-real cosine, share whose nearest real class is a so
 inputs per 2-way mixed image (``generation.sampler.network_evaluations``, which the tests check against a
 counting wrapper) and mixed images per second per core at the demo's batch size (16), measured in the same run
 on one thread. The reference is ``heun-32`` (EDM2's sampler, 63 stages); a setting "holds" when its recognised
-share and its mix self-consistency are within 2 points of the reference's. Results:
+share and its mix self-consistency are within 2 points of the reference's, and its mixes are as novel (their
+nearest real image no more than 0.02 closer in cosine: a setting whose "mixes" are copies of a source would
+otherwise hold, see the mix window's rows). Results:
 ``experiments/results/sampler_quality/<generator>.json`` (resumable per setting), a Markdown table and
 ``<generator>.png`` (quality vs network inputs).
 
@@ -233,6 +235,7 @@ def judge(done: dict) -> list[dict]:
                 o["single_recognised"] >= base["single_recognised"] - TOLERANCE
                 and o["mix_recognised"] >= base["mix_recognised"] - TOLERANCE
                 and o["mix_intra"] >= base["mix_intra"] - TOLERANCE
+                and o["mix_nearest_real_cos"] <= base["mix_nearest_real_cos"] + TOLERANCE
             )
         )
     return sorted(out, key=lambda o: o["inputs_mix2"])

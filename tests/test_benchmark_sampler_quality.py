@@ -26,14 +26,14 @@ def test_setting_names_parse_into_sampler_arguments(sq):
         sq.parse_setting("heun-8-zz")
 
 
-def _row(single: float, mix: float, intra: float, inputs: int) -> dict:
+def _row(single: float, mix: float, intra: float, inputs: int, nearest: float = 0.6) -> dict:
     rec = lambda s: {"recognised_at": {"0.001": {"share": s}, "0.0001": {"share": s / 2}}}  # noqa: E731
     return {
         "inputs_mix2": inputs,
         "inputs_single": inputs // 2,
         "real": {"recognised_at": {"0.0001": {"share": 0.5}, "0.001": {"share": 0.95}}},
         "single": rec(single) | {"top1": 0.9, "intra": 0.8},
-        "mix_score": rec(mix) | {"intra": intra, "nearest_real_cos": 0.6, "nearest_real_is_source": 0.5},
+        "mix_score": rec(mix) | {"intra": intra, "nearest_real_cos": nearest, "nearest_real_is_source": 0.5},
         "mix_images_per_s_per_core": 1.0,
     }
 
@@ -46,13 +46,15 @@ def test_a_setting_holds_within_two_points_of_heun32_on_every_judged_share(sq):
                 "dpm2m-24": _row(0.94, 0.585, 0.69, 72),  # 1 - 1.5 points below: holds
                 "dpm2m-10": _row(0.95, 0.57, 0.70, 30),  # far mixes 3 points below: does not
                 "dpm2m-12": _row(0.95, 0.60, 0.67, 36),  # mix self-consistency 3 points below: does not
+                "dpm2m-24-mw2_80": _row(0.95, 0.90, 0.80, 61, nearest=0.9),  # copies of a source: does not
             }
         }
     )
-    assert [r["setting"] for r in rows] == ["dpm2m-10", "dpm2m-12", "dpm2m-24", "heun-32"]  # by cost
+    assert [r["setting"] for r in rows] == ["dpm2m-10", "dpm2m-12", "dpm2m-24-mw2_80", "dpm2m-24", "heun-32"]
     assert {r["setting"]: r["holds"] for r in rows} == {
         "dpm2m-10": False,
         "dpm2m-12": False,
+        "dpm2m-24-mw2_80": False,
         "dpm2m-24": True,
         "heun-32": True,
     }
