@@ -115,6 +115,21 @@ def test_saved_stages_install_in_another_out_and_are_skipped(tmp_path):
         with pytest.raises(PipelineError, match=match):
             restore_stages(stages, ctx, saved, log=lambda m: None)
         calls.append("x")
+    # A stage's input file (e.g. a generator's weights) that changed is refused too, wherever OUT lies.
+    cfg = tmp_path / "cfg.txt"
+    cfg.write_text("v1")
+    with_file = [
+        Stage(s.name, s.run, s.needs, s.settings, s.outputs, files=(lambda ctx: [cfg]) if s.name == "a" else s.files)
+        for s in stages
+    ]
+    ctx = Context(recipe=first.recipe, out=tmp_path / "of1", progress=False)
+    run_stages(with_file, ctx, log=lambda m: None)
+    save_stages(ctx, ["b"], tmp_path / "saved_f")
+    cfg.write_text("v2")
+    ctx = Context(recipe=first.recipe, out=tmp_path / "of2", progress=False)
+    run_stages(with_file[:1], ctx, log=lambda m: None)
+    with pytest.raises(PipelineError, match="other 'a' settings or input files"):
+        restore_stages(with_file, ctx, tmp_path / "saved_f", log=lambda m: None)
     (saved / "c" / "out.txt").write_text("tampered")
     ctx = Context(recipe=first.recipe, out=tmp_path / "o9", progress=False)
     run_stages(stages[:1], ctx, log=lambda m: None)

@@ -261,7 +261,11 @@ def _strings(obj: Any) -> list[str]:
 
 
 def _settings_of(ctx: Context, name: str) -> Any:
-    return json.loads(json.dumps(to_json(ctx.stages[name].settings(ctx)), sort_keys=True, default=str))
+    """What a stage is made from, wherever OUT lies: its recipe settings and the contents of the files it reads
+    (e.g. the generator's weights), by sha256 (the fingerprint keys them by path, which moves with a clone)."""
+    stage = ctx.stages[name]
+    settings = json.loads(json.dumps(to_json(stage.settings(ctx)), sort_keys=True, default=str))
+    return {"settings": settings, "files": sorted(sha256_file(f) for f in map(Path, stage.files(ctx)) if f.is_file())}
 
 
 def save_stages(ctx: Context, names: Sequence[str], dest: str | os.PathLike) -> Path:
@@ -332,7 +336,7 @@ def restore_stages(
         for which, settings in ((name, saved["settings"]), *saved["upstream"].items()):
             if _settings_of(ctx, which) != settings:
                 raise PipelineError(
-                    f"{meta}: stage '{name}' was saved under other '{which}' settings than this recipe's; "
+                    f"{meta}: stage '{name}' was saved under other '{which}' settings or input files than this run's; "
                     f"delete {src} to run it again"
                 )
         for rel, info in saved["files"].items():
