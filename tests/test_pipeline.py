@@ -16,6 +16,7 @@ import pytest
 from easydict import EasyDict as edict
 from ijb_data import small_ijb_root
 
+from scoremix_plugin.errors import ScoreMixError
 from scoremix_plugin.pipeline import (
     STAGE_NAMES,
     Context,
@@ -130,6 +131,15 @@ def test_saved_stages_install_in_another_out_and_are_skipped(tmp_path):
     run_stages(with_file[:1], ctx, log=lambda m: None)
     with pytest.raises(PipelineError, match="other 'a' settings or input files"):
         restore_stages(with_file, ctx, tmp_path / "saved_f", log=lambda m: None)
+    # A path in stages.json that climbs out of the saved folder is refused before anything is read or written.
+    evil = json.loads((saved / "stages.json").read_text())
+    evil["stages"]["b"]["files"] = {"../../escape.txt": {"sha256": "0" * 64, "bytes": 1}}
+    (tmp_path / "evil").mkdir()
+    (tmp_path / "evil" / "stages.json").write_text(json.dumps(evil))
+    ctx = Context(recipe=first.recipe, out=tmp_path / "o8", progress=False)
+    run_stages(stages[:1], ctx, log=lambda m: None)
+    with pytest.raises(ScoreMixError, match="outside its root"):
+        restore_stages(stages, ctx, tmp_path / "evil", log=lambda m: None)
     (saved / "c" / "out.txt").write_text("tampered")
     ctx = Context(recipe=first.recipe, out=tmp_path / "o9", progress=False)
     run_stages(stages[:1], ctx, log=lambda m: None)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from scoremix_plugin.errors import ScoreMixError
-from scoremix_plugin.io_utils import sha256_file, write_json_atomic
+from scoremix_plugin.io_utils import atomic_path, check_inside, sha256_file, write_json_atomic
 
 MARKER_DIR = ".stages"
 # Markers of another format (version 1 had no "format" key) are refused, not guessed at: rerun with --force.
@@ -287,9 +287,8 @@ def save_stages(ctx: Context, names: Sequence[str], dest: str | os.PathLike) -> 
             if out not in f.parents:
                 raise PipelineError(f"save_stages: stage '{name}' output {f} lies outside {out}")
             rel = f.relative_to(out).as_posix()
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(f, dest / f"{rel}.tmp")
-            os.replace(dest / f"{rel}.tmp", dest / rel)
+            with atomic_path(dest / rel) as tmp:
+                shutil.copyfile(f, tmp)
             files[rel] = {"sha256": sha256_file(f), "bytes": f.stat().st_size}
         record["stages"][name] = {
             "settings": _settings_of(ctx, name),
@@ -340,12 +339,12 @@ def restore_stages(
                     f"delete {src} to run it again"
                 )
         for rel, info in saved["files"].items():
-            f = src / rel
+            # stages.json is read from disk: a path in it must not climb out of the saved folder or OUT
+            f = check_inside(src, rel, str(meta))
             if not f.is_file() or sha256_file(f) != info["sha256"]:
                 raise PipelineError(f"{f}: missing, or its sha256 differs from {meta}'s record")
-            (out / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(f, out / f"{rel}.tmp")
-            os.replace(out / f"{rel}.tmp", out / rel)
+            with atomic_path(check_inside(out, rel, str(meta))) as tmp:
+                shutil.copyfile(f, tmp)
         fp = fingerprint(stage, ctx)  # raises when an upstream stage has not completed here
         summary = _rebase(saved["summary"], _OUT_TOKEN, str(out))
         _write_marker(ctx, name, fp, saved["seconds"], summary, restored_from=str(src), ran=saved["finished"])
