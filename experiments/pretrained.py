@@ -296,6 +296,36 @@ def verdict(res: dict) -> dict:
     return out | {"passes": bool(checks) and all(checks)}
 
 
+def default_sampler_quality(name: str, sha256: str, results: Path | None = None) -> dict | None:
+    """The weights ``sha256`` judged with the pipeline's DEFAULT sampler (what the demo and the experiments
+    sample with), read from benchmarks/sampler_quality.py's file for ``name`` (the same harness, recogniser
+    and noise as ``measure``, which keeps Heun-8 so that the curve stays comparable across steps). None when
+    that file measured other weights or not the default setting: ship again after running it."""
+    from scoremix_plugin.generation.settings import SamplerSettings
+
+    s = SamplerSettings()
+    setting = f"{s.solver}-{s.steps}"
+    path = (results or ROOT / "experiments" / "results" / "sampler_quality") / f"{name}.json"
+    if not path.is_file():
+        return None
+    done = json.loads(path.read_text())
+    row = done.get("settings", {}).get(setting)
+    if done.get("sha256") != sha256 or row is None:
+        return None
+    if row.get("guidance") != s.guidance or row.get("guidance_scale") != s.guidance_scale:
+        return None
+    return {
+        "judged_by": f"benchmarks/sampler_quality.py --generator {name} --settings {setting} "
+        f"(experiments/results/sampler_quality/{name}.json)",
+        "sampler": {"solver": s.solver, "num_steps": s.steps},
+        "guidance": s.guidance,
+        "guidance_scale": s.guidance_scale,
+        "inputs_mix2": row.get("inputs_mix2"),
+        "targets": TARGETS,
+        **verdict(row),
+    }
+
+
 def curve(name: str) -> list[dict]:
     rows = []
     for f in sorted(RESULTS.glob(f"{name}-*.json")):
@@ -429,6 +459,14 @@ def ship(name: str, work: Path, step: int) -> Path:
         },
         "curve": [r | {"train_cpu_s": training_cpu_s(d, r["step"])} for r in curve(name)],
     }
+    dq = default_sampler_quality(name, res["export"]["sha256"])
+    if dq is not None:
+        prov["quality_default_sampler"] = dq
+    else:
+        log(
+            f"{name}: no default-sampler measurement of these weights yet "
+            "(benchmarks/sampler_quality.py): ship again after it"
+        )
     write_json_atomic(dest_dir / f"{name}.json", prov)
     plot_curve(name)
     log(f"{dest}: {prov['weights']['bytes'] / 1e6:.1f} MB, sha256 {prov['weights']['sha256'][:12]}...")

@@ -71,3 +71,27 @@ def test_demo_seeds_summary_pairs_by_seed(tmp_path, monkeypatch):
     assert s["seeds"] == [0, 1, 2] and cfp["up"] == 3 and cfp["mean"] == pytest.approx(2.0)
     assert cfp["lo"] < 2.0 < cfp["hi"]
     assert "| toy_cfp_fp | 3 |" in (tmp_path / "summary.md").read_text()
+
+
+def test_provenance_takes_the_default_samplers_row_only_for_the_same_weights(pre, tmp_path):
+    from scoremix_plugin.generation.settings import SamplerSettings
+
+    s = SamplerSettings()
+    row = _res(real=(1.0, 1.0, 1.0), single=(0.91, 0.95, 1.0), mix=(0.68, 0.8, 0.9), top1=0.96) | {
+        "guidance": s.guidance,
+        "guidance_scale": s.guidance_scale,
+        "inputs_mix2": 72,
+    }
+    f = tmp_path / "toy200.json"
+    f.write_text(
+        json.dumps(
+            {"sha256": "abc", "settings": {f"{s.solver}-{s.steps}": row, "heun-8": _res((1,) * 3, (0,) * 3, (0,) * 3)}}
+        )
+    )
+    q = pre.default_sampler_quality("toy200", "abc", tmp_path)
+    assert q["far"] == "0.0001" and q["single_recognised"] == 0.91 and q["mix_recognised"] == 0.68 and q["passes"]
+    assert q["sampler"] == {"solver": s.solver, "num_steps": s.steps} and q["inputs_mix2"] == 72
+    assert pre.default_sampler_quality("toy200", "other weights", tmp_path) is None
+    assert pre.default_sampler_quality("toy40", "abc", tmp_path) is None  # no file
+    f.write_text(json.dumps({"sha256": "abc", "settings": {f"{s.solver}-{s.steps}": row | {"guidance_scale": 4.0}}}))
+    assert pre.default_sampler_quality("toy200", "abc", tmp_path) is None  # not the default guidance
