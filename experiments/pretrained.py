@@ -312,7 +312,9 @@ def default_sampler_quality(name: str, sha256: str, results: Path | None = None)
     row = done.get("settings", {}).get(setting)
     if done.get("sha256") != sha256 or row is None:
         return None
-    if row.get("guidance") != s.guidance or row.get("guidance_scale") != s.guidance_scale:
+    # rows measured before the file named the guidance: no guide model means CFG
+    guidance = row.get("guidance") or ("cfg" if row.get("guide_step") is None else "autoguidance")
+    if guidance != s.guidance or row.get("guidance_scale") != s.guidance_scale:
         return None
     return {
         "judged_by": f"benchmarks/sampler_quality.py --generator {name} --settings {setting} "
