@@ -82,6 +82,11 @@ COMPARISONS = [
 # the seed-0 baseline recogniser (model.pt), its ONNX export and the class centres, the alignment.
 SAVED_STAGES = ("baseline", "centres", "align")
 EARLIER_SECONDS = {"generator_step": 1.82, "baseline": 150.0, "scoremix": 240.0, "report": 120.0}
+# Synthetic images per CPU second with the pipeline's default sampler (DPM-Solver++(2M)-24 + CFG, 72 network
+# inputs per 2-way image) on the shipped toy200, one core, batch 16: experiments/results/sampler_quality/
+# toy200.json (mix_images_per_s_per_core). The earlier design's "scoremix" seconds held Heun-8 (45 inputs) at
+# 640 images, so they cannot be scaled to 3,200 images of the slower sampler.
+MIXED_IMAGES_PER_S = 1.04
 
 
 def ablation():
@@ -331,10 +336,14 @@ def budget(design: dict, arms: list[str], seeds: list[int], results_dir: Path) -
         if measured:
             per_unit[arm], source[arm] = sum(measured) / len(measured), f"measured ({len(measured)} runs)"
         else:
-            # + the dataset report and 3,000-pair benchmarks (embeddings only; a guess, not yet measured)
-            extra = EARLIER_SECONDS["report"] if kind == "scoremix" else 0.0
-            per_unit[arm] = EARLIER_SECONDS[kind] * scale + extra
-            source[arm] = f"earlier design x {scale:g}" + (f" + {extra / 60:.0f} min report" if extra else "")
+            # A ScoreMix arm: the baseline's training (same optimiser steps), its synthetic images at the
+            # measured rate, + the dataset report and 3,000-pair benchmarks (a guess, not yet measured).
+            per_unit[arm] = EARLIER_SECONDS["baseline"] * scale
+            source[arm] = f"earlier design x {scale:g}"
+            if kind == "scoremix":
+                gen = design["identities"] * design["images"] / MIXED_IMAGES_PER_S
+                per_unit[arm] += gen + EARLIER_SECONDS["report"]
+                source[arm] += f" + {gen / 60:.0f} min generation + {EARLIER_SECONDS['report'] / 60:.0f} min report"
     todo = [(a, s) for s in seeds for a in arms if s not in done.get(a, {})]
     # generator, the shared baseline, centres + alignment (about a baseline's embedding time)
     shared = EARLIER_SECONDS["generator_step"] * design["generator_steps"] + 2 * EARLIER_SECONDS["baseline"] * scale

@@ -146,7 +146,7 @@ def test_committed_powered_summary_equals_a_rebuild_from_its_unit_jsons(powered,
 def test_budget_and_auggen_refusal(powered, tmp_path, monkeypatch, capsys):
     b = powered.budget(powered.DESIGNS["powered"], ["baseline", "far"], [0, 1], tmp_path)
     assert b["units_todo"] == 4 and b["per_unit_s"]["baseline"] == pytest.approx(150.0 * 5)
-    assert b["per_unit_s"]["far"] == pytest.approx(240.0 * 5 + 120.0)
+    assert b["per_unit_s"]["far"] == pytest.approx(150.0 * 5 + 200 * 16 / powered.MIXED_IMAGES_PER_S + 120.0)
     _write(tmp_path, "far", 0, {"t": 0.5}, seconds=600.0)
     b = powered.budget(powered.DESIGNS["powered"], ["baseline", "far"], [0, 1], tmp_path)
     assert b["units_todo"] == 3 and b["per_unit_s"]["far"] == 600.0 and "measured" in b["source"]["far"]
