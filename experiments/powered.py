@@ -59,6 +59,9 @@ DESIGNS = {
         # Amended 2026-12-03, before any unit ran: the shipped 200-identity generator (issue 23), sampled,
         # not trained here (docs/results.md, "Pre-registered design": its sha256 and quality).
         "generator": "pretrained:toy200",
+        # Amended again 2026-12-03, before any unit ran: pinned to the weights re-shipped at 9,000 steps. Every
+        # unit must sample these; a re-shipped toy200 stops the run (check_generator) instead of mixing two.
+        "generator_sha256": "323e2c124bd9853c79b5b482807791d9e0dd7760b0785c61618bdaae69e10cc1",
         "generator_steps": 0,
     },
 }
@@ -422,12 +425,33 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def check_generator(design: dict, results: Path, sha256: str | None) -> None:
+    """All units of a design sample ONE generator: the pinned sha256 (when the design pins one), and the one
+    every unit already written names. ``sha256``: the generator about to be sampled."""
+    pinned = design.get("generator_sha256")
+    if pinned and sha256 != pinned:
+        raise SystemExit(
+            f"{design['generator']}: sha256 {str(sha256)[:12]}... is not the {pinned[:12]}... the design pins "
+            "(experiments/powered.py DESIGNS, docs/results.md amendment): restore the pinned weights "
+            "(git checkout the shipped file) or amend the design before any unit runs"
+        )
+    for p in sorted(results.glob("*-s*.json")):
+        got = (json.loads(p.read_text()).get("generator") or {}).get("sha256")
+        if got and got != sha256:
+            raise SystemExit(f"{p}: sampled generator sha256 {got[:12]}..., not {str(sha256)[:12]}...: units mix two")
+
+
 def run(args, design: dict, arms: list[str], seeds: list[int], results: Path) -> None:
     """Shared stages once, then every missing (arm, seed), seed-major."""
     from easydict import EasyDict as edict
 
     from scoremix_plugin.pipeline import STAGES, Context, log, restore_stages, run_stages, save_stages
 
+    if design["generator"].startswith("pretrained:"):
+        from scoremix_plugin.generation.pretrained import resolve
+
+        # before any stage: the centres' alignment and every unit depend on the generator
+        check_generator(design, results, resolve(design["generator"])[1]["weights"]["sha256"])
     ab = ablation()
     out = Path(args.out or HERE / "runs" / args.design).resolve()
     ns = argparse.Namespace(
@@ -461,6 +485,7 @@ def run(args, design: dict, arms: list[str], seeds: list[int], results: Path) ->
         for k in ("linear_cka", "linear_cka_shuffled", "mutual_knn", "mutual_knn_shuffled", "num_matched")
     }
     gen = shared.result("generator")
+    check_generator(design, results, gen.sha256)
     generator = {"ref": design["generator"], "pretrained": gen.pretrained, "sha256": gen.sha256, "step": gen.step}
     table = arms_table()
     for seed in seeds:

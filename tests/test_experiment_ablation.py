@@ -156,3 +156,21 @@ def test_budget_and_auggen_refusal(powered, tmp_path, monkeypatch, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert "budget" in err and "mix_space" in err and "edm2-measure" in err
+
+
+def test_the_powered_design_samples_one_pinned_generator(powered, tmp_path):
+    from scoremix_plugin.generation import pretrained
+
+    design = powered.DESIGNS["powered"]
+    pinned = design["generator_sha256"]
+    # the pin is the shipped file: re-shipping toy200 must be a decision (an amendment), never a silent change
+    assert pretrained.provenance("toy200")["weights"]["sha256"] == pinned
+    powered.check_generator(design, tmp_path, pinned)
+    with pytest.raises(SystemExit, match="pins"):
+        powered.check_generator(design, tmp_path, "0" * 64)
+    _write(tmp_path, "far", 0, {"t": 0.5}, seconds=1.0)
+    r = json.loads((tmp_path / "far-s0.json").read_text())
+    (tmp_path / "far-s0.json").write_text(json.dumps(r | {"generator": {"sha256": "f" * 64}}))
+    with pytest.raises(SystemExit, match="far-s0.json"):
+        powered.check_generator(design, tmp_path, pinned)
+    powered.check_generator(powered.DESIGNS["earlier"], tmp_path / "none", None)  # unpinned, no units
