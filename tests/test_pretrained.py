@@ -46,6 +46,21 @@ def test_shipped_weights_match_the_toy_data_they_were_trained_on(name):
 
 
 @pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_quality_was_measured_with_the_sampler_the_pipeline_uses(name):
+    # The demo and the experiments sample with generation.settings' defaults: a provenance judged with
+    # another sampler states a quality nobody gets. Changing the default means measuring the shipped weights
+    # again (benchmarks/sampler_quality.py --generator NAME) and shipping again.
+    from scoremix_plugin.generation.settings import SamplerSettings
+
+    s = SamplerSettings()
+    q = pretrained.provenance(name).get("quality_default_sampler")
+    assert q is not None, f"{name}: its provenance has no quality under the default sampler"
+    assert q["sampler"] == {"solver": s.solver, "num_steps": s.steps}, (name, q["sampler"])
+    assert (q["guidance"], q["guidance_scale"]) == (s.guidance, s.guidance_scale)
+    assert 0.0 <= q["single_recognised"] <= 1.0 and 0.0 <= q["mix_recognised"] <= 1.0
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_file_loads_as_untrusted_input_and_samples(name):
     path, prov = pretrained.resolve(f"pretrained:{name}")  # checks the sha256 the provenance records
     assert path.stat().st_size <= 10 * 2**20

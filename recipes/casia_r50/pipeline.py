@@ -30,8 +30,9 @@ config = edict(
     # fraction=0.25) (the generator stage then trains the XS guide) or edict(kind="snapshot", fraction=0.25).
     generation=edict(
         images_per_identity=50,
-        solver="dpm2m",  # DPM-Solver++(2M)-24: Heun-32's identities at 72 instead of 189 inputs per 2-way mixed
-        steps=24,  # image (docs/results.md, "Sampling cost", measured on the toy generator; check at 112 px)
+        solver="dpm2m",  # DPM-Solver++(2M)-32: Heun-32's identities at 96 instead of 189 inputs per 2-way mixed
+        steps=32,  # image on both toy generators (docs/results.md, "Sampling cost"; 24 held at 40 classes, not
+        # at 200: more classes may need more steps, so check at 112 px against heun-32 on a few hundred pairs)
         guidance="cfg",
         guidance_scale=2.0,
         mix_window=None,

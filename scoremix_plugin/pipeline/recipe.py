@@ -32,7 +32,7 @@ Paths inside are relative to the recipe's folder. Keys (defaults in RECIPE_DEFAU
                                              # num_identities <= classes * max_uses / k
         generation=edict(images_per_identity=16, shard_size=1000,
                          # + the sampler (generation.settings.SamplerSettings, its defaults and their why):
-                         solver="dpm2m", steps=24, guidance="cfg", guidance_scale=2.5,
+                         solver="dpm2m", steps=32, guidance="cfg", guidance_scale=2.5,
                          guidance_interval=None,  # or (sigma_lo, sigma_hi): guide only there
                          mix_window=None,  # or (sigma_lo, sigma_hi): mix only there
                          batch_size=16, bf16=True),

@@ -25,9 +25,10 @@ config = edict(
     # Far in the recogniser's embedding space (the paper's best strategy); 40 pairs of 40 classes need each
     # class in up to 2 pairs.
     selection=edict(strategy="far", space="embedding", num_identities=40, max_uses=2, k=2, weights=None),
-    # DPM-Solver++(2M) at 24 steps: as good as Heun-32 on the shipped generator at 72 instead of 189 network
+    # DPM-Solver++(2M) at 24 steps: as good as Heun-32 on THIS generator (toy40) at 72 instead of 189 network
     # inputs per mixed image; Heun-8 (the demo's former 45) lost 17.5 points of classes and 47.5 of far mixes
-    # recognised (docs/results.md, "Sampling cost"). CFG w = 2.5 (autoguidance lost to it: "Generator arms").
+    # recognised (docs/results.md, "Sampling cost"). The library's default is 32 steps because the 200-class
+    # toy200 needs them; 40 classes do not. CFG w = 2.5 (autoguidance lost to it: "Generator arms").
     generation=edict(
         images_per_identity=10,
         solver="dpm2m",
