@@ -90,6 +90,7 @@ EARLIER_SECONDS = {"generator_step": 1.82, "baseline": 150.0, "scoremix": 240.0,
 # toy200.json (mix_images_per_s_per_core, measured with another job on the machine). The earlier design's
 # "scoremix" seconds held Heun-8 (45 inputs) at 640 images, so they cannot be scaled to 3,200 images of this.
 MIXED_IMAGES_PER_S = 0.97
+SHARD_IDENTITIES = 20
 
 
 def ablation():
@@ -475,7 +476,12 @@ def run(args, design: dict, arms: list[str], seeds: list[int], results: Path) ->
         if design["generator"].startswith("pretrained:")
         else str(HERE / design["generator"]),
     )
-    shared = Context(recipe=edict(ab.build_recipe(ns)), out=out / "shared", progress=not args.no_progress)
+    recipe = edict(ab.build_recipe(ns))
+    # A ScoreMix unit generates for about an hour on one core, and a session's end may cut it: generation resumes
+    # per finished shard, so shards of 20 identities (320 images) lose minutes, not the hour. Images are seeded
+    # per image, so the shard size changes no image.
+    recipe.generation.shard_size = SHARD_IDENTITIES
+    shared = Context(recipe=recipe, out=out / "shared", progress=not args.no_progress)
     shared.out.mkdir(parents=True, exist_ok=True)
     stages = [s for s in STAGES if s.name in ("data", "baseline", "generator", "centres", "align")]
     say = lambda m: log(f"[shared] {m}")  # noqa: E731
