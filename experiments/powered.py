@@ -340,11 +340,9 @@ def budget(design: dict, arms: list[str], seeds: list[int], results_dir: Path) -
 
     for arm in arms:
         kind = "baseline" if arm == "baseline" else "scoremix"
-        if measured(arm):
-            per_unit[arm], source[arm] = (
-                sum(measured(arm)) / len(measured(arm)),
-                f"measured ({len(measured(arm))} runs)",
-            )
+        own = measured(arm)
+        if own:
+            per_unit[arm], source[arm] = sum(own) / len(own), f"measured ({len(own)} runs)"
         else:
             # A ScoreMix arm: the baseline's training (same optimiser steps; measured once a baseline unit ran),
             # its synthetic images at the measured rate, + the dataset report and 3,000-pair benchmarks (a guess).
