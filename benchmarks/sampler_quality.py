@@ -82,6 +82,30 @@ def parse_setting(name: str) -> tuple[dict, float, int | None]:
     return sampler, scale, guide_step
 
 
+def setting_name(sampler: dict, scale: float = 2.5, guide_step: int | None = None) -> str:
+    """The name ``parse_setting`` reads back into the same (sampler, scale, guide_step): the one place a sampler
+    setting becomes a results key, so a library default and a benchmark row cannot be spelt two ways."""
+    parts = [sampler["solver"], str(int(sampler["num_steps"]))]
+    if guide_step is not None:
+        parts.append(f"ag{int(guide_step)}")
+    interval = sampler.get("guidance_interval")
+    if interval is not None:
+        if tuple(interval) != GUIDANCE_INTERVAL:  # a name holds only the one interval this benchmark measures
+            raise ValueError(f"guidance_interval {tuple(interval)} has no setting name (only {GUIDANCE_INTERVAL})")
+        parts.append("gi")
+    if float(scale) != 2.5:
+        parts.append(f"w{float(scale):g}")
+    if sampler.get("rho") is not None:
+        parts.append(f"rho{float(sampler['rho']):g}")
+    if sampler.get("mix_window") is not None:
+        lo, hi = sampler["mix_window"]
+        parts.append(f"mw{float(lo):g}_{float(hi):g}")
+    unknown = set(sampler) - {"solver", "num_steps", "guidance_interval", "rho", "mix_window"}
+    if unknown:
+        raise ValueError(f"sampler keys {sorted(unknown)} have no setting name")
+    return "-".join(parts)
+
+
 def _script(name: str):
     """experiments/NAME.py as a module (experiments/ is not a package)."""
     import importlib.util

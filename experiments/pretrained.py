@@ -54,13 +54,18 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def _arms():
+def _script(path: Path):
+    """A script beside the package (experiments/ and benchmarks/ are not packages) as a module."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("scoremix_generator_arms", HERE / "generator_arms.py")
+    spec = importlib.util.spec_from_file_location(f"scoremix_{path.stem}", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def _arms():
+    return _script(HERE / "generator_arms.py")
 
 
 def config_file(name: str) -> Path:
@@ -304,7 +309,11 @@ def default_sampler_quality(name: str, sha256: str, results: Path | None = None)
     from scoremix_plugin.generation.settings import SamplerSettings
 
     s = SamplerSettings()
-    setting = f"{s.solver}-{s.steps}"
+    sampler = {"solver": s.solver, "num_steps": s.steps}
+    for key in ("guidance_interval", "mix_window"):
+        if getattr(s, key) is not None:
+            sampler[key] = getattr(s, key)
+    setting = _script(ROOT / "benchmarks" / "sampler_quality.py").setting_name(sampler, s.guidance_scale)
     path = (results or ROOT / "experiments" / "results" / "sampler_quality") / f"{name}.json"
     if not path.is_file():
         return None
@@ -319,7 +328,7 @@ def default_sampler_quality(name: str, sha256: str, results: Path | None = None)
     return {
         "judged_by": f"benchmarks/sampler_quality.py --generator {name} --settings {setting} "
         f"(experiments/results/sampler_quality/{name}.json)",
-        "sampler": {"solver": s.solver, "num_steps": s.steps},
+        "sampler": sampler,
         "guidance": s.guidance,
         "guidance_scale": s.guidance_scale,
         "inputs_mix2": row.get("inputs_mix2"),

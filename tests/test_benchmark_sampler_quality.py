@@ -26,6 +26,15 @@ def test_setting_names_parse_into_sampler_arguments(sq):
         sq.parse_setting("heun-8-zz")
 
 
+def test_setting_name_is_parse_settings_inverse(sq):
+    for name in ("heun-32", "dpm2m-32", "dpm2m-16-ag1000-gi-w4-rho5-mw0.5_80", "dpm2m-24-mw0.5_80", "euler-8-w1"):
+        assert sq.setting_name(*sq.parse_setting(name)) == name
+    with pytest.raises(ValueError, match="guidance_interval"):
+        sq.setting_name({"solver": "heun", "num_steps": 8, "guidance_interval": (0.1, 9.0)})
+    with pytest.raises(ValueError, match="batch_size"):
+        sq.setting_name({"solver": "heun", "num_steps": 8, "batch_size": 16})
+
+
 def _row(single: float, mix: float, intra: float, inputs: int, nearest: float = 0.6) -> dict:
     rec = lambda s: {"recognised_at": {"0.001": {"share": s}, "0.0001": {"share": s / 2}}}  # noqa: E731
     return {
