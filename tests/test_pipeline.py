@@ -8,6 +8,7 @@ generator for a few steps, with a stage of the recipe's own; it checks what must
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import textwrap
 from pathlib import Path
@@ -272,7 +273,7 @@ config = edict(preset="test-micro", resolution=16, batch_size=8, total_steps=2, 
 
 
 @pytest.mark.slow
-def test_mini_recipe_end_to_end_then_rerun_skips(tmp_path, monkeypatch):
+def test_mini_recipe_end_to_end_then_rerun_skips(tmp_path, monkeypatch, capfd):
     for extra in ("onnx", "onnxruntime"):  # the centres stage exports the baseline to ONNX
         pytest.importorskip(extra, reason="the pipeline needs the [onnx] extra (onnx, onnxruntime)")
     for name, text in (("mini.py", MINI), ("rec.py", MINI_REC), ("gen.py", MINI_GEN)):
@@ -282,6 +283,8 @@ def test_mini_recipe_end_to_end_then_rerun_skips(tmp_path, monkeypatch):
     out = tmp_path / "out"
     status = run_recipe(tmp_path / "mini.py", out, progress=False, log=lambda s: None)
     assert [k for k, v in status.items() if v["status"] == "ran"] == [*STAGE_NAMES[:-1], "synthetic_share", "report"]
+    # progress=False reaches every stage: no stage draws a progress bar into a background job's log.
+    assert not re.search(r"\d+/\d+ \[\d+:\d\d", capfd.readouterr().err)  # tqdm's "16/3200 [00:19<..."
 
     report = json.loads((out / "report.json").read_text())
     verify = json.loads((out / "verify/verification.json").read_text())["results"]

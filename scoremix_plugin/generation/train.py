@@ -305,8 +305,11 @@ class TrainingLoss(torch.nn.Module):
         return edm_loss(self.denoiser, y, labels, sigma, noise, self.denoiser.sigma_data, logvar=logvar)
 
 
-def train_generator(config: Mapping[str, Any] | str | os.PathLike, **overrides: Any) -> dict[str, Any]:
-    """Run training from a config file or mapping (``overrides`` win); returns a summary on every process."""
+def train_generator(
+    config: Mapping[str, Any] | str | os.PathLike, *, progress: bool = True, **overrides: Any
+) -> dict[str, Any]:
+    """Run training from a config file or mapping (``overrides`` win); returns a summary on every process.
+    ``progress``: progress bars on the main process (off for background jobs whose logs are files)."""
     import torch.distributed as dist
     from tqdm.auto import tqdm
 
@@ -335,7 +338,7 @@ def train_generator(config: Mapping[str, Any] | str | os.PathLike, **overrides: 
         out.mkdir(parents=True, exist_ok=True)
 
     # Data.
-    data = GeneratorImages(cfg.rec, cfg.resolution, cfg.cache_images, progress=env.is_main)
+    data = GeneratorImages(cfg.rec, cfg.resolution, cfg.cache_images, progress=progress and env.is_main)
     num_classes = data.num_classes
 
     # Network, EMA, optimiser (same initial weights in every process: seeded before building).
@@ -496,7 +499,7 @@ def train_generator(config: Mapping[str, Any] | str | os.PathLike, **overrides: 
     )
     gen = torch.Generator(device=device)
     log_path = out / "train_log.jsonl"
-    bar = tqdm(total=cfg.total_steps, initial=step, desc="train-generator", disable=not env.is_main)
+    bar = tqdm(total=cfg.total_steps, initial=step, desc="train-generator", disable=not (progress and env.is_main))
     t_start = last_t = time.perf_counter()
     window: list[float] = []
     last_log_step, stopped_early, losses = step, False, []

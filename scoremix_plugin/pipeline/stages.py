@@ -213,7 +213,7 @@ def run_generator(ctx: Context) -> GeneratorResult:
             # The early snapshot autoguidance uses: keep one every fraction of the run.
             cfg["snapshot_every"] = max(1, round(spec["fraction"] * int(cfg.get("total_steps", 1))))
         write_config_file(out / "config.py", cfg, f"Written by `scoremix pipeline` (stage generator) from {src}.")
-        res = train_generator(cfg)
+        res = train_generator(cfg, progress=ctx.progress)
         # bool()/float()/int(): the result goes into a JSON marker, and these may come back as 0-d tensors.
         run_dir, step, loss, stopped, trained = (
             out,
@@ -336,7 +336,9 @@ def _make_guide(spec: dict, run_dir: Path, step: int, sigma_rel, cfg: dict, out:
         path = guide_snapshot(run_dir, spec["fraction"], main_step=step)
         return path, int(load_checkpoint(path)["step"])
     overrides = {"device": ctx.recipe.device} if ctx.recipe.device else {}
-    res = train_guide(cfg, preset=spec["preset"], fraction=spec["fraction"], output=out / "guide", **overrides)
+    res = train_guide(
+        cfg, preset=spec["preset"], fraction=spec["fraction"], output=out / "guide", progress=ctx.progress, **overrides
+    )
     return Path(res["checkpoint"]), int(res["step"])
 
 
@@ -416,7 +418,7 @@ def run_generate(ctx: Context) -> GenerateResult:
         # Only when asked: AugGen's condition mixing (mix_space "condition") needs a sampler that has it.
         **({"mix_space": g.mix_space} if g.get("mix_space", "score") != "score" else {}),
     )
-    manifest = generate(settings, out, device=ctx.recipe.device, grids=True)
+    manifest = generate(settings, out, device=ctx.recipe.device, grids=True, progress=ctx.progress)
     return GenerateResult(str(manifest.path), manifest.num_synthetic_classes, manifest.num_synthetic_images)
 
 
