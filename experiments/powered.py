@@ -379,6 +379,25 @@ def format_budget(b: dict) -> str:
     return "\n".join(lines)
 
 
+def machine(ctx) -> dict:
+    """Where the unit ran (a GPU unit and a CPU unit of one (arm, seed) are compared by it): the device, and the
+    dtype generation actually sampled in (bf16 autocast falls back to float32 on a CPU without AVX-512)."""
+    import warnings
+
+    import torch
+
+    from scoremix_plugin.distributed import describe_device
+    from scoremix_plugin.generation.edm import autocast_dtype
+
+    m = describe_device(ctx.recipe.device or None)
+    if "generate" not in ctx.markers:  # the baseline arm samples nothing
+        return m
+    with warnings.catch_warnings():  # the fallback's warning is for samplers; here it is only recorded
+        warnings.simplefilter("ignore")
+        dtype = autocast_dtype(torch.bfloat16 if ctx.recipe.generation.bf16 else None, m["device"])
+    return {**m, "generation_dtype": str(dtype or torch.float32).removeprefix("torch.")}
+
+
 def dataset_report(ctx, run_dir: Path) -> dict:
     """The pipeline's dataset_report stage's numbers (EER / FDR / d', leak counts) of a ScoreMix arm's set."""
     if "dataset_report" not in ctx.markers:
@@ -519,6 +538,7 @@ def run(args, design: dict, arms: list[str], seeds: list[int], results: Path) ->
                     "design": args.design,
                     "alignment": alignment,
                     "generator": generator,
+                    "machine": machine(ctx),
                     **dataset_report(ctx, d),
                 },
             )

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -152,29 +151,10 @@ def training_cpu_s(d: Path, step: int) -> float | None:
 
 
 def machine() -> dict:
-    cpu = ""
-    try:
-        cpu = next(
-            (
-                ln.split(":", 1)[1].strip()
-                for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")
-            ),
-            "",
-        )
-    except OSError:
-        pass
-    import torch
+    """The machine the shipped generators trained on: this CPU, one thread, float32 (the AVX2 CPU's rule)."""
+    from scoremix_plugin.distributed import describe_device
 
-    return {
-        "cpu": cpu or platform.processor(),
-        "cores": os.cpu_count(),
-        "torch": torch.__version__,
-        "device": "cpu",
-        "threads": 1,
-        "dtype": "float32",
-        "python": platform.python_version(),
-    }
+    return {**describe_device("cpu"), "threads": 1, "dtype": "float32"}
 
 
 # Export and measurement.

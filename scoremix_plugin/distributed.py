@@ -36,7 +36,7 @@ def init_distributed(device: str | None = None) -> DistEnv:
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     world = int(os.environ.get("WORLD_SIZE", 1))
     if device is None:
-        dev = torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+        dev = init_distributed_device()
     else:
         dev = torch.device(device)
         if dev.type == "cuda" and dev.index is None:
@@ -57,3 +57,35 @@ def barrier(env: DistEnv) -> None:
 def cleanup(env: DistEnv) -> None:
     if env.distributed and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def describe_device(device: str | torch.device | None = None) -> dict:
+    """Where a result was computed, for its JSON: the device type, the CPU (and GPU) model, cores, this
+    process's threads, torch and Python versions. ``device`` None: the one ``init_distributed`` would pick."""
+    import platform
+
+    dev = torch.device(device) if device is not None else init_distributed_device()
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    out = {
+        "device": dev.type,
+        "cpu": cpu or platform.processor(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+    if dev.type == "cuda":
+        out["gpu"] = torch.cuda.get_device_name(dev)
+    return out
+
+
+def init_distributed_device() -> torch.device:
+    """The device ``init_distributed(None)`` picks for this process, without opening anything."""
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from scripts import load_script
@@ -174,3 +175,20 @@ def test_the_powered_design_samples_one_pinned_generator(powered, tmp_path):
     with pytest.raises(SystemExit, match="far-s0.json"):
         powered.check_generator(design, tmp_path, pinned)
     powered.check_generator(powered.DESIGNS["earlier"], tmp_path / "none", None)  # unpinned, no units
+
+
+def test_a_unit_records_the_machine_and_the_dtype_it_sampled_in(powered):
+    import torch
+    from easydict import EasyDict as edict
+
+    def ctx(bf16, stages=("generate",)):
+        return SimpleNamespace(recipe=edict(device="cpu", generation=edict(bf16=bf16)), markers=dict.fromkeys(stages))
+
+    m = powered.machine(ctx(True))
+    assert (m["device"], m["threads"], m["torch"]) == ("cpu", torch.get_num_threads(), torch.__version__)
+    assert "gpu" not in m
+    # bf16 autocast runs only where it pays (AVX-512 CPUs, GPUs): the record says what actually ran
+    avx512 = torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+    assert m["generation_dtype"] == ("bfloat16" if avx512 else "float32")
+    assert powered.machine(ctx(False))["generation_dtype"] == "float32"
+    assert "generation_dtype" not in powered.machine(ctx(True, stages=("baseline",)))
